@@ -1,0 +1,3 @@
+from launchctl.cli import main
+
+main()

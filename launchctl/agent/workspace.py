@@ -1,0 +1,54 @@
+"""Lay out a run's working copy: the code snapshot, or a fresh clone of a git job."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from launchctl.jobs import extract_snapshot
+from launchctl.runners import RunnerError
+from launchctl.store import Store
+
+
+def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, dest: Path) -> str:
+    """Fill ``dest`` with the job's files. Returns a line for the run's log."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    if version is None:
+        dest.mkdir(parents=True)
+        return "no job source: running in an empty folder"
+    source = version["source"]
+    if "snapshot" in source:
+        extract_snapshot(store.jobs.snapshot(source["snapshot"]), dest)
+        return f"code snapshot {source['snapshot'][:12]} ({source.get('files', '?')} files)"
+    if "git" in source:
+        return _clone(source["git"]["remote"], source["git"].get("commit"), dest)
+    raise RunnerError(f"job {version['name']} has no code to run here", stage="agent")
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+            env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
+        )
+    except FileNotFoundError:
+        raise RunnerError("git is not installed; a git job needs it", stage="agent") from None
+    except subprocess.TimeoutExpired:
+        raise RunnerError(f"git {args[0]} took over 10 minutes", stage="agent") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RunnerError(f"git {args[0]} failed: {last}", stage="agent")
+    return done.stdout.strip()
+
+
+def _clone(remote: str, commit: str | None, dest: Path) -> str:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _git("clone", "--quiet", remote, str(dest))
+    if commit:
+        _git("checkout", "--quiet", commit, cwd=dest)
+    head = _git("rev-parse", "HEAD", cwd=dest)
+    return f"git clone of {remote} at {head}"

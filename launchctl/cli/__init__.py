@@ -1,0 +1,75 @@
+"""The command line: thin Typer commands over the core API, one module per noun.
+
+Errors a user caused (``LaunchctlError``) become one line on stderr and exit 1
+(2 for usage errors); nothing here prints a traceback unless LAUNCHCTL_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from launchctl import __version__
+from launchctl.cli import agent as agent_cmd
+from launchctl.cli import job as job_cmd
+from launchctl.cli import launch as launch_cmd
+from launchctl.cli import queue as queue_cmd
+from launchctl.cli import runs as runs_cmd
+from launchctl.errors import LaunchctlError
+
+app = typer.Typer(
+    name="launchctl",
+    help="A local-first job launcher for ML work: W&B Launch's jobs, queues and agents,"
+    " in one CLI and one SQLite file.\n\n"
+    "\b\nExample:\n  launchctl launch -u examples/hello -E 'python train.py' --set lr=0.5",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"launchctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    pass
+
+
+app.add_typer(queue_cmd.app, name="queue")
+app.add_typer(job_cmd.app, name="job")
+app.add_typer(runs_cmd.app, name="runs")
+app.command("launch", no_args_is_help=True)(launch_cmd.launch)
+app.command("agent")(agent_cmd.agent)
+app.command("logs")(runs_cmd.logs)
+
+
+def main() -> None:
+    try:
+        app()
+    except LaunchctlError as exc:
+        sys.stderr.write(f"launchctl: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("launchctl: interrupted\n")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:
+        if os.environ.get("LAUNCHCTL_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"launchctl: internal error: {type(exc).__name__}: {exc}"
+            " (set LAUNCHCTL_DEBUG=1 to see the traceback)\n"
+        )
+        sys.exit(1)

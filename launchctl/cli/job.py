@@ -1,0 +1,175 @@
+"""`launchctl job ...`: create jobs from code, images or git, and inspect them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from launchctl.cli.common import JSON_OPTION, open_store
+from launchctl.cli.output import emit_json, table, when
+
+app = typer.Typer(
+    help="Create and inspect jobs.\n\n\b\nExample:\n  launchctl job create code examples/hello -E 'python train.py'",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+create_app = typer.Typer(
+    help="Create a job (a new version when the content changed).\n\n\b\nExample:\n"
+    "  launchctl job create git https://example.org/repo.git -E 'python train.py'",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(create_app, name="create")
+
+NAME = typer.Option(None, "--name", "-n", help="Job name (default: from the source).")
+PROJECT = typer.Option(None, "--project", "-p", help="Project the job's runs log to.")
+ENTITY = typer.Option(None, "--entity", "-e", help="Owning entity.")
+ENTRY = typer.Option(None, "--entry-point", "-E", help="Command to run, e.g. 'python train.py'.")
+DOCKERFILE = typer.Option(None, "--dockerfile", "-D", help="Dockerfile, relative to the job root.")
+
+
+def _report(row: dict[str, Any], created: bool, as_json: bool) -> None:
+    if as_json:
+        emit_json(dict(row, created=created))
+        return
+    what = "created" if created else "unchanged, reusing"
+    print(f"{what} job {row['name']}:v{row['version']} ({row['source_type']})")
+
+
+@create_app.command("code")
+def create_code(
+    path: str = typer.Argument(..., help="Directory to snapshot."),
+    entry_point: str | None = ENTRY,
+    name: str | None = NAME,
+    project: str | None = PROJECT,
+    entity: str | None = ENTITY,
+    dockerfile: str | None = DOCKERFILE,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Snapshot a directory into the store as a code job.
+
+    \b
+    Example:
+      launchctl job create code examples/hello -E 'python train.py' -n hello
+    """
+    from launchctl import jobs
+
+    row, created = jobs.create_code_job(
+        open_store(), path, entrypoint=jobs.parse_entrypoint(entry_point), name=name,
+        project=project, entity=entity, dockerfile=dockerfile,
+    )
+    _report(row, created, as_json)
+
+
+@create_app.command("image")
+def create_image(
+    image: str = typer.Argument(..., help="Image reference, e.g. registry:5000/train:1."),
+    entry_point: str | None = ENTRY,
+    name: str | None = NAME,
+    project: str | None = PROJECT,
+    entity: str | None = ENTITY,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create a job that runs a prebuilt image as it is.
+
+    \b
+    Example:
+      launchctl job create image localhost:5000/train:1 -E 'python train.py'
+    """
+    from launchctl import jobs
+
+    row, created = jobs.create_image_job(
+        open_store(), image, entrypoint=jobs.parse_entrypoint(entry_point), name=name,
+        project=project, entity=entity,
+    )
+    _report(row, created, as_json)
+
+
+@create_app.command("git")
+def create_git(
+    url: str = typer.Argument(..., help="Repository URL (cloned at run time)."),
+    entry_point: str | None = ENTRY,
+    git_hash: str | None = typer.Option(None, "--git-hash", help="Commit or branch to run."),
+    name: str | None = NAME,
+    project: str | None = PROJECT,
+    entity: str | None = ENTITY,
+    dockerfile: str | None = DOCKERFILE,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create a job from a git repository, cloned when a run starts.
+
+    \b
+    Example:
+      launchctl job create git file:///srv/git/train.git --git-hash 1a2b3c -E 'python train.py'
+    """
+    from launchctl import jobs
+
+    row, created = jobs.create_git_job(
+        open_store(), url, entrypoint=jobs.parse_entrypoint(entry_point), commit=git_hash,
+        name=name, project=project, entity=entity, dockerfile=dockerfile,
+    )
+    _report(row, created, as_json)
+
+
+@app.command("list")
+def list_(as_json: bool = JSON_OPTION) -> None:
+    """List jobs and their latest version.
+
+    \b
+    Example:
+      launchctl job list --json
+    """
+    rows = open_store().jobs.list()
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        ([r["name"], r["source_type"], f"v{r['latest']}", r["versions"], r["project"],
+          r["entity"], when(r["created_at"])] for r in rows),
+        ["name", "type", "latest", "versions", "project", "entity", "created"],
+    )
+
+
+@app.command("show")
+def show(
+    ref: str = typer.Argument(..., help="NAME or NAME:ALIAS (latest, v0, v1, ...)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show a job version and the list of its versions.
+
+    \b
+    Example:
+      launchctl job show hello:v0
+    """
+    from launchctl import jobs
+
+    store = open_store()
+    name, alias = jobs.parse_job_ref(ref)
+    row = store.jobs.version(name, alias)
+    versions = store.jobs.versions(name)
+    if as_json:
+        emit_json(dict(row, versions=[f"v{v['version']}" for v in versions]))
+        return
+    import shlex
+
+    aliases = ["latest"] if row["version"] == row["latest"] else []
+    print(f"job:        {row['name']}:v{row['version']}"
+          + (f" ({', '.join(aliases)})" if aliases else ""))
+    print(f"type:       {row['source_type']}")
+    print(f"project:    {row['project']}")
+    print(f"entity:     {row['entity']}")
+    print(f"entrypoint: {shlex.join(row['entrypoint']) or '-'}")
+    source = row["source"]
+    if "snapshot" in source:
+        print(f"source:     {source['path']} (snapshot {source['snapshot'][:12]},"
+              f" {source['files']} files)")
+    elif "git" in source:
+        print(f"source:     {source['git']['remote']} @ {source['git'].get('commit') or 'HEAD'}")
+    else:
+        print(f"source:     image {source['image']}")
+    if row["dockerfile"]:
+        print(f"dockerfile: {row['dockerfile']}")
+    print(f"created:    {when(row['created_at'])}")
+    listed = ", ".join("v" + str(v["version"]) for v in versions)
+    print(f"versions:   {listed}")

@@ -1,0 +1,164 @@
+"""`launchctl runs ...` and `launchctl logs`: list, inspect, cancel, rerun and follow runs."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import typer
+
+from launchctl.cli.common import JSON_OPTION, open_store
+from launchctl.cli.output import ago, duration, emit_json, err, table, when
+
+app = typer.Typer(
+    help="List, inspect, cancel and rerun runs.\n\n\b\nExample:\n  launchctl runs list --state running",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@app.command("list")
+def list_(
+    queue: str | None = typer.Option(None, "--queue", "-q", help="Only this queue's runs."),
+    state: list[str] = typer.Option([], "--state", "-s", help="Only runs in this state (repeatable)."),
+    limit: int = typer.Option(50, "--limit", "-n", help="At most this many, newest first (0: all)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List runs, newest first.
+
+    \b
+    Example:
+      launchctl runs list -q default --state failed --json
+    """
+    from launchctl.errors import UsageError
+    from launchctl.states import State
+
+    known = {s.value for s in State}
+    for s in state:
+        if s not in known:
+            raise UsageError(f"unknown state {s!r}: choose from {', '.join(sorted(known))}")
+    if limit < 0:
+        raise UsageError("--limit must be 0 (all) or more")
+    rows = open_store().runs.list(queue=queue, states=state, limit=limit or None)
+    if as_json:
+        emit_json(rows)
+        return
+    from launchctl.launch import PRIORITY_NAMES
+
+    table(
+        ([r["id"], r["name"], r["queue_name"] or "(direct)", r["state"],
+          PRIORITY_NAMES.get(r["priority"], r["priority"]),
+          r["exit_code"], duration(r["started_at"], r["ended_at"]), ago(r["created_at"])]
+         for r in rows),
+        ["run", "name", "queue", "state", "priority", "exit", "runtime", "created"],
+    )
+
+
+@app.command("show")
+def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+         as_json: bool = JSON_OPTION) -> None:
+    """Show a run: spec, every state change, exit code, failure stage and reason, log path.
+
+    \b
+    Example:
+      launchctl runs show 3kx9q2ab
+    """
+    from launchctl.follow import log_path
+
+    store = open_store()
+    run = store.runs.get(run_id)
+    events = store.runs.events(run["id"])
+    run["log_path"] = str(log_path(store, run))
+    if as_json:
+        emit_json(dict(run, events=events))
+        return
+    import json
+
+    entry = (run["spec"].get("overrides") or {}).get("entry_point")
+    print(f"run:        {run['id']} ({run['name']})")
+    print(f"state:      {run['state']}")
+    if run["stage"] or run["reason"]:
+        print(f"reason:     {run['reason'] or '-'}" + (f" (stage {run['stage']})" if run["stage"] else ""))
+    print(f"exit code:  {run['exit_code'] if run['exit_code'] is not None else '-'}")
+    print(f"queue:      {run['queue_name'] or '(direct launch)'}")
+    print(f"job:        {run['spec'].get('job') or '-'}")
+    if entry:
+        print(f"entrypoint: {shlex.join(entry)}")
+    print(f"project:    {run['project']}  entity: {run['entity']}")
+    print(f"agent:      {run['agent_id'] or '-'}")
+    print(f"runtime:    {duration(run['started_at'], run['ended_at'])}")
+    if run["rerun_of"]:
+        print(f"rerun of:   {run['rerun_of']}")
+    print(f"log:        {run['log_path']}")
+    print("events:")
+    for ev in events:
+        frm = ev["from_state"] or "-"
+        msg = f"  {ev['message']}" if ev["message"] else ""
+        print(f"  {when(ev['at'])}  {frm:>9} -> {ev['to_state']:<9}{msg}")
+    print("spec:")
+    print(json.dumps(run["spec"], indent=2, sort_keys=True))
+
+
+@app.command("cancel")
+def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
+    """Cancel a run: a queued run stops at once, a running one is stopped by its agent.
+
+    \b
+    Example:
+      launchctl runs cancel 3kx9q2ab
+    """
+    store = open_store()
+    run = store.runs.get(run_id)
+    state = store.runs.request_cancel(run["id"])
+    if state == "stopped":
+        print(f"run {run['id']} stopped")
+    else:
+        print(f"run {run['id']} is {state}; its agent is stopping it")
+
+
+@app.command("rerun")
+def rerun(
+    run_id: str = typer.Argument(..., help="Run id to copy."),
+    set_: list[str] = typer.Option([], "--set", help="run_config override key=value (repeatable)."),
+    priority: str | None = typer.Option(None, "--priority", "-P", help="New priority."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Queue a new run with the same spec, changing the --set overrides.
+
+    \b
+    Example:
+      launchctl runs rerun 3kx9q2ab --set lr=0.01
+    """
+    from launchctl.launch import rerun as do_rerun
+
+    run = do_rerun(open_store(), run_id, sets=set_, priority=priority)
+    if as_json:
+        emit_json(run)
+    else:
+        print(run["id"])
+
+
+def logs(
+    run_id: str = typer.Argument(..., help="Run id."),
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep following until the run ends."),
+) -> None:
+    """Print a run's log; -f follows a live run until it ends.
+
+    \b
+    Example:
+      launchctl logs -f 3kx9q2ab
+    """
+    import signal
+
+    from launchctl.follow import follow
+
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    store = open_store()
+    run = follow(store, run_id, write, follow=follow_)
+    if follow_:
+        err(f"run {run['id']} {run['state']}")

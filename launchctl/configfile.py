@@ -1,0 +1,94 @@
+"""Read a config given as a file path or as an inline JSON/YAML string."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from launchctl.errors import ConfigError
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{where}: {problem}{at}") from None
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+
+
+def load_mapping(value: str, what: str = "config") -> dict[str, Any]:
+    """Parse ``value``: a path to a .json/.yaml file, or inline JSON (or YAML) text.
+
+    Always returns a dict; anything else is a ``ConfigError`` naming ``what``.
+    """
+    text: str
+    where: str
+    path = Path(value).expanduser()
+    looks_like_file = value.lower().endswith(_FILE_SUFFIXES) and "{" not in value
+    is_file = False
+    try:
+        is_file = len(value) < 4096 and path.is_file()
+    except OSError:
+        is_file = False
+    if is_file:
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{what} file {value} is over {MAX_CONFIG_BYTES >> 20} MiB")
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{what} file {value} is not UTF-8 text") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} file {value}: {exc.strerror}") from None
+        where = f"{what} file {value}"
+        if not text.strip():
+            raise ConfigError(f"{where} is empty")
+        data = (
+            _parse_json(text, where)
+            if path.suffix.lower() == ".json"
+            else _parse_yaml(text, where)
+        )
+    elif looks_like_file:
+        raise ConfigError(f"{what} file {value} does not exist")
+    else:
+        where = what
+        if not value.strip():
+            raise ConfigError(f"{what} is empty")
+        stripped = value.lstrip()
+        data = _parse_json(value, where) if stripped.startswith(("{", "[")) else None
+        if data is None:
+            data = _parse_yaml(value, where)
+            if isinstance(data, str | int | float | bool) or data is None:
+                raise ConfigError(
+                    f"{what} must be a JSON/YAML object or a path to a file; got {value!r:.60}"
+                )
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a JSON/YAML object, not {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{where}: keys must be strings, got {bad[0]!r}")
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: holds a value JSON cannot store ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+    return data

@@ -1,0 +1,300 @@
+"""Launch: turn W&B-style flags and launch specs into a stored run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from launchctl import identity, jobs
+from launchctl.configfile import load_mapping
+from launchctl.errors import ConfigError, LaunchctlError, UsageError
+from launchctl.queues import RESOURCES, check_resource, validate_resource_args
+from launchctl.store import Row, Store
+
+PRIORITIES = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
+DEFAULT_PRIORITY = PRIORITIES["medium"]
+DEFAULT_RESOURCE = "local-process"
+# Keys a launch spec (-c) may hold, in W&B's names.
+SPEC_KEYS = frozenset(
+    {"uri", "job", "entry_point", "docker", "resource", "resource_args", "overrides", "name",
+     "project", "entity", "priority", "queue", "builder", "registry", "template_variables",
+     "git", "author"}
+)  # fmt: skip
+OVERRIDE_KEYS = frozenset({"args", "run_config", "entry_point", "dockerfile"})
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_run_id() -> str:
+    """An 8-character id like W&B's run ids."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+def parse_set(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``key=value`` pairs; a value that parses as JSON is typed (``lr=0.5`` is a float)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UsageError(f"{flag} expects key=value, got {pair!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def parse_priority(value: str | int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and value in PRIORITY_NAMES:
+        return value
+    key = str(value).lower()
+    if key not in PRIORITIES:
+        raise UsageError(
+            f"invalid priority {value!r}: choose one of {', '.join(PRIORITIES)}"
+        )
+    return PRIORITIES[key]
+
+
+@dataclass
+class LaunchRequest:
+    """What the user asked for, in W&B's flag names."""
+
+    uri: str | None = None
+    job: str | None = None
+    entry_point: str | None = None
+    docker_image: str | None = None
+    queue: str | None = None
+    config: str | None = None
+    resource_args: str | None = None
+    resource: str | None = None
+    dockerfile: str | None = None
+    priority: str | None = None
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = None
+    sets: list[str] = field(default_factory=list)
+    args: str | None = None
+    set_vars: list[str] = field(default_factory=list)
+
+
+def _merge_config(req: LaunchRequest) -> dict[str, Any]:
+    """Start from the ``-c`` launch spec; flags given on the command line win."""
+    spec: dict[str, Any] = {}
+    if req.config:
+        spec = copy.deepcopy(load_mapping(req.config, "launch config (-c)"))
+        unknown = sorted(set(spec) - SPEC_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"launch config (-c): unknown key {unknown[0]!r}"
+                f" (allowed: {', '.join(sorted(SPEC_KEYS))})"
+            )
+        overrides = spec.get("overrides", {})
+        if not isinstance(overrides, dict):
+            raise ConfigError("launch config (-c): overrides must be an object")
+        bad = sorted(set(overrides) - OVERRIDE_KEYS)
+        if bad:
+            raise ConfigError(
+                f"launch config (-c): unknown override {bad[0]!r}"
+                f" (allowed: {', '.join(sorted(OVERRIDE_KEYS))})"
+            )
+        for key in ("uri", "job", "name", "project", "entity", "resource", "queue"):
+            if key in spec and spec[key] is not None and not isinstance(spec[key], str):
+                raise ConfigError(f"launch config (-c): {key} must be a string")
+        if "run_config" in overrides and not isinstance(overrides["run_config"], dict):
+            raise ConfigError("launch config (-c): overrides.run_config must be an object")
+        if "args" in overrides and not (
+            isinstance(overrides["args"], list) and all(isinstance(a, str) for a in overrides["args"])
+        ):
+            raise ConfigError("launch config (-c): overrides.args must be a list of strings")
+    docker = spec.get("docker") or {}
+    if not isinstance(docker, dict):
+        raise ConfigError("launch config (-c): docker must be an object")
+    simple = {
+        "uri": req.uri, "job": req.job, "name": req.name, "project": req.project,
+        "entity": req.entity, "resource": req.resource, "queue": req.queue,
+    }  # fmt: skip
+    for key, value in simple.items():
+        if value is not None:
+            spec[key] = value
+    if req.docker_image is not None:
+        docker["docker_image"] = req.docker_image
+    if docker:
+        spec["docker"] = docker
+    if req.priority is not None:
+        spec["priority"] = req.priority
+    overrides = spec.setdefault("overrides", {})
+    if req.entry_point is not None:
+        overrides["entry_point"] = jobs.parse_entrypoint(req.entry_point)
+    elif "entry_point" in overrides or "entry_point" in spec:
+        overrides["entry_point"] = jobs.parse_entrypoint(
+            overrides.get("entry_point", spec.pop("entry_point", None))
+        )
+    if req.dockerfile is not None:
+        overrides["dockerfile"] = req.dockerfile
+    if req.sets:
+        run_config = overrides.setdefault("run_config", {})
+        run_config.update(parse_set(req.sets))
+    if req.args:
+        import shlex
+
+        try:
+            extra = shlex.split(req.args)
+        except ValueError as exc:
+            raise UsageError(f"cannot parse --args {req.args!r}: {exc}") from None
+        overrides["args"] = [*overrides.get("args", []), *extra]
+    if req.resource_args is not None:
+        spec["resource_args"] = load_mapping(req.resource_args, "resource args (-R)")
+    if "resource_args" in spec:
+        validate_resource_args(spec["resource_args"], where="resource args")
+    if req.set_vars:
+        spec.setdefault("template_variables", {}).update(parse_set(req.set_vars, "--set-var"))
+    return spec
+
+
+def _check_combination(spec: dict[str, Any]) -> None:
+    image = (spec.get("docker") or {}).get("docker_image")
+    if spec.get("job") and image:
+        raise UsageError("cannot use both --job (-j) and --docker-image (-d): pick one")
+    if spec.get("uri") and spec.get("job"):
+        raise UsageError("cannot use both --uri (-u) and --job (-j): pick one")
+    if spec.get("uri") and image:
+        raise UsageError("cannot use both --uri (-u) and --docker-image (-d): pick one")
+    if spec.get("priority") is not None and not spec.get("queue"):
+        raise UsageError("--priority (-P) needs --queue (-q): direct launches are not queued")
+    if spec.get("uri") and not spec["overrides"].get("entry_point"):
+        raise UsageError("--uri (-u) needs --entry-point (-E), e.g. -E 'python train.py'")
+    if not (spec.get("uri") or spec.get("job") or image):
+        raise UsageError("nothing to launch: pass --uri (-u), --job (-j) or --docker-image (-d)")
+
+
+def _resolve_job(store: Store, spec: dict[str, Any]) -> Row | None:
+    """Find or create the job version the spec names (None for a bare image)."""
+    overrides = spec["overrides"]
+    if spec.get("uri"):
+        uri = spec["uri"]
+        entry = overrides["entry_point"]
+        common = {"project": spec.get("project"), "entity": spec.get("entity")}
+        if jobs.is_git_uri(uri):
+            commit = (spec.get("git") or {}).get("commit") if isinstance(spec.get("git"), dict) else None
+            version, _ = jobs.create_git_job(store, uri, entrypoint=entry, commit=commit, **common)
+        else:
+            version, _ = jobs.create_code_job(
+                store, uri, entrypoint=entry, dockerfile=overrides.get("dockerfile"), **common
+            )
+        return version
+    if spec.get("job"):
+        name, alias = jobs.parse_job_ref(spec["job"])
+        return store.jobs.version(name, alias)
+    return None
+
+
+def prepare_spec(req: LaunchRequest) -> dict[str, Any]:
+    """Merge ``-c`` and the flags into one launch spec and check the flags fit together."""
+    spec = _merge_config(req)
+    _check_combination(spec)
+    return spec
+
+
+def submit(store: Store, spec: dict[str, Any], *, claim_for: str | None = None,
+           lease_s: float = 60.0) -> Row:
+    """Store a launch spec as a run. Nothing is written when this raises.
+
+    A spec without a queue is a direct launch: it must be claimed at once by the
+    embedded agent ``claim_for``, so no other agent can take it.
+    """
+    spec = copy.deepcopy(spec)
+    if not spec.get("queue") and claim_for is None:
+        raise UsageError("a direct launch (no --queue) needs an agent to claim it")
+    queue = store.queues.get(spec["queue"]) if spec.get("queue") else None
+    priority = parse_priority(spec.get("priority"))
+    if queue is not None:
+        if spec.get("resource") and spec["resource"] != queue["resource"]:
+            raise UsageError(
+                f"queue '{queue['name']}' runs {queue['resource']};"
+                f" --resource {spec['resource']} does not match"
+            )
+        resource = queue["resource"]
+    else:
+        resource = check_resource(spec.get("resource") or DEFAULT_RESOURCE)
+    if resource not in RESOURCES:  # pragma: no cover - check_resource guards
+        raise LaunchctlError(f"unknown resource {resource}")
+    image = (spec.get("docker") or {}).get("docker_image")
+    version = _resolve_job(store, spec)
+    if resource == "local-process":
+        if image or (version is not None and version["source_type"] == "image"):
+            where = f"queue '{queue['name']}'" if queue else "a direct launch"
+            raise UsageError(
+                f"{where} runs local processes and cannot run a docker image;"
+                " use a local-container queue (-q) or resource (-r)"
+            )
+    entry = spec["overrides"].get("entry_point") or (version["entrypoint"] if version else [])
+    if resource == "local-process" and not entry:
+        raise UsageError("nothing to run: the job has no entry point; pass -E")
+    if version is not None:
+        spec["job"] = f"{version['name']}:v{version['version']}"
+        spec.pop("uri", None)
+    project = spec.get("project") or (version["project"] if version else jobs.DEFAULT_PROJECT)
+    entity = spec.get("entity") or (version["entity"] if version else identity.default_entity())
+    run_id = new_run_id()
+    base = version["name"] if version else (image or "run").rsplit("/", 1)[-1].split(":")[0]
+    name = spec.get("name") or f"{base}-{run_id[:4]}"
+    spec.update(project=project, entity=entity, resource=resource, name=name)
+    spec["author"] = identity.current_user()
+    if priority is None:
+        spec.pop("priority", None)
+    else:
+        spec["priority"] = PRIORITY_NAMES[priority]
+    run = {
+        "id": run_id,
+        "queue_id": queue["id"] if queue else None,
+        "queue_name": queue["name"] if queue else None,
+        "job_version_id": version["id"] if version else None,
+        "name": name,
+        "project": project,
+        "entity": entity,
+        "resource": resource,
+        "spec": spec,
+        "priority": DEFAULT_PRIORITY if priority is None else priority,
+    }
+    return store.runs.insert(run, claim_for=claim_for, lease_s=lease_s)
+
+
+def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = None) -> Row:
+    """Queue a new run with the same spec, with ``--set`` overrides changed."""
+    old = store.runs.get(run_id)
+    spec = copy.deepcopy(old["spec"])
+    if sets:
+        spec.setdefault("overrides", {}).setdefault("run_config", {}).update(parse_set(sets))
+    queue = store.queues.by_id(old["queue_id"]) if old["queue_id"] is not None else None
+    if old["queue_name"] and queue is None:
+        raise LaunchctlError(f"queue '{old['queue_name']}' of run {old['id']} no longer exists")
+    prio = parse_priority(priority) if priority else old["priority"]
+    new_id = new_run_id()
+    base = old["name"].rsplit("-", 1)[0] if "-" in old["name"] else old["name"]
+    spec["name"] = f"{base}-{new_id[:4]}"
+    run = {
+        "id": new_id,
+        "queue_id": old["queue_id"],
+        "queue_name": old["queue_name"],
+        "job_version_id": old["job_version_id"],
+        "name": spec["name"],
+        "project": old["project"],
+        "entity": old["entity"],
+        "resource": old["resource"],
+        "spec": spec,
+        "priority": prio,
+        "rerun_of": old["id"],
+    }
+    if queue is None:
+        raise LaunchctlError(
+            f"run {old['id']} was a direct launch; rerun it with `launchctl launch -j {spec.get('job')}`"
+        )
+    return store.runs.insert(run)

@@ -1,0 +1,57 @@
+"""The runner protocol: every resource type starts, polls and stops runs the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class RunnerError(Exception):
+    """A runner could not start or follow a run; the agent marks the run failed."""
+
+    def __init__(self, message: str, *, stage: str = "run") -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass
+class Launch:
+    """Everything a runner needs to start one run, resolved by the agent."""
+
+    run: dict[str, Any]
+    command: list[str]
+    env: dict[str, str]
+    workdir: Path
+    log_path: Path
+    resource_args: dict[str, Any] = field(default_factory=dict)
+    on_exit: Callable[[], None] = lambda: None  # wakes the agent when the run ends
+
+
+@dataclass
+class Exit:
+    """How a run ended, as far as its runner can tell."""
+
+    code: int | None
+    signal: int | None = None
+    message: str | None = None
+
+
+class Handle(Protocol):
+    """A started run. ``poll`` never blocks."""
+
+    pid: int | None
+    pid_started: str | None  # with pid, tells this process apart from a later one
+
+    def poll(self) -> Exit | None: ...
+
+    def stop(self, grace_s: float) -> None:
+        """Ask the run to stop: SIGTERM-like now, forced after ``grace_s``."""
+        ...
+
+
+class Runner(Protocol):
+    resource: str
+
+    def start(self, launch: Launch) -> Handle: ...

@@ -1,0 +1,126 @@
+"""Numbered schema migrations, applied on every open (sqlite-utils ``Migrations``)."""
+
+from __future__ import annotations
+
+import time
+
+from sqlite_utils import Database, Migrations
+
+from launchctl import identity
+
+migrations = Migrations("launchctl")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction.
+    schema = """
+        CREATE TABLE queues (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            entity TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            description TEXT,
+            paused INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+
+        -- Code snapshots, content-addressed: the same files give the same digest.
+        CREATE TABLE snapshots (
+            digest TEXT PRIMARY KEY,
+            files INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            created_at REAL NOT NULL
+        );
+
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            source_type TEXT NOT NULL CHECK (source_type IN ('code', 'image', 'git')),
+            entity TEXT NOT NULL,
+            project TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+
+        CREATE TABLE job_versions (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            source TEXT NOT NULL,
+            entrypoint TEXT NOT NULL,
+            dockerfile TEXT,
+            created_at REAL NOT NULL,
+            UNIQUE (job_id, version),
+            UNIQUE (job_id, digest)
+        );
+
+        CREATE TABLE runs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            queue_id INTEGER REFERENCES queues(id) ON DELETE SET NULL,
+            queue_name TEXT,
+            job_version_id INTEGER REFERENCES job_versions(id),
+            name TEXT NOT NULL,
+            project TEXT NOT NULL,
+            entity TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 2,
+            state TEXT NOT NULL,
+            stage TEXT,
+            reason TEXT,
+            exit_code INTEGER,
+            agent_id TEXT,
+            lease_expires_at REAL,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            pid INTEGER,
+            pid_started TEXT,
+            workdir TEXT,
+            log_path TEXT,
+            resume_count INTEGER NOT NULL DEFAULT 0,
+            rerun_of TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            started_at REAL,
+            ended_at REAL
+        );
+        CREATE INDEX runs_claim ON runs (queue_id, state, priority, seq);
+        CREATE INDEX runs_agent ON runs (agent_id, state);
+
+        -- One row for every state change: history is never lost.
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            agent_id TEXT,
+            message TEXT
+        );
+        CREATE INDEX events_run ON events (run_id, id);
+
+        CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            queues TEXT NOT NULL,
+            max_jobs INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL,
+            stopped_at REAL
+        );
+    """
+    for statement in schema.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    now = time.time()
+    db.execute(
+        "INSERT INTO queues (name, entity, resource, config, description, created_at, updated_at)"
+        " VALUES ('default', ?, 'local-process', '{}', 'Runs local processes on this machine.',"
+        " ?, ?)",
+        [identity.default_entity(), now, now],
+    )

@@ -1,0 +1,234 @@
+"""SQL for runs and their events: insert, atomic claim, guarded state moves, leases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from launchctl.errors import NotFound, StateConflict
+from launchctl.store.db import Database, Row, dumps, loads
+
+ACTIVE = ("claimed", "building", "starting", "running")
+TERMINAL = ("finished", "failed", "stopped")
+
+# Columns a state move may set besides the state itself.
+MOVE_FIELDS = frozenset(
+    {
+        "stage", "reason", "exit_code", "agent_id", "lease_expires_at", "pid", "pid_started",
+        "workdir", "log_path", "started_at", "ended_at", "resume_count", "cancel_requested",
+    }
+)  # fmt: skip
+
+
+def _decode(row: Row | None) -> Row | None:
+    if row is not None:
+        row["spec"] = loads(row["spec"]) or {}
+        row["cancel_requested"] = bool(row["cancel_requested"])
+    return row
+
+
+class RunTable:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- creating -------------------------------------------------------------------------
+    def insert(self, run: dict[str, Any], *, claim_for: str | None = None,
+               lease_s: float = 0.0) -> Row:
+        """Store a new ``queued`` run; with ``claim_for``, claim it for that agent at once.
+
+        Both happen in one transaction, so no other agent can take a run launched
+        directly (``launchctl launch`` without ``-q``).
+        """
+        now = time.time()
+        row = dict(run, state="queued", created_at=now, updated_at=now, spec=dumps(run["spec"]))
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.db.write():
+            self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
+            self._event(run["id"], None, "queued", None, "launched", now)
+            if claim_for is not None:
+                self.db.execute(
+                    "UPDATE runs SET state = 'claimed', agent_id = ?, lease_expires_at = ?,"
+                    " updated_at = ? WHERE id = ?",
+                    [claim_for, now + lease_s, now, run["id"]],
+                )
+                self._event(run["id"], "queued", "claimed", claim_for, "claimed by launch", now)
+        return self.get(run["id"])
+
+    # -- reading --------------------------------------------------------------------------
+    def find(self, run_id: str) -> Row | None:
+        return _decode(self.db.one("SELECT * FROM runs WHERE id = ?", [run_id]))
+
+    def get(self, run_id: str) -> Row:
+        row = self.find(run_id)
+        if row is None:
+            # Let users type a unique prefix, as with git hashes.
+            matches = self.db.all(
+                "SELECT id FROM runs WHERE id LIKE ? LIMIT 2", [run_id.replace("%", "") + "%"]
+            )
+            if len(matches) == 1 and run_id:
+                row = self.find(matches[0]["id"])
+        if row is None:
+            raise NotFound(f"run '{run_id}' does not exist (see `launchctl runs list`)")
+        return row
+
+    def state(self, run_id: str) -> str:
+        row = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+        if row is None:
+            raise NotFound(f"run '{run_id}' does not exist")
+        return str(row["state"])
+
+    def list(self, *, queue: str | None = None, states: Iterable[str] = (),
+             limit: int | None = 50) -> list[Row]:
+        where, params = [], []  # type: ignore[var-annotated]
+        if queue is not None:
+            where.append("queue_name = ?")
+            params.append(queue)
+        states = list(states)
+        if states:
+            where.append(f"state IN ({', '.join('?' for _ in states)})")
+            params.extend(states)
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [r for r in (_decode(row) for row in self.db.all(sql, params)) if r is not None]
+
+    def events(self, run_id: str | None = None) -> list[Row]:
+        if run_id is None:
+            return self.db.all("SELECT * FROM events ORDER BY id")
+        return self.db.all("SELECT * FROM events WHERE run_id = ? ORDER BY id", [run_id])
+
+    def held_by(self, agent_id: str) -> list[Row]:
+        rows = self.db.all(
+            "SELECT * FROM runs WHERE agent_id = ? AND state IN (?, ?, ?, ?)", [agent_id, *ACTIVE]
+        )
+        return [r for r in (_decode(row) for row in rows) if r is not None]
+
+    def has_queued(self, queue_ids: Iterable[int]) -> bool:
+        ids = list(queue_ids)
+        if not ids:
+            return False
+        row = self.db.one(
+            f"SELECT EXISTS (SELECT 1 FROM runs r JOIN queues q ON q.id = r.queue_id"
+            f" WHERE r.state = 'queued' AND q.paused = 0"
+            f" AND r.queue_id IN ({', '.join('?' for _ in ids)})) AS e",
+            ids,
+        )
+        return bool(row and row["e"])
+
+    # -- claiming -------------------------------------------------------------------------
+    def claim_next(self, queue_id: int, agent_id: str, lease_s: float) -> Row | None:
+        """Claim the highest-priority, oldest queued run of an unpaused queue, atomically.
+
+        One UPDATE with a sub-select inside a write transaction: two agents can never
+        take the same run.
+        """
+        now = time.time()
+        with self.db.write():
+            row = self.db.one(
+                "UPDATE runs SET state = 'claimed', agent_id = ?, lease_expires_at = ?,"
+                " updated_at = ?"
+                " WHERE seq = (SELECT r.seq FROM runs r JOIN queues q ON q.id = r.queue_id"
+                "   WHERE r.queue_id = ? AND r.state = 'queued' AND q.paused = 0"
+                "   ORDER BY r.priority, r.seq LIMIT 1)"
+                " AND state = 'queued' RETURNING id",
+                [agent_id, now + lease_s, now, queue_id],
+            )
+            if row is None:
+                return None
+            self._event(row["id"], "queued", "claimed", agent_id, None, now)
+        return self.get(row["id"])
+
+    def renew_leases(self, agent_id: str, lease_s: float) -> int:
+        now = time.time()
+        with self.db.write():
+            cur = self.db.execute(
+                "UPDATE runs SET lease_expires_at = ? WHERE agent_id = ? AND state IN (?, ?, ?, ?)",
+                [now + lease_s, agent_id, *ACTIVE],
+            )
+        return cur.rowcount
+
+    # -- moving ---------------------------------------------------------------------------
+    def move(self, run_id: str, sources: Iterable[str], to: str, *, agent_id: str | None = None,
+             message: str | None = None, **fields: Any) -> str:
+        """One guarded UPDATE and its event row, in one transaction. Returns the old state."""
+        unknown = set(fields) - MOVE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} on a run")
+        sources = list(sources)
+        now = time.time()
+        fields["updated_at"] = now
+        if to in TERMINAL and "ended_at" not in fields:
+            fields["ended_at"] = now
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        guard = f"state IN ({', '.join('?' for _ in sources)})"
+        params: list[Any] = [to, *fields.values(), run_id, *sources]
+        if agent_id is not None:
+            guard += " AND (agent_id = ? OR agent_id IS NULL)"
+            params.append(agent_id)
+        with self.db.write():
+            current = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+            if current is None:
+                raise NotFound(f"run '{run_id}' does not exist")
+            cur = self.db.execute(
+                f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}", params
+            )
+            if cur.rowcount != 1:
+                raise StateConflict(
+                    f"run {run_id} is {current['state']}; it cannot become {to}"
+                )
+            detail = message
+            if detail is None and fields.get("reason"):
+                detail = str(fields["reason"])
+            self._event(run_id, current["state"], to, agent_id, detail, now)
+        return str(current["state"])
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        """Set non-state fields (pid, paths) on a run; state changes go through ``move``."""
+        unknown = set(fields) - MOVE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} on a run")
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.db.write():
+            self.db.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
+
+    def request_cancel(self, run_id: str) -> str:
+        """Cancel: a queued run stops at once; an active one is flagged for its agent.
+
+        Returns the state the run is in afterwards.
+        """
+        now = time.time()
+        with self.db.write():
+            row = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+            if row is None:
+                raise NotFound(f"run '{run_id}' does not exist")
+            state = row["state"]
+            if state == "queued":
+                self.db.execute(
+                    "UPDATE runs SET state = 'stopped', reason = 'cancelled', ended_at = ?,"
+                    " updated_at = ? WHERE id = ? AND state = 'queued'",
+                    [now, now, run_id],
+                )
+                self._event(run_id, "queued", "stopped", None, "cancelled", now)
+                return "stopped"
+            if state in ACTIVE:
+                self.db.execute(
+                    "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                    [now, run_id],
+                )
+                return str(state)
+            raise StateConflict(f"run {run_id} is already {state}")
+
+    def _event(self, run_id: str, from_state: str | None, to_state: str, agent_id: str | None,
+               message: str | None, at: float) -> None:
+        self.db.execute(
+            "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, at, from_state, to_state, agent_id, message],
+        )
