@@ -62,9 +62,7 @@ def load_mapping(value: str, what: str = "config") -> dict[str, Any]:
         if not text.strip():
             raise ConfigError(f"{where} is empty")
         data = (
-            _parse_json(text, where)
-            if path.suffix.lower() == ".json"
-            else _parse_yaml(text, where)
+            _parse_json(text, where) if path.suffix.lower() == ".json" else _parse_yaml(text, where)
         )
     elif looks_like_file:
         raise ConfigError(f"{what} file {value} does not exist")

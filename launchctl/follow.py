@@ -14,8 +14,15 @@ def log_path(store: Store, run: Row) -> Path:
     return Path(run["log_path"]) if run.get("log_path") else store.run_dir(run["id"]) / "output.log"
 
 
-def follow(store: Store, run_id: str, write: Callable[[bytes], None], *, follow: bool = True,
-           poll_s: float = 0.05, on_wait: Callable[[Row], None] | None = None) -> Row:
+def follow(
+    store: Store,
+    run_id: str,
+    write: Callable[[bytes], None],
+    *,
+    follow: bool = True,
+    poll_s: float = 0.05,
+    on_wait: Callable[[Row], None] | None = None,
+) -> Row:
     """Write the run's log through ``write``; with ``follow``, keep going until it ends."""
     run = store.runs.get(run_id)
     path = log_path(store, run)

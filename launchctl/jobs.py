@@ -134,9 +134,16 @@ def _version_key(*parts: Any) -> str:
     return hashlib.sha256(dumps(list(parts)).encode()).hexdigest()
 
 
-def create_code_job(store: Store, path: str, *, entrypoint: list[str], name: str | None = None,
-                    project: str | None = None, entity: str | None = None,
-                    dockerfile: str | None = None) -> tuple[Row, bool]:
+def create_code_job(
+    store: Store,
+    path: str,
+    *,
+    entrypoint: list[str],
+    name: str | None = None,
+    project: str | None = None,
+    entity: str | None = None,
+    dockerfile: str | None = None,
+) -> tuple[Row, bool]:
     root = Path(path).expanduser()
     if not root.is_dir():
         raise LaunchctlError(f"code directory {path} does not exist or is not a directory")
@@ -162,8 +169,15 @@ def create_code_job(store: Store, path: str, *, entrypoint: list[str], name: str
     )
 
 
-def create_image_job(store: Store, image: str, *, entrypoint: list[str], name: str | None = None,
-                     project: str | None = None, entity: str | None = None) -> tuple[Row, bool]:
+def create_image_job(
+    store: Store,
+    image: str,
+    *,
+    entrypoint: list[str],
+    name: str | None = None,
+    project: str | None = None,
+    entity: str | None = None,
+) -> tuple[Row, bool]:
     if not image or any(c.isspace() for c in image):
         raise UsageError(f"invalid image name {image!r}")
     default = _job_name(image.rsplit("/", 1)[-1].replace(":", "_"))
@@ -179,9 +193,17 @@ def create_image_job(store: Store, image: str, *, entrypoint: list[str], name: s
     )
 
 
-def create_git_job(store: Store, remote: str, *, entrypoint: list[str], commit: str | None = None,
-                   name: str | None = None, project: str | None = None,
-                   entity: str | None = None, dockerfile: str | None = None) -> tuple[Row, bool]:
+def create_git_job(
+    store: Store,
+    remote: str,
+    *,
+    entrypoint: list[str],
+    commit: str | None = None,
+    name: str | None = None,
+    project: str | None = None,
+    entity: str | None = None,
+    dockerfile: str | None = None,
+) -> tuple[Row, bool]:
     if not entrypoint:
         raise UsageError("a git job needs an entry point: pass -E, e.g. -E 'python train.py'")
     if commit is not None and not re.fullmatch(r"[0-9a-fA-F]{4,40}|[\w./-]+", commit):

@@ -57,9 +57,7 @@ def parse_priority(value: str | int | None) -> int | None:
         return value
     key = str(value).lower()
     if key not in PRIORITIES:
-        raise UsageError(
-            f"invalid priority {value!r}: choose one of {', '.join(PRIORITIES)}"
-        )
+        raise UsageError(f"invalid priority {value!r}: choose one of {', '.join(PRIORITIES)}")
     return PRIORITIES[key]
 
 
@@ -111,7 +109,8 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
         if "run_config" in overrides and not isinstance(overrides["run_config"], dict):
             raise ConfigError("launch config (-c): overrides.run_config must be an object")
         if "args" in overrides and not (
-            isinstance(overrides["args"], list) and all(isinstance(a, str) for a in overrides["args"])
+            isinstance(overrides["args"], list)
+            and all(isinstance(a, str) for a in overrides["args"])
         ):
             raise ConfigError("launch config (-c): overrides.args must be a list of strings")
     docker = spec.get("docker") or {}
@@ -183,7 +182,9 @@ def _resolve_job(store: Store, spec: dict[str, Any]) -> Row | None:
         entry = overrides["entry_point"]
         common = {"project": spec.get("project"), "entity": spec.get("entity")}
         if jobs.is_git_uri(uri):
-            commit = (spec.get("git") or {}).get("commit") if isinstance(spec.get("git"), dict) else None
+            commit = (
+                (spec.get("git") or {}).get("commit") if isinstance(spec.get("git"), dict) else None
+            )
             version, _ = jobs.create_git_job(store, uri, entrypoint=entry, commit=commit, **common)
         else:
             version, _ = jobs.create_code_job(
@@ -203,8 +204,9 @@ def prepare_spec(req: LaunchRequest) -> dict[str, Any]:
     return spec
 
 
-def submit(store: Store, spec: dict[str, Any], *, claim_for: str | None = None,
-           lease_s: float = 60.0) -> Row:
+def submit(
+    store: Store, spec: dict[str, Any], *, claim_for: str | None = None, lease_s: float = 60.0
+) -> Row:
     """Store a launch spec as a run. Nothing is written when this raises.
 
     A spec without a queue is a direct launch: it must be claimed at once by the
@@ -228,13 +230,13 @@ def submit(store: Store, spec: dict[str, Any], *, claim_for: str | None = None,
         raise LaunchctlError(f"unknown resource {resource}")
     image = (spec.get("docker") or {}).get("docker_image")
     version = _resolve_job(store, spec)
-    if resource == "local-process":
-        if image or (version is not None and version["source_type"] == "image"):
-            where = f"queue '{queue['name']}'" if queue else "a direct launch"
-            raise UsageError(
-                f"{where} runs local processes and cannot run a docker image;"
-                " use a local-container queue (-q) or resource (-r)"
-            )
+    runs_image = image or (version is not None and version["source_type"] == "image")
+    if resource == "local-process" and runs_image:
+        where = f"queue '{queue['name']}'" if queue else "a direct launch"
+        raise UsageError(
+            f"{where} runs local processes and cannot run a docker image;"
+            " use a local-container queue (-q) or resource (-r)"
+        )
     entry = spec["overrides"].get("entry_point") or (version["entrypoint"] if version else [])
     if resource == "local-process" and not entry:
         raise UsageError("nothing to run: the job has no entry point; pass -E")
@@ -268,22 +270,35 @@ def submit(store: Store, spec: dict[str, Any], *, claim_for: str | None = None,
 
 
 def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = None) -> Row:
-    """Queue a new run with the same spec, with ``--set`` overrides changed."""
+    """Queue a new run with the same spec, with ``--set`` overrides changed.
+
+    A direct launch has no queue of its own; its rerun goes to the ``default`` queue.
+    """
     old = store.runs.get(run_id)
     spec = copy.deepcopy(old["spec"])
     if sets:
         spec.setdefault("overrides", {}).setdefault("run_config", {}).update(parse_set(sets))
-    queue = store.queues.by_id(old["queue_id"]) if old["queue_id"] is not None else None
-    if old["queue_name"] and queue is None:
+    if old["queue_id"] is not None:
+        queue = store.queues.by_id(old["queue_id"])
+    elif old["queue_name"] is None:
+        queue = store.queues.get("default")
+    else:
+        queue = None
+    if queue is None:
         raise LaunchctlError(f"queue '{old['queue_name']}' of run {old['id']} no longer exists")
+    if queue["resource"] != old["resource"]:
+        raise LaunchctlError(
+            f"run {old['id']} ran on {old['resource']}, but queue '{queue['name']}' runs"
+            f" {queue['resource']}; launch it again with -q"
+        )
     prio = parse_priority(priority) if priority else old["priority"]
     new_id = new_run_id()
     base = old["name"].rsplit("-", 1)[0] if "-" in old["name"] else old["name"]
-    spec["name"] = f"{base}-{new_id[:4]}"
+    spec.update(name=f"{base}-{new_id[:4]}", queue=queue["name"])
     run = {
         "id": new_id,
-        "queue_id": old["queue_id"],
-        "queue_name": old["queue_name"],
+        "queue_id": queue["id"],
+        "queue_name": queue["name"],
         "job_version_id": old["job_version_id"],
         "name": spec["name"],
         "project": old["project"],
@@ -293,8 +308,4 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
         "priority": prio,
         "rerun_of": old["id"],
     }
-    if queue is None:
-        raise LaunchctlError(
-            f"run {old['id']} was a direct launch; rerun it with `launchctl launch -j {spec.get('job')}`"
-        )
     return store.runs.insert(run)

@@ -19,9 +19,22 @@ CONFIG_KEYS = ("resource_args", "builder", "registry", "template_variables")
 RESOURCE_OPTIONS: dict[str, frozenset[str] | None] = {
     "local-process": frozenset({"env"}),
     "local-container": frozenset(
-        {"env", "e", "gpus", "cpus", "memory", "shm-size", "ulimit", "workdir", "name",
-         "pids-limit", "platform", "volume", "network"}
-    ),  # fmt: skip
+        {
+            "env",
+            "e",
+            "gpus",
+            "cpus",
+            "memory",
+            "shm-size",
+            "ulimit",
+            "workdir",
+            "name",
+            "pids-limit",
+            "platform",
+            "volume",
+            "network",
+        }
+    ),
     "kubernetes": None,
     "slurm": None,
 }
@@ -40,9 +53,7 @@ def check_name(name: str, what: str = "queue") -> str:
 
 def check_resource(resource: str) -> str:
     if resource not in RESOURCES:
-        raise LaunchctlError(
-            f"unknown resource {resource!r}: choose one of {', '.join(RESOURCES)}"
-        )
+        raise LaunchctlError(f"unknown resource {resource!r}: choose one of {', '.join(RESOURCES)}")
     return resource
 
 
@@ -92,9 +103,7 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
     """Validate a queue config when it is written; nothing is stored if this raises."""
     for key in config:
         if key not in CONFIG_KEYS:
-            raise ConfigError(
-                f"{where}: unknown key {key!r} (allowed: {', '.join(CONFIG_KEYS)})"
-            )
+            raise ConfigError(f"{where}: unknown key {key!r} (allowed: {', '.join(CONFIG_KEYS)})")
     if "resource_args" in config:
         validate_resource_args(config["resource_args"], where=where, resource=resource)
     for key in ("builder", "registry", "template_variables"):
@@ -102,20 +111,31 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
             raise ConfigError(f"{where}: {key} must be an object")
 
 
-def create(store: Store, name: str, *, resource: str, config: dict[str, Any] | None = None,
-           entity: str | None = None, description: str | None = None) -> Row:
+def create(
+    store: Store,
+    name: str,
+    *,
+    resource: str,
+    config: dict[str, Any] | None = None,
+    entity: str | None = None,
+    description: str | None = None,
+) -> Row:
     check_name(name)
     check_resource(resource)
     config = config or {}
     validate_config(config, resource)
     return store.queues.create(
-        name, resource=resource, entity=entity or identity.default_entity(), config=config,
+        name,
+        resource=resource,
+        entity=entity or identity.default_entity(),
+        config=config,
         description=description,
     )
 
 
-def edit(store: Store, name: str, *, config: dict[str, Any] | None = None,
-         description: str | None = None) -> Row:
+def edit(
+    store: Store, name: str, *, config: dict[str, Any] | None = None, description: str | None = None
+) -> Row:
     queue = store.queues.get(name)
     fields: dict[str, Any] = {}
     if config is not None:

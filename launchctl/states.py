@@ -71,7 +71,8 @@ def move(
     illegal = {s for s in sources if to not in ALLOWED[s]}
     if illegal:
         raise ValueError(f"{sorted(illegal)} -> {to} is not a legal move")
-    return store.runs.move(run_id, sources, to, agent_id=agent_id, message=message, **fields)
+    old = store.runs.move(run_id, sources, to, agent_id=agent_id, message=message, **fields)
+    return State(old)
 
 
 def is_terminal(state: str) -> bool:

@@ -20,8 +20,14 @@ class AgentSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_agent_config(config: str | None, *, queues: list[str], max_jobs: int | None,
-                      grace: float | None, poll: float | None) -> AgentSettings:
+def load_agent_config(
+    config: str | None,
+    *,
+    queues: list[str],
+    max_jobs: int | None,
+    grace: float | None,
+    poll: float | None,
+) -> AgentSettings:
     data: dict[str, Any] = {}
     if config is not None:
         from launchctl.configfile import load_mapping
@@ -50,9 +56,15 @@ def load_agent_config(config: str | None, *, queues: list[str], max_jobs: int | 
     poll_s = _seconds(poll if poll is not None else data.get("poll_s", 2.0), "poll")
     if poll_s <= 0:
         raise UsageError("poll must be more than 0 seconds")
-    extra = {k: data[k] for k in ("builder", "registry", "entity") if k in data}
-    return AgentSettings(queues=all_queues, max_jobs=jobs, env={k: str(v) for k, v in env.items()},
-                         grace_s=grace_s, poll_s=poll_s, extra=extra)
+    extra: dict[str, Any] = {k: data[k] for k in ("builder", "registry", "entity") if k in data}
+    return AgentSettings(
+        queues=all_queues,
+        max_jobs=jobs,
+        env={k: str(v) for k, v in env.items()},
+        grace_s=grace_s,
+        poll_s=poll_s,
+        extra=extra,
+    )
 
 
 def queue_list(queues: list[str]) -> list[str]:

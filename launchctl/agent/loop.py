@@ -7,6 +7,7 @@ the store so new work starts within a fraction of a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -48,8 +49,14 @@ class AgentOptions:
 
 
 class Agent:
-    def __init__(self, store: Store, queues: list[str], options: AgentOptions | None = None,
-                 *, say: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        queues: list[str],
+        options: AgentOptions | None = None,
+        *,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.store = store
         self.queue_names = list(dict.fromkeys(queues))
         self.options = options or AgentOptions()
@@ -69,7 +76,10 @@ class Agent:
         for queue in self.queues:
             runners.get(queue["resource"])  # refuse a queue this agent cannot run
         self.store.agents.register(
-            self.id, host=socket.gethostname(), pid=os.getpid(), queues=self.queue_names,
+            self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queue_names,
             max_jobs=self.options.max_jobs,
         )
         self._renewed_at = time.monotonic()
@@ -170,21 +180,43 @@ class Agent:
         run_id = run["id"]
         try:
             if run["cancel_requested"]:
-                move(self.store, run_id, State.STOPPED, agent_id=self.id, reason="cancelled",
-                     expect=frozenset({State.CLAIMED}))
+                move(
+                    self.store,
+                    run_id,
+                    State.STOPPED,
+                    agent_id=self.id,
+                    reason="cancelled",
+                    expect=frozenset({State.CLAIMED}),
+                )
                 return
             launch, note = self._prepare(run)
-            move(self.store, run_id, State.STARTING, agent_id=self.id, message=note,
-                 workdir=str(launch.workdir), log_path=str(launch.log_path),
-                 expect=frozenset({State.CLAIMED}))
+            move(
+                self.store,
+                run_id,
+                State.STARTING,
+                agent_id=self.id,
+                message=note,
+                workdir=str(launch.workdir),
+                log_path=str(launch.log_path),
+                expect=frozenset({State.CLAIMED}),
+            )
             handle = runners.get(run["resource"]).start(launch)
             pid = handle.pid
-            move(self.store, run_id, State.RUNNING, agent_id=self.id,
-                 message=f"pid {pid}" if pid else None, pid=pid, pid_started=handle.pid_started,
-                 started_at=time.time(), expect=frozenset({State.STARTING}))
+            move(
+                self.store,
+                run_id,
+                State.RUNNING,
+                agent_id=self.id,
+                message=f"pid {pid}" if pid else None,
+                pid=pid,
+                pid_started=handle.pid_started,
+                started_at=time.time(),
+                expect=frozenset({State.STARTING}),
+            )
             self.active[run_id] = Active(run_id, handle)
-            self.say(f"started run {run_id} ({run['name']}) from queue "
-                     f"{run['queue_name'] or '(direct)'}")
+            self.say(
+                f"started run {run_id} ({run['name']}) from queue {run['queue_name'] or '(direct)'}"
+            )
         except RunnerError as exc:
             self._fail(run_id, exc.stage, str(exc))
         except LaunchctlError as exc:
@@ -198,7 +230,8 @@ class Agent:
         overrides = spec.get("overrides") or {}
         version = (
             self.store.jobs.version_by_id(run["job_version_id"])
-            if run["job_version_id"] is not None else None
+            if run["job_version_id"] is not None
+            else None
         )
         entry = overrides.get("entry_point") or (version["entrypoint"] if version else [])
         command = [*entry, *(overrides.get("args") or [])]
@@ -217,9 +250,15 @@ class Agent:
         if bindir not in env.get("PATH", "").split(os.pathsep):
             env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
-        launch = Launch(run=run, command=command, env=env, workdir=workdir,
-                        log_path=folder / "output.log", resource_args=resource_args,
-                        on_exit=self.waker.wake)
+        launch = Launch(
+            run=run,
+            command=command,
+            env=env,
+            workdir=workdir,
+            log_path=folder / "output.log",
+            resource_args=resource_args,
+            on_exit=self.waker.wake,
+        )
         return launch, note
 
     def _resource_args(self, run: Row) -> dict[str, Any]:
@@ -242,8 +281,14 @@ class Agent:
             fields["stage"] = "run"
             fields["reason"] = result.message or f"exit code {result.code}"
         try:
-            move(self.store, run_id, to, agent_id=self.id,
-                 expect=frozenset({State.RUNNING}), **fields)
+            move(
+                self.store,
+                run_id,
+                to,
+                agent_id=self.id,
+                expect=frozenset({State.RUNNING}),
+                **fields,
+            )
         except StateConflict as exc:
             self.say(f"run {run_id}: {exc}")
             return
@@ -251,9 +296,14 @@ class Agent:
         self.say(f"run {run_id} {to.value} ({how})")
 
     def _fail(self, run_id: str, stage: str, reason: str) -> None:
-        try:
-            move(self.store, run_id, State.FAILED, agent_id=self.id, stage=stage, reason=reason,
-                 expect=frozenset(ACTIVE))
-        except StateConflict:
-            pass
+        with contextlib.suppress(StateConflict):
+            move(
+                self.store,
+                run_id,
+                State.FAILED,
+                agent_id=self.id,
+                stage=stage,
+                reason=reason,
+                expect=frozenset(ACTIVE),
+            )
         self.say(f"run {run_id} failed at stage {stage}: {reason}")

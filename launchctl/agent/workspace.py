@@ -32,7 +32,11 @@ def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, d
 def _git(*args: str, cwd: Path | None = None) -> str:
     try:
         done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=600,
             env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
         )
     except FileNotFoundError:

@@ -40,8 +40,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     pass
 
@@ -56,7 +57,7 @@ app.command("logs")(runs_cmd.logs)
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="launchctl")
     except LaunchctlError as exc:
         sys.stderr.write(f"launchctl: error: {exc}\n")
         sys.exit(exc.exit_code)

@@ -10,7 +10,8 @@ from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import emit_json, table, when
 
 app = typer.Typer(
-    help="Create and inspect jobs.\n\n\b\nExample:\n  launchctl job create code examples/hello -E 'python train.py'",
+    help="Create and inspect jobs.\n\n\b\nExample:\n"
+    "  launchctl job create code examples/hello -E 'python train.py'",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -56,8 +57,13 @@ def create_code(
     from launchctl import jobs
 
     row, created = jobs.create_code_job(
-        open_store(), path, entrypoint=jobs.parse_entrypoint(entry_point), name=name,
-        project=project, entity=entity, dockerfile=dockerfile,
+        open_store(),
+        path,
+        entrypoint=jobs.parse_entrypoint(entry_point),
+        name=name,
+        project=project,
+        entity=entity,
+        dockerfile=dockerfile,
     )
     _report(row, created, as_json)
 
@@ -80,8 +86,12 @@ def create_image(
     from launchctl import jobs
 
     row, created = jobs.create_image_job(
-        open_store(), image, entrypoint=jobs.parse_entrypoint(entry_point), name=name,
-        project=project, entity=entity,
+        open_store(),
+        image,
+        entrypoint=jobs.parse_entrypoint(entry_point),
+        name=name,
+        project=project,
+        entity=entity,
     )
     _report(row, created, as_json)
 
@@ -106,8 +116,14 @@ def create_git(
     from launchctl import jobs
 
     row, created = jobs.create_git_job(
-        open_store(), url, entrypoint=jobs.parse_entrypoint(entry_point), commit=git_hash,
-        name=name, project=project, entity=entity, dockerfile=dockerfile,
+        open_store(),
+        url,
+        entrypoint=jobs.parse_entrypoint(entry_point),
+        commit=git_hash,
+        name=name,
+        project=project,
+        entity=entity,
+        dockerfile=dockerfile,
     )
     _report(row, created, as_json)
 
@@ -120,13 +136,23 @@ def list_(as_json: bool = JSON_OPTION) -> None:
     Example:
       launchctl job list --json
     """
-    rows = open_store().jobs.list()
+    rows = open_store().jobs.all()
     if as_json:
         emit_json(rows)
         return
     table(
-        ([r["name"], r["source_type"], f"v{r['latest']}", r["versions"], r["project"],
-          r["entity"], when(r["created_at"])] for r in rows),
+        (
+            [
+                r["name"],
+                r["source_type"],
+                f"v{r['latest']}",
+                r["versions"],
+                r["project"],
+                r["entity"],
+                when(r["created_at"]),
+            ]
+            for r in rows
+        ),
         ["name", "type", "latest", "versions", "project", "entity", "created"],
     )
 
@@ -154,16 +180,20 @@ def show(
     import shlex
 
     aliases = ["latest"] if row["version"] == row["latest"] else []
-    print(f"job:        {row['name']}:v{row['version']}"
-          + (f" ({', '.join(aliases)})" if aliases else ""))
+    print(
+        f"job:        {row['name']}:v{row['version']}"
+        + (f" ({', '.join(aliases)})" if aliases else "")
+    )
     print(f"type:       {row['source_type']}")
     print(f"project:    {row['project']}")
     print(f"entity:     {row['entity']}")
     print(f"entrypoint: {shlex.join(row['entrypoint']) or '-'}")
     source = row["source"]
     if "snapshot" in source:
-        print(f"source:     {source['path']} (snapshot {source['snapshot'][:12]},"
-              f" {source['files']} files)")
+        print(
+            f"source:     {source['path']} (snapshot {source['snapshot'][:12]},"
+            f" {source['files']} files)"
+        )
     elif "git" in source:
         print(f"source:     {source['git']['remote']} @ {source['git'].get('commit') or 'HEAD'}")
     else:

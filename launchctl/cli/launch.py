@@ -66,9 +66,21 @@ def launch(
     from launchctl.launch import LaunchRequest, prepare_spec, submit
 
     req = LaunchRequest(
-        uri=uri, job=job, entry_point=entry_point, docker_image=docker_image, queue=queue,
-        config=config, resource_args=resource_args, resource=resource, dockerfile=dockerfile,
-        priority=priority, project=project, entity=entity, name=name, sets=set_, args=args,
+        uri=uri,
+        job=job,
+        entry_point=entry_point,
+        docker_image=docker_image,
+        queue=queue,
+        config=config,
+        resource_args=resource_args,
+        resource=resource,
+        dockerfile=dockerfile,
+        priority=priority,
+        project=project,
+        entity=entity,
+        name=name,
+        sets=set_,
+        args=args,
         set_vars=set_var,
     )
     spec = prepare_spec(req)
@@ -91,8 +103,10 @@ def launch(
 def _hint_if_unserved(store: Any, run: dict[str, Any]) -> None:
     serving = [a for a in store.agents.live(within_s=120) if run["queue_name"] in a["queues"]]
     if not serving:
-        err(f"no agent is serving queue {run['queue_name']}; start one with"
-            f" `launchctl agent -q {run['queue_name']}`")
+        err(
+            f"no agent is serving queue {run['queue_name']}; start one with"
+            f" `launchctl agent -q {run['queue_name']}`"
+        )
 
 
 def _write_to(stream: Any) -> Any:
@@ -121,14 +135,20 @@ def _wait_queued(store: Any, run_id: str, as_json: bool) -> None:
     from launchctl.follow import follow
 
     def stop_waiting(_sig: int, _frame: Any) -> None:
-        err(f"stopped waiting; run {run_id} goes on (cancel it with"
-            f" `launchctl runs cancel {run_id}`)")
+        err(
+            f"stopped waiting; run {run_id} goes on (cancel it with"
+            f" `launchctl runs cancel {run_id}`)"
+        )
         raise typer.Exit(130)
 
     signal.signal(signal.SIGINT, stop_waiting)
     signal.signal(signal.SIGTERM, stop_waiting)
-    run = follow(store, run_id, _write_to(sys.stderr if as_json else sys.stdout),
-                 on_wait=lambda r: _hint_if_unserved(store, r))
+    run = follow(
+        store,
+        run_id,
+        _write_to(sys.stderr if as_json else sys.stdout),
+        on_wait=lambda r: _hint_if_unserved(store, r),
+    )
     _finish(run, as_json)
 
 
@@ -139,12 +159,8 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool) -> None:
     from launchctl.launch import submit
 
     agent = Agent(store, [], AgentOptions(max_jobs=1), say=lambda _line: None)
+    run = submit(store, spec, claim_for=agent.id, lease_s=agent.options.lease_s)
     agent.start()
-    try:
-        run = submit(store, spec, claim_for=agent.id, lease_s=agent.options.lease_s)
-    except BaseException:
-        store.agents.stopped(agent.id)
-        raise
     if not as_json:
         err(f"running {run['id']} ({run['name']}) directly; Ctrl-C stops it")
     agent.start_claimed(run)
@@ -162,7 +178,6 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool) -> None:
     # The agent thread has its own connection; the follower reads through another one.
     from launchctl.store import Store
 
-    final = follow(Store(store.root), run["id"],
-                   _write_to(sys.stderr if as_json else sys.stdout))
+    final = follow(Store(store.root), run["id"], _write_to(sys.stderr if as_json else sys.stdout))
     loop.join(timeout=30)
     _finish(final, as_json)

@@ -8,7 +8,8 @@ from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import emit_json, table, when
 
 app = typer.Typer(
-    help="Create and manage queues.\n\n\b\nExample:\n  launchctl queue create gpu --resource local-process",
+    help="Create and manage queues.\n\n\b\nExample:\n"
+    "  launchctl queue create gpu --resource local-process",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -26,7 +27,9 @@ def _load(config: str | None) -> dict | None:
 def create(
     name: str = typer.Argument(..., help="Queue name."),
     resource: str = typer.Option(
-        "local-process", "--resource", "-r",
+        "local-process",
+        "--resource",
+        "-r",
         help="local-process, local-container, kubernetes or slurm.",
     ),
     config: str | None = typer.Option(
@@ -45,8 +48,14 @@ def create(
     """
     from launchctl import queues
 
-    row = queues.create(open_store(), name, resource=resource, config=_load(config),
-                        entity=entity, description=description)
+    row = queues.create(
+        open_store(),
+        name,
+        resource=resource,
+        config=_load(config),
+        entity=entity,
+        description=description,
+    )
     if as_json:
         emit_json(row)
     else:
@@ -61,13 +70,23 @@ def list_(as_json: bool = JSON_OPTION) -> None:
     Example:
       launchctl queue list --json
     """
-    rows = open_store().queues.list()
+    rows = open_store().queues.all()
     if as_json:
         emit_json(rows)
         return
     table(
-        ([r["name"], r["resource"], r["entity"], "paused" if r["paused"] else "active",
-          r["queued"], r["active"], r["description"] or ""] for r in rows),
+        (
+            [
+                r["name"],
+                r["resource"],
+                r["entity"],
+                "paused" if r["paused"] else "active",
+                r["queued"],
+                r["active"],
+                r["description"] or "",
+            ]
+            for r in rows
+        ),
         ["name", "resource", "entity", "status", "queued", "running", "description"],
     )
 
@@ -164,6 +183,8 @@ def delete(
     result = open_store().queues.delete(name, force=force)
     extra = ""
     if result["stopped"] or result["cancel_requested"]:
-        extra = (f" ({result['stopped']} queued runs stopped,"
-                 f" {result['cancel_requested']} running runs asked to stop)")
+        extra = (
+            f" ({result['stopped']} queued runs stopped,"
+            f" {result['cancel_requested']} running runs asked to stop)"
+        )
     print(f"deleted queue {name}{extra}")

@@ -11,7 +11,8 @@ from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import ago, duration, emit_json, err, table, when
 
 app = typer.Typer(
-    help="List, inspect, cancel and rerun runs.\n\n\b\nExample:\n  launchctl runs list --state running",
+    help="List, inspect, cancel and rerun runs.\n\n\b\nExample:\n"
+    "  launchctl runs list --state running",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -20,8 +21,12 @@ app = typer.Typer(
 @app.command("list")
 def list_(
     queue: str | None = typer.Option(None, "--queue", "-q", help="Only this queue's runs."),
-    state: list[str] = typer.Option([], "--state", "-s", help="Only runs in this state (repeatable)."),
-    limit: int = typer.Option(50, "--limit", "-n", help="At most this many, newest first (0: all)."),
+    state: list[str] = typer.Option(
+        [], "--state", "-s", help="Only runs in this state (repeatable)."
+    ),
+    limit: int = typer.Option(
+        50, "--limit", "-n", help="At most this many, newest first (0: all)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List runs, newest first.
@@ -39,24 +44,35 @@ def list_(
             raise UsageError(f"unknown state {s!r}: choose from {', '.join(sorted(known))}")
     if limit < 0:
         raise UsageError("--limit must be 0 (all) or more")
-    rows = open_store().runs.list(queue=queue, states=state, limit=limit or None)
+    rows = open_store().runs.select(queue=queue, states=state, limit=limit or None)
     if as_json:
         emit_json(rows)
         return
     from launchctl.launch import PRIORITY_NAMES
 
     table(
-        ([r["id"], r["name"], r["queue_name"] or "(direct)", r["state"],
-          PRIORITY_NAMES.get(r["priority"], r["priority"]),
-          r["exit_code"], duration(r["started_at"], r["ended_at"]), ago(r["created_at"])]
-         for r in rows),
+        (
+            [
+                r["id"],
+                r["name"],
+                r["queue_name"] or "(direct)",
+                r["state"],
+                PRIORITY_NAMES.get(r["priority"], r["priority"]),
+                r["exit_code"],
+                duration(r["started_at"], r["ended_at"]),
+                ago(r["created_at"]),
+            ]
+            for r in rows
+        ),
         ["run", "name", "queue", "state", "priority", "exit", "runtime", "created"],
     )
 
 
 @app.command("show")
-def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
-         as_json: bool = JSON_OPTION) -> None:
+def show(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Show a run: spec, every state change, exit code, failure stage and reason, log path.
 
     \b
@@ -78,7 +94,10 @@ def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enou
     print(f"run:        {run['id']} ({run['name']})")
     print(f"state:      {run['state']}")
     if run["stage"] or run["reason"]:
-        print(f"reason:     {run['reason'] or '-'}" + (f" (stage {run['stage']})" if run["stage"] else ""))
+        print(
+            f"reason:     {run['reason'] or '-'}"
+            + (f" (stage {run['stage']})" if run["stage"] else "")
+        )
     print(f"exit code:  {run['exit_code'] if run['exit_code'] is not None else '-'}")
     print(f"queue:      {run['queue_name'] or '(direct launch)'}")
     print(f"job:        {run['spec'].get('job') or '-'}")
@@ -140,7 +159,9 @@ def rerun(
 
 def logs(
     run_id: str = typer.Argument(..., help="Run id."),
-    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep following until the run ends."),
+    follow_: bool = typer.Option(
+        False, "--follow", "-f", help="Keep following until the run ends."
+    ),
 ) -> None:
     """Print a run's log; -f follows a live run until it ends.
 

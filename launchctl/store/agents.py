@@ -11,8 +11,9 @@ class AgentTable:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def register(self, agent_id: str, *, host: str, pid: int, queues: list[str],
-                 max_jobs: int) -> None:
+    def register(
+        self, agent_id: str, *, host: str, pid: int, queues: list[str], max_jobs: int
+    ) -> None:
         now = time.time()
         with self.db.write():
             self.db.execute(

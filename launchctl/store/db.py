@@ -1,4 +1,4 @@
-"""The SQLite connection: WAL, busy timeout, foreign keys, migrations on open, write transactions."""
+"""The SQLite connection: WAL, busy timeout, foreign keys, migrations on open, transactions."""
 
 from __future__ import annotations
 

@@ -77,8 +77,7 @@ class JobTable:
                 version = existing["version"]
             else:
                 nxt = self.db.one(
-                    "SELECT COALESCE(MAX(version) + 1, 0) AS v FROM job_versions"
-                    " WHERE job_id = ?",
+                    "SELECT COALESCE(MAX(version) + 1, 0) AS v FROM job_versions WHERE job_id = ?",
                     [job_id],
                 )
                 version = nxt["v"] if nxt else 0
@@ -86,8 +85,15 @@ class JobTable:
                     self.db.execute(
                         "INSERT INTO job_versions (job_id, version, digest, source, entrypoint,"
                         " dockerfile, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [job_id, version, digest, dumps(source), dumps(entrypoint), dockerfile,
-                         now],
+                        [
+                            job_id,
+                            version,
+                            digest,
+                            dumps(source),
+                            dumps(entrypoint),
+                            dockerfile,
+                            now,
+                        ],
                     )
                 except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
                     raise LaunchctlError(f"could not record job '{name}': {exc}") from None
@@ -123,12 +129,10 @@ class JobTable:
         return row
 
     def versions(self, name: str) -> list[Row]:
-        rows = self.db.all(
-            f"{self._VERSION_SELECT} WHERE j.name = ? ORDER BY v.version", [name]
-        )
+        rows = self.db.all(f"{self._VERSION_SELECT} WHERE j.name = ? ORDER BY v.version", [name])
         return [r for r in (_decode_version(row) for row in rows) if r is not None]
 
-    def list(self) -> list[Row]:
+    def all(self) -> list[Row]:
         return self.db.all(
             "SELECT j.*, MAX(v.version) AS latest, COUNT(v.id) AS versions"
             " FROM jobs j LEFT JOIN job_versions v ON v.job_id = j.id"

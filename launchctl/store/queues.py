@@ -56,7 +56,7 @@ class QueueTable:
     def by_id(self, queue_id: int) -> Row | None:
         return _decode(self.db.one("SELECT * FROM queues WHERE id = ?", [queue_id]))
 
-    def list(self) -> list[Row]:
+    def all(self) -> list[Row]:
         rows = self.db.all(
             "SELECT q.*,"
             " (SELECT COUNT(*) FROM runs r WHERE r.queue_id = q.id AND r.state = 'queued')"

@@ -33,8 +33,9 @@ class RunTable:
         self.db = db
 
     # -- creating -------------------------------------------------------------------------
-    def insert(self, run: dict[str, Any], *, claim_for: str | None = None,
-               lease_s: float = 0.0) -> Row:
+    def insert(
+        self, run: dict[str, Any], *, claim_for: str | None = None, lease_s: float = 0.0
+    ) -> Row:
         """Store a new ``queued`` run; with ``claim_for``, claim it for that agent at once.
 
         Both happen in one transaction, so no other agent can take a run launched
@@ -79,9 +80,11 @@ class RunTable:
             raise NotFound(f"run '{run_id}' does not exist")
         return str(row["state"])
 
-    def list(self, *, queue: str | None = None, states: Iterable[str] = (),
-             limit: int | None = 50) -> list[Row]:
-        where, params = [], []  # type: ignore[var-annotated]
+    def select(
+        self, *, queue: str | None = None, states: Iterable[str] = (), limit: int | None = 50
+    ) -> list[Row]:
+        where: list[str] = []
+        params: list[Any] = []
         if queue is not None:
             where.append("queue_name = ?")
             params.append(queue)
@@ -154,8 +157,16 @@ class RunTable:
         return cur.rowcount
 
     # -- moving ---------------------------------------------------------------------------
-    def move(self, run_id: str, sources: Iterable[str], to: str, *, agent_id: str | None = None,
-             message: str | None = None, **fields: Any) -> str:
+    def move(
+        self,
+        run_id: str,
+        sources: Iterable[str],
+        to: str,
+        *,
+        agent_id: str | None = None,
+        message: str | None = None,
+        **fields: Any,
+    ) -> str:
         """One guarded UPDATE and its event row, in one transaction. Returns the old state."""
         unknown = set(fields) - MOVE_FIELDS
         if unknown:
@@ -179,9 +190,7 @@ class RunTable:
                 f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}", params
             )
             if cur.rowcount != 1:
-                raise StateConflict(
-                    f"run {run_id} is {current['state']}; it cannot become {to}"
-                )
+                raise StateConflict(f"run {run_id} is {current['state']}; it cannot become {to}")
             detail = message
             if detail is None and fields.get("reason"):
                 detail = str(fields["reason"])
@@ -225,8 +234,15 @@ class RunTable:
                 return str(state)
             raise StateConflict(f"run {run_id} is already {state}")
 
-    def _event(self, run_id: str, from_state: str | None, to_state: str, agent_id: str | None,
-               message: str | None, at: float) -> None:
+    def _event(
+        self,
+        run_id: str,
+        from_state: str | None,
+        to_state: str,
+        agent_id: str | None,
+        message: str | None,
+        at: float,
+    ) -> None:
         self.db.execute(
             "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message)"
             " VALUES (?, ?, ?, ?, ?, ?)",

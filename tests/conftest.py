@@ -1,0 +1,153 @@
+"""Every test gets its own LAUNCHCTL_HOME; helpers run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from launchctl.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, real store per test."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("LAUNCHCTL_HOME", str(path))
+    monkeypatch.delenv("LAUNCHCTL_USER", raising=False)
+    return path
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[Store]:
+    s = Store(home)
+    yield s
+    s.close()
+
+
+def cli(
+    *args: str,
+    check: bool | None = None,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run `launchctl ARGS` as a user would, in its own process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "launchctl", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    if check:
+        assert proc.returncode == 0, f"launchctl {' '.join(args)} failed:\n{proc.stderr}"
+    return proc
+
+
+def cli_json(*args: str) -> Any:
+    return json.loads(cli(*args, "--json", check=True).stdout)
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    timeout: float = 30,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Poll until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class AgentProcess:
+    """A real `launchctl agent` process, stopped (and reaped) at teardown."""
+
+    def __init__(self, *args: str, log: Path) -> None:
+        self.log = log
+        self._fh = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "launchctl", "agent", *args],
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._fh.close()
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    agents: list[AgentProcess] = []
+
+    def start(*args: str) -> AgentProcess:
+        agent = AgentProcess(*args, log=tmp_path / f"agent-{len(agents)}.log")
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+def make_script(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(body)
+    return path
+
+
+def table_counts(home: Path) -> dict[str, int]:
+    """Row counts of every table: proof that a refused command wrote nothing."""
+    import sqlite3
+
+    db = home / "launchctl.db"
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(db)
+    try:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return {n: conn.execute(f"SELECT COUNT(*) FROM [{n}]").fetchone()[0] for n in names}
+    finally:
+        conn.close()

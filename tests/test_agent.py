@@ -1,0 +1,212 @@
+"""The agent: claim order, max_jobs, paused queues, wake-up, signals, failures, leases."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from launchctl.agent import Agent, AgentOptions
+from launchctl.launch import LaunchRequest, prepare_spec, submit
+from launchctl.store import Store
+from tests.conftest import AgentProcess, cli, make_script, wait_for
+
+StartAgent = Callable[..., AgentProcess]
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> str:
+    """A job that sleeps for $SLEEP (from its run config) and prints its run id."""
+    code = make_script(
+        tmp_path / "sleeper",
+        "main.py",
+        "import json, os, sys, time\n"
+        "cfg = json.loads(os.environ['WANDB_CONFIG'])\n"
+        "time.sleep(float(cfg.get('sleep', 0)))\n"
+        "print('ran', os.environ['LAUNCHCTL_RUN_ID'])\n"
+        "sys.exit(int(cfg.get('exit', 0)))\n",
+    ).parent
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "sleeper", check=True)
+    return "sleeper"
+
+
+def enqueue(
+    store: Store, queue: str = "default", priority: str | None = None, **config: object
+) -> str:
+    sets = [f"{k}={v}" for k, v in config.items()]
+    spec = prepare_spec(LaunchRequest(queue=queue, job="sleeper", priority=priority, sets=sets))
+    return str(submit(store, spec)["id"])
+
+
+def running_intervals(store: Store) -> list[tuple[float, float, str]]:
+    """(start, end, run id) of every run, from the event log."""
+    spans: dict[str, list[float]] = {}
+    for ev in store.runs.events():
+        if ev["to_state"] == "running":
+            spans.setdefault(ev["run_id"], [0.0, 0.0])[0] = ev["at"]
+        elif ev["from_state"] == "running":
+            spans.setdefault(ev["run_id"], [0.0, 0.0])[1] = ev["at"]
+    return sorted((s, e, r) for r, (s, e) in spans.items())
+
+
+def max_overlap(intervals: list[tuple[float, float, str]]) -> int:
+    points = sorted([(s, 1) for s, _, _ in intervals] + [(e, -1) for _, e, _ in intervals])
+    best = cur = 0
+    for _, delta in points:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+def test_claims_highest_priority_first_then_oldest(store: Store, job: str) -> None:
+    order = [("low", "a"), ("high", "b"), ("medium", "c"), ("critical", "d"), ("high", "e")]
+    ids = {name: enqueue(store, priority=prio) for prio, name in order}
+    cli("agent", "-q", "default", "--burst", check=True)
+    started = [r for _, _, r in running_intervals(store)]
+    assert started == [ids["d"], ids["b"], ids["e"], ids["c"], ids["a"]]
+
+
+def test_never_runs_more_than_max_jobs_at_once(store: Store, job: str) -> None:
+    for _ in range(6):
+        enqueue(store, sleep=0.4)
+    proc = cli("agent", "-q", "default", "-j", "2", "--burst", check=True)
+    assert "max_jobs 2" in proc.stderr
+    spans = running_intervals(store)
+    assert len(spans) == 6
+    assert max_overlap(spans) == 2
+
+
+def test_default_max_jobs_is_one_and_minus_one_is_unlimited(store: Store, job: str) -> None:
+    for _ in range(3):
+        enqueue(store, sleep=0.5)
+    proc = cli("agent", "-q", "default", "--burst", check=True)
+    assert "max_jobs 1" in proc.stderr
+    assert max_overlap(running_intervals(store)) == 1
+    for _ in range(3):
+        enqueue(store, sleep=1.0)
+    proc = cli("agent", "-q", "default", "-j", "-1", "--burst", check=True)
+    assert "max_jobs unlimited" in proc.stderr
+    assert max_overlap(running_intervals(store)[3:]) == 3
+
+
+def test_a_paused_queue_is_not_claimed(store: Store, job: str) -> None:
+    cli("queue", "create", "other", check=True)
+    paused = enqueue(store)
+    served = enqueue(store, queue="other")
+    cli("queue", "pause", "default", check=True)
+    cli("agent", "-q", "default", "-q", "other", "--burst", check=True)
+    assert store.runs.state(paused) == "queued"
+    assert store.runs.state(served) == "finished"
+    cli("queue", "resume", "default", check=True)
+    cli("agent", "-q", "default", "--burst", check=True)
+    assert store.runs.state(paused) == "finished"
+
+
+def test_round_robin_across_queues(store: Store, job: str) -> None:
+    cli("queue", "create", "b", check=True)
+    a_runs = [enqueue(store, queue="default") for _ in range(3)]
+    b_runs = [enqueue(store, queue="b") for _ in range(3)]
+    cli("agent", "-q", "default", "-q", "b", "--burst", check=True)
+    started = [r for _, _, r in running_intervals(store)]
+    expected = [a_runs[0], b_runs[0], a_runs[1], b_runs[1], a_runs[2], b_runs[2]]
+    assert started == expected
+
+
+def test_agent_exits_nonzero_and_names_a_missing_queue(store: Store) -> None:
+    proc = cli("agent", "-q", "default", "-q", "ghost", timeout=20)
+    assert proc.returncode == 1
+    assert "queue 'ghost' does not exist" in proc.stderr
+    assert cli("agent", timeout=20).returncode == 2
+
+
+def test_agent_refuses_a_queue_whose_resource_it_cannot_run(store: Store) -> None:
+    cli("queue", "create", "cluster", "--resource", "slurm", check=True)
+    proc = cli("agent", "-q", "cluster", timeout=20)
+    assert proc.returncode == 1 and "no runner for 'slurm'" in proc.stderr
+
+
+def test_new_run_is_picked_up_by_the_file_watch_not_the_poll(
+    store: Store, job: str, start_agent: StartAgent
+) -> None:
+    agent = start_agent("-q", "default", "--poll", "120")
+    wait_for(lambda: store.agents.live(within_s=60), what="agent registration")
+    time.sleep(0.3)  # let the watch settle on the idle store
+    run_id = enqueue(store)
+    # With a 120 s poll, only the watch can start it this soon.
+    wait_for(lambda: store.runs.state(run_id) == "finished", timeout=20, what="run to finish")
+    assert "started run" in agent.output()
+
+
+def test_one_failing_run_never_stops_the_agent(store: Store, job: str, tmp_path: Path) -> None:
+    bad = make_script(tmp_path / "bad", "x.py", "")
+    cli(
+        "job",
+        "create",
+        "code",
+        str(bad.parent),
+        "-E",
+        "no-such-command-xyz",
+        "-n",
+        "bad",
+        check=True,
+    )
+    spec = prepare_spec(LaunchRequest(queue="default", job="bad"))
+    broken = submit(store, spec)["id"]
+    crashing = enqueue(store, exit=7)
+    fine = enqueue(store)
+    cli("agent", "-q", "default", "--burst", check=True)
+    first = store.runs.get(broken)
+    assert (first["state"], first["stage"]) == ("failed", "run")
+    assert "command not found: no-such-command-xyz" in first["reason"]
+    second = store.runs.get(crashing)
+    assert (second["state"], second["exit_code"], second["reason"]) == ("failed", 7, "exit code 7")
+    assert store.runs.state(fine) == "finished"
+
+
+def test_first_signal_drains_and_running_runs_finish(
+    store: Store, job: str, start_agent: StartAgent
+) -> None:
+    running = enqueue(store, sleep=1.5)
+    waiting = enqueue(store)
+    agent = start_agent("-q", "default")
+    wait_for(lambda: store.runs.state(running) == "running", what="first run to start")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0
+    assert store.runs.state(running) == "finished"
+    assert store.runs.state(waiting) == "queued"
+    assert "no new runs will be claimed" in agent.output()
+
+
+def test_second_signal_stops_running_runs_as_stopped(
+    store: Store, job: str, start_agent: StartAgent
+) -> None:
+    running = enqueue(store, sleep=60)
+    agent = start_agent("-q", "default", "--grace", "2")
+    wait_for(lambda: store.runs.state(running) == "running", what="run to start")
+    agent.signal(signal.SIGINT)
+    wait_for(lambda: "no new runs" in agent.output(), what="drain message")
+    agent.signal(signal.SIGINT)
+    assert agent.wait(timeout=30) == 0
+    run = store.runs.get(running)
+    assert (run["state"], run["reason"]) == ("stopped", "agent shut down")
+
+
+def test_agent_renews_the_lease_of_each_run_it_holds(store: Store, job: str) -> None:
+    run_id = enqueue(store, sleep=2)
+    agent = Agent(store, ["default"], AgentOptions(lease_s=0.3), say=lambda _l: None)
+    agent.start()
+    agent.run_once()
+    first = store.runs.get(run_id)["lease_expires_at"]
+    wait_for(
+        lambda: (
+            (agent.run_once() or True) and store.runs.get(run_id)["lease_expires_at"] > first + 0.2
+        ),
+        what="lease renewal",
+    )
+    agent.stop_all()
+    wait_for(lambda: (agent.run_once() or True) and not agent.active, what="stop")
+    assert store.runs.state(run_id) == "stopped"
+    assert [a["id"] for a in store.agents.live(within_s=10)] == [agent.id]

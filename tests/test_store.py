@@ -1,0 +1,113 @@
+"""The store: one SQLite file with WAL, a busy timeout, foreign keys and migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launchctl.errors import StateConflict
+from launchctl.states import ALLOWED, TERMINAL, State, move, sources_of
+from launchctl.store import Store
+
+
+def test_store_is_one_file_under_launchctl_home(home: Path, store: Store) -> None:
+    assert (home / "launchctl.db").is_file()
+    mode = store.db.one("PRAGMA journal_mode")
+    assert mode is not None and mode["journal_mode"] == "wal"
+    fk = store.db.one("PRAGMA foreign_keys")
+    assert fk is not None and fk["foreign_keys"] == 1
+    timeout = store.db.one("PRAGMA busy_timeout")
+    assert timeout is not None and timeout["timeout"] >= 5000
+
+
+def test_migrations_are_applied_once_and_recorded(home: Path) -> None:
+    Store(home).close()
+    Store(home).close()
+    conn = sqlite3.connect(home / "launchctl.db")
+    applied = conn.execute(
+        "SELECT name FROM _sqlite_migrations WHERE migration_set = 'launchctl'"
+    ).fetchall()
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert applied == [("m001_initial",)]
+    assert {"queues", "jobs", "job_versions", "runs", "events", "agents"} <= tables
+
+
+def test_default_queue_exists_from_the_first_open(store: Store) -> None:
+    queue = store.queues.get("default")
+    assert queue["resource"] == "local-process"
+
+
+def test_many_processes_opening_a_new_store_at_once_migrate_it_once(home: Path) -> None:
+    code = "from launchctl.store import Store; Store().queues.get('default')"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(6)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 6
+    conn = sqlite3.connect(home / "launchctl.db")
+    assert conn.execute("SELECT COUNT(*) FROM queues WHERE name = 'default'").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == 1
+
+
+def _queued_run(store: Store) -> str:
+    from launchctl.launch import new_run_id
+
+    run_id = new_run_id()
+    store.runs.insert(
+        {
+            "id": run_id,
+            "queue_id": 1,
+            "queue_name": "default",
+            "job_version_id": None,
+            "name": "r",
+            "project": "p",
+            "entity": "e",
+            "resource": "local-process",
+            "spec": {},
+            "priority": 2,
+        }
+    )
+    return run_id
+
+
+def test_every_state_change_is_a_guarded_update_with_an_event(store: Store) -> None:
+    run_id = _queued_run(store)
+    claimed = store.runs.claim_next(1, "agent-a", 30)
+    assert claimed is not None and claimed["id"] == run_id
+    move(store, run_id, State.STARTING, agent_id="agent-a")
+    move(store, run_id, State.RUNNING, agent_id="agent-a")
+    move(store, run_id, State.FINISHED, agent_id="agent-a", exit_code=0)
+    with pytest.raises(StateConflict):
+        move(store, run_id, State.STOPPED)  # already terminal: the guard refuses
+    events = [(e["from_state"], e["to_state"]) for e in store.runs.events(run_id)]
+    assert events == [
+        (None, "queued"),
+        ("queued", "claimed"),
+        ("claimed", "starting"),
+        ("starting", "running"),
+        ("running", "finished"),
+    ]
+
+
+def test_another_agent_cannot_move_a_run_it_does_not_hold(store: Store) -> None:
+    run_id = _queued_run(store)
+    store.runs.claim_next(1, "agent-a", 30)
+    with pytest.raises(StateConflict):
+        move(store, run_id, State.STARTING, agent_id="agent-b")
+    assert store.runs.state(run_id) == "claimed"
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    for state in TERMINAL:
+        assert ALLOWED[state] == frozenset()
+    assert State.QUEUED in ALLOWED[State.PREEMPTED]
+    assert State.CLAIMED in sources_of(State.STARTING)
+
+
+def test_second_agent_cannot_claim_a_claimed_run(store: Store, home: Path) -> None:
+    _queued_run(store)
+    other = Store(home)
+    first = store.runs.claim_next(1, "agent-a", 30)
+    second = other.runs.claim_next(1, "agent-b", 30)
+    assert first is not None and second is None
