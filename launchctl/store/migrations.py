@@ -1,17 +1,30 @@
-"""Numbered schema migrations, applied on every open (sqlite-utils ``Migrations``)."""
+"""Numbered schema migrations, applied on open (sqlite-utils ``Migrations``).
+
+sqlite-utils is imported only when a migration is pending; ``NAMES`` lets the store
+check that without it.
+"""
 
 from __future__ import annotations
 
 import time
-
-from sqlite_utils import Database, Migrations
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from launchctl import identity
 
-migrations = Migrations("launchctl")
+if TYPE_CHECKING:
+    from sqlite_utils import Database, Migrations
+
+SET_NAME = "launchctl"
+_STEPS: list[Callable[[Database], None]] = []
 
 
-@migrations()
+def step(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    _STEPS.append(fn)
+    return fn
+
+
+@step
 def m001_initial(db: Database) -> None:
     # Statement by statement: executescript() would commit the migration's transaction.
     schema = """
@@ -124,3 +137,25 @@ def m001_initial(db: Database) -> None:
         " ?, ?)",
         [identity.default_entity(), now, now],
     )
+
+
+@step
+def m002_run_image(db: Database) -> None:
+    """The image a container run uses: what the ${image_uri} macro resolves to."""
+    db.execute("ALTER TABLE runs ADD COLUMN image TEXT")
+
+
+NAMES = [fn.__name__ for fn in _STEPS]
+
+
+def __getattr__(name: str) -> Any:
+    """``migrations``: the sqlite-utils migration set, built on first use."""
+    if name != "migrations":
+        raise AttributeError(name)
+    from sqlite_utils import Migrations
+
+    built: Migrations = Migrations(SET_NAME)
+    for fn in _STEPS:
+        built()(fn)
+    globals()["migrations"] = built
+    return built

@@ -17,6 +17,7 @@ MOVE_FIELDS = frozenset(
     {
         "stage", "reason", "exit_code", "agent_id", "lease_expires_at", "pid", "pid_started",
         "workdir", "log_path", "started_at", "ended_at", "resume_count", "cancel_requested",
+        "image",
     }
 )  # fmt: skip
 
