@@ -12,7 +12,7 @@ from launchctl.store import Row, Store
 RESOURCES = ("local-process", "local-container", "kubernetes", "slurm")
 
 # Top-level keys a queue config may hold, beside W&B's `resource_args`.
-CONFIG_KEYS = ("resource_args", "builder", "registry", "template_variables")
+CONFIG_KEYS = ("resource_args", "builder", "registry", "template_variables", "artifact_cache")
 
 # Options each resource type accepts in `resource_args.<resource>`; None = free-form
 # (those runners pass their settings through to the cluster's own schema).
@@ -33,6 +33,7 @@ RESOURCE_OPTIONS: dict[str, frozenset[str] | None] = {
             "platform",
             "volume",
             "network",
+            "builder",
         }
     ),
     "kubernetes": None,

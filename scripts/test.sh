@@ -12,6 +12,15 @@ fi
 echo "test.sh: installing launchctl with its test and lint dependencies" >&2
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,dev]' 2> >(grep -v "is ignored: it is neither" >&2)
 
+# A real Docker engine, base images and a registry for the container tests: started
+# when missing, reused when present. Tests that need them skip, saying why, if not.
+if [ "${LAUNCHCTL_SKIP_SERVICES:-}" != "1" ]; then
+  echo "test.sh: services (Docker engine, base images, registry)" >&2
+  if ! ./scripts/services.sh all; then
+    echo "test.sh: WARNING: services could not be started; container tests will skip" >&2
+  fi
+fi
+
 echo "test.sh: lint (ruff, mypy)" >&2
 "$venv/bin/ruff" check launchctl tests noxfile.py benchmarks
 "$venv/bin/ruff" format --check launchctl tests noxfile.py benchmarks

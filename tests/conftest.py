@@ -151,3 +151,33 @@ def table_counts(home: Path) -> dict[str, int]:
         return {n: conn.execute(f"SELECT COUNT(*) FROM [{n}]").fetchone()[0] for n in names}
     finally:
         conn.close()
+
+
+BUSYBOX = "launchctl-test/busybox:latest"
+PYTHON_IMAGE = "launchctl-test/python:bookworm"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    """The real local Docker engine; tests that need it skip, saying why, when none answers."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine means: skip, with the reason
+        pytest.skip(f"no Docker engine reachable ({exc}); run scripts/services.sh all")
+    for image in (BUSYBOX, PYTHON_IMAGE):
+        try:
+            client.images.get(image)
+        except Exception:
+            pytest.skip(f"base image {image} is missing; run scripts/services.sh images")
+    return client
+
+
+@pytest.fixture
+def docker(docker_client: Any) -> Iterator[Any]:
+    """The engine, with every container launchctl started removed after the test."""
+    yield docker_client
+    for container in docker_client.containers.list(all=True, filters={"label": "launchctl.run_id"}):
+        container.remove(force=True)

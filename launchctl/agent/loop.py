@@ -1,28 +1,29 @@
 """The agent: claim runs from queues, start them, watch them, record how they end.
 
-One pass of the loop is ``run_once``: reap finished runs, pass on cancels, renew
-leases, claim and start new runs. ``run`` repeats it, sleeping on a file watch of
-the store so new work starts within a fraction of a second.
+One pass of the loop is ``run_once``: collect started runs, reap finished ones,
+pass on cancels, renew leases, claim and start new runs. ``run`` repeats it,
+sleeping on a file watch of the store so new work starts within a fraction of a
+second. Starting (which may build an image) happens in worker threads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from launchctl import runners
-from launchctl.agent import workspace
+from launchctl.agent.starter import Cancelled, StartContext, Starter
 from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict
-from launchctl.runenv import env_from_option, run_environment
-from launchctl.runners import Exit, Handle, Launch, RunnerError
+from launchctl.runners import Exit, Handle, RunnerError
 from launchctl.states import ACTIVE, State, move
 from launchctl.store import Row, Store
 
@@ -46,6 +47,9 @@ class AgentOptions:
     grace_s: float = DEFAULT_GRACE_S
     fallback_poll_s: float = 2.0
     env: dict[str, str] = field(default_factory=dict)
+    builder: dict[str, Any] = field(default_factory=dict)
+    registry: Any = None
+    progress: bool = False
 
 
 class Agent:
@@ -64,9 +68,13 @@ class Agent:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.queues: list[Row] = []
         self.active: dict[str, Active] = {}
+        self.starting: dict[str, Future[Handle | None]] = {}
         self.draining = False
+        self.stop_reason: str | None = None  # set by stop_all: runs that start now stop too
         self._rr = 0
         self._renewed_at = 0.0
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -88,7 +96,11 @@ class Agent:
     def capacity(self) -> int:
         if self.options.max_jobs < 0:
             return sys.maxsize
-        return max(0, self.options.max_jobs - len(self.active))
+        return max(0, self.options.max_jobs - len(self.active) - len(self.starting))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.active or self.starting)
 
     def drain(self) -> None:
         """First signal: stop claiming; running runs finish."""
@@ -98,6 +110,7 @@ class Agent:
     def stop_all(self, reason: str = "agent shut down") -> None:
         """Second signal: stop every running run; they end as ``stopped``."""
         self.draining = True
+        self.stop_reason = reason
         for active in self.active.values():
             if active.stop_reason is None:
                 active.stop_reason = reason
@@ -110,15 +123,18 @@ class Agent:
         try:
             while True:
                 self.run_once()
-                if not self.active and (self.draining or (burst and not self._claimable())):
+                if not self.busy and (self.draining or (burst and not self._claimable())):
                     break
                 self.waker.wait()
         finally:
             self.waker.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             self.store.agents.stopped(self.id)
 
     def run_once(self) -> int:
-        """One pass: reap, cancel, renew, claim. Returns how many runs were started."""
+        """One pass: collect, reap, cancel, renew, claim. Returns how many runs were claimed."""
+        self.collect_started()
         self.reap()
         self.apply_cancels()
         self.renew()
@@ -127,6 +143,20 @@ class Agent:
         return self.claim_and_start()
 
     # -- steps ----------------------------------------------------------------------------
+    def collect_started(self) -> None:
+        for run_id, future in list(self.starting.items()):
+            if not future.done():
+                continue
+            del self.starting[run_id]
+            handle = future.result()
+            if handle is None:
+                continue
+            active = Active(run_id, handle)
+            self.active[run_id] = active
+            if self.stop_reason is not None:
+                active.stop_reason = self.stop_reason
+                handle.stop(self.options.grace_s)
+
     def reap(self) -> None:
         for run_id, active in list(self.active.items()):
             result = active.handle.poll()
@@ -150,12 +180,12 @@ class Agent:
         if now - self._renewed_at < self.options.lease_s / 3:
             return
         self._renewed_at = now
-        if self.active:
+        if self.busy:
             self.store.runs.renew_leases(self.id, self.options.lease_s)
         self.store.agents.heartbeat(self.id)
 
     def claim_and_start(self) -> int:
-        started = 0
+        claimed_count = 0
         n = len(self.queues)
         while self.capacity > 0 and n and self._claimable():
             claimed = None
@@ -168,107 +198,63 @@ class Agent:
             if claimed is None:
                 break
             self.start_claimed(claimed)
-            started += 1
-        return started
+            claimed_count += 1
+        return claimed_count
 
     def _claimable(self) -> bool:
         return self.store.runs.has_queued(q["id"] for q in self.queues)
 
     # -- one run --------------------------------------------------------------------------
     def start_claimed(self, run: Row) -> None:
-        """Resolve, lay out and start a run this agent holds. Failures fail the run only."""
+        """Start a run this agent holds, in a worker thread; the loop collects its handle."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(thread_name_prefix="launchctl-start")
+        future = self._pool.submit(self._start, run)
+        future.add_done_callback(lambda _f: self.waker.wake())
+        self.starting[run["id"]] = future
+
+    def _thread_store(self) -> Store:
+        """Each worker thread talks to the database through its own connection."""
+        store: Store | None = getattr(self._local, "store", None)
+        if store is None:
+            store = Store(self.store.root)
+            self._local.store = store
+        return store
+
+    def _start(self, run: Row) -> Handle | None:
         run_id = run["id"]
+        store = self._thread_store()
+        context = StartContext(
+            agent_id=self.id,
+            env=self.options.env,
+            builder=self.options.builder,
+            registry=self.options.registry,
+            on_exit=self.waker.wake,
+            progress=self.options.progress,
+        )
         try:
             if run["cancel_requested"]:
-                move(
-                    self.store,
-                    run_id,
-                    State.STOPPED,
-                    agent_id=self.id,
-                    reason="cancelled",
-                    expect=frozenset({State.CLAIMED}),
-                )
-                return
-            launch, note = self._prepare(run)
-            move(
-                self.store,
-                run_id,
-                State.STARTING,
-                agent_id=self.id,
-                message=note,
-                workdir=str(launch.workdir),
-                log_path=str(launch.log_path),
-                expect=frozenset({State.CLAIMED}),
-            )
-            handle = runners.get(run["resource"]).start(launch)
-            pid = handle.pid
-            move(
-                self.store,
-                run_id,
-                State.RUNNING,
-                agent_id=self.id,
-                message=f"pid {pid}" if pid else None,
-                pid=pid,
-                pid_started=handle.pid_started,
-                started_at=time.time(),
-                expect=frozenset({State.STARTING}),
-            )
-            self.active[run_id] = Active(run_id, handle)
-            self.say(
-                f"started run {run_id} ({run['name']}) from queue {run['queue_name'] or '(direct)'}"
-            )
+                raise Cancelled(run_id)
+            handle = Starter(store, context).start(run)
+        except Cancelled:
+            with _quiet_conflict():
+                move(store, run_id, State.STOPPED, agent_id=self.id, reason="cancelled",
+                     expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
+            self.say(f"run {run_id} stopped before it started (cancelled)")
+            return None
         except RunnerError as exc:
-            self._fail(run_id, exc.stage, str(exc))
+            self._fail(store, run_id, exc.stage, str(exc))
+            return None
         except LaunchctlError as exc:
-            self._fail(run_id, "agent", str(exc))
+            self._fail(store, run_id, "agent", str(exc))
+            return None
         except Exception as exc:  # one failing run never stops the agent
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self._fail(run_id, "agent", f"internal error: {detail}")
-
-    def _prepare(self, run: Row) -> tuple[Launch, str]:
-        spec = run["spec"]
-        overrides = spec.get("overrides") or {}
-        version = (
-            self.store.jobs.version_by_id(run["job_version_id"])
-            if run["job_version_id"] is not None
-            else None
-        )
-        entry = overrides.get("entry_point") or (version["entrypoint"] if version else [])
-        command = [*entry, *(overrides.get("args") or [])]
-        if not command:
-            raise RunnerError("the run has no entry point to execute", stage="agent")
-        folder = self.store.run_dir(run["id"])
-        workdir = folder / "code"
-        note = workspace.prepare(self.store, run, version, workdir)
-        resource_args = self._resource_args(run)
-        env = dict(os.environ)
-        env.update(self.options.env)
-        env.update(env_from_option(resource_args.get("env")))
-        env.update(run_environment(run))
-        # The run sees the agent's Python first, as if its virtualenv were active.
-        bindir = os.path.dirname(sys.executable)
-        if bindir not in env.get("PATH", "").split(os.pathsep):
-            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        launch = Launch(
-            run=run,
-            command=command,
-            env=env,
-            workdir=workdir,
-            log_path=folder / "output.log",
-            resource_args=resource_args,
-            on_exit=self.waker.wake,
-        )
-        return launch, note
-
-    def _resource_args(self, run: Row) -> dict[str, Any]:
-        """The queue's resource args for this run's resource, then the run's own on top."""
-        queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
-        merged: dict[str, Any] = {}
-        if queue is not None:
-            merged.update((queue["config"].get("resource_args") or {}).get(run["resource"]) or {})
-        merged.update((run["spec"].get("resource_args") or {}).get(run["resource"]) or {})
-        return merged
+            self._fail(store, run_id, "agent", f"internal error: {detail}")
+            return None
+        queue = run["queue_name"] or "(direct)"
+        self.say(f"started run {run_id} ({run['name']}) from queue {queue}")
+        return handle
 
     def _finish(self, run_id: str, result: Exit, stop_reason: str | None) -> None:
         fields: dict[str, Any] = {"exit_code": result.code}
@@ -281,29 +267,23 @@ class Agent:
             fields["stage"] = "run"
             fields["reason"] = result.message or f"exit code {result.code}"
         try:
-            move(
-                self.store,
-                run_id,
-                to,
-                agent_id=self.id,
-                expect=frozenset({State.RUNNING}),
-                **fields,
-            )
+            move(self.store, run_id, to, agent_id=self.id,
+                 expect=frozenset({State.RUNNING}), **fields)  # fmt: skip
         except StateConflict as exc:
             self.say(f"run {run_id}: {exc}")
             return
         how = fields.get("reason") or f"exit code {result.code}"
         self.say(f"run {run_id} {to.value} ({how})")
 
-    def _fail(self, run_id: str, stage: str, reason: str) -> None:
-        with contextlib.suppress(StateConflict):
-            move(
-                self.store,
-                run_id,
-                State.FAILED,
-                agent_id=self.id,
-                stage=stage,
-                reason=reason,
-                expect=frozenset(ACTIVE),
-            )
-        self.say(f"run {run_id} failed at stage {stage}: {reason}")
+    def _fail(self, store: Store, run_id: str, stage: str, reason: str) -> None:
+        with _quiet_conflict():
+            move(store, run_id, State.FAILED, agent_id=self.id, stage=stage, reason=reason,
+                 expect=frozenset(ACTIVE))  # fmt: skip
+        first = reason.splitlines()[0] if reason else ""
+        self.say(f"run {run_id} failed at stage {stage}: {first}")
+
+
+def _quiet_conflict() -> Any:
+    import contextlib
+
+    return contextlib.suppress(StateConflict)

@@ -17,16 +17,34 @@ class RunnerError(Exception):
 
 
 @dataclass
+class CacheMount:
+    """The queue's artifact cache: a named volume or a host path, mounted at ``target``."""
+
+    source: str
+    kind: str  # "volume" or "bind"
+    target: str
+
+
+@dataclass
 class Launch:
     """Everything a runner needs to start one run, resolved by the agent."""
 
     run: dict[str, Any]
-    command: list[str]
+    entrypoint: list[str]  # empty: the image's own entry point (containers only)
+    args: list[str]
     env: dict[str, str]
     workdir: Path
     log_path: Path
     resource_args: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    cache: CacheMount | None = None
+    registry_auth: dict[str, str] | None = None
+    agent_id: str | None = None
     on_exit: Callable[[], None] = lambda: None  # wakes the agent when the run ends
+
+    @property
+    def command(self) -> list[str]:
+        return [*self.entrypoint, *self.args]
 
 
 @dataclass

@@ -1,0 +1,231 @@
+"""Turn a claimed run into a started one: working copy, image, environment, runner.
+
+Runs in a worker thread of the agent (a build can take minutes; the loop must keep
+reaping, renewing leases and passing on cancels meanwhile), with its own store
+connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from launchctl import runners
+from launchctl.agent import workspace
+from launchctl.errors import LaunchctlError
+from launchctl.runenv import env_from_option, run_environment
+from launchctl.runners import CacheMount, Handle, Launch, RunnerError
+from launchctl.states import State, move
+from launchctl.store import Row, Store
+
+CACHE_TARGET = "/launchctl-cache"
+CACHE_ENV = ("WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "LAUNCHCTL_CACHE_DIR")
+
+
+class Cancelled(Exception):
+    """The run was cancelled before it could start."""
+
+
+@dataclass
+class StartContext:
+    agent_id: str
+    env: dict[str, str]  # the agent config's env
+    builder: dict[str, Any]  # the agent config's builder section
+    registry: Any  # the agent config's registry
+    on_exit: Callable[[], None]
+    progress: bool = False
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def accelerator_base_image(*builders: Any) -> str | None:
+    """``builder.accelerator.base_image`` (or the older ``builder.cuda.base_image``)."""
+    for builder in builders:
+        image = _dig(builder, "accelerator", "base_image") or _dig(builder, "cuda", "base_image")
+        if image:
+            return str(image)
+    return None
+
+
+def registry_settings(value: Any) -> tuple[str | None, dict[str, str] | None]:
+    """A registry as ``"host:port"`` or ``{url, username, password}``."""
+    if not value:
+        return None, None
+    if isinstance(value, str):
+        return value, None
+    url = value.get("url") or value.get("uri")
+    auth = None
+    if value.get("username"):
+        auth = {"username": str(value["username"]), "password": str(value.get("password", ""))}
+    return (str(url) if url else None), auth
+
+
+def cache_mount(value: Any) -> CacheMount | None:
+    """The queue's ``artifact_cache``: a volume name, a host path, or an object saying which."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        kind = "bind" if value.startswith("/") else "volume"
+        return CacheMount(source=value, kind=kind, target=CACHE_TARGET)
+    target = str(value.get("path") or CACHE_TARGET)
+    if value.get("host_path"):
+        return CacheMount(source=str(value["host_path"]), kind="bind", target=target)
+    return CacheMount(source=str(value["volume"]), kind="volume", target=target)
+
+
+class Starter:
+    def __init__(self, store: Store, ctx: StartContext) -> None:
+        self.store = store
+        self.ctx = ctx
+
+    def start(self, run: Row) -> Handle:
+        """Lay out, build if needed, and start ``run``; returns the runner's handle."""
+        run_id = run["id"]
+        version = (
+            self.store.jobs.version_by_id(run["job_version_id"])
+            if run["job_version_id"] is not None
+            else None
+        )
+        overrides = run["spec"].get("overrides") or {}
+        entrypoint = list(
+            overrides.get("entry_point") or (version["entrypoint"] if version else [])
+        )
+        args = list(overrides.get("args") or [])
+        queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
+        qconfig: dict[str, Any] = queue["config"] if queue else {}
+        resource_args = self._resource_args(run, qconfig)
+        folder = self.store.run_dir(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        log_path = folder / "output.log"
+        workdir = folder / "code"
+        cache = cache_mount(qconfig.get("artifact_cache"))
+        registry, auth = registry_settings(qconfig.get("registry") or self.ctx.registry)
+        launch = Launch(
+            run=run, entrypoint=entrypoint, args=args, env={}, workdir=workdir,
+            log_path=log_path, resource_args=resource_args, cache=cache,
+            registry_auth=auth, agent_id=self.ctx.agent_id, on_exit=self.ctx.on_exit,
+        )  # fmt: skip
+        notes: list[str] = []
+        if run["resource"] == "local-process":
+            if not launch.command:
+                raise RunnerError("the run has no entry point to execute", stage="agent")
+            notes.append(workspace.prepare(self.store, run, version, workdir))
+            launch.env = self._process_env(run, resource_args, cache)
+        else:
+            launch.image = self._image(run, version, launch, qconfig, registry, notes)
+            launch.env = self._container_env(run, resource_args, cache)
+        self._check_cancel(run_id)
+        move(self.store, run_id, State.STARTING, agent_id=self.ctx.agent_id,
+             message="; ".join(notes) or None, workdir=str(workdir), log_path=str(log_path),
+             image=launch.image, expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
+        handle = runners.get(run["resource"]).start(launch)
+        pid = handle.pid
+        move(self.store, run_id, State.RUNNING, agent_id=self.ctx.agent_id,
+             message=f"pid {pid}" if pid else getattr(handle, "container_id", None),
+             pid=pid, pid_started=handle.pid_started, started_at=time.time(),
+             expect=frozenset({State.STARTING}))  # fmt: skip
+        return handle
+
+    def _check_cancel(self, run_id: str) -> None:
+        if self.store.runs.get(run_id)["cancel_requested"]:
+            raise Cancelled(run_id)
+
+    def _resource_args(self, run: Row, qconfig: dict[str, Any]) -> dict[str, Any]:
+        """The queue's resource args for this run's resource, then the run's own on top."""
+        merged: dict[str, Any] = {}
+        merged.update(_dig(qconfig, "resource_args", run["resource"]) or {})
+        merged.update(_dig(run["spec"], "resource_args", run["resource"]) or {})
+        return merged
+
+    def _run_env(self, run: Row, resource_args: dict[str, Any]) -> dict[str, str]:
+        env = dict(self.ctx.env)
+        env.update(env_from_option(resource_args.get("env")))
+        env.update(run_environment(run))
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _process_env(
+        self, run: Row, resource_args: dict[str, Any], cache: CacheMount | None
+    ) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self._run_env(run, resource_args))
+        if cache is not None and cache.kind == "bind":
+            env.update(dict.fromkeys(CACHE_ENV, cache.source))
+        # The run sees the agent's Python first, as if its virtualenv were active.
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+        return env
+
+    def _container_env(
+        self, run: Row, resource_args: dict[str, Any], cache: CacheMount | None
+    ) -> dict[str, str]:
+        env = self._run_env(run, resource_args)
+        if cache is not None:
+            env.update(dict.fromkeys(CACHE_ENV, cache.target))
+        return env
+
+    def _image(
+        self,
+        run: Row,
+        version: Row | None,
+        launch: Launch,
+        qconfig: dict[str, Any],
+        registry: str | None,
+        notes: list[str],
+    ) -> str:
+        """The image to run: given (-d, image job) as it is, or built from the job's code."""
+        given = _dig(run["spec"], "docker", "docker_image")
+        if not given and version is not None and version["source_type"] == "image":
+            given = version["source"]["image"]
+        if given:
+            return str(given)
+        if version is None:
+            raise RunnerError("the run names no image and no job to build", stage="agent")
+        move(self.store, run["id"], State.BUILDING, agent_id=self.ctx.agent_id,
+             expect=frozenset({State.CLAIMED}))  # fmt: skip
+        notes.append(workspace.prepare(self.store, run, version, launch.workdir))
+        from launchctl.build import BuildError, BuildRequest, ensure_image
+
+        builder = {**self.ctx.builder, **(qconfig.get("builder") or {})}
+        base = accelerator_base_image(
+            launch.resource_args.get("builder"), _dig(run["spec"], "builder"),
+            qconfig.get("builder"), self.ctx.builder,
+        )  # fmt: skip
+        overrides = run["spec"].get("overrides") or {}
+        request = BuildRequest(
+            job_name=version["name"],
+            source_dir=launch.workdir,
+            entrypoint=launch.entrypoint,
+            dockerfile=overrides.get("dockerfile") or version.get("dockerfile"),
+            base_image=base,
+            registry=registry,
+            index_url=builder.get("index_url"),
+            extra_index_urls=list(builder.get("extra_index_urls") or []),
+            find_links=list(builder.get("find_links") or []),
+            build_args={str(k): str(v) for k, v in (builder.get("build_args") or {}).items()},
+            template_dir=Path(builder["template_dir"]) if builder.get("template_dir") else None,
+        )
+        if builder.get("base_image"):
+            request.default_base_image = str(builder["base_image"])
+        try:
+            with open(launch.log_path, "ab", buffering=0) as log:
+                built = ensure_image(request, log.write, progress=self.ctx.progress)
+        except BuildError as exc:
+            raise RunnerError(str(exc), stage="build") from None
+        except LaunchctlError as exc:
+            raise RunnerError(str(exc), stage="build") from None
+        what = "built" if built.built else "reused"
+        notes.append(f"image {built.uri} {what} ({built.dockerfile_source})")
+        return built.uri

@@ -1,0 +1,291 @@
+"""local-container: run a run as a Docker container through docker-py.
+
+Options come from W&B's ``resource_args.local-container`` shape and map onto
+container settings; anything outside the allowed list is refused when the queue
+or launch is written (see ``queues.RESOURCE_OPTIONS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from launchctl.runenv import env_from_option
+from launchctl.runners.base import Exit, Launch, RunnerError
+
+LABEL_RUN = "launchctl.run_id"
+LABEL_QUEUE = "launchctl.queue"
+LABEL_AGENT = "launchctl.agent"
+CACHE_MOUNT = "/launchctl-cache"
+ENGINE_HINT = "start it (e.g. `dockerd`, or scripts/services.sh docker) and relaunch"
+
+
+def docker_client() -> Any:
+    """A docker-py client for the local engine; a RunnerError when none answers."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except DockerException as exc:
+        raise RunnerError(
+            f"the Docker engine is not reachable ({_short(exc)}); {ENGINE_HINT}"
+        ) from None
+    return client
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return str(text).strip().splitlines()[-1][:300] if text else type(exc).__name__
+
+
+def gpu_requests(value: Any) -> list[Any]:
+    """``gpus``: ``all``, a count, or ``device=0,1`` (as ``docker run --gpus``)."""
+    from docker.types import DeviceRequest
+
+    text = str(value).strip().strip('"')
+    if text == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if text.startswith("device="):
+        ids = [d.strip() for d in text.removeprefix("device=").split(",") if d.strip()]
+        if not ids:
+            raise RunnerError(f"gpus {value!r} names no device", stage="agent")
+        return [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+    if text.isdigit():
+        return [DeviceRequest(count=int(text), capabilities=[["gpu"]])] if int(text) else []
+    raise RunnerError(f"gpus must be all, a count or device=ID,...; got {value!r}", stage="agent")
+
+
+_SIZE = re.compile(r"^\d+(\.\d+)?[bkmg]?$", re.I)
+
+
+def _size(value: Any, what: str) -> str | int:
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if not _SIZE.match(text):
+        raise RunnerError(f"{what} must be a size like 512m or 4g; got {value!r}", stage="agent")
+    return text
+
+
+def _ulimits(value: Any) -> list[Any]:
+    from docker.types import Ulimit
+
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            out.append(
+                Ulimit(
+                    name=item["name"],
+                    soft=int(item["soft"]),
+                    hard=int(item.get("hard") or item["soft"]),
+                )
+            )
+            continue
+        name, _, limits = str(item).partition("=")
+        soft, _, hard = limits.partition(":")
+        if not name or not soft.lstrip("-").isdigit():
+            raise RunnerError(
+                f"ulimit must look like nofile=1024:2048; got {item!r}", stage="agent"
+            )
+        out.append(Ulimit(name=name, soft=int(soft), hard=int(hard or soft)))
+    return out
+
+
+def container_options(launch: Launch) -> dict[str, Any]:
+    """docker-py ``containers.create`` keyword arguments for a launch."""
+    args = launch.resource_args
+    env = dict(launch.env)
+    env.update(env_from_option(args.get("env")))
+    env.update(env_from_option(args.get("e")))
+    labels = {LABEL_RUN: launch.run["id"], LABEL_QUEUE: launch.run.get("queue_name") or ""}
+    if launch.agent_id:
+        labels[LABEL_AGENT] = launch.agent_id
+    opts: dict[str, Any] = {
+        "image": launch.image,
+        "environment": env,
+        "labels": labels,
+        "detach": True,
+    }
+    if launch.entrypoint:
+        opts["entrypoint"] = launch.entrypoint
+    if launch.args:
+        opts["command"] = launch.args
+    if "gpus" in args:
+        opts["device_requests"] = gpu_requests(args["gpus"])
+    if "cpus" in args:
+        try:
+            opts["nano_cpus"] = int(float(args["cpus"]) * 1e9)
+        except (TypeError, ValueError):
+            raise RunnerError(
+                f"cpus must be a number; got {args['cpus']!r}", stage="agent"
+            ) from None
+    if "memory" in args:
+        opts["mem_limit"] = _size(args["memory"], "memory")
+    if "shm-size" in args:
+        opts["shm_size"] = _size(args["shm-size"], "shm-size")
+    if "ulimit" in args:
+        opts["ulimits"] = _ulimits(args["ulimit"])
+    if "workdir" in args:
+        opts["working_dir"] = str(args["workdir"])
+    if "name" in args:
+        opts["name"] = str(args["name"])
+    if "pids-limit" in args:
+        opts["pids_limit"] = int(args["pids-limit"])
+    if "platform" in args:
+        opts["platform"] = str(args["platform"])
+    if "network" in args:
+        opts["network"] = str(args["network"])
+    volumes = args.get("volume")
+    if volumes:
+        opts["volumes"] = volumes if isinstance(volumes, list) else [volumes]
+    if launch.cache is not None:
+        from docker.types import Mount
+
+        opts["mounts"] = [Mount(launch.cache.target, launch.cache.source, type=launch.cache.kind)]
+    return opts
+
+
+class ContainerHandle:
+    """A started container: its logs are copied into the run's log by a thread."""
+
+    def __init__(self, container: Any, launch: Launch) -> None:
+        self.container = container
+        self.pid: int | None = None
+        self.pid_started: str | None = None
+        self.container_id: str = container.id
+        self._exit: Exit | None = None
+        self._stop_thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._logs = threading.Thread(target=self._copy_logs, args=(launch,), daemon=True)
+        self._waiter = threading.Thread(target=self._wait, args=(launch.on_exit,), daemon=True)
+        self._logs.start()
+        self._waiter.start()
+
+    def _copy_logs(self, launch: Launch) -> None:
+        with (
+            open(launch.log_path, "ab", buffering=0) as log,
+            contextlib.suppress(Exception),
+        ):
+            for chunk in self.container.logs(stream=True, follow=True):
+                log.write(chunk)
+
+    def _wait(self, on_exit: Callable[[], None]) -> None:
+        from docker.errors import DockerException
+
+        try:
+            result = self.container.wait()
+            code = int(result.get("StatusCode", -1))
+            error = (result.get("Error") or {}).get("Message") if result.get("Error") else None
+            self._exit = Exit(code=code, message=error or None)
+        except DockerException as exc:
+            self._exit = Exit(code=None, message=f"lost the container: {_short(exc)}")
+        self._logs.join(timeout=30)
+        # Logs are kept in the run's log file; the container itself goes.
+        with contextlib.suppress(DockerException):
+            self.container.remove(force=True)
+        self._done.set()
+        on_exit()
+
+    def poll(self) -> Exit | None:
+        return self._exit if self._done.is_set() else None
+
+    def stop(self, grace_s: float) -> None:
+        if self._done.is_set() or self._stop_thread is not None:
+            return
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):
+                self.container.stop(timeout=max(1, round(grace_s)))
+
+        self._stop_thread = threading.Thread(target=stop, daemon=True)
+        self._stop_thread.start()
+
+
+class LocalContainerRunner:
+    resource = "local-container"
+
+    def __init__(self, client: Any | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    def ensure_image(
+        self, image: str, log: Callable[[bytes], Any], auth: dict[str, str] | None = None
+    ) -> None:
+        """Pull ``image`` unless the engine has it, writing progress into the run's log."""
+        from docker.errors import DockerException, ImageNotFound
+
+        try:
+            self.client.images.get(image)
+            return
+        except ImageNotFound:
+            pass
+        except DockerException as exc:
+            raise RunnerError(
+                f"the Docker engine failed to look up {image}: {_short(exc)}"
+            ) from None
+        repo, tag = _split(image)
+        log(f"launchctl: pulling {image}\n".encode())
+        try:
+            seen: set[tuple[str, str]] = set()
+            for line in self.client.api.pull(
+                repo, tag=tag, stream=True, decode=True, auth_config=auth or None
+            ):
+                if "error" in line:
+                    raise RunnerError(f"pull of {image} failed: {line['error']}")
+                key = (str(line.get("id", "")), str(line.get("status", "")))
+                if key not in seen and "Downloading" not in key[1] and "Extracting" not in key[1]:
+                    seen.add(key)
+                    log(f"  {key[0]}: {key[1]}\n".encode() if key[0] else f"  {key[1]}\n".encode())
+        except DockerException as exc:
+            raise RunnerError(f"pull of {image} failed: {_short(exc)}") from None
+
+    def create(self, launch: Launch) -> Any:
+        from docker.errors import DockerException
+
+        if not launch.image:
+            raise RunnerError("a container run needs an image", stage="agent")
+        opts = container_options(launch)
+        image = opts.pop("image")
+        opts.pop("detach")
+        try:
+            return self.client.containers.create(image, **opts)
+        except DockerException as exc:
+            raise RunnerError(f"could not create the container: {_short(exc)}") from None
+
+    def start(self, launch: Launch) -> ContainerHandle:
+        from docker.errors import DockerException
+
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(launch.log_path, "ab", buffering=0) as log:
+            self.ensure_image(str(launch.image), log.write, launch.registry_auth)
+        container = self.create(launch)
+        try:
+            container.start()
+        except DockerException as exc:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
+            raise RunnerError(f"the container did not start: {_short(exc)}") from None
+        return ContainerHandle(container, launch)
+
+
+def _split(image: str) -> tuple[str, str]:
+    """``repo[:tag][@digest]`` -> (repo, tag); the tag defaults to latest."""
+    if "@" in image:
+        repo, digest = image.split("@", 1)
+        return repo, digest
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = image.rsplit(":", 1)
+        return repo, tag
+    return image, "latest"
