@@ -1,0 +1,132 @@
+"""Make or find the image of a code or git job: plan (Dockerfile + content tag), then build."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from launchctl.build import dockerfile as dockerfiles
+from launchctl.build import engine
+from launchctl.build.dockerfile import Dockerfile
+from launchctl.build.model import BuildError, BuildRequest, BuiltImage
+from launchctl.build.tag import context_digest, image_tag, repository
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build would do, worked out without the engine: the Dockerfile and the image name."""
+
+    dockerfile: Dockerfile
+    build_args: dict[str, str]
+    uri: str
+    tag: str
+
+
+def plan_build(req: BuildRequest) -> BuildPlan:
+    """Choose the Dockerfile and hash everything that affects the image into its tag."""
+    if not req.source_dir.is_dir():
+        raise BuildError(f"the job's files are missing: {req.source_dir} is not a folder")
+    chosen = dockerfiles.choose(req)
+    args = dict(req.build_args)
+    if chosen.path is not None:
+        # A user Dockerfile can take the index settings with `ARG PIP_INDEX_URL` and so on.
+        args = {**_pip_build_args(req), **args}
+    tag = image_tag(
+        dockerfile_text=chosen.text,
+        dockerfile_path=chosen.path,
+        context=context_digest(req.source_dir, skip=frozenset(chosen.files)),
+        generated=chosen.files,
+        build_args=args,
+    )
+    uri = f"{repository(req.job_name, req.registry)}:{tag}"
+    return BuildPlan(dockerfile=chosen, build_args=args, uri=uri, tag=tag)
+
+
+def _pip_build_args(req: BuildRequest) -> dict[str, str]:
+    args = {}
+    if req.index_url:
+        args["PIP_INDEX_URL"] = req.index_url
+    if req.extra_index_urls:
+        args["PIP_EXTRA_INDEX_URL"] = " ".join(req.extra_index_urls)
+    if req.find_links:
+        args["PIP_FIND_LINKS"] = " ".join(req.find_links)
+    return args
+
+
+def ensure_image(
+    req: BuildRequest, log: Callable[[bytes], object], *, progress: bool = False
+) -> BuiltImage:
+    """The image for ``req``: reused when its tag exists locally or in the registry, else
+    built with BuildKit (and pushed when there is a registry). Every byte of output goes to
+    ``log``; its first line names the image and the Dockerfile."""
+    plan = plan_build(req)
+    source = plan.dockerfile.source
+    client = engine.connect()
+    try:
+        where = engine.find(
+            client, plan.uri, registry=req.registry is not None, auth=req.registry_auth
+        )
+        if where is not None:
+            note = f"launchctl: {plan.uri} exists {_WHERE[where]} ({source}): nothing to build\n"
+            log(note.encode())
+            pushed = False
+            if (
+                where == "local"
+                and req.registry
+                and not engine.exists_in_registry(client, plan.uri, req.registry_auth)
+            ):
+                engine.push(client, plan.uri, log, req.registry_auth)
+                pushed = True
+            return BuiltImage(
+                plan.uri, plan.tag, built=False, pushed=pushed, dockerfile_source=source
+            )
+        log(f"launchctl: building {plan.uri} with {source}\n".encode())
+        _build(req, plan, log, progress=progress)
+        if req.registry:
+            engine.push(client, plan.uri, log, req.registry_auth)
+        return BuiltImage(
+            plan.uri, plan.tag, built=True, pushed=bool(req.registry), dockerfile_source=source
+        )
+    finally:
+        client.close()
+
+
+_WHERE = {"local": "locally", "registry": "in the registry"}
+
+
+def _build(
+    req: BuildRequest, plan: BuildPlan, log: Callable[[bytes], object], *, progress: bool
+) -> None:
+    chosen = plan.dockerfile
+    for name, data in chosen.files.items():
+        target = req.source_dir / name
+        if not target.is_file() or target.read_bytes() != data:
+            target.write_bytes(data)
+    labels = {"launchctl.job": req.job_name, "launchctl.build": plan.tag}
+    if chosen.path is not None:
+        engine.run_build(
+            context=req.source_dir,
+            dockerfile=req.source_dir / chosen.path,
+            uri=plan.uri,
+            build_args=plan.build_args,
+            labels=labels,
+            network=req.network,
+            log=log,
+            progress=progress,
+        )
+        return
+    with tempfile.TemporaryDirectory(prefix="launchctl-build-") as tmp:
+        rendered = Path(tmp) / "Dockerfile"
+        rendered.write_text(chosen.text)
+        engine.run_build(
+            context=req.source_dir,
+            dockerfile=rendered,
+            uri=plan.uri,
+            build_args=plan.build_args,
+            labels=labels,
+            network=req.network,
+            log=log,
+            progress=progress,
+        )

@@ -1,0 +1,259 @@
+"""The Docker engine as the builder uses it: docker-py to find and push images, the docker
+CLI to build with BuildKit (docker-py's build uses the classic builder: no RUN --mount)."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from launchctl.build.model import BuildError
+
+if TYPE_CHECKING:
+    import docker
+
+TAIL_LINES = 20
+FALLBACK_CLIENT = "/usr/bin/docker"  # Debian's docker.io client: BuildKit without buildx
+# An error our Dockerfile template explains, as BuildKit's plain output shows it.
+_OURS = re.compile(rb"^#\d+ [\d.]+ launchctl error: (.*)$")
+
+
+def connect() -> docker.DockerClient:
+    """A docker-py client for the engine that DOCKER_HOST (or the default socket) names."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise BuildError(
+            f"the Docker engine is not reachable ({exc}); start dockerd, or point DOCKER_HOST"
+            " at a running engine"
+        ) from None
+    return client
+
+
+@dataclass(frozen=True)
+class BuildCli:
+    """How to start a BuildKit build from the command line on this machine."""
+
+    argv: tuple[str, ...]  # e.g. ("docker", "buildx", "build", "--load")
+    env: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> str:
+        env = " ".join(f"{k}={v}" for k, v in self.env)
+        return f"{env} {' '.join(self.argv)}".strip()
+
+
+@functools.lru_cache(maxsize=1)
+def build_cli() -> BuildCli:
+    """Find a docker client that builds with BuildKit, once per process.
+
+    ``docker buildx build --load`` where buildx works; else ``DOCKER_BUILDKIT=1 docker build``
+    with a client that still has the built-in BuildKit builder: newer clients without the
+    buildx plugin refuse it, so ``/usr/bin/docker`` is tried after the first on PATH.
+    """
+    candidates = list(dict.fromkeys(c for c in (shutil.which("docker"), FALLBACK_CLIENT) if c))
+    candidates = [c for c in candidates if os.access(c, os.X_OK)]
+    if not candidates:
+        raise BuildError(
+            "the Docker engine is not reachable: no docker command-line client here (looked on"
+            f" PATH and at {FALLBACK_CLIENT}); building images needs it"
+        )
+    for client in candidates:
+        if _works([client, "buildx", "version"]):
+            return BuildCli(argv=(client, "buildx", "build", "--load"))
+    for client in candidates:
+        if _works([client, "build", "--help"], {"DOCKER_BUILDKIT": "1"}):
+            return BuildCli(argv=(client, "build"), env=(("DOCKER_BUILDKIT", "1"),))
+    raise BuildError(
+        f"no docker client here can build with BuildKit (tried {', '.join(candidates)}):"
+        " install the buildx plugin, or a docker client with built-in BuildKit"
+    )
+
+
+def _works(argv: list[str], env: dict[str, str] | None = None) -> bool:
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=20,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+class LogTail:
+    """The last lines of a byte stream, for error messages."""
+
+    def __init__(self, lines: int = TAIL_LINES) -> None:
+        self._lines: collections.deque[bytes] = collections.deque(maxlen=lines)
+        self._partial = b""
+        self.ours: list[str] = []  # "launchctl error: ..." lines that a RUN step printed
+
+    def feed(self, chunk: bytes) -> None:
+        *done, self._partial = (self._partial + chunk).split(b"\n")
+        for line in done:
+            self._add(line)
+
+    def _add(self, line: bytes) -> None:
+        line = line.rstrip(b"\r")
+        self._lines.append(line)
+        if m := _OURS.match(line):
+            self.ours.append(m.group(1).decode(errors="replace"))
+
+    def text(self) -> str:
+        lines = list(self._lines)
+        if self._partial:
+            lines = [*lines, self._partial][-(self._lines.maxlen or TAIL_LINES) :]
+        return b"\n".join(lines).decode(errors="replace")
+
+    def reason(self) -> str:
+        """One line for why the build failed: our template's own message, else the last line
+        (BuildKit ends with the failing step's error)."""
+        if self.ours:
+            return self.ours[-1]
+        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
+        return lines[-1] if lines else "no output"
+
+
+def run_build(
+    *,
+    context: Path,
+    dockerfile: Path,
+    uri: str,
+    build_args: dict[str, str],
+    labels: dict[str, str],
+    network: str | None,
+    log: Callable[[bytes], object],
+    progress: bool,
+) -> None:
+    """Build ``uri`` with BuildKit, streaming its plain progress output to ``log`` as it comes
+    (and to stderr too when ``progress``). Raises BuildError with the log's tail on failure."""
+    cli = build_cli()
+    argv: list[str] = [*cli.argv, "--progress", "plain", "-f", str(dockerfile), "-t", uri]
+    for key, value in sorted(build_args.items()):
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in sorted(labels.items()):
+        argv += ["--label", f"{key}={value}"]
+    if network:
+        argv += ["--network", network]
+    argv.append(str(context))
+    tail = LogTail()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **dict(cli.env)},
+        )
+    except OSError as exc:
+        raise BuildError(f"cannot start {cli.describe()}: {exc}") from None
+    assert proc.stdout is not None
+    try:
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            tail.feed(chunk)
+            log(chunk)
+            if progress:
+                _to_stderr(chunk)
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted while streaming: do not leave the build running
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    if code != 0:
+        raise BuildError(f"image build of {uri} failed: {tail.reason()}", tail.text())
+
+
+def _to_stderr(chunk: bytes) -> None:
+    out = getattr(sys.stderr, "buffer", None)
+    if out is not None:
+        out.write(chunk)
+    else:
+        sys.stderr.write(chunk.decode(errors="replace"))
+    sys.stderr.flush()
+
+
+def find(
+    client: docker.DockerClient, uri: str, *, registry: bool, auth: dict[str, str] | None = None
+) -> Literal["local", "registry"] | None:
+    """Where ``uri`` already exists: this engine's images first, then (when pushed) the registry."""
+    if exists_locally(client, uri):
+        return "local"
+    if registry and exists_in_registry(client, uri, auth):
+        return "registry"
+    return None
+
+
+def exists_locally(client: docker.DockerClient, uri: str) -> bool:
+    import docker
+
+    try:
+        client.images.get(uri)
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.APIError as exc:
+        raise BuildError(f"cannot look up image {uri}: {exc}") from None
+    return True
+
+
+def exists_in_registry(
+    client: docker.DockerClient, uri: str, auth: dict[str, str] | None = None
+) -> bool:
+    """Asks the engine, which talks to the registry (with ``auth``, else its own credentials)."""
+    import docker
+
+    try:
+        client.images.get_registry_data(uri, auth_config=auth or None)
+    except docker.errors.APIError:
+        return False  # not there, or the registry cannot be reached: building is the answer
+    return True
+
+
+def push(
+    client: docker.DockerClient,
+    uri: str,
+    log: Callable[[bytes], object],
+    auth: dict[str, str] | None = None,
+) -> None:
+    """Push ``uri``, writing the engine's status lines to ``log``; BuildError on failure.
+
+    Credentials: ``auth`` when given, else the client's (``docker login``'s config.json).
+    """
+    import docker
+
+    repo, tag = split_uri(uri)
+    log(f"launchctl: pushing {uri}\n".encode())
+    try:
+        for item in client.images.push(
+            repo, tag=tag, stream=True, decode=True, auth_config=auth or None
+        ):
+            if "error" in item:
+                detail = item.get("errorDetail", {}).get("message") or item["error"]
+                raise BuildError(f"push failed: {uri}: {detail}")
+            if item.get("status") and not item.get("progressDetail"):
+                prefix = f"{item['id']}: " if item.get("id") else ""
+                log(f"{prefix}{item['status']}\n".encode())
+    except docker.errors.APIError as exc:
+        raise BuildError(f"push failed: {uri}: {exc.explanation or exc}") from None
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``host:5000/a/b:tag`` -> (``host:5000/a/b``, ``tag``)."""
+    repo, sep, tag = uri.rpartition(":")
+    if not sep or "/" in tag:
+        return uri, "latest"
+    return repo, tag

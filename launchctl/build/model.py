@@ -1,0 +1,57 @@
+"""What the agent asks the builder for, what it gets back, and the one build error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launchctl.errors import LaunchctlError
+
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+
+
+@dataclass
+class BuildRequest:
+    """One image to make or find: a run's working copy plus the queue's builder settings."""
+
+    job_name: str  # used in the image repository name
+    source_dir: Path  # the run's working copy: the job's files (snapshot or git clone)
+    entrypoint: list[str]  # e.g. ["python", "train.py"]; the generated image's ENTRYPOINT
+    dockerfile: str | None = None  # the `dockerfile` override / -D, relative to source_dir
+    base_image: str | None = None  # an accelerator base image (builder.accelerator.base_image)
+    default_base_image: str = DEFAULT_BASE_IMAGE  # base for ordinary code and git jobs
+    registry: str | None = None  # e.g. "localhost:5000": push there and run by that name
+    index_url: str | None = None  # pip index for every build (air-gapped labs)
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    template_dir: Path | None = None  # user template folder, searched before the packaged one
+    network: str | None = "host"  # build network: "host" lets RUN steps reach a loopback index
+    # docker-py auth_config ({"username": ..., "password": ...}) for the registry; None: the
+    # engine client's own credentials (~/.docker/config.json, from `docker login`)
+    registry_auth: dict[str, str] | None = field(default=None, repr=False)
+
+
+@dataclass
+class BuiltImage:
+    """The image a run will use, and whether this call had to build or push it."""
+
+    uri: str  # the image the run will use (the registry name when pushed): ${image_uri}
+    tag: str  # the content hash part of the uri
+    built: bool  # False when it already existed locally or in the registry
+    pushed: bool
+    dockerfile_source: str  # which Dockerfile: override, job Dockerfile, Dockerfile.wandb, template
+
+
+class BuildError(LaunchctlError):
+    """An image could not be made; the message says what failed, then the log's last lines."""
+
+    stage = "build"
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.reason = message
+        self.log_tail = log_tail
+        text = (
+            f"{message}\n--- last lines of the build log ---\n{log_tail}" if log_tail else message
+        )
+        super().__init__(text.rstrip("\n"))
