@@ -17,6 +17,7 @@ from launchctl.cli import job as job_cmd
 from launchctl.cli import launch as launch_cmd
 from launchctl.cli import queue as queue_cmd
 from launchctl.cli import runs as runs_cmd
+from launchctl.cli import secret as secret_cmd
 from launchctl.errors import LaunchctlError
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ def _root(
 app.add_typer(queue_cmd.app, name="queue")
 app.add_typer(job_cmd.app, name="job")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(secret_cmd.app, name="secret")
 app.command("launch", no_args_is_help=True)(launch_cmd.launch)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)

@@ -1,0 +1,342 @@
+"""Secrets: named values in one owner-only file beside the database, never inside it.
+
+The file is ``$LAUNCHCTL_HOME/secrets.json``, mode 0600, owned by the OS user who runs
+the agent. It is written atomically (a 0600 temp file, fsync, rename) and is refused when
+anyone else could read or write it. Queues refer to secrets by name in ``env``
+(``{"WANDB_API_KEY": {"secret": "wandb-key"}}``); ``resolve_env`` fills them in at run
+start and ``Masker`` replaces their values with ``***`` in what a run prints.
+
+No value is ever put in an exception message, a repr or a log line here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from launchctl.errors import LaunchctlError, NotFound
+
+FILE_NAME = "secrets.json"
+LOCK_NAME = ".secrets.lock"
+MASK = b"***"
+NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_FORMAT_VERSION = 1
+
+
+class MissingSecret(NotFound):
+    """A secret that is referenced or asked for but not set; names it, never a value."""
+
+    def __init__(self, names: str | Sequence[str]) -> None:
+        self.names = [names] if isinstance(names, str) else list(names)
+        if len(self.names) == 1:
+            name = self.names[0]
+            message = f"secret {name!r} is not set (set it with: launchctl secret set {name})"
+        else:
+            quoted = ", ".join(repr(n) for n in self.names)
+            message = f"secrets {quoted} are not set (set each with: launchctl secret set NAME)"
+        super().__init__(message)
+
+
+class UnsafeSecretsFile(LaunchctlError):
+    """A secrets file that others could read or change, or that is not what it should be."""
+
+
+def check_name(name: str) -> str:
+    """A secret name: letters, digits, '.', '_' and '-', 1 to 64 of them."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise LaunchctlError(
+            f"invalid secret name {name!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+def _check_value(value: str) -> str:
+    if not isinstance(value, str):
+        raise LaunchctlError("a secret value must be a string")
+    if value == "":
+        raise LaunchctlError("a secret value cannot be empty")
+    if "\0" in value:
+        raise LaunchctlError("a secret value cannot contain a NUL character")
+    return value
+
+
+class SecretStore:
+    """Named secret values in one JSON file that only its owner may read."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        if path is None:
+            from launchctl.paths import home
+
+            path = home() / FILE_NAME
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"SecretStore({str(self.path)!r})"
+
+    # -- public API ---------------------------------------------------------
+
+    def get(self, name: str) -> str:
+        """The value of ``name``; ``MissingSecret`` when it is not set."""
+        values = self._read(check_name(name))
+        if name not in values:
+            raise MissingSecret(name)
+        return values[name]
+
+    def get_many(self, names: Sequence[str]) -> dict[str, str]:
+        """Several values from one read of the file; ``MissingSecret`` names every missing one."""
+        values = self._read(*names)
+        missing = [n for n in dict.fromkeys(names) if n not in values]
+        if missing:
+            raise MissingSecret(missing)
+        return {n: values[n] for n in names}
+
+    def names(self) -> list[str]:
+        """The names of the stored secrets, sorted."""
+        return sorted(self._read())
+
+    def set(self, name: str, value: str) -> None:
+        """Store ``value`` under ``name``, replacing any earlier value."""
+        check_name(name)
+        _check_value(value)
+        with self._locked():
+            values = self._read()
+            values[name] = value
+            self._write(values)
+
+    def delete(self, name: str) -> None:
+        """Remove ``name``; ``MissingSecret`` when it is not set."""
+        check_name(name)
+        with self._locked():
+            values = self._read()
+            if name not in values:
+                raise MissingSecret(name)
+            del values[name]
+            self._write(values)
+
+    # -- the file -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialize read-modify-write across processes (the file itself is replaced)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = self.path.parent / LOCK_NAME
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _read(self, *names: str) -> dict[str, str]:
+        """The stored values, after checking ``names`` and the open file's owner and mode."""
+        for name in names:
+            check_name(name)
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeSecretsFile(
+                    f"secrets file {self.path} is a symbolic link; replace it with the file itself"
+                ) from None
+            raise LaunchctlError(f"cannot read secrets file {self.path}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as fh:
+            self._check_safe(os.fstat(fh.fileno()))
+            raw = fh.read()
+        return self._parse(raw)
+
+    def _check_safe(self, st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeSecretsFile(f"secrets file {self.path} is not a regular file")
+        uid = os.geteuid()
+        if st.st_uid != uid:
+            raise UnsafeSecretsFile(
+                f"secrets file {self.path} belongs to uid {st.st_uid}, not to you (uid {uid}):"
+                " secrets are read only by the user who owns them and runs the agent"
+            )
+        if st.st_mode & 0o077:
+            mode = stat.S_IMODE(st.st_mode)
+            raise UnsafeSecretsFile(
+                f"secrets file {self.path} is open to other users (mode {mode:04o});"
+                f" run: chmod 600 {self.path}"
+            )
+
+    def _parse(self, raw: bytes) -> dict[str, str]:
+        corrupt = f"secrets file {self.path} is corrupt"
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise UnsafeSecretsFile(f"{corrupt} (not UTF-8)") from None
+        except json.JSONDecodeError as exc:  # its message holds a position, not the text
+            raise UnsafeSecretsFile(
+                f"{corrupt} (not JSON: {exc.msg} at line {exc.lineno})"
+            ) from None
+        values = data.get("secrets") if isinstance(data, dict) else None
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
+            raise UnsafeSecretsFile(f'{corrupt} (expected {{"secrets": {{NAME: VALUE}}}})')
+        return values
+
+    def _write(self, values: dict[str, str]) -> None:
+        """Replace the file atomically; the new content is never readable by others."""
+        folder = self.path.parent
+        data = json.dumps({"version": _FORMAT_VERSION, "secrets": values}, indent=2, sort_keys=True)
+        tmp = folder / f".{FILE_NAME}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)  # exactly 0600 whatever the umask
+                fh.write((data + "\n").encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._cannot_write(exc) from None
+            raise
+        with contextlib.suppress(OSError):  # the rename is done; this only makes it durable
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def _cannot_write(self, exc: OSError) -> LaunchctlError:
+        return LaunchctlError(f"cannot write secrets file {self.path}: {exc.strerror or exc}")
+
+
+# -- references in env ------------------------------------------------------
+
+
+def is_secret_ref(value: Any) -> bool:
+    """Whether ``value`` is a well-formed reference: ``{"secret": "NAME"}``, NAME valid."""
+    return (
+        isinstance(value, dict)
+        and list(value) == ["secret"]
+        and isinstance(value["secret"], str)
+        and NAME_RE.fullmatch(value["secret"]) is not None
+    )
+
+
+def _ref_name(key: str, value: Any) -> str | None:
+    """The secret named by ``env[key]``, None for a plain value; malformed -> LaunchctlError.
+
+    The errors name the env key, never what the reference holds: a malformed reference
+    may be a value pasted in by mistake.
+    """
+    if not isinstance(value, dict):
+        return None
+    if list(value) != ["secret"] or not isinstance(value["secret"], str):
+        raise LaunchctlError(
+            f'env {key}: a secret reference is {{"secret": "NAME"}} and nothing else'
+            f" (got keys: {', '.join(map(str, value)) or 'none'})"
+        )
+    if not NAME_RE.fullmatch(value["secret"]):
+        raise LaunchctlError(
+            f"env {key}: the secret name is not valid (use 1-64 letters, digits, '.', '_' or '-')"
+        )
+    return str(value["secret"])
+
+
+def secret_refs(env: Mapping[str, Any]) -> list[str]:
+    """The secret names ``env`` refers to, in order, each once; malformed -> LaunchctlError."""
+    names = (_ref_name(str(k), v) for k, v in env.items())
+    return list(dict.fromkeys(n for n in names if n is not None))
+
+
+def resolve_env(
+    env: Mapping[str, Any], store: SecretStore | None = None
+) -> tuple[dict[str, str], list[str]]:
+    """``env`` with secret references filled in, and the secret values used (to mask).
+
+    Plain values are ``str()``'d. The store is read only when something refers to it, so a
+    queue without secrets never trips over the secrets file.
+    """
+    names = secret_refs(env)
+    if not names:
+        return {str(k): str(v) for k, v in env.items()}, []
+    values = (store or SecretStore()).get_many(names)
+    resolved: dict[str, str] = {}
+    for key, value in env.items():
+        name = _ref_name(str(key), value)
+        resolved[str(key)] = values[name] if name is not None else str(value)
+    return resolved, list(dict.fromkeys(values[n] for n in names))
+
+
+# -- masking output ---------------------------------------------------------
+
+
+class Masker:
+    """Replaces every secret value in a byte stream with ``***``, across chunk boundaries.
+
+    Semantics: scanning left to right, at each position the longest value that starts
+    there is replaced and scanning goes on after it; elsewhere bytes pass through. This
+    is ``re.sub`` over the values as alternatives, longest first. At most
+    ``len(longest) - 1`` bytes are held back between ``feed`` calls; ``flush`` releases
+    them. Values are matched as UTF-8 bytes.
+    """
+
+    def __init__(self, values: Sequence[str]) -> None:
+        encoded = {v.encode("utf-8") for v in values if v}
+        ordered = sorted(encoded, key=lambda b: (-len(b), b))
+        self._pattern = re.compile(b"|".join(re.escape(v) for v in ordered)) if ordered else None
+        self._longest = len(ordered[0]) if ordered else 0
+        self._pending = b""
+
+    def __repr__(self) -> str:
+        count = 0 if self._pattern is None else self._pattern.pattern.count(b"|") + 1
+        return f"Masker({count} values)"
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The part of the stream so far that is settled, masked."""
+        if self._pattern is None:
+            return chunk
+        buf = self._pending + chunk
+        # A match starting at or before ``last`` is settled: every value fits in ``buf``.
+        last = len(buf) - self._longest
+        out: list[bytes] = []
+        pos = 0
+        while pos <= last:
+            m = self._pattern.search(buf, pos)
+            if m is None or m.start() > last:
+                out.append(buf[pos : last + 1])
+                pos = last + 1
+                break
+            out.append(buf[pos : m.start()])
+            out.append(MASK)
+            pos = m.end()
+        self._pending = buf[pos:]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """The held-back tail, masked; the stream may start again after it."""
+        if self._pattern is None:
+            return b""
+        tail, self._pending = self._pending, b""
+        return self._pattern.sub(MASK, tail)
+
+    def mask(self, data: bytes) -> bytes:
+        """Mask one whole buffer, apart from the stream (for messages and reasons)."""
+        return data if self._pattern is None else self._pattern.sub(MASK, data)
+
+    def mask_text(self, text: str) -> str:
+        """Mask one whole string, e.g. a failure reason before it is stored."""
+        return self.mask(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
