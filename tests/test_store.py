@@ -32,7 +32,7 @@ def test_migrations_are_applied_once_and_recorded(home: Path) -> None:
         "SELECT name FROM _sqlite_migrations WHERE migration_set = 'launchctl'"
     ).fetchall()
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert applied == [("m001_initial",), ("m002_run_image",)]
+    assert applied == [("m001_initial",), ("m002_run_image",), ("m003_teams",)]
     assert {"queues", "jobs", "job_versions", "runs", "events", "agents"} <= tables
 
 
@@ -47,7 +47,7 @@ def test_many_processes_opening_a_new_store_at_once_migrate_it_once(home: Path) 
     assert [p.wait(timeout=60) for p in procs] == [0] * 6
     conn = sqlite3.connect(home / "launchctl.db")
     assert conn.execute("SELECT COUNT(*) FROM queues WHERE name = 'default'").fetchone()[0] == 1
-    assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == 2
+    assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == 3
 
 
 def _queued_run(store: Store) -> str:

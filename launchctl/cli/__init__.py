@@ -18,6 +18,7 @@ from launchctl.cli import launch as launch_cmd
 from launchctl.cli import queue as queue_cmd
 from launchctl.cli import runs as runs_cmd
 from launchctl.cli import secret as secret_cmd
+from launchctl.cli import team as team_cmd
 from launchctl.errors import LaunchctlError
 
 app = typer.Typer(
@@ -52,6 +53,7 @@ app.add_typer(queue_cmd.app, name="queue")
 app.add_typer(job_cmd.app, name="job")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(secret_cmd.app, name="secret")
+app.add_typer(team_cmd.app, name="team")
 app.command("launch", no_args_is_help=True)(launch_cmd.launch)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)

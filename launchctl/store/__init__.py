@@ -10,6 +10,7 @@ from launchctl.store.db import Database, Row, dumps, loads
 from launchctl.store.jobs import JobTable
 from launchctl.store.queues import QueueTable
 from launchctl.store.runs import RunTable
+from launchctl.store.teams import TeamTable
 
 
 class Store:
@@ -22,6 +23,7 @@ class Store:
         self.jobs = JobTable(self.db)
         self.runs = RunTable(self.db)
         self.agents = AgentTable(self.db)
+        self.teams = TeamTable(self.db)
 
     def run_dir(self, run_id: str) -> Path:
         return paths.run_dir(run_id, self.root)

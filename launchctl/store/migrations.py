@@ -145,6 +145,39 @@ def m002_run_image(db: Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN image TEXT")
 
 
+@step
+def m003_teams(db: Database) -> None:
+    """Entities (teams) and their members; the user who opens the store becomes an admin.
+
+    On a new store that is the default entity. On an older store it is also every entity
+    its queues name: before roles anyone could edit any queue, and an entity with no admin
+    could never get one, so the user running the upgrade takes it and can hand it on.
+    """
+    for statement in (
+        "CREATE TABLE entities (name TEXT PRIMARY KEY, created_at REAL NOT NULL)",
+        "CREATE TABLE members ("
+        " entity TEXT NOT NULL REFERENCES entities(name) ON DELETE CASCADE,"
+        " user TEXT NOT NULL,"
+        " role TEXT NOT NULL CHECK (role IN ('admin', 'member')),"
+        " added_at REAL NOT NULL,"
+        " PRIMARY KEY (entity, user))",
+    ):
+        db.execute(statement)
+    now = time.time()
+    db.execute(
+        "INSERT INTO entities (name, created_at) VALUES (?, ?)", [identity.default_entity(), now]
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO entities (name, created_at)"
+        " SELECT entity, MIN(created_at) FROM queues GROUP BY entity"
+    )
+    db.execute(
+        "INSERT INTO members (entity, user, role, added_at)"
+        " SELECT name, ?, 'admin', ? FROM entities",
+        [identity.current_user(), now],
+    )
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 

@@ -1,0 +1,117 @@
+"""Entities (teams) and roles: who may edit an entity's queues and who may launch into them.
+
+The trust model is local: identity is the OS user or ``LAUNCHCTL_USER``, and anyone who
+can write the SQLite file can change it, so the agent re-checks runs before it runs them.
+"""
+
+from __future__ import annotations
+
+from launchctl import identity
+from launchctl.errors import LaunchctlError
+from launchctl.queues import check_name
+from launchctl.store import Row, Store
+from launchctl.store.teams import missing
+
+
+class PermissionDenied(LaunchctlError):
+    """A user acting on an entity in a way their role there does not allow."""
+
+
+def check_user(user: str) -> str:
+    if not user or len(user) > 128 or not user.isprintable() or any(c.isspace() for c in user):
+        raise LaunchctlError(
+            f"invalid user name {user!r}: use 1-128 printable characters without spaces"
+        )
+    return user
+
+
+def require_admin(
+    store: Store, entity: str, user: str | None = None, action: str = "edit the queues of"
+) -> str:
+    """Refuse unless ``user`` (default: the current user) is an admin of ``entity``.
+
+    ``action`` completes "only admins may ... 'ENTITY'"; returns the user.
+    """
+    user = user or identity.current_user()
+    role = store.teams.role(entity, user)
+    if role == "admin":
+        return user
+    if role is None and not store.teams.exists(entity):
+        raise missing(entity)
+    raise PermissionDenied(
+        f"user '{user}' is not an admin of entity '{entity}': only admins may {action} '{entity}'"
+    )
+
+
+def require_member(
+    store: Store, entity: str, user: str | None = None, action: str = "launch into the queues of"
+) -> str:
+    """Refuse unless ``user`` (default: the current user) is a member or admin of ``entity``.
+
+    ``action`` completes "only members may ... 'ENTITY'"; returns the user.
+    """
+    user = user or identity.current_user()
+    if store.teams.role(entity, user) is not None:
+        return user
+    if not store.teams.exists(entity):
+        raise missing(entity)
+    raise PermissionDenied(
+        f"user '{user}' is not a member of entity '{entity}': only members may {action} '{entity}'"
+    )
+
+
+def create(store: Store, name: str) -> Row:
+    """A new entity; the current user becomes its admin."""
+    check_name(name, "entity")
+    return store.teams.create(name, identity.current_user())
+
+
+def ensure_personal(store: Store, user: str | None = None) -> str:
+    """The user's own entity (named after them), made with them as admin if it is missing.
+
+    What a queue belongs to when nobody names an entity, as in W&B where every user has
+    a personal entity. An existing one is left as it is, whoever administers it.
+    """
+    user = user or identity.current_user()
+    store.teams.create(user, user, exist_ok=True)
+    return user
+
+
+def add(store: Store, entity: str, user: str, *, admin: bool = False) -> str | None:
+    """Add ``user`` to ``entity`` or change their role (admins only); returns the old role."""
+    check_user(user)
+    actor = identity.current_user()
+    return store.teams.add(
+        entity,
+        user,
+        "admin" if admin else "member",
+        authorize=lambda: require_admin(store, entity, actor, action="add members to"),
+    )
+
+
+def remove(store: Store, entity: str, user: str) -> str:
+    """Remove ``user`` from ``entity``; only its admins may. Returns the role they had."""
+    actor = identity.current_user()
+    return store.teams.remove(
+        entity,
+        user,
+        authorize=lambda: require_admin(store, entity, actor, action="remove members from"),
+    )
+
+
+def listing(store: Store, user: str | None = None) -> list[Row]:
+    """Every entity with its counts and ``role``: the user's role there, or None."""
+    user = user or identity.current_user()
+    rows = store.teams.all()
+    for row in rows:
+        row["role"] = store.teams.role(row["name"], user)
+    return rows
+
+
+def show(store: Store, entity: str, user: str | None = None) -> Row:
+    """One entity: its counts, the user's ``role`` there and its ``members`` with roles."""
+    user = user or identity.current_user()
+    row = store.teams.get(entity)
+    row["role"] = store.teams.role(entity, user)
+    row["members"] = store.teams.members(entity)
+    return row
