@@ -13,6 +13,7 @@ from launchctl import identity, jobs
 from launchctl.configfile import load_mapping
 from launchctl.errors import ConfigError, LaunchctlError, UsageError
 from launchctl.queues import RESOURCES, check_resource, validate_resource_args
+from launchctl.resolve import resolve
 from launchctl.store import Row, Store
 
 PRIORITIES = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -228,6 +229,11 @@ def submit(
         resource = check_resource(spec.get("resource") or DEFAULT_RESOURCE)
     if resource not in RESOURCES:  # pragma: no cover - check_resource guards
         raise LaunchctlError(f"unknown resource {resource}")
+    # Template values and guardrails, checked now so that nothing bad is queued.
+    resolved = resolve(queue, spec, resource)
+    given = spec.get("template_variables") or {}
+    if given:
+        spec["template_variables"] = {name: resolved.values[name] for name in given}
     image = (spec.get("docker") or {}).get("docker_image")
     version = _resolve_job(store, spec)
     runs_image = image or (version is not None and version["source_type"] == "image")

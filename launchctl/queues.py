@@ -5,19 +5,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from launchctl import identity
+from launchctl import guardrails, identity, variables
 from launchctl.errors import ConfigError, LaunchctlError
 from launchctl.store import Row, Store
 
 RESOURCES = ("local-process", "local-container", "kubernetes", "slurm")
 
 # Top-level keys a queue config may hold, beside W&B's `resource_args`.
-CONFIG_KEYS = ("resource_args", "builder", "registry", "template_variables", "artifact_cache")
+CONFIG_KEYS = (
+    "resource_args",
+    "builder",
+    "registry",
+    "template_variables",
+    "artifact_cache",
+    "ceilings",
+)
 
 # Options each resource type accepts in `resource_args.<resource>`; None = free-form
 # (those runners pass their settings through to the cluster's own schema).
 RESOURCE_OPTIONS: dict[str, frozenset[str] | None] = {
-    "local-process": frozenset({"env"}),
+    "local-process": frozenset({"env", "cpus", "memory", "gpus", "max_run_time"}),
     "local-container": frozenset(
         {
             "env",
@@ -34,6 +41,7 @@ RESOURCE_OPTIONS: dict[str, frozenset[str] | None] = {
             "volume",
             "network",
             "builder",
+            "max_run_time",
         }
     ),
     "kubernetes": None,
@@ -107,9 +115,21 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
             raise ConfigError(f"{where}: unknown key {key!r} (allowed: {', '.join(CONFIG_KEYS)})")
     if "resource_args" in config:
         validate_resource_args(config["resource_args"], where=where, resource=resource)
-    for key in ("builder", "registry", "template_variables"):
+    for key in ("builder", "template_variables"):
         if key in config and not isinstance(config[key], dict):
             raise ConfigError(f"{where}: {key} must be an object")
+    if "registry" in config and not isinstance(config["registry"], dict | str):
+        raise ConfigError(f"{where}: registry must be host:port or an object with url")
+    definitions = variables.check_definitions(config)
+    # Check the guardrails with every field at its default (or as written, if it has none).
+    defaults = {n: d["default"] for n, d in definitions.items() if "default" in d}
+    rendered = variables.render(config, defaults)
+    if "ceilings" in config and not variables.fields(rendered.get("ceilings")):
+        guardrails.check_ceilings_config(rendered["ceilings"])
+    for options in (rendered.get("resource_args") or {}).values():
+        if isinstance(options, dict):
+            concrete = {k: v for k, v in options.items() if not variables.fields(v)}
+            guardrails.asks(concrete)
 
 
 def create(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from launchctl.store import Store
+from tests.pkgindex import index  # noqa: F401 - the local package index fixture, for every test
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -137,9 +137,9 @@ def test_queued_launch_prints_the_run_id_and_json_prints_the_record() -> None:
         (["-q", "default", "-d", "busybox"], 2, "cannot run a docker image"),
         (["-j", "hello:v9"], 1, "job 'hello' has no version v9"),
         (
-            ["-u", HELLO, "-E", "python train.py", "-R", '{"local-process": {"cpus": 2}}'],
+            ["-u", HELLO, "-E", "python train.py", "-R", '{"local-process": {"shm-size": 2}}'],
             1,
-            "does not allow 'cpus'",
+            "does not allow 'shm-size'",
         ),
     ],
 )

@@ -29,6 +29,7 @@ from launchctl.store import Row, Store
 
 DEFAULT_LEASE_S = 60.0
 DEFAULT_GRACE_S = 10.0
+TIMEOUT = "timeout"
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Active:
     run_id: str
     handle: Handle
     stop_reason: str | None = None  # set when the agent asked it to stop
+    deadline: float | None = None  # time.monotonic() past which it is stopped: timeout
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Agent:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.queues: list[Row] = []
         self.active: dict[str, Active] = {}
-        self.starting: dict[str, Future[Handle | None]] = {}
+        self.starting: dict[str, Future[Active | None]] = {}
         self.draining = False
         self.stop_reason: str | None = None  # set by stop_all: runs that start now stop too
         self._rr = 0
@@ -125,7 +127,7 @@ class Agent:
                 self.run_once()
                 if not self.busy and (self.draining or (burst and not self._claimable())):
                     break
-                self.waker.wait()
+                self.waker.wait(self.next_wake())
         finally:
             self.waker.close()
             if self._pool is not None:
@@ -136,6 +138,7 @@ class Agent:
         """One pass: collect, reap, cancel, renew, claim. Returns how many runs were claimed."""
         self.collect_started()
         self.reap()
+        self.enforce_deadlines()
         self.apply_cancels()
         self.renew()
         if self.draining:
@@ -148,14 +151,31 @@ class Agent:
             if not future.done():
                 continue
             del self.starting[run_id]
-            handle = future.result()
-            if handle is None:
+            active = future.result()
+            if active is None:
                 continue
-            active = Active(run_id, handle)
             self.active[run_id] = active
             if self.stop_reason is not None:
                 active.stop_reason = self.stop_reason
-                handle.stop(self.options.grace_s)
+                active.handle.stop(self.options.grace_s)
+
+    def enforce_deadlines(self) -> None:
+        """A run past its max_run_time is stopped; it ends failed with the reason timeout."""
+        now = time.monotonic()
+        for active in self.active.values():
+            if active.deadline is not None and now >= active.deadline and not active.stop_reason:
+                active.stop_reason = TIMEOUT
+                active.handle.stop(self.options.grace_s)
+                self.say(f"stopping run {active.run_id}: past its max_run_time")
+
+    def next_wake(self) -> float:
+        """Seconds to sleep: the fallback poll, or less when a deadline comes sooner."""
+        wait = self.options.fallback_poll_s
+        now = time.monotonic()
+        for active in self.active.values():
+            if active.deadline is not None and not active.stop_reason:
+                wait = min(wait, max(0.0, active.deadline - now) + 0.01)
+        return wait
 
     def reap(self) -> None:
         for run_id, active in list(self.active.items()):
@@ -221,7 +241,7 @@ class Agent:
             self._local.store = store
         return store
 
-    def _start(self, run: Row) -> Handle | None:
+    def _start(self, run: Row) -> Active | None:
         run_id = run["id"]
         store = self._thread_store()
         context = StartContext(
@@ -235,7 +255,7 @@ class Agent:
         try:
             if run["cancel_requested"]:
                 raise Cancelled(run_id)
-            handle = Starter(store, context).start(run)
+            started = Starter(store, context).start(run)
         except Cancelled:
             with _quiet_conflict():
                 move(store, run_id, State.STOPPED, agent_id=self.id, reason="cancelled",
@@ -254,11 +274,16 @@ class Agent:
             return None
         queue = run["queue_name"] or "(direct)"
         self.say(f"started run {run_id} ({run['name']}) from queue {queue}")
-        return handle
+        deadline = None
+        if started.max_run_time is not None:
+            deadline = time.monotonic() + started.max_run_time
+        return Active(run_id, started.handle, deadline=deadline)
 
     def _finish(self, run_id: str, result: Exit, stop_reason: str | None) -> None:
         fields: dict[str, Any] = {"exit_code": result.code}
-        if stop_reason is not None:
+        if stop_reason == TIMEOUT:
+            to, fields["stage"], fields["reason"] = State.FAILED, "run", TIMEOUT
+        elif stop_reason is not None:
             to, fields["reason"] = State.STOPPED, stop_reason
         elif result.code == 0:
             to = State.FINISHED

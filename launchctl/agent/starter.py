@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchctl import runners
+from launchctl import macros, runners
 from launchctl.agent import workspace
 from launchctl.errors import LaunchctlError
+from launchctl.resolve import resolve
 from launchctl.runenv import env_from_option, run_environment
 from launchctl.runners import CacheMount, Handle, Launch, RunnerError
 from launchctl.states import State, move
@@ -25,6 +26,12 @@ from launchctl.store import Row, Store
 
 CACHE_TARGET = "/launchctl-cache"
 CACHE_ENV = ("WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "LAUNCHCTL_CACHE_DIR")
+
+
+@dataclass
+class Started:
+    handle: Handle
+    max_run_time: float | None  # seconds; the agent stops the run past it
 
 
 class Cancelled(Exception):
@@ -89,8 +96,8 @@ class Starter:
         self.store = store
         self.ctx = ctx
 
-    def start(self, run: Row) -> Handle:
-        """Lay out, build if needed, and start ``run``; returns the runner's handle."""
+    def start(self, run: Row) -> Started:
+        """Check, lay out, build if needed, and start ``run``; returns the runner's handle."""
         run_id = run["id"]
         version = (
             self.store.jobs.version_by_id(run["job_version_id"])
@@ -103,50 +110,64 @@ class Starter:
         )
         args = list(overrides.get("args") or [])
         queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
-        qconfig: dict[str, Any] = queue["config"] if queue else {}
-        resource_args = self._resource_args(run, qconfig)
+        if run["queue_id"] is not None and queue is None:
+            raise RunnerError(f"queue '{run['queue_name']}' no longer exists", stage="agent")
+        # The agent is where the rules are enforced: check the stored values again.
+        try:
+            resolved = resolve(queue, run["spec"], run["resource"])
+        except LaunchctlError as exc:
+            raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
+        unknown: set[str] = set()
+        macro_env = {**os.environ, **self.ctx.env}
+        qconfig: dict[str, Any] = macros.expand(
+            {k: v for k, v in resolved.config.items() if k != "resource_args"},
+            macros.builtins_for(run),
+            macro_env,
+            unknown,
+        )
         folder = self.store.run_dir(run_id)
         folder.mkdir(parents=True, exist_ok=True)
-        log_path = folder / "output.log"
         workdir = folder / "code"
         cache = cache_mount(qconfig.get("artifact_cache"))
         registry, auth = registry_settings(qconfig.get("registry") or self.ctx.registry)
         launch = Launch(
             run=run, entrypoint=entrypoint, args=args, env={}, workdir=workdir,
-            log_path=log_path, resource_args=resource_args, cache=cache,
+            log_path=folder / "output.log", resource_args=resolved.resource_args, cache=cache,
             registry_auth=auth, agent_id=self.ctx.agent_id, on_exit=self.ctx.on_exit,
+            limits=resolved.limits,
         )  # fmt: skip
         notes: list[str] = []
         if run["resource"] == "local-process":
             if not launch.command:
                 raise RunnerError("the run has no entry point to execute", stage="agent")
             notes.append(workspace.prepare(self.store, run, version, workdir))
-            launch.env = self._process_env(run, resource_args, cache)
         else:
             launch.image = self._image(run, version, launch, qconfig, registry, notes)
-            launch.env = self._container_env(run, resource_args, cache)
+        # Macros last, so ${image_uri} is the image this run uses.
+        builtins = macros.builtins_for(run, launch.image)
+        launch.resource_args = macros.expand(launch.resource_args, builtins, macro_env, unknown)
+        for name in sorted(unknown):
+            self.store.runs.note(run_id, f"warning: unknown macro ${{{name}}} left as written")
+        if run["resource"] == "local-process":
+            launch.env = self._process_env(run, launch.resource_args, cache)
+        else:
+            launch.env = self._container_env(run, launch.resource_args, cache)
         self._check_cancel(run_id)
         move(self.store, run_id, State.STARTING, agent_id=self.ctx.agent_id,
-             message="; ".join(notes) or None, workdir=str(workdir), log_path=str(log_path),
-             image=launch.image, expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
+             message="; ".join(notes) or None, workdir=str(workdir),
+             log_path=str(launch.log_path), image=launch.image,
+             expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
         handle = runners.get(run["resource"]).start(launch)
         pid = handle.pid
         move(self.store, run_id, State.RUNNING, agent_id=self.ctx.agent_id,
              message=f"pid {pid}" if pid else getattr(handle, "container_id", None),
              pid=pid, pid_started=handle.pid_started, started_at=time.time(),
              expect=frozenset({State.STARTING}))  # fmt: skip
-        return handle
+        return Started(handle, launch.limits.max_run_time)
 
     def _check_cancel(self, run_id: str) -> None:
         if self.store.runs.get(run_id)["cancel_requested"]:
             raise Cancelled(run_id)
-
-    def _resource_args(self, run: Row, qconfig: dict[str, Any]) -> dict[str, Any]:
-        """The queue's resource args for this run's resource, then the run's own on top."""
-        merged: dict[str, Any] = {}
-        merged.update(_dig(qconfig, "resource_args", run["resource"]) or {})
-        merged.update(_dig(run["spec"], "resource_args", run["resource"]) or {})
-        return merged
 
     def _run_env(self, run: Row, resource_args: dict[str, Any]) -> dict[str, str]:
         env = dict(self.ctx.env)
@@ -199,6 +220,8 @@ class Starter:
         from launchctl.build import BuildError, BuildRequest, ensure_image
 
         builder = {**self.ctx.builder, **(qconfig.get("builder") or {})}
+        if run["queue_id"] is None:  # a direct launch: its own launch spec may say how to build
+            builder.update(_dig(run["spec"], "builder") or {})
         base = accelerator_base_image(
             launch.resource_args.get("builder"), _dig(run["spec"], "builder"),
             qconfig.get("builder"), self.ctx.builder,
@@ -211,6 +234,7 @@ class Starter:
             dockerfile=overrides.get("dockerfile") or version.get("dockerfile"),
             base_image=base,
             registry=registry,
+            registry_auth=launch.registry_auth,
             index_url=builder.get("index_url"),
             extra_index_urls=list(builder.get("extra_index_urls") or []),
             find_links=list(builder.get("find_links") or []),

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from launchctl.guardrails import Limits
+
 
 class RunnerError(Exception):
     """A runner could not start or follow a run; the agent marks the run failed."""
@@ -40,6 +42,7 @@ class Launch:
     cache: CacheMount | None = None
     registry_auth: dict[str, str] | None = None
     agent_id: str | None = None
+    limits: Limits = field(default_factory=Limits)
     on_exit: Callable[[], None] = lambda: None  # wakes the agent when the run ends
 
     @property

@@ -116,16 +116,20 @@ def container_options(launch: Launch) -> dict[str, Any]:
         opts["entrypoint"] = launch.entrypoint
     if launch.args:
         opts["command"] = launch.args
-    if "gpus" in args:
-        opts["device_requests"] = gpu_requests(args["gpus"])
-    if "cpus" in args:
+    # cpus, memory and gpus come through the run's limits: its asks capped by the queue.
+    limits = launch.limits
+    gpus = limits.gpus if limits.gpus is not None else args.get("gpus")
+    if gpus is not None:
+        opts["device_requests"] = gpu_requests(gpus)
+    cpus = limits.cpus if limits.cpus is not None else args.get("cpus")
+    if cpus is not None:
         try:
-            opts["nano_cpus"] = int(float(args["cpus"]) * 1e9)
+            opts["nano_cpus"] = int(float(cpus) * 1e9)
         except (TypeError, ValueError):
-            raise RunnerError(
-                f"cpus must be a number; got {args['cpus']!r}", stage="agent"
-            ) from None
-    if "memory" in args:
+            raise RunnerError(f"cpus must be a number; got {cpus!r}", stage="agent") from None
+    if limits.memory is not None:
+        opts["mem_limit"] = limits.memory
+    elif "memory" in args:
         opts["mem_limit"] = _size(args["memory"], "memory")
     if "shm-size" in args:
         opts["shm_size"] = _size(args["shm-size"], "shm-size")

@@ -72,10 +72,16 @@ class LocalProcessRunner:
         if not launch.command:
             raise RunnerError("the run has no command to execute", stage="agent")
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        command = list(launch.command)
+        limits = launch.limits
+        if limits.memory is not None:
+            # ulimit semantics: the address space of the run and everything it starts.
+            kib = max(1, limits.memory // 1024)
+            command = ["/bin/sh", "-c", f'ulimit -v {kib} && exec "$@"', "launchctl-run", *command]
         try:
             with open(launch.log_path, "ab", buffering=0) as log:
                 proc = subprocess.Popen(
-                    launch.command,
+                    command,
                     cwd=launch.workdir,
                     env=launch.env,
                     stdin=subprocess.DEVNULL,
@@ -89,4 +95,16 @@ class LocalProcessRunner:
             raise RunnerError(f"permission denied running {launch.command[0]}") from None
         except OSError as exc:
             raise RunnerError(f"could not start {launch.command[0]}: {exc.strerror}") from None
+        if limits.cpus is not None:
+            _pin_cpus(proc.pid, limits.cpus)
         return ProcessHandle(proc, launch.on_exit)
+
+
+def _pin_cpus(pid: int, cpus: float) -> None:
+    """Limit a process to ``ceil(cpus)`` of the cores this agent may use (its children too)."""
+    import math
+
+    allowed = sorted(os.sched_getaffinity(0))
+    wanted = set(allowed[: max(1, math.ceil(cpus))])
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(pid, wanted)

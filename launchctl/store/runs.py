@@ -208,6 +208,15 @@ class RunTable:
         with self.db.write():
             self.db.execute(f"UPDATE runs SET {sets} WHERE id = ?", [*fields.values(), run_id])
 
+    def note(self, run_id: str, message: str) -> None:
+        """An event that changes no state: a warning or a fact worth keeping on the run."""
+        now = time.time()
+        with self.db.write():
+            row = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+            if row is None:
+                raise NotFound(f"run '{run_id}' does not exist")
+            self._event(run_id, row["state"], row["state"], None, message, now)
+
     def request_cancel(self, run_id: str) -> str:
         """Cancel: a queued run stops at once; an active one is flagged for its agent.
 
