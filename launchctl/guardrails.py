@@ -119,7 +119,7 @@ def apply_ceilings(queue: str, ceilings: dict[str, Any], limits: Limits) -> Limi
     out = Limits(**asdict(limits))
     if cap.cpus is not None:
         if limits.cpus is not None and limits.cpus > cap.cpus:
-            raise over("cpus", limits.cpus, cap.cpus)
+            raise over("cpus", f"{limits.cpus:g}", f"{cap.cpus:g}")
         out.cpus = limits.cpus if limits.cpus is not None else cap.cpus
     if cap.memory is not None:
         if limits.memory is not None and limits.memory > cap.memory:

@@ -229,6 +229,10 @@ def submit(
         resource = check_resource(spec.get("resource") or DEFAULT_RESOURCE)
     if resource not in RESOURCES:  # pragma: no cover - check_resource guards
         raise LaunchctlError(f"unknown resource {resource}")
+    if queue is not None:
+        from launchctl import teams
+
+        teams.check_launch(store, queue, spec)
     # Template values and guardrails, checked now so that nothing bad is queued.
     resolved = resolve(queue, spec, resource)
     given = spec.get("template_variables") or {}
@@ -292,6 +296,10 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
         queue = None
     if queue is None:
         raise LaunchctlError(f"queue '{old['queue_name']}' of run {old['id']} no longer exists")
+    from launchctl import teams
+
+    teams.require_member(store, queue["entity"])
+    spec["author"] = identity.current_user()
     if queue["resource"] != old["resource"]:
         raise LaunchctlError(
             f"run {old['id']} ran on {old['resource']}, but queue '{queue['name']}' runs"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from launchctl import guardrails, identity, variables
+from launchctl import guardrails, variables
 from launchctl.errors import ConfigError, LaunchctlError
 from launchctl.store import Row, Store
 
@@ -90,22 +90,56 @@ def validate_resource_args(args: Any, *, where: str, resource: str | None = None
                         f"{where}: resource_args.{key} does not allow {option!r}"
                         f" (allowed: {', '.join(sorted(allowed))})"
                     )
-        env = options.get("env")
-        if env is not None and key == "local-process":
-            _check_env(env, f"{where}: resource_args.{key}.env")
+        # A queue's config names its resource; a launch's own resource args do not, and
+        # only a queue (an admin) may refer to secrets. `e` is docker's alias: plain values.
+        for option in ("env", "e") if allowed is not None else ():
+            if options.get(option) is not None:
+                _check_env(
+                    options[option],
+                    f"{where}: resource_args.{key}.{option}",
+                    secrets=option == "env" and resource is not None,
+                )
 
 
-def _check_env(env: Any, where: str) -> None:
+def _check_env(env: Any, where: str, *, secrets: bool = False) -> None:
+    """``env`` as an object of plain values (and, where ``secrets``, ``{"secret": "NAME"}``
+    references), or a list of ``NAME=value`` strings. Errors never quote a value."""
+    from launchctl.secrets import is_secret_ref
+
     if isinstance(env, dict):
         for k, v in env.items():
-            if not isinstance(v, str | int | float | bool):
-                raise ConfigError(f"{where}: value of {k!r} must be a string or number")
+            if isinstance(v, dict):
+                if not secrets:
+                    raise ConfigError(
+                        f"{where}: {k!r} refers to a secret; only a queue's config may refer"
+                        " to secrets, in resource_args.<resource>.env"
+                    )
+                if not is_secret_ref(v):
+                    raise ConfigError(
+                        f'{where}: {k!r} is not a secret reference: write {{"secret": "NAME"}}'
+                        " and nothing else, NAME being 1-64 letters, digits, '.', '_' or '-'"
+                    )
+            elif not isinstance(v, str | int | float | bool):
+                what = ', or {"secret": "NAME"}' if secrets else ""
+                raise ConfigError(f"{where}: value of {k!r} must be a string or number{what}")
     elif isinstance(env, list):
         for item in env:
             if not isinstance(item, str) or "=" not in item:
                 raise ConfigError(f"{where}: list items must be 'NAME=value' strings")
     else:
         raise ConfigError(f"{where}: must be an object or a list of 'NAME=value'")
+
+
+def queue_secret_refs(config: dict[str, Any]) -> list[str]:
+    """The secret names a (valid) queue config refers to in its ``env``, each once."""
+    from launchctl.secrets import secret_refs
+
+    names: list[str] = []
+    for options in (config.get("resource_args") or {}).values():
+        env = options.get("env") if isinstance(options, dict) else None
+        if isinstance(env, dict):
+            names.extend(secret_refs(env))
+    return list(dict.fromkeys(names))
 
 
 def validate_config(config: dict[str, Any], resource: str, *, where: str = "queue config") -> None:
@@ -132,6 +166,13 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
             guardrails.asks(concrete)
 
 
+def _normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with its template definitions typed (a default of "2" stored as 2)."""
+    if not config.get("template_variables"):
+        return config
+    return {**config, "template_variables": variables.check_definitions(config)}
+
+
 def create(
     store: Store,
     name: str,
@@ -141,27 +182,43 @@ def create(
     entity: str | None = None,
     description: str | None = None,
 ) -> Row:
+    """Create a queue owned by ``entity`` (default: the user's own), by one of its admins."""
+    from launchctl import teams
+
     check_name(name)
     check_resource(resource)
     config = config or {}
     validate_config(config, resource)
+    if store.queues.find(name) is not None:
+        raise LaunchctlError(f"queue '{name}' already exists")
+    if entity is not None:
+        teams.require_admin(store, entity, action="create queues in")
+    else:
+        # Written last, so that a refused command writes nothing.
+        entity = teams.ensure_personal(store)
+        teams.require_admin(store, entity, action="create queues in")
     return store.queues.create(
-        name,
-        resource=resource,
-        entity=entity or identity.default_entity(),
-        config=config,
-        description=description,
+        name, resource=resource, entity=entity, config=_normalized(config), description=description
     )
+
+
+def _admin_queue(store: Store, name: str, action: str) -> Row:
+    """The queue, once the current user is known to be an admin of its entity."""
+    from launchctl import teams
+
+    queue = store.queues.get(name)
+    teams.require_admin(store, queue["entity"], action=action)
+    return queue
 
 
 def edit(
     store: Store, name: str, *, config: dict[str, Any] | None = None, description: str | None = None
 ) -> Row:
-    queue = store.queues.get(name)
+    queue = _admin_queue(store, name, "edit the queues of")
     fields: dict[str, Any] = {}
     if config is not None:
         validate_config(config, queue["resource"])
-        fields["config"] = config
+        fields["config"] = _normalized(config)
     if description is not None:
         fields["description"] = description
     if not fields:
@@ -170,5 +227,66 @@ def edit(
 
 
 def set_paused(store: Store, name: str, paused: bool) -> Row:
-    store.queues.get(name)
+    _admin_queue(store, name, "pause or resume the queues of")
     return store.queues.update(name, paused=paused)
+
+
+def delete(store: Store, name: str, *, force: bool) -> dict[str, int]:
+    _admin_queue(store, name, "delete the queues of")
+    return store.queues.delete(name, force=force)
+
+
+def template_fields(store: Store, name: str) -> list[dict[str, Any]]:
+    """Each field the queue's config uses, with its definition (W&B's "Parse configuration")."""
+    config = store.queues.get(name)["config"]
+    definitions = config.get("template_variables") or {}
+    body = {k: v for k, v in config.items() if k != "template_variables"}
+    used = variables.fields(body)
+    names = list(dict.fromkeys([*used, *definitions]))
+    return [
+        {"name": n, "used": n in used, "defined": n in definitions, **(definitions.get(n) or {})}
+        for n in names
+    ]
+
+
+def set_template(
+    store: Store, name: str, definitions: dict[str, dict[str, Any]], *, replace: bool = False
+) -> Row:
+    """Add or replace template variable definitions; the config is checked as a whole."""
+    queue = _admin_queue(store, name, "change the templates of")
+    config = dict(queue["config"])
+    current = {} if replace else dict(config.get("template_variables") or {})
+    current.update(definitions)
+    config["template_variables"] = current
+    validate_config(config, queue["resource"])
+    return store.queues.update(name, config=_normalized(config))
+
+
+def unset_template(store: Store, name: str, variable: str) -> Row:
+    queue = _admin_queue(store, name, "change the templates of")
+    config = dict(queue["config"])
+    current = dict(config.get("template_variables") or {})
+    if variable not in current:
+        raise LaunchctlError(f"queue {name} has no template variable {variable}")
+    del current[variable]
+    config["template_variables"] = current
+    if not current:
+        del config["template_variables"]
+    validate_config(config, queue["resource"])
+    return store.queues.update(name, config=config)
+
+
+def render(store: Store, name: str, set_vars: dict[str, Any]) -> dict[str, Any]:
+    """The queue's config as a run would get it (a dry run): fields filled, macros resolved
+    where they can be (the agent's environment; run built-ins only exist at claim time)."""
+    import os
+
+    from launchctl import macros
+
+    queue = store.queues.get(name)
+    definitions = variables.check_definitions(queue["config"])
+    values = variables.resolve_values(name, definitions, set_vars)
+    body = {k: v for k, v in queue["config"].items() if k != "template_variables"}
+    unknown: set[str] = set()
+    rendered = macros.expand(variables.render(body, values), {}, dict(os.environ), unknown)
+    return {"config": rendered, "values": values, "unresolved_macros": sorted(unknown)}

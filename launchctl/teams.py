@@ -115,3 +115,27 @@ def show(store: Store, entity: str, user: str | None = None) -> Row:
     row["role"] = store.teams.role(entity, user)
     row["members"] = store.teams.members(entity)
     return row
+
+
+# Launch-spec keys that change how a queue runs work: admins only. Members set template
+# variables, run_config, args and entry point, nothing else of the queue's.
+ADMIN_ONLY_SPEC_KEYS = ("resource_args", "builder", "registry")
+
+
+def check_launch(store: Store, queue: Row, spec: dict[str, object], user: str | None = None) -> str:
+    """Refuse a launch into ``queue`` that its launcher's role does not allow; returns the user.
+
+    Called at launch and again by the agent, with the user the run records as its author.
+    """
+    entity = str(queue["entity"])
+    user = require_member(store, entity, user)
+    if store.teams.role(entity, user) == "admin":
+        return user
+    for key in ADMIN_ONLY_SPEC_KEYS:
+        if spec.get(key):
+            flag = {"resource_args": "--resource-args (-R)"}.get(key, f"'{key}' in the spec")
+            raise PermissionDenied(
+                f"user '{user}' is a member of entity '{entity}', not an admin: members may set"
+                f" only template variables (--set-var) of queue {queue['name']}, not {flag}"
+            )
+    return user

@@ -43,7 +43,10 @@ def test_every_command_help_shows_an_example(command: list[str]) -> None:
     assert "launchctl " in out.split("Example", 1)[1]
 
 
-@pytest.mark.parametrize("listing", [["queue", "list"], ["job", "list"], ["runs", "list"]])
+@pytest.mark.parametrize(
+    "listing",
+    [["queue", "list"], ["job", "list"], ["runs", "list"], ["secret", "list"], ["team", "list"]],
+)
 def test_every_listing_has_json(listing: list[str]) -> None:
     assert isinstance(json.loads(cli(*listing, "--json", check=True).stdout), list)
 

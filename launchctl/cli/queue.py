@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import emit_json, table, when
@@ -180,7 +183,9 @@ def delete(
     Example:
       launchctl queue delete scratch --force
     """
-    result = open_store().queues.delete(name, force=force)
+    from launchctl import queues
+
+    result = queues.delete(open_store(), name, force=force)
     extra = ""
     if result["stopped"] or result["cancel_requested"]:
         extra = (
@@ -188,3 +193,147 @@ def delete(
             f" {result['cancel_requested']} running runs asked to stop)"
         )
     print(f"deleted queue {name}{extra}")
+
+
+class _TemplateGroup(TyperGroup):
+    """`queue template NAME` shows a queue's fields; `set` and `unset` change definitions."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().resolve_command(ctx, args)
+
+
+template_app = typer.Typer(
+    cls=_TemplateGroup,
+    help="Queue config templates: the {{fields}} a config uses and their definitions.\n\n"
+    "\b\nExamples:\n  launchctl queue template gpu\n"
+    "  launchctl queue template set gpu gpus --type integer --min 1 --max 4 --default 1",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(template_app, name="template")
+
+
+@template_app.command("show")
+def template_show(
+    name: str = typer.Argument(..., help="Queue name."), as_json: bool = JSON_OPTION
+) -> None:
+    """List the template fields a queue's config uses, with their definitions.
+
+    \b
+    Example:
+      launchctl queue template gpu
+    """
+    from launchctl import queues
+
+    rows = queues.template_fields(open_store(), name)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        (
+            [r["name"], r.get("type", "(undefined)"), r.get("minimum"), r.get("maximum"),
+             ",".join(str(o) for o in r["enum"]) if "enum" in r else None, r.get("default"),
+             "yes" if r["used"] else "no", r.get("description") or ""]
+            for r in rows
+        ),
+        ["field", "type", "min", "max", "options", "default", "used", "description"],
+    )  # fmt: skip
+
+
+def _number(value: str | None, option: str) -> float | int | None:
+    if value is None:
+        return None
+    from launchctl.errors import UsageError
+
+    try:
+        return int(value) if value.lstrip("+-").isdigit() else float(value)
+    except ValueError:
+        raise UsageError(f"{option} must be a number, got {value!r}") from None
+
+
+@template_app.command("set")
+def template_set(
+    queue: str = typer.Argument(..., help="Queue name."),
+    variable: str | None = typer.Argument(None, help="Template variable (omit with --file)."),
+    type_: str | None = typer.Option(None, "--type", help="string, integer or number."),
+    minimum: str | None = typer.Option(None, "--min", help="Smallest value allowed."),
+    maximum: str | None = typer.Option(None, "--max", help="Largest value allowed."),
+    default: str | None = typer.Option(None, "--default", help="Value when the launch sets none."),
+    options: str | None = typer.Option(None, "--options", help="Allowed values: a,b,c."),
+    description: str | None = typer.Option(None, "--description", help="Shown to members."),
+    file: str | None = typer.Option(
+        None, "--file", "-f", help="JSON-Schema definitions (JSON/YAML): {var: {type, ...}}."
+    ),
+) -> None:
+    """Define a template variable (type, limits, options, default), as W&B's queue UI does.
+
+    \b
+    Examples:
+      launchctl queue template set gpu gpus --type integer --min 1 --max 4 --default 1
+      launchctl queue template set gpu size --type string --options small,large
+      launchctl queue template set gpu --file variables.yaml
+    """
+    from launchctl import queues
+    from launchctl.errors import UsageError
+
+    if file is not None:
+        from launchctl.configfile import load_mapping
+
+        loaded = load_mapping(file, "template definitions (--file)")
+        definitions = {variable: loaded} if variable else loaded
+    else:
+        if variable is None or type_ is None:
+            raise UsageError("give VARIABLE and --type (or --file with definitions)")
+        schema: dict[str, Any] = {"type": type_}
+        if minimum is not None:
+            schema["minimum"] = _number(minimum, "--min")
+        if maximum is not None:
+            schema["maximum"] = _number(maximum, "--max")
+        if options is not None:
+            schema["enum"] = [o.strip() for o in options.split(",") if o.strip()]
+        if default is not None:
+            schema["default"] = default
+        if description is not None:
+            schema["description"] = description
+        definitions = {variable: schema}
+    queues.set_template(open_store(), queue, definitions)
+    print(f"queue {queue}: defined {', '.join(definitions)}")
+
+
+@template_app.command("unset")
+def template_unset(
+    queue: str = typer.Argument(..., help="Queue name."),
+    variable: str = typer.Argument(..., help="Template variable."),
+) -> None:
+    """Remove a template variable's definition (refused while the config still uses it).
+
+    \b
+    Example:
+      launchctl queue template unset gpu size
+    """
+    from launchctl import queues
+
+    queues.unset_template(open_store(), queue, variable)
+    print(f"queue {queue}: removed {variable}")
+
+
+@app.command("render")
+def render(
+    name: str = typer.Argument(..., help="Queue name."),
+    set_var: list[str] = typer.Option(
+        [], "--set-var", "-v", help="Template variable: name=value (repeatable)."
+    ),
+) -> None:
+    """Print the queue config a run would get: a dry run of templates and macros.
+
+    \b
+    Example:
+      launchctl queue render gpu --set-var gpus=2
+    """
+    from launchctl import queues
+    from launchctl.launch import parse_set
+
+    result = queues.render(open_store(), name, parse_set(set_var, "--set-var"))
+    emit_json(result)
