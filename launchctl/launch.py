@@ -12,7 +12,7 @@ from typing import Any
 from launchctl import identity, jobs
 from launchctl.configfile import load_mapping
 from launchctl.errors import ConfigError, LaunchctlError, UsageError
-from launchctl.queues import RESOURCES, check_resource, validate_resource_args
+from launchctl.queues import check_resource, validate_resource_args
 from launchctl.resolve import resolve
 from launchctl.store import Row, Store
 
@@ -175,6 +175,16 @@ def _check_combination(spec: dict[str, Any]) -> None:
         raise UsageError("nothing to launch: pass --uri (-u), --job (-j) or --docker-image (-d)")
 
 
+def _names_image(store: Store, spec: dict[str, Any]) -> bool:
+    """Whether the spec runs a prebuilt image: ``-d`` or an image job."""
+    if (spec.get("docker") or {}).get("docker_image"):
+        return True
+    if spec.get("job") and not spec.get("uri"):
+        name, alias = jobs.parse_job_ref(spec["job"])
+        return bool(store.jobs.version(name, alias)["source_type"] == "image")
+    return False
+
+
 def _resolve_job(store: Store, spec: dict[str, Any]) -> Row | None:
     """Find or create the job version the spec names (None for a bare image)."""
     overrides = spec["overrides"]
@@ -225,10 +235,11 @@ def submit(
                 f" --resource {spec['resource']} does not match"
             )
         resource = queue["resource"]
+    elif spec.get("resource"):
+        resource = check_resource(spec["resource"])
     else:
-        resource = check_resource(spec.get("resource") or DEFAULT_RESOURCE)
-    if resource not in RESOURCES:  # pragma: no cover - check_resource guards
-        raise LaunchctlError(f"unknown resource {resource}")
+        # A direct launch of an image runs it in a container, as W&B's does.
+        resource = "local-container" if _names_image(store, spec) else DEFAULT_RESOURCE
     if queue is not None:
         from launchctl import teams
 

@@ -51,7 +51,8 @@ def test_image_runs_as_it_is_with_the_launch_environment(docker: Any) -> None:
 
 
 def test_direct_launch_in_a_container_exits_with_the_containers_status(docker: Any) -> None:
-    proc = cli("launch", "-r", "local-container", "-d", BUSYBOX, "-E", "sh -c 'echo bye; exit 5'")
+    # A direct launch of an image runs in a container without -r, as W&B's direct launch does.
+    proc = cli("launch", "-d", BUSYBOX, "-E", "sh -c 'echo bye; exit 5'")
     assert proc.returncode == 5
     assert proc.stdout == "bye\n"
     run = cli_json("runs", "list")[0]

@@ -62,8 +62,10 @@ def test_missing_paths_and_entrypoints_are_refused(tmp_path: Path) -> None:
 def test_image_job_is_recorded_but_not_run_as_a_local_process() -> None:
     job = cli_json("job", "create", "image", "localhost:5000/train:1", "-E", "python train.py")
     assert job["source"] == {"image": "localhost:5000/train:1"}
-    proc = cli("launch", "-j", job["name"])
+    proc = cli("launch", "-j", job["name"], "-r", "local-process")
     assert proc.returncode == 2 and "cannot run a docker image" in proc.stderr
+    proc = cli("launch", "-q", "default", "-j", job["name"])
+    assert proc.returncode == 2 and "use a local-container queue" in proc.stderr
 
 
 def _git(*args: str, cwd: Path) -> str:

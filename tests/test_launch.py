@@ -182,3 +182,12 @@ def test_rerun_of_a_direct_launch_goes_to_the_default_queue() -> None:
     direct = cli_json("runs", "list")[0]
     new = cli_json("runs", "rerun", direct["id"], "--set", "epochs=1", "-P", "high")
     assert (new["queue_name"], new["priority"], new["state"]) == ("default", 1, "queued")
+
+
+def test_a_launch_cannot_refer_to_secrets_only_a_queue_can(home: Path) -> None:
+    before = table_counts(home)
+    proc = cli("launch", "-u", HELLO, "-E", "python train.py",
+               "-R", '{"local-process": {"env": {"K": {"secret": "admin-key"}}}}')  # fmt: skip
+    assert proc.returncode == 1
+    assert "only a queue's config may refer to secrets" in proc.stderr
+    assert table_counts(home) == before
