@@ -7,10 +7,12 @@ connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from launchctl.errors import LaunchctlError
 from launchctl.resolve import resolve
 from launchctl.runenv import env_from_option, run_environment
 from launchctl.runners import CacheMount, Handle, Launch, RunnerError
+from launchctl.secrets import Masker, SecretStore, is_secret_ref, secret_refs
 from launchctl.states import State, move
 from launchctl.store import Row, Store
 
@@ -91,6 +94,67 @@ def cache_mount(value: Any) -> CacheMount | None:
     return CacheMount(source=str(value["volume"]), kind="volume", target=target)
 
 
+def secret_values(run: Row, resource_args: Mapping[str, Any]) -> dict[str, str]:
+    """The values of the secrets the run's env refers to, by name; read at run start.
+
+    Only a queue's config may refer to secrets (``launch`` refuses them in a run's own
+    resource args); a run row whose own env refers to one anyway was edited by hand, and
+    is refused. A missing secret or an unsafe secrets file fails the run at stage agent,
+    naming the secret, never a value.
+    """
+    own = _dig(run["spec"], "resource_args", run["resource"], "env")
+    if isinstance(own, dict):
+        keys = sorted(str(k) for k, v in own.items() if isinstance(v, dict))
+        if keys:
+            raise RunnerError(
+                f"the run's own resource args refer to secrets in env ({', '.join(keys)});"
+                " only a queue's config may refer to secrets",
+                stage="agent",
+            )
+    env = resource_args.get("env")
+    if not isinstance(env, dict):
+        return {}
+    try:
+        names = secret_refs(env)
+        return SecretStore().get_many(names) if names else {}
+    except LaunchctlError as exc:  # MissingSecret, UnsafeSecretsFile, a malformed reference
+        raise RunnerError(str(exc), stage="agent") from None
+
+
+def env_with_secrets(value: Any, secrets: Mapping[str, str]) -> dict[str, str]:
+    """``env`` from resource args, its secret references replaced by their values."""
+    if not isinstance(value, dict):
+        return env_from_option(value)
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        env[str(key)] = secrets[item["secret"]] if is_secret_ref(item) else str(item)
+    return env
+
+
+@contextlib.contextmanager
+def masked_errors(values: list[str]) -> Iterator[None]:
+    """An error raised inside reaches the run record with ``values`` (filled in meanwhile,
+    once the secrets are read) replaced by ``***``: a runner's message can quote the env."""
+    try:
+        yield
+    except Cancelled:
+        raise
+    except Exception as exc:
+        if not values:
+            raise
+        raise _masked(exc, Masker(values)) from None
+
+
+def _masked(exc: Exception, masker: Masker) -> RunnerError:
+    """``exc`` as the RunnerError the agent would record for it, with the values masked."""
+    if isinstance(exc, RunnerError):
+        return RunnerError(masker.mask_text(str(exc)), stage=exc.stage)
+    if isinstance(exc, LaunchctlError):
+        return RunnerError(masker.mask_text(str(exc)), stage="agent")
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return RunnerError(f"internal error: {masker.mask_text(detail)}", stage="agent")
+
+
 class Starter:
     def __init__(self, store: Store, ctx: StartContext) -> None:
         self.store = store
@@ -98,6 +162,11 @@ class Starter:
 
     def start(self, run: Row) -> Started:
         """Check, lay out, build if needed, and start ``run``; returns the runner's handle."""
+        secrets: list[str] = []  # filled in once read; every error after that is masked
+        with masked_errors(secrets):
+            return self._start(run, secrets)
+
+    def _start(self, run: Row, secrets: list[str]) -> Started:
         run_id = run["id"]
         version = (
             self.store.jobs.version_by_id(run["job_version_id"])
@@ -117,6 +186,9 @@ class Starter:
             resolved = resolve(queue, run["spec"], run["resource"])
         except LaunchctlError as exc:
             raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
+        # Secrets are read before anything slow (a build), so a missing one fails at once.
+        by_name = secret_values(run, resolved.resource_args)
+        secrets.extend(dict.fromkeys(by_name.values()))
         unknown: set[str] = set()
         macro_env = {**os.environ, **self.ctx.env}
         qconfig: dict[str, Any] = macros.expand(
@@ -134,7 +206,7 @@ class Starter:
             run=run, entrypoint=entrypoint, args=args, env={}, workdir=workdir,
             log_path=folder / "output.log", resource_args=resolved.resource_args, cache=cache,
             registry_auth=auth, agent_id=self.ctx.agent_id, on_exit=self.ctx.on_exit,
-            limits=resolved.limits,
+            limits=resolved.limits, secrets=secrets,
         )  # fmt: skip
         notes: list[str] = []
         if run["resource"] == "local-process":
@@ -148,10 +220,11 @@ class Starter:
         launch.resource_args = macros.expand(launch.resource_args, builtins, macro_env, unknown)
         for name in sorted(unknown):
             self.store.runs.note(run_id, f"warning: unknown macro ${{{name}}} left as written")
+        own_env = env_with_secrets(launch.resource_args.get("env"), by_name)
         if run["resource"] == "local-process":
-            launch.env = self._process_env(run, launch.resource_args, cache)
+            launch.env = self._process_env(run, own_env, cache)
         else:
-            launch.env = self._container_env(run, launch.resource_args, cache)
+            launch.env = self._container_env(run, own_env, cache)
         self._check_cancel(run_id)
         move(self.store, run_id, State.STARTING, agent_id=self.ctx.agent_id,
              message="; ".join(notes) or None, workdir=str(workdir),
@@ -169,18 +242,18 @@ class Starter:
         if self.store.runs.get(run_id)["cancel_requested"]:
             raise Cancelled(run_id)
 
-    def _run_env(self, run: Row, resource_args: dict[str, Any]) -> dict[str, str]:
+    def _run_env(self, run: Row, own_env: dict[str, str]) -> dict[str, str]:
         env = dict(self.ctx.env)
-        env.update(env_from_option(resource_args.get("env")))
+        env.update(own_env)  # resource_args env, its secrets filled in
         env.update(run_environment(run))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
     def _process_env(
-        self, run: Row, resource_args: dict[str, Any], cache: CacheMount | None
+        self, run: Row, own_env: dict[str, str], cache: CacheMount | None
     ) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(self._run_env(run, resource_args))
+        env.update(self._run_env(run, own_env))
         if cache is not None and cache.kind == "bind":
             env.update(dict.fromkeys(CACHE_ENV, cache.source))
         # The run sees the agent's Python first, as if its virtualenv were active.
@@ -190,9 +263,9 @@ class Starter:
         return env
 
     def _container_env(
-        self, run: Row, resource_args: dict[str, Any], cache: CacheMount | None
+        self, run: Row, own_env: dict[str, str], cache: CacheMount | None
     ) -> dict[str, str]:
-        env = self._run_env(run, resource_args)
+        env = self._run_env(run, own_env)
         if cache is not None:
             env.update(dict.fromkeys(CACHE_ENV, cache.target))
         return env

@@ -34,7 +34,7 @@ class Launch:
     run: dict[str, Any]
     entrypoint: list[str]  # empty: the image's own entry point (containers only)
     args: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # may hold secret values: never in a repr
     workdir: Path
     log_path: Path
     resource_args: dict[str, Any] = field(default_factory=dict)
@@ -44,6 +44,8 @@ class Launch:
     agent_id: str | None = None
     limits: Limits = field(default_factory=Limits)
     on_exit: Callable[[], None] = lambda: None  # wakes the agent when the run ends
+    # The secret values in ``env``: runners mask them (``***``) in what the run prints.
+    secrets: list[str] = field(default_factory=list, repr=False)
 
     @property
     def command(self) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from launchctl.runenv import env_from_option
 from launchctl.runners.base import Exit, Launch, RunnerError
+from launchctl.secrets import Masker
 
 LABEL_RUN = "launchctl.run_id"
 LABEL_QUEUE = "launchctl.queue"
@@ -97,11 +98,18 @@ def _ulimits(value: Any) -> list[Any]:
     return out
 
 
+def _plain_env(value: Any) -> dict[str, str]:
+    """``env`` without its secret references: the agent has put their values in launch.env."""
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if not isinstance(v, dict)}
+    return env_from_option(value)
+
+
 def container_options(launch: Launch) -> dict[str, Any]:
     """docker-py ``containers.create`` keyword arguments for a launch."""
     args = launch.resource_args
     env = dict(launch.env)
-    env.update(env_from_option(args.get("env")))
+    env.update(_plain_env(args.get("env")))
     env.update(env_from_option(args.get("e")))
     labels = {LABEL_RUN: launch.run["id"], LABEL_QUEUE: launch.run.get("queue_name") or ""}
     if launch.agent_id:
@@ -160,6 +168,7 @@ class ContainerHandle:
 
     def __init__(self, container: Any, launch: Launch) -> None:
         self.container = container
+        self._masker = Masker(launch.secrets)
         self.pid: int | None = None
         self.pid_started: str | None = None
         self.container_id: str = container.id
@@ -172,12 +181,14 @@ class ContainerHandle:
         self._waiter.start()
 
     def _copy_logs(self, launch: Launch) -> None:
-        with (
-            open(launch.log_path, "ab", buffering=0) as log,
-            contextlib.suppress(Exception),
-        ):
-            for chunk in self.container.logs(stream=True, follow=True):
-                log.write(chunk)
+        # One Masker for the whole stream: a value split across chunks is still masked.
+        masker = Masker(launch.secrets)
+        with open(launch.log_path, "ab", buffering=0) as log:
+            with contextlib.suppress(Exception):
+                for chunk in self.container.logs(stream=True, follow=True):
+                    log.write(masker.feed(chunk))
+            with contextlib.suppress(OSError):
+                log.write(masker.flush())
 
     def _wait(self, on_exit: Callable[[], None]) -> None:
         from docker.errors import DockerException
@@ -186,9 +197,10 @@ class ContainerHandle:
             result = self.container.wait()
             code = int(result.get("StatusCode", -1))
             error = (result.get("Error") or {}).get("Message") if result.get("Error") else None
-            self._exit = Exit(code=code, message=error or None)
+            self._exit = Exit(code=code, message=self._masker.mask_text(error) if error else None)
         except DockerException as exc:
-            self._exit = Exit(code=None, message=f"lost the container: {_short(exc)}")
+            reason = self._masker.mask_text(_short(exc))
+            self._exit = Exit(code=None, message=f"lost the container: {reason}")
         self._logs.join(timeout=30)
         # Logs are kept in the run's log file; the container itself goes.
         with contextlib.suppress(DockerException):
@@ -265,7 +277,8 @@ class LocalContainerRunner:
         try:
             return self.client.containers.create(image, **opts)
         except DockerException as exc:
-            raise RunnerError(f"could not create the container: {_short(exc)}") from None
+            reason = Masker(launch.secrets).mask_text(_short(exc))  # it may quote the env
+            raise RunnerError(f"could not create the container: {reason}") from None
 
     def start(self, launch: Launch) -> ContainerHandle:
         from docker.errors import DockerException
@@ -279,7 +292,8 @@ class LocalContainerRunner:
         except DockerException as exc:
             with contextlib.suppress(DockerException):
                 container.remove(force=True)
-            raise RunnerError(f"the container did not start: {_short(exc)}") from None
+            reason = Masker(launch.secrets).mask_text(_short(exc))
+            raise RunnerError(f"the container did not start: {reason}") from None
         return ContainerHandle(container, launch)
 
 
