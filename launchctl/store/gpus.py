@@ -1,0 +1,208 @@
+"""SQL for GPUs: the machine's devices, which run holds which, reservations, the claim.
+
+Allocations are keyed by (host, device index), so every agent on one machine shares
+one pool. A trigger (migration ``m004_gpus``) deletes a run's allocations in the same
+transaction as any move that takes it out of the held states, however the run ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from launchctl.store.db import Database, Row, dumps, loads
+
+if TYPE_CHECKING:
+    from launchctl.gpus.devices import Device
+    from launchctl.gpus.policy import Plan
+
+ACTIVE = ("claimed", "building", "starting", "running")
+# How many waiting runs one claim looks at, in claim order, for one that fits.
+SCAN_LIMIT = 200
+# A reservation whose agent has sent no heartbeat for this long is dropped.
+STALE_AGENT_S = 180.0
+
+# The waiting runs of one queue, in the order RunTable.claim_next takes them (keep in step).
+_CANDIDATES = (
+    "SELECT r.id, r.spec, r.resource, COALESCE(r.enqueued_at, r.created_at) AS waiting_since"
+    " FROM runs r WHERE r.queue_id = ? AND r.state = 'queued'"
+    " AND (r.not_before IS NULL OR r.not_before <= ?)"
+    " ORDER BY r.priority, r.enqueued_at, r.seq LIMIT ?"
+)
+
+Planner = Callable[[Row, list[Row], list[Row], list[Row], float], "Plan"]
+
+
+def device_text(indices: Iterable[int]) -> str:
+    """``GPUs 0,1`` as the event log says it (tests read it back)."""
+    return "GPUs " + ",".join(str(i) for i in indices)
+
+
+class GpuTable:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- the machine's devices ------------------------------------------------------------
+    def report(self, host: str, devices: Sequence[Device], source: str) -> None:
+        """Record ``host``'s devices as an agent found them.
+
+        Found by NVML or nvidia-smi, they replace what was known; a configured list
+        (no GPU could be seen) adds to it.
+        """
+        now = time.time()
+        with self.db.write():
+            if source != "configured":
+                self.db.execute("DELETE FROM gpus WHERE host = ?", [host])
+            for d in devices:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO gpus (host, idx, name, memory_mb, uuid, source,"
+                    " reported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [host, d.index, d.name, d.memory_mb, d.uuid, source, now],
+                )
+
+    def inventory(self, host: str | None = None) -> list[Row]:
+        """Known devices, by host then index."""
+        if host is None:
+            return self.db.all("SELECT * FROM gpus ORDER BY host, idx")
+        return self.db.all("SELECT * FROM gpus WHERE host = ? ORDER BY idx", [host])
+
+    def machine(self, host: str) -> tuple[str, list[int]] | None:
+        """The device indices of ``host`` (else of the host with most); None if none known."""
+        rows = self.inventory(host) or self.inventory()
+        if not rows:
+            return None
+        by_host: dict[str, list[int]] = {}
+        for row in rows:
+            by_host.setdefault(row["host"], []).append(row["idx"])
+        name = max(by_host, key=lambda h: len(by_host[h]))
+        return name, by_host[name]
+
+    # -- who holds what -------------------------------------------------------------------
+    def allocations(self, host: str | None = None) -> list[Row]:
+        """Every allocation, with its run's name, state and queue."""
+        sql = (
+            "SELECT a.*, r.name AS run_name, r.state AS run_state, r.queue_name"
+            " FROM gpu_allocations a JOIN runs r ON r.id = a.run_id"
+        )
+        if host is None:
+            return self.db.all(sql + " ORDER BY a.host, a.idx, a.at")
+        return self.db.all(sql + " WHERE a.host = ? ORDER BY a.idx, a.at", [host])
+
+    def reservations(self, host: str | None = None) -> list[Row]:
+        if host is None:
+            return self.db.all("SELECT * FROM gpu_reservations ORDER BY host, idx")
+        return self.db.all("SELECT * FROM gpu_reservations WHERE host = ? ORDER BY idx", [host])
+
+    def free_stale(self, host: str) -> int:
+        """Free devices no held run stands behind (a crash, a hand edit); returns how many."""
+        with self.db.write():
+            freed = self.db.execute(
+                "DELETE FROM gpu_allocations WHERE host = ? AND run_id NOT IN"
+                " (SELECT id FROM runs WHERE state IN (?, ?, ?, ?))",
+                [host, *ACTIVE],
+            ).rowcount
+            self._drop_stale_reservations(host, time.time())
+        return int(freed)
+
+    def _drop_stale_reservations(self, host: str, now: float) -> None:
+        """Reservations for runs no longer waiting, in paused queues, or of a silent agent."""
+        self.db.execute(
+            "DELETE FROM gpu_reservations WHERE host = ? AND (run_id NOT IN"
+            "  (SELECT r.id FROM runs r JOIN queues q ON q.id = r.queue_id"
+            "   WHERE r.state = 'queued' AND q.paused = 0)"
+            " OR agent_id NOT IN (SELECT id FROM agents WHERE stopped_at IS NULL"
+            "   AND heartbeat_at > ?))",
+            [host, now - STALE_AGENT_S],
+        )
+
+    # -- claiming -------------------------------------------------------------------------
+    def claim_with_devices(
+        self,
+        queue_id: int,
+        agent_id: str,
+        lease_s: float,
+        *,
+        host: str,
+        planner: Planner,
+    ) -> str | None:
+        """Claim a waiting run of the queue together with its devices, atomically.
+
+        In one write transaction: read the pool (allocations and reservations of
+        ``host``) and the waiting runs in claim order, let ``planner`` choose (see
+        ``launchctl.gpus.policy.plan``), then record its reservations, claim the run
+        and insert its allocations. Two agents on one machine can never hand out one
+        device twice. Returns the claimed run's id.
+        """
+        now = time.time()
+        with self.db.write():
+            queue = self.db.one("SELECT * FROM queues WHERE id = ? AND paused = 0", [queue_id])
+            if queue is None:
+                return None
+            queue["config"] = loads(queue["config"]) or {}
+            self._drop_stale_reservations(host, now)
+            allocations = self.db.all(
+                "SELECT idx, run_id, sharing FROM gpu_allocations WHERE host = ?", [host]
+            )
+            reservations = self.db.all(
+                "SELECT idx, run_id FROM gpu_reservations WHERE host = ?", [host]
+            )
+            waiting = self.db.all(_CANDIDATES, [queue_id, now, SCAN_LIMIT])
+            chosen = planner(queue, waiting, allocations, reservations, now)
+            for run_id, indices in chosen.reserve.items():
+                self._reserve(host, run_id, indices, agent_id, now)
+            if chosen.run_id is None:
+                return None
+            row = self.db.one(
+                "UPDATE runs SET state = 'claimed', agent_id = ?, lease_expires_at = ?,"
+                " updated_at = ?, devices = ? WHERE id = ? AND state = 'queued' RETURNING id",
+                [agent_id, now + lease_s, now, dumps(chosen.devices), chosen.run_id],
+            )
+            if row is None:  # pragma: no cover - the row was read in this transaction
+                return None
+            self.db.execute("DELETE FROM gpu_reservations WHERE run_id = ?", [chosen.run_id])
+            for index in chosen.devices:
+                self.db.execute(
+                    "INSERT INTO gpu_allocations (host, idx, run_id, sharing, agent_id, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [host, index, chosen.run_id, chosen.sharing, agent_id, now],
+                )
+            message = device_text(chosen.devices) if chosen.devices else None
+            self._event(chosen.run_id, "queued", "claimed", agent_id, message, now)
+        return str(row["id"])
+
+    def _reserve(
+        self, host: str, run_id: str, indices: list[int], agent_id: str, now: float
+    ) -> None:
+        self.db.execute("DELETE FROM gpu_reservations WHERE run_id = ?", [run_id])
+        for index in indices:
+            self.db.execute(
+                "INSERT INTO gpu_reservations (host, idx, run_id, agent_id, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [host, index, run_id, agent_id, now],
+            )
+        message = f"{device_text(indices)} reserved: it waited past the backfill bound"
+        self._event(run_id, "queued", "queued", agent_id, message, now)
+
+    def _event(
+        self,
+        run_id: str,
+        from_state: str,
+        to_state: str,
+        agent_id: str,
+        message: str | None,
+        at: float,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [run_id, at, from_state, to_state, agent_id, message],
+        )
+
+
+def decode_devices(value: Any) -> list[int] | None:
+    """A run's ``devices`` column: a JSON list of indices, or None (no GPU scheduling)."""
+    if value is None or isinstance(value, list):
+        return value
+    decoded = loads(value)
+    return [int(i) for i in decoded] if isinstance(decoded, list) else None
