@@ -9,7 +9,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from launchctl import identity, jobs
+from launchctl import gpus, identity, jobs
 from launchctl.configfile import load_mapping
 from launchctl.errors import ConfigError, LaunchctlError, UsageError
 from launchctl.queues import check_resource, validate_resource_args
@@ -246,6 +246,7 @@ def submit(
         teams.check_launch(store, queue, spec)
     # Template values and guardrails, checked now so that nothing bad is queued.
     resolved = resolve(queue, spec, resource)
+    gpus.check_machine_fits(store, resolved.limits.gpus)
     given = spec.get("template_variables") or {}
     if given:
         spec["template_variables"] = {name: resolved.values[name] for name in given}

@@ -7,6 +7,7 @@ from typing import Any
 
 from launchctl import guardrails, variables
 from launchctl.errors import ConfigError, LaunchctlError
+from launchctl.gpus.policy import check_sharing
 from launchctl.store import Row, Store
 
 RESOURCES = ("local-process", "local-container", "kubernetes", "slurm")
@@ -19,6 +20,8 @@ CONFIG_KEYS = (
     "template_variables",
     "artifact_cache",
     "ceilings",
+    "gpu_sharing",
+    "retry",
 )
 
 # Options each resource type accepts in `resource_args.<resource>`; None = free-form
@@ -142,6 +145,34 @@ def queue_secret_refs(config: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+RETRY_ON = ("failed", "timeout")
+
+
+def check_retry(retry: Any, *, where: str = "queue config") -> dict[str, Any]:
+    """``retry: {max: N, on: [failed, timeout], backoff_s: S}``; returns it with defaults."""
+    if not isinstance(retry, dict):
+        raise ConfigError(f"{where}: retry must be an object like {{max: 2, on: [failed]}}")
+    unknown = sorted(set(retry) - {"max", "on", "backoff_s"})
+    if unknown:
+        raise ConfigError(
+            f"{where}: retry has unknown key {unknown[0]!r} (allowed: max, on, backoff_s)"
+        )
+    most = retry.get("max", 0)
+    if isinstance(most, bool) or not isinstance(most, int) or not 0 <= most <= 100:
+        raise ConfigError(f"{where}: retry.max must be a whole number from 0 to 100")
+    on = retry.get("on", list(RETRY_ON))
+    if not isinstance(on, list) or not all(item in RETRY_ON for item in on):
+        raise ConfigError(f"{where}: retry.on must be a list of: {', '.join(RETRY_ON)}")
+    backoff = retry.get("backoff_s", 0)
+    if (
+        isinstance(backoff, bool)
+        or not isinstance(backoff, int | float)
+        or not 0 <= backoff <= 86400
+    ):
+        raise ConfigError(f"{where}: retry.backoff_s must be a number of seconds (0 to 86400)")
+    return {"max": most, "on": on, "backoff_s": float(backoff)}
+
+
 def validate_config(config: dict[str, Any], resource: str, *, where: str = "queue config") -> None:
     """Validate a queue config when it is written; nothing is stored if this raises."""
     for key in config:
@@ -154,6 +185,10 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
             raise ConfigError(f"{where}: {key} must be an object")
     if "registry" in config and not isinstance(config["registry"], dict | str):
         raise ConfigError(f"{where}: registry must be host:port or an object with url")
+    if "gpu_sharing" in config:
+        check_sharing(config["gpu_sharing"], where=where)
+    if "retry" in config:
+        check_retry(config["retry"], where=where)
     definitions = variables.check_definitions(config)
     # Check the guardrails with every field at its default (or as written, if it has none).
     defaults = {n: d["default"] for n, d in definitions.items() if "default" in d}

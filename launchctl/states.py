@@ -31,13 +31,19 @@ TERMINAL = frozenset({State.FINISHED, State.FAILED, State.STOPPED})
 # Held by an agent: the run has a lease and an agent is responsible for it.
 ACTIVE = frozenset({State.CLAIMED, State.BUILDING, State.STARTING, State.RUNNING})
 
+# Back to QUEUED from a held state: released before it started (its agent was lost or
+# drained), or, from RUNNING, a retry of a failed attempt.
 ALLOWED: dict[State, frozenset[State]] = {
     State.QUEUED: frozenset({State.CLAIMED, State.STOPPED}),
-    State.CLAIMED: frozenset({State.BUILDING, State.STARTING, State.FAILED, State.STOPPED}),
-    State.BUILDING: frozenset({State.STARTING, State.FAILED, State.STOPPED}),
-    State.STARTING: frozenset({State.RUNNING, State.FAILED, State.STOPPED}),
-    State.RUNNING: frozenset({State.FINISHED, State.FAILED, State.STOPPED, State.PREEMPTED}),
-    State.PREEMPTED: frozenset({State.QUEUED, State.FAILED}),
+    State.CLAIMED: frozenset(
+        {State.BUILDING, State.STARTING, State.FAILED, State.STOPPED, State.QUEUED}
+    ),
+    State.BUILDING: frozenset({State.STARTING, State.FAILED, State.STOPPED, State.QUEUED}),
+    State.STARTING: frozenset({State.RUNNING, State.FAILED, State.STOPPED, State.QUEUED}),
+    State.RUNNING: frozenset(
+        {State.FINISHED, State.FAILED, State.STOPPED, State.PREEMPTED, State.QUEUED}
+    ),
+    State.PREEMPTED: frozenset({State.QUEUED, State.FAILED, State.STOPPED}),
     State.FINISHED: frozenset(),
     State.FAILED: frozenset(),
     State.STOPPED: frozenset(),

@@ -13,6 +13,7 @@ COMMANDS = [
     ["launch"],
     ["agent"],
     ["logs"],
+    ["gpus"],
     ["queue"],
     ["queue", "create"],
     ["queue", "list"],
@@ -45,7 +46,14 @@ def test_every_command_help_shows_an_example(command: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "listing",
-    [["queue", "list"], ["job", "list"], ["runs", "list"], ["secret", "list"], ["team", "list"]],
+    [
+        ["queue", "list"],
+        ["job", "list"],
+        ["runs", "list"],
+        ["secret", "list"],
+        ["team", "list"],
+        ["gpus"],
+    ],
 )
 def test_every_listing_has_json(listing: list[str]) -> None:
     assert isinstance(json.loads(cli(*listing, "--json", check=True).stdout), list)

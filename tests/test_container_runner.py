@@ -215,7 +215,7 @@ def test_without_an_engine_the_run_fails_saying_so_and_other_queues_go_on(
         "python train.py",
         check=True,
     ).stdout.strip()
-    env = {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "LAUNCHCTL_ENGINE_WAIT": "0"}
     proc = cli("agent", "-q", "box", "-q", "default", "--burst", env=env)
     assert proc.returncode == 0
     failed = store.runs.get(box)

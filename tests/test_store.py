@@ -12,6 +12,7 @@ import pytest
 from launchctl.errors import StateConflict
 from launchctl.states import ALLOWED, TERMINAL, State, move, sources_of
 from launchctl.store import Store
+from launchctl.store.migrations import NAMES
 
 
 def test_store_is_one_file_under_launchctl_home(home: Path, store: Store) -> None:
@@ -32,7 +33,8 @@ def test_migrations_are_applied_once_and_recorded(home: Path) -> None:
         "SELECT name FROM _sqlite_migrations WHERE migration_set = 'launchctl'"
     ).fetchall()
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert applied == [("m001_initial",), ("m002_run_image",), ("m003_teams",)]
+    assert applied == [(name,) for name in NAMES]
+    assert NAMES[:3] == ["m001_initial", "m002_run_image", "m003_teams"]
     assert {"queues", "jobs", "job_versions", "runs", "events", "agents"} <= tables
 
 
@@ -47,7 +49,7 @@ def test_many_processes_opening_a_new_store_at_once_migrate_it_once(home: Path) 
     assert [p.wait(timeout=60) for p in procs] == [0] * 6
     conn = sqlite3.connect(home / "launchctl.db")
     assert conn.execute("SELECT COUNT(*) FROM queues WHERE name = 'default'").fetchone()[0] == 1
-    assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == 3
+    assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(NAMES)
 
 
 def _queued_run(store: Store) -> str:

@@ -20,16 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launchctl import runners
-from launchctl.agent.starter import Cancelled, StartContext, Starter
+from launchctl.agent.outcome import REQUEUE, TIMEOUT, record_exit
+from launchctl.agent.recovery import end_dead_leases
+from launchctl.agent.starter import Cancelled, StartContext, Starter, secret_values
 from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict
+from launchctl.gpus.allocator import GpuAllocator, GpuOptions
+from launchctl.resolve import resolve
 from launchctl.runners import Exit, Handle, RunnerError
 from launchctl.states import ACTIVE, State, move
-from launchctl.store import Row, Store
+from launchctl.store import Row, Store, loads
 
 DEFAULT_LEASE_S = 60.0
 DEFAULT_GRACE_S = 10.0
-TIMEOUT = "timeout"
 
 
 @dataclass
@@ -52,6 +55,9 @@ class AgentOptions:
     builder: dict[str, Any] = field(default_factory=dict)
     registry: Any = None
     progress: bool = False
+    gpus: GpuOptions | None = None  # GPU scheduling (launchctl.gpus); None: off
+    requeue_running: bool = False  # on stop, requeue running runs (drain for maintenance)
+    resume_queues: bool = False  # after an unclean stop, keep claiming from its queues
 
 
 class Agent:
@@ -78,6 +84,7 @@ class Agent:
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
+        self.gpus = GpuAllocator(store, self.options.gpus, self.id) if self.options.gpus else None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,7 +99,99 @@ class Agent:
             queues=self.queue_names,
             max_jobs=self.options.max_jobs,
         )
+        if self.gpus is not None and (freed := self.gpus.start()):
+            self.say(f"freed {freed} GPU allocations that no held run stands behind")
         self._renewed_at = time.monotonic()
+        self.recover()
+
+    def recover(self) -> None:
+        """Find runs of this host's dead agents: adopt them, and hold their queues.
+
+        After an unclean stop, queues with waiting work are paused (unless
+        ``resume_queues``): whatever killed the agent may still be there, and a backlog
+        of runs should not start by surprise. ``queue resume`` or ``--resume-queues``.
+        """
+        dead = end_dead_leases(self.store, socket.gethostname(), self.id)
+        self.take_over_expired()
+        if not dead or self.options.resume_queues:
+            return
+        served = {name for agent in dead for name in (loads(agent["queues"]) or [])}
+        for queue in self.queues:
+            waiting = self.store.queues.counts(queue["id"]).get("queued", 0)
+            if queue["name"] in served and waiting and not queue["paused"]:
+                self.store.queues.update(queue["name"], paused=True)
+                self.say(
+                    f"paused queue {queue['name']}: an agent serving it stopped uncleanly, and"
+                    f" {waiting} runs wait; check the machine, then `launchctl queue resume"
+                    f" {queue['name']}` (or start the agent with --resume-queues)"
+                )
+
+    def take_over_expired(self) -> None:
+        """Take over held runs whose lease expired (their agent is gone) and adopt them."""
+        host = socket.gethostname()
+        for run in self.store.runs.expired(host, queue_ids=[q["id"] for q in self.queues]):
+            taken = self.store.runs.take_over(run["id"], self.id, self.options.lease_s)
+            if taken is not None:
+                self.say(f"took over run {run['id']} from agent {run['agent_id']}")
+                self._adopt(taken)
+
+    def _adopt(self, run: Row) -> None:
+        """Follow a taken-over run again, or record what can be known of how it ended."""
+        state = run["state"]
+        if state in (State.CLAIMED, State.BUILDING):
+            with _quiet_conflict():
+                move(self.store, run["id"], State.QUEUED, agent_id=self.id,
+                     message="requeued: its agent was lost before the run started",
+                     expect=frozenset({State(state)}))  # fmt: skip
+            return
+        log_path = self.store.run_dir(run["id"]) / "output.log"
+        try:
+            found = runners.get(run["resource"]).adopt(
+                run, log_path, self.waker.wake, self._secrets_of(run)
+            )
+        except Exception as exc:  # an engine that is down: say so, keep the run truthful
+            found = None
+            self.say(f"run {run['id']}: could not look for it: {exc}")
+        if found is None:
+            if state == State.STARTING:
+                with _quiet_conflict():
+                    move(self.store, run["id"], State.QUEUED, agent_id=self.id,
+                         message="requeued: its agent was lost while starting it, and it never"
+                         " started", expect=frozenset({State.STARTING}))  # fmt: skip
+                return
+            lost = "agent lost: the run's process is gone and its exit code is unknown"
+            self._fail(self.store, run["id"], "agent", lost)
+            return
+        if state == State.STARTING:
+            with _quiet_conflict():
+                move(self.store, run["id"], State.RUNNING, agent_id=self.id,
+                     message="adopted after its agent was lost", started_at=time.time(),
+                     expect=frozenset({State.STARTING}))  # fmt: skip
+        if isinstance(found, Exit):
+            self._finish(run["id"], found, None)
+            return
+        self.store.runs.note(run["id"], "adopted: following it again after its agent was lost")
+        self.active[run["id"]] = Active(run["id"], found, deadline=self._deadline_of(run))
+
+    def _secrets_of(self, run: Row) -> list[str]:
+        """The secret values an adopted run may print, to mask them in what is copied now."""
+        try:
+            queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] else None
+            resolved = resolve(queue, run["spec"], run["resource"])
+            return list(secret_values(run, resolved.resource_args).values())
+        except Exception:  # a missing secret cannot leak; the rest of the run goes on
+            return []
+
+    def _deadline_of(self, run: Row) -> float | None:
+        """An adopted run keeps its max_run_time, counted from when it started."""
+        try:
+            queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] else None
+            limit = resolve(queue, run["spec"], run["resource"]).limits.max_run_time
+        except Exception:  # rules that no longer resolve: the run goes on unlimited
+            return None
+        if limit is None or run["started_at"] is None:
+            return None
+        return time.monotonic() + max(0.0, run["started_at"] + limit - time.time())
 
     @property
     def capacity(self) -> int:
@@ -108,6 +207,20 @@ class Agent:
         """First signal: stop claiming; running runs finish."""
         self.draining = True
         self.waker.wake()
+
+    def on_signal(self, count: int) -> str:
+        """SIGINT/SIGTERM number ``count``: what the agent does, in words for the user."""
+        if self.options.requeue_running:
+            self.stop_all(REQUEUE)
+            return "draining for maintenance: running runs are stopped and requeued"
+        if count == 1:
+            self.drain()
+            return (
+                "stopping: no new runs will be claimed; running runs finish"
+                " (signal again to stop them)"
+            )
+        self.stop_all()
+        return "stopping running runs"
 
     def stop_all(self, reason: str = "agent shut down") -> None:
         """Second signal: stop every running run; they end as ``stopped``."""
@@ -125,7 +238,7 @@ class Agent:
         try:
             while True:
                 self.run_once()
-                if not self.busy and (self.draining or (burst and not self._claimable())):
+                if not self.busy and (self.draining or (burst and not self._work_left())):
                     break
                 self.waker.wait(self.next_wake())
         finally:
@@ -171,6 +284,9 @@ class Agent:
     def next_wake(self) -> float:
         """Seconds to sleep: the fallback poll, or less when a deadline comes sooner."""
         wait = self.options.fallback_poll_s
+        retry_at = self.store.runs.next_retry_at(q["id"] for q in self.queues)
+        if retry_at is not None and not self.draining:
+            wait = min(wait, max(0.0, retry_at - time.time()) + 0.01)
         now = time.monotonic()
         for active in self.active.values():
             if active.deadline is not None and not active.stop_reason:
@@ -203,6 +319,9 @@ class Agent:
         if self.busy:
             self.store.runs.renew_leases(self.id, self.options.lease_s)
         self.store.agents.heartbeat(self.id)
+        end_dead_leases(self.store, socket.gethostname(), self.id)
+        if not self.draining:
+            self.take_over_expired()
 
     def claim_and_start(self) -> int:
         claimed_count = 0
@@ -211,7 +330,7 @@ class Agent:
             claimed = None
             for i in range(n):
                 queue = self.queues[(self._rr + i) % n]
-                claimed = self.store.runs.claim_next(queue["id"], self.id, self.options.lease_s)
+                claimed = self._claim(queue)
                 if claimed is not None:
                     self._rr = (self._rr + i + 1) % n
                     break
@@ -220,6 +339,17 @@ class Agent:
             self.start_claimed(claimed)
             claimed_count += 1
         return claimed_count
+
+    def _claim(self, queue: Row) -> Row | None:
+        """The queue's next run; with GPUs, the next that fits, claimed with its devices."""
+        if self.gpus is not None:
+            return self.gpus.claim(queue["id"], self.options.lease_s)
+        return self.store.runs.claim_next(queue["id"], self.id, self.options.lease_s)
+
+    def _work_left(self) -> bool:
+        """For --burst: runs to claim now, or runs waiting out a retry backoff."""
+        ids = [q["id"] for q in self.queues]
+        return self._claimable() or self.store.runs.next_retry_at(ids) is not None
 
     def _claimable(self) -> bool:
         return self.store.runs.has_queued(q["id"] for q in self.queues)
@@ -280,25 +410,13 @@ class Agent:
         return Active(run_id, started.handle, deadline=deadline)
 
     def _finish(self, run_id: str, result: Exit, stop_reason: str | None) -> None:
-        fields: dict[str, Any] = {"exit_code": result.code}
-        if stop_reason == TIMEOUT:
-            to, fields["stage"], fields["reason"] = State.FAILED, "run", TIMEOUT
-        elif stop_reason is not None:
-            to, fields["reason"] = State.STOPPED, stop_reason
-        elif result.code == 0:
-            to = State.FINISHED
-        else:
-            to = State.FAILED
-            fields["stage"] = "run"
-            fields["reason"] = result.message or f"exit code {result.code}"
         try:
-            move(self.store, run_id, to, agent_id=self.id,
-                 expect=frozenset({State.RUNNING}), **fields)  # fmt: skip
+            run = self.store.runs.get(run_id)
+            outcome = record_exit(self.store, run, result, stop_reason, self.id)
         except StateConflict as exc:
             self.say(f"run {run_id}: {exc}")
             return
-        how = fields.get("reason") or f"exit code {result.code}"
-        self.say(f"run {run_id} {to.value} ({how})")
+        self.say(f"run {run_id} {outcome.state.value} ({outcome.summary})")
 
     def _fail(self, store: Store, run_id: str, stage: str, reason: str) -> None:
         with _quiet_conflict():

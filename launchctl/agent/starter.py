@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchctl import macros, runners
+from launchctl import gpus, macros, runners
 from launchctl.agent import workspace
 from launchctl.errors import LaunchctlError
 from launchctl.resolve import resolve
@@ -181,9 +181,14 @@ class Starter:
         queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
         if run["queue_id"] is not None and queue is None:
             raise RunnerError(f"queue '{run['queue_name']}' no longer exists", stage="agent")
-        # The agent is where the rules are enforced: check the stored values again.
+        # The agent is where the rules are enforced: check the launcher and values again.
         try:
+            if queue is not None:
+                from launchctl import teams
+
+                teams.check_launch(self.store, queue, run["spec"], run["spec"].get("author"))
             resolved = resolve(queue, run["spec"], run["resource"])
+            gpus.check_given(run, resolved.limits.gpus)
         except LaunchctlError as exc:
             raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
         # Secrets are read before anything slow (a build), so a missing one fails at once.
@@ -208,6 +213,7 @@ class Starter:
             registry_auth=auth, agent_id=self.ctx.agent_id, on_exit=self.ctx.on_exit,
             limits=resolved.limits, secrets=secrets,
         )  # fmt: skip
+        launch.devices = gpus.launch_devices(run)
         notes: list[str] = []
         if run["resource"] == "local-process":
             if not launch.command:
@@ -256,6 +262,7 @@ class Starter:
         env.update(self._run_env(run, own_env))
         if cache is not None and cache.kind == "bind":
             env.update(dict.fromkeys(CACHE_ENV, cache.source))
+        env.update(gpus.process_env(run))  # its own GPUs only, over any env it set
         # The run sees the agent's Python first, as if its virtualenv were active.
         bindir = os.path.dirname(sys.executable)
         if bindir not in env.get("PATH", "").split(os.pathsep):

@@ -13,6 +13,7 @@ import typer
 
 from launchctl import __version__
 from launchctl.cli import agent as agent_cmd
+from launchctl.cli import gpus as gpus_cmd
 from launchctl.cli import job as job_cmd
 from launchctl.cli import launch as launch_cmd
 from launchctl.cli import queue as queue_cmd
@@ -57,6 +58,7 @@ app.add_typer(team_cmd.app, name="team")
 app.command("launch", no_args_is_help=True)(launch_cmd.launch)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)
+app.command("gpus")(gpus_cmd.gpus)
 
 
 def main() -> None:

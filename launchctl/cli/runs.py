@@ -80,13 +80,15 @@ def show(
       launchctl runs show 3kx9q2ab
     """
     from launchctl.follow import log_path
+    from launchctl.history import attempts
 
     store = open_store()
     run = store.runs.get(run_id)
     events = store.runs.events(run["id"])
+    tries = attempts(events)
     run["log_path"] = str(log_path(store, run))
     if as_json:
-        emit_json(dict(run, events=events))
+        emit_json(dict(run, events=events, attempts=tries))
         return
     import json
 
@@ -105,14 +107,27 @@ def show(
         print(f"entrypoint: {shlex.join(entry)}")
     print(f"project:    {run['project']}  entity: {run['entity']}")
     print(f"agent:      {run['agent_id'] or '-'}")
+    if run.get("devices") is not None:
+        print(f"gpus:       {','.join(str(i) for i in run['devices']) or 'none'}")
     print(f"runtime:    {duration(run['started_at'], run['ended_at'])}")
     if run["rerun_of"]:
         print(f"rerun of:   {run['rerun_of']}")
     print(f"log:        {run['log_path']}")
+    if run["resume_count"] or run["retries"]:
+        print(f"requeued:   {run['resume_count']} after preemption, {run['retries']} retries")
+    if len(tries) > 1:
+        print("attempts:")
+        for t in tries:
+            ended = t["outcome"] or "(in progress)"
+            why = f"  {t['message']}" if t["message"] else ""
+            print(f"  #{t['attempt']}  {when(t['claimed_at'])}  {ended:<10}{why}")
     print("events:")
     for ev in events:
         frm = ev["from_state"] or "-"
         msg = f"  {ev['message']}" if ev["message"] else ""
+        if frm == ev["to_state"]:  # a note: a warning or a takeover, no state change
+            print(f"  {when(ev['at'])}  {'note':>22}{msg}")
+            continue
         print(f"  {when(ev['at'])}  {frm:>9} -> {ev['to_state']:<9}{msg}")
     print("spec:")
     print(json.dumps(run["spec"], indent=2, sort_keys=True))

@@ -20,12 +20,17 @@ if TYPE_CHECKING:
 
 
 def check_machine_fits(store: Store, value: Any) -> None:
-    """Refuse a run that asks for more GPUs than the machine has (once an agent has said)."""
-    ask = parse_ask(value)
-    if ask.none or ask.every:
+    """Refuse a run that asks for more GPUs than the machine has (once an agent has said).
+
+    Agents that hand out GPUs name them by index, so then a ``device=`` ask must too.
+    """
+    if value is None:
         return
     known = store.gpus.machine(socket.gethostname())
     if known is None:
+        return
+    ask = parse_ask(value)
+    if ask.none or ask.every:
         return
     host, indices = known
     have = f"{len(indices)} GPU{'' if len(indices) == 1 else 's'}"
@@ -47,6 +52,19 @@ def run_devices(run: Row) -> list[int] | None:
     from launchctl.store.gpus import decode_devices
 
     return decode_devices(run.get("devices"))
+
+
+def check_given(run: Row, value: Any) -> None:
+    """Refuse to start a run whose GPUs do not match its ask (its rules changed, or the ask
+    cannot be read); the agent fails it, saying why, rather than run it on the wrong GPUs."""
+    got = run_devices(run)
+    if got is None:
+        return
+    ask = parse_ask(value)  # a ConfigError says what is wrong with it
+    given = ",".join(str(i) for i in got) or "none"
+    wrong = sorted(ask.exact) != sorted(got) if ask.exact else len(got) != ask.count
+    if not ask.every and wrong:
+        raise LaunchctlError(f"the run asks for {ask}, but it was given GPUs {given}")
 
 
 def launch_devices(run: Row) -> list[str] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +44,8 @@ class Launch:
     agent_id: str | None = None
     limits: Limits = field(default_factory=Limits)
     on_exit: Callable[[], None] = lambda: None  # wakes the agent when the run ends
+    # The GPUs the agent gave the run (indices); None: the agent does not schedule GPUs.
+    devices: list[str] | None = None
     # The secret values in ``env``: runners mask them (``***``) in what the run prints.
     secrets: list[str] = field(default_factory=list, repr=False)
 
@@ -59,6 +61,7 @@ class Exit:
     code: int | None
     signal: int | None = None
     message: str | None = None
+    preempted: bool = False  # taken away from outside, not the run's own failure
 
 
 class Handle(Protocol):
@@ -78,3 +81,14 @@ class Runner(Protocol):
     resource: str
 
     def start(self, launch: Launch) -> Handle: ...
+
+    def adopt(
+        self,
+        run: dict[str, Any],
+        log_path: Path,
+        on_exit: Callable[[], None],
+        secrets: Sequence[str] = (),
+    ) -> Handle | Exit | None:
+        """Find a run started by a lost agent: a handle if it still runs, its Exit if it
+        ended and the runner can tell how, None if nothing of it is left."""
+        ...

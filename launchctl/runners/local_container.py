@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from launchctl.runenv import env_from_option
@@ -25,18 +26,29 @@ ENGINE_HINT = "start it (e.g. `dockerd`, or scripts/services.sh docker) and rela
 
 
 def docker_client() -> Any:
-    """A docker-py client for the local engine; a RunnerError when none answers."""
+    """A docker-py client for the local engine; a RunnerError when none answers.
+
+    An engine that is restarting gets ``LAUNCHCTL_ENGINE_WAIT`` seconds (default 30) to
+    come back before the run fails, so a short engine restart does not fail runs.
+    """
+    import os
+    import time
+
     import docker
     from docker.errors import DockerException
 
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except DockerException as exc:
-        raise RunnerError(
-            f"the Docker engine is not reachable ({_short(exc)}); {ENGINE_HINT}"
-        ) from None
-    return client
+    deadline = time.monotonic() + float(os.environ.get("LAUNCHCTL_ENGINE_WAIT", "30"))
+    while True:
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+            return client
+        except DockerException as exc:
+            if time.monotonic() >= deadline:
+                raise RunnerError(
+                    f"the Docker engine is not reachable ({_short(exc)}); {ENGINE_HINT}"
+                ) from None
+            time.sleep(1.0)
 
 
 def _short(exc: BaseException) -> str:
@@ -127,7 +139,10 @@ def container_options(launch: Launch) -> dict[str, Any]:
     # cpus, memory and gpus come through the run's limits: its asks capped by the queue.
     limits = launch.limits
     gpus = limits.gpus if limits.gpus is not None else args.get("gpus")
-    if gpus is not None:
+    if launch.devices is not None:  # the agent gave it these GPUs: exactly these
+        if launch.devices:
+            opts["device_requests"] = gpu_requests("device=" + ",".join(launch.devices))
+    elif gpus is not None:
         opts["device_requests"] = gpu_requests(gpus)
     cpus = limits.cpus if limits.cpus is not None else args.get("cpus")
     if cpus is not None:
@@ -163,29 +178,68 @@ def container_options(launch: Launch) -> dict[str, Any]:
     return opts
 
 
-class ContainerHandle:
-    """A started container: its logs are copied into the run's log by a thread."""
+# Exit codes of a container stopped from outside: SIGKILL (docker kill, the engine's
+# shutdown after its grace) and SIGTERM (docker stop, the engine's shutdown).
+KILLED_FROM_OUTSIDE = (137, 143)
+ENGINE_BACK_S = 300.0
 
-    def __init__(self, container: Any, launch: Launch) -> None:
+
+def exit_of(attrs: dict[str, Any]) -> Exit:
+    """How a stopped container ended; ``preempted`` when it was stopped from outside.
+
+    The agent only asks whether it was preempted when it did not stop the run itself.
+    """
+    state = attrs.get("State") or {}
+    code = int(state.get("ExitCode", -1))
+    if state.get("OOMKilled"):
+        return Exit(code=code, message=f"out of memory (exit code {code})")
+    if code in KILLED_FROM_OUTSIDE:
+        return Exit(code=code, message=f"stopped from outside (exit code {code})", preempted=True)
+    error = state.get("Error") or None
+    return Exit(code=code, message=error)
+
+
+class ContainerHandle:
+    """A started (or adopted) container: a thread copies its logs into the run's log, another
+    waits for its end, and both ride out a restart of the Docker engine."""
+
+    def __init__(
+        self,
+        container: Any,
+        log_path: Path,
+        on_exit: Callable[[], None],
+        secrets: Sequence[str] = (),
+        since: float | None = None,
+    ) -> None:
         self.container = container
-        self._masker = Masker(launch.secrets)
         self.pid: int | None = None
         self.pid_started: str | None = None
         self.container_id: str = container.id
+        self._log_path = log_path
+        self._secrets = list(secrets)
+        self._masker = Masker(self._secrets)
+        self._since = since
         self._exit: Exit | None = None
         self._stop_thread: threading.Thread | None = None
         self._done = threading.Event()
-        self._logs = threading.Thread(target=self._copy_logs, args=(launch,), daemon=True)
-        self._waiter = threading.Thread(target=self._wait, args=(launch.on_exit,), daemon=True)
-        self._logs.start()
+        self._logs = self._follow_logs()
+        self._waiter = threading.Thread(target=self._wait, args=(on_exit,), daemon=True)
         self._waiter.start()
 
-    def _copy_logs(self, launch: Launch) -> None:
+    def _follow_logs(self) -> threading.Thread:
+        thread = threading.Thread(target=self._copy_logs, args=(self._since,), daemon=True)
+        thread.start()
+        return thread
+
+    def _copy_logs(self, since: float | None) -> None:
         # One Masker for the whole stream: a value split across chunks is still masked.
-        masker = Masker(launch.secrets)
-        with open(launch.log_path, "ab", buffering=0) as log:
+        masker = Masker(self._secrets)
+        kwargs: dict[str, Any] = {"stream": True, "follow": True}
+        if since is not None:
+            kwargs["since"] = since
+        with open(self._log_path, "ab", buffering=0) as log:
             with contextlib.suppress(Exception):
-                for chunk in self.container.logs(stream=True, follow=True):
+                for chunk in self.container.logs(**kwargs):
                     log.write(masker.feed(chunk))
             with contextlib.suppress(OSError):
                 log.write(masker.flush())
@@ -193,20 +247,56 @@ class ContainerHandle:
     def _wait(self, on_exit: Callable[[], None]) -> None:
         from docker.errors import DockerException
 
-        try:
-            result = self.container.wait()
-            code = int(result.get("StatusCode", -1))
-            error = (result.get("Error") or {}).get("Message") if result.get("Error") else None
-            self._exit = Exit(code=code, message=self._masker.mask_text(error) if error else None)
-        except DockerException as exc:
-            reason = self._masker.mask_text(_short(exc))
-            self._exit = Exit(code=None, message=f"lost the container: {reason}")
+        while True:
+            try:
+                self.container.wait()
+                self.container.reload()
+                self._exit = exit_of(self.container.attrs)
+                break
+            except DockerException as exc:
+                # The engine went away (a restart?): wait for it, then look again.
+                lost = self._masker.mask_text(_short(exc))
+                if not self._engine_back():
+                    self._exit = Exit(code=None, message=f"lost the Docker engine: {lost}")
+                    break
+                try:
+                    self.container.reload()
+                except DockerException:
+                    self._exit = Exit(
+                        code=None, message="the container is gone after an engine restart"
+                    )
+                    break
+                if self.container.status == "running":  # it survived (live-restore)
+                    self._logs.join(timeout=5)
+                    self._logs = self._follow_logs_since_now()
+                    continue
+                self._exit = exit_of(self.container.attrs)
+                break
+        if self._exit is not None and self._exit.message:
+            self._exit.message = self._masker.mask_text(self._exit.message)
         self._logs.join(timeout=30)
         # Logs are kept in the run's log file; the container itself goes.
         with contextlib.suppress(DockerException):
             self.container.remove(force=True)
         self._done.set()
         on_exit()
+
+    def _follow_logs_since_now(self) -> threading.Thread:
+        import time
+
+        self._since = time.time()
+        return self._follow_logs()
+
+    def _engine_back(self) -> bool:
+        import time
+
+        deadline = time.monotonic() + ENGINE_BACK_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                if self.container.client.ping():
+                    return True
+            time.sleep(1.0)
+        return False
 
     def poll(self) -> Exit | None:
         return self._exit if self._done.is_set() else None
@@ -294,7 +384,40 @@ class LocalContainerRunner:
                 container.remove(force=True)
             reason = Masker(launch.secrets).mask_text(_short(exc))
             raise RunnerError(f"the container did not start: {reason}") from None
-        return ContainerHandle(container, launch)
+        return ContainerHandle(container, launch.log_path, launch.on_exit, launch.secrets)
+
+    def adopt(
+        self,
+        run: dict[str, Any],
+        log_path: Path,
+        on_exit: Callable[[], None],
+        secrets: Sequence[str] = (),
+    ) -> ContainerHandle | Exit | None:
+        """Find a lost agent's container by its label: follow it, or read how it ended."""
+        from docker.errors import DockerException
+
+        found = self.client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run['id']}"})
+        if not found:
+            return None
+        container = found[0]
+        since = log_path.stat().st_mtime if log_path.exists() else None
+        if container.status in ("running", "restarting", "paused"):
+            return ContainerHandle(container, log_path, on_exit, secrets, since=since)
+        if container.status == "created":  # never started: nothing ran
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
+            return None
+        # It ended while no agent watched: keep the rest of its logs, then its exit.
+        masker = Masker(secrets)
+        with open(log_path, "ab") as log, contextlib.suppress(DockerException):
+            rest = container.logs(since=since) if since else container.logs()
+            log.write(masker.feed(rest) + masker.flush())
+        result = exit_of(container.attrs)
+        if result.message:
+            result.message = masker.mask_text(result.message)
+        with contextlib.suppress(DockerException):
+            container.remove(force=True)
+        return result
 
 
 def _split(image: str) -> tuple[str, str]:

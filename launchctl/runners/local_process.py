@@ -3,8 +3,8 @@
 Its output goes straight into the run's log file, unless the run has secrets: then it
 goes through a pipe to a small copier process that masks their values (``***``) on the
 way. The copier is its own process, apart from the agent and from the run's group, so
-the run keeps running and logging if its agent dies; it ends by itself when the run's
-output ends.
+the run keeps running and logging if its agent dies (another agent can take it over);
+it ends by itself when the run's output ends.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from launchctl.runners.base import Exit, Launch, RunnerError
 
@@ -155,19 +158,155 @@ class ProcessHandle:
         self._killer.start()
 
 
+PID_FILE = "pid"
+EXIT_FILE = "exit_code"
+
+
+def wrap(command: Sequence[str], folder: Path, memory: int | None) -> list[str]:
+    """Run ``command`` under a small shell that records its pid and exit code in ``folder``.
+
+    They outlive the agent: an agent that restarts after a crash finds the process by
+    its pid, and reads how it ended from the file. A memory limit is an address-space
+    ulimit on the shell, so it covers everything the run starts.
+    """
+    pid_file = shlex.quote(str(folder / PID_FILE))
+    exit_file = shlex.quote(str(folder / EXIT_FILE))
+    limit = f"ulimit -v {max(1, memory // 1024)} || exit 125; " if memory is not None else ""
+    script = (
+        f"echo $$ > {pid_file}; rm -f {exit_file}; {limit}"
+        f'"$@"; code=$?; echo $code > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; '
+        "exit $code"
+    )
+    return ["/bin/sh", "-c", script, "launchctl-run", *command]
+
+
+def _belongs_to(pid: int, run_id: str) -> bool:
+    """Whether ``pid`` is alive and is this run's process (not a zombie, not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+        return False
+    return f"LAUNCHCTL_RUN_ID={run_id}".encode() in environ.split(b"\0")
+
+
+def _recorded_exit(folder: Path) -> Exit | None:
+    try:
+        text = (folder / EXIT_FILE).read_text().strip()
+    except OSError:
+        return None
+    return Exit(code=int(text)) if text.lstrip("-").isdigit() else None
+
+
+def _check_executable(program: str, launch: Launch) -> None:
+    """Say "command not found" plainly, rather than the wrapper shell's exit code 127."""
+    import shutil
+
+    if "/" in program:
+        path = Path(program) if Path(program).is_absolute() else launch.workdir / program
+        if not path.exists():
+            raise RunnerError(f"command not found: {program}")
+        if not os.access(path, os.X_OK):
+            raise RunnerError(f"permission denied running {program}")
+        return
+    if shutil.which(program, path=launch.env.get("PATH", os.defpath)) is None:
+        raise RunnerError(f"command not found: {program}")
+
+
+def _find_by_run_id(run_id: str) -> int | None:
+    """The oldest live process of this run (its wrapper shell, the group leader), if any."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _belongs_to(int(entry.name), run_id):
+            found.append(int(entry.name))
+    return min(found) if found else None
+
+
+def _group_leader(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        return os.getpgid(pid)
+    return pid
+
+
+class AdoptedProcess:
+    """A run's process group left behind by a lost agent: not our child, so we watch /proc."""
+
+    def __init__(self, pid: int, run_id: str, folder: Path, on_exit: Callable[[], None]) -> None:
+        self.pid: int | None = pid
+        self.pid_started = process_start_time(pid)
+        self._run_id = run_id
+        self._folder = folder
+        self._killer: threading.Timer | None = None
+        self._gone = threading.Event()
+        self._watch = threading.Thread(target=self._poll_loop, args=(on_exit,), daemon=True)
+        self._watch.start()
+
+    def _poll_loop(self, on_exit: Callable[[], None]) -> None:
+        while _belongs_to(self.pid or 0, self._run_id):
+            time.sleep(0.2)
+        if self._killer is not None:
+            self._killer.cancel()
+        self._gone.set()
+        on_exit()
+
+    def poll(self) -> Exit | None:
+        if not self._gone.is_set():
+            return None
+        return _recorded_exit(self._folder) or Exit(
+            code=None,
+            message="its process ended while no agent watched it; the exit code is unknown",
+        )
+
+    def stop(self, grace_s: float) -> None:
+        if self._gone.is_set() or self._killer is not None or self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGTERM)
+        self._killer = threading.Timer(grace_s, self._kill)
+        self._killer.daemon = True
+        self._killer.start()
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.pid is not None:
+                os.killpg(self.pid, signal.SIGKILL)
+
+
 class LocalProcessRunner:
     resource = "local-process"
+
+    def adopt(
+        self,
+        run: dict[str, Any],
+        log_path: Path,
+        on_exit: Callable[[], None],
+        secrets: Sequence[str] = (),
+    ) -> AdoptedProcess | Exit | None:
+        """Find a lost agent's run: by its recorded pid (or the pid file the wrapper wrote).
+
+        Its output needs no new masking: a run with secrets writes through its own copier
+        process, which outlives the agent."""
+        folder = log_path.parent
+        pid = run.get("pid")
+        if pid is None:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((folder / PID_FILE).read_text().strip())
+        if pid is None or not _belongs_to(pid, run["id"]):
+            # Lost between starting the process and recording it: look for it by its run id.
+            pid = _find_by_run_id(run["id"]) if run.get("state") == "starting" else pid
+        if pid is not None and _belongs_to(pid, run["id"]):
+            return AdoptedProcess(_group_leader(pid), run["id"], folder, on_exit)
+        return _recorded_exit(folder)
 
     def start(self, launch: Launch) -> ProcessHandle:
         if not launch.command:
             raise RunnerError("the run has no command to execute", stage="agent")
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        command = list(launch.command)
+        _check_executable(launch.command[0], launch)
         limits = launch.limits
-        if limits.memory is not None:
-            # ulimit semantics: the address space of the run and everything it starts.
-            kib = max(1, limits.memory // 1024)
-            command = ["/bin/sh", "-c", f'ulimit -v {kib} && exec "$@"', "launchctl-run", *command]
+        command = wrap(launch.command, launch.log_path.parent, limits.memory)
         copier, out_w = None, None
         if launch.secrets:  # output goes through a masking copier; else straight to disk
             copier, out_w = start_masked_copy(launch.log_path, launch.secrets)

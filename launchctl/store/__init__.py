@@ -7,6 +7,7 @@ from pathlib import Path
 from launchctl import paths
 from launchctl.store.agents import AgentTable
 from launchctl.store.db import Database, Row, dumps, loads
+from launchctl.store.gpus import GpuTable
 from launchctl.store.jobs import JobTable
 from launchctl.store.queues import QueueTable
 from launchctl.store.runs import RunTable
@@ -24,6 +25,7 @@ class Store:
         self.runs = RunTable(self.db)
         self.agents = AgentTable(self.db)
         self.teams = TeamTable(self.db)
+        self.gpus = GpuTable(self.db)
 
     def run_dir(self, run_id: str) -> Path:
         return paths.run_dir(run_id, self.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 from launchctl.errors import LaunchctlError, StoreBusy
 
-BUSY_TIMEOUT_S = 30.0
+# How long a writer waits for another one before giving up with a clear message.
+BUSY_TIMEOUT_S = float(os.environ.get("LAUNCHCTL_BUSY_TIMEOUT", "30"))
 
 Row = dict[str, Any]
 
@@ -24,11 +26,21 @@ def _translate(exc: sqlite3.Error, path: Path) -> LaunchctlError:
             f"the database {path} stayed locked by another writer for over "
             f"{BUSY_TIMEOUT_S:.0f} s; nothing was changed, try again"
         )
-    if "disk is full" in text or "database or disk is full" in text:
+    if "disk is full" in text or "database or disk is full" in text or _disk_full(path):
         return LaunchctlError(f"the disk holding {path} is full; nothing was changed")
     if "readonly" in text or "unable to open" in text:
         return LaunchctlError(f"cannot write the database {path}: {text}")
     return LaunchctlError(f"database error in {path}: {text}")
+
+
+def _disk_full(path: Path) -> bool:
+    """SQLite reports a full disk as a plain I/O error when the WAL cannot grow."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        return False
 
 
 class Database:

@@ -178,6 +178,50 @@ def m003_teams(db: Database) -> None:
     )
 
 
+@step
+def m004_gpus(db: Database) -> None:
+    """GPUs: each machine's devices, which run holds which (and which run they are kept
+    for), the devices on the run's record, and a trigger that frees them in the same
+    transaction as any move out of the held states, however the run ends."""
+    for statement in (
+        "ALTER TABLE runs ADD COLUMN devices TEXT",
+        "CREATE TABLE gpus ("
+        " host TEXT NOT NULL, idx INTEGER NOT NULL, name TEXT NOT NULL, memory_mb INTEGER,"
+        " uuid TEXT, source TEXT NOT NULL, reported_at REAL NOT NULL,"
+        " PRIMARY KEY (host, idx))",
+        "CREATE TABLE gpu_allocations ("
+        " host TEXT NOT NULL, idx INTEGER NOT NULL,"
+        " run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " sharing INTEGER NOT NULL DEFAULT 1, agent_id TEXT, at REAL NOT NULL,"
+        " PRIMARY KEY (host, idx, run_id))",
+        "CREATE INDEX gpu_allocations_run ON gpu_allocations (run_id)",
+        "CREATE TABLE gpu_reservations ("
+        " host TEXT NOT NULL, idx INTEGER NOT NULL,"
+        " run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " agent_id TEXT, at REAL NOT NULL, PRIMARY KEY (host, idx))",
+        "CREATE TRIGGER runs_free_gpus AFTER UPDATE OF state ON runs"
+        " WHEN NEW.state NOT IN ('claimed', 'building', 'starting', 'running')"
+        " BEGIN"
+        "  DELETE FROM gpu_allocations WHERE run_id = NEW.id;"
+        "  DELETE FROM gpu_reservations WHERE run_id = NEW.id AND NEW.state != 'queued';"
+        "  UPDATE runs SET devices = NULL WHERE id = NEW.id AND NEW.state = 'queued';"
+        " END",
+    ):
+        db.execute(statement)
+
+
+@step
+def m005_recovery(db: Database) -> None:
+    """Requeues and retries: a requeued run goes to the end of its queue (``enqueued_at``),
+    a retry may wait (``not_before``), and retries are counted apart from preemptions."""
+    db.execute("ALTER TABLE runs ADD COLUMN enqueued_at REAL")
+    db.execute("UPDATE runs SET enqueued_at = created_at")
+    db.execute("ALTER TABLE runs ADD COLUMN not_before REAL")
+    db.execute("ALTER TABLE runs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0")
+    db.execute("DROP INDEX IF EXISTS runs_claim")
+    db.execute("CREATE INDEX runs_claim ON runs (queue_id, state, priority, enqueued_at, seq)")
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 

@@ -17,7 +17,7 @@ MOVE_FIELDS = frozenset(
     {
         "stage", "reason", "exit_code", "agent_id", "lease_expires_at", "pid", "pid_started",
         "workdir", "log_path", "started_at", "ended_at", "resume_count", "cancel_requested",
-        "image",
+        "image", "enqueued_at", "not_before", "retries",
     }
 )  # fmt: skip
 
@@ -26,6 +26,8 @@ def _decode(row: Row | None) -> Row | None:
     if row is not None:
         row["spec"] = loads(row["spec"]) or {}
         row["cancel_requested"] = bool(row["cancel_requested"])
+        if row.get("devices") is not None:
+            row["devices"] = loads(row["devices"])
     return row
 
 
@@ -43,7 +45,10 @@ class RunTable:
         directly (``launchctl launch`` without ``-q``).
         """
         now = time.time()
-        row = dict(run, state="queued", created_at=now, updated_at=now, spec=dumps(run["spec"]))
+        row = dict(
+            run, state="queued", created_at=now, updated_at=now, enqueued_at=now,
+            spec=dumps(run["spec"]),
+        )  # fmt: skip
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.db.write():
@@ -118,12 +123,26 @@ class RunTable:
         if not ids:
             return False
         row = self.db.one(
-            f"SELECT EXISTS (SELECT 1 FROM runs r JOIN queues q ON q.id = r.queue_id"
-            f" WHERE r.state = 'queued' AND q.paused = 0"
+            "SELECT EXISTS (SELECT 1 FROM runs r JOIN queues q ON q.id = r.queue_id"
+            " WHERE r.state = 'queued' AND q.paused = 0"
+            " AND (r.not_before IS NULL OR r.not_before <= ?)"
             f" AND r.queue_id IN ({', '.join('?' for _ in ids)})) AS e",
-            ids,
+            [time.time(), *ids],
         )
         return bool(row and row["e"])
+
+    def next_retry_at(self, queue_ids: Iterable[int]) -> float | None:
+        """When the earliest queued run that waits out a retry backoff may be claimed."""
+        ids = list(queue_ids)
+        if not ids:
+            return None
+        row = self.db.one(
+            "SELECT MIN(r.not_before) AS t FROM runs r JOIN queues q ON q.id = r.queue_id"
+            " WHERE r.state = 'queued' AND q.paused = 0 AND r.not_before > ?"
+            f" AND r.queue_id IN ({', '.join('?' for _ in ids)})",
+            [time.time(), *ids],
+        )
+        return float(row["t"]) if row and row["t"] is not None else None
 
     # -- claiming -------------------------------------------------------------------------
     def claim_next(self, queue_id: int, agent_id: str, lease_s: float) -> Row | None:
@@ -139,9 +158,10 @@ class RunTable:
                 " updated_at = ?"
                 " WHERE seq = (SELECT r.seq FROM runs r JOIN queues q ON q.id = r.queue_id"
                 "   WHERE r.queue_id = ? AND r.state = 'queued' AND q.paused = 0"
-                "   ORDER BY r.priority, r.seq LIMIT 1)"
+                "   AND (r.not_before IS NULL OR r.not_before <= ?)"
+                "   ORDER BY r.priority, r.enqueued_at, r.seq LIMIT 1)"
                 " AND state = 'queued' RETURNING id",
-                [agent_id, now + lease_s, now, queue_id],
+                [agent_id, now + lease_s, now, queue_id, now],
             )
             if row is None:
                 return None
@@ -177,7 +197,13 @@ class RunTable:
         fields["updated_at"] = now
         if to in TERMINAL and "ended_at" not in fields:
             fields["ended_at"] = now
+        if to == "queued":
+            # Back in the queue (requeue, retry, release): at its end, and held by nobody.
+            fields.setdefault("enqueued_at", now)
+            fields.update(lease_expires_at=None, pid=None, pid_started=None)
         sets = ", ".join(f"{k} = ?" for k in fields)
+        if to == "queued":
+            sets += ", agent_id = NULL"
         guard = f"state IN ({', '.join('?' for _ in sources)})"
         params: list[Any] = [to, *fields.values(), run_id, *sources]
         if agent_id is not None:
@@ -216,6 +242,61 @@ class RunTable:
             if row is None:
                 raise NotFound(f"run '{run_id}' does not exist")
             self._event(run_id, row["state"], row["state"], None, message, now)
+
+    # -- leases and takeovers ------------------------------------------------------------
+    def expired(self, host: str, *, queue_ids: Iterable[int] = ()) -> list[Row]:
+        """Held runs whose lease ran out, started by an agent on ``host``.
+
+        Only runs of ``queue_ids``, or direct launches, which any agent on the host may adopt.
+        """
+        ids = list(queue_ids)
+        in_queues = f"r.queue_id IN ({', '.join('?' for _ in ids)}) OR " if ids else ""
+        rows = self.db.all(
+            "SELECT r.* FROM runs r JOIN agents a ON a.id = r.agent_id"
+            " WHERE r.state IN (?, ?, ?, ?) AND r.lease_expires_at < ? AND a.host = ?"
+            f" AND ({in_queues}r.queue_id IS NULL) ORDER BY r.seq",
+            [*ACTIVE, time.time(), host, *ids],
+        )
+        return [r for r in (_decode(row) for row in rows) if r is not None]
+
+    def take_over(self, run_id: str, agent_id: str, lease_s: float) -> Row | None:
+        """Take over a held run whose lease has expired; recorded as an event. None if not."""
+        now = time.time()
+        with self.db.write():
+            old = self.db.one(
+                "SELECT agent_id, state FROM runs WHERE id = ? AND state IN (?, ?, ?, ?)"
+                " AND lease_expires_at < ?",
+                [run_id, *ACTIVE, now],
+            )
+            if old is None:
+                return None
+            self.db.execute(
+                "UPDATE runs SET agent_id = ?, lease_expires_at = ?, updated_at = ? WHERE id = ?",
+                [agent_id, now + lease_s, now, run_id],
+            )
+            why = f"taken over from agent {old['agent_id']}: its lease expired"
+            self._event(run_id, old["state"], old["state"], agent_id, why, now)
+        return self.get(run_id)
+
+    def expire_leases_of(self, agent_id: str, why: str) -> int:
+        """End the leases of a dead agent's runs now, so they can be taken over at once."""
+        now = time.time()
+        with self.db.write():
+            rows = self.db.all(
+                "SELECT id, state FROM runs WHERE agent_id = ? AND state IN (?, ?, ?, ?)",
+                [agent_id, *ACTIVE],
+            )
+            for row in rows:
+                self.db.execute(
+                    "UPDATE runs SET lease_expires_at = ? WHERE id = ?", [now - 0.001, row["id"]]
+                )
+                self._event(row["id"], row["state"], row["state"], agent_id,
+                            f"lease of agent {agent_id} expired: {why}", now)  # fmt: skip
+            self.db.execute(
+                "UPDATE agents SET stopped_at = ? WHERE id = ? AND stopped_at IS NULL",
+                [now, agent_id],
+            )
+        return len(rows)
 
     def request_cancel(self, run_id: str) -> str:
         """Cancel: a queued run stops at once; an active one is flagged for its agent.

@@ -1,0 +1,343 @@
+"""What happens when things go wrong: preemption, requeue, retries, lost agents.
+
+Each test is named after a promise in the README's "What happens when things go wrong".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from launchctl.store import Store
+from tests.conftest import EXAMPLES, AgentProcess, cli, cli_json, make_script, wait_for
+
+StartAgent = Callable[..., AgentProcess]
+CHECKPOINT = str(EXAMPLES / "checkpoint")
+LONG = ["--set", "steps=100", "--set", "step_s=0.05"]
+
+
+def _progress(run_id: str) -> int:
+    steps = re.findall(r"^step (\d+):", cli("logs", run_id).stdout, re.M)
+    return int(steps[-1]) if steps else 0
+
+
+def test_a_preempted_run_resumes_from_its_checkpoint_and_the_sixth_preemption_fails_it(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    run_id = cli("launch", "-q", "default", "-u", CHECKPOINT, "-E", "python train.py",
+                 "--set", "steps=200", "--set", "step_s=0.05",
+                 "--set", f"checkpoint_dir={tmp_path}", check=True).stdout.strip()  # fmt: skip
+    seen = 0
+    for preemption in range(1, 7):
+        agent = start_agent("-q", "default", "--requeue-running", "--grace", "2")
+        before = seen
+        wait_for(lambda b=before: _progress(run_id) > b + 2, what="training progress")  # type: ignore[misc]
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0
+        seen = _progress(run_id)
+        run = store.runs.get(run_id)
+        if preemption <= 5:
+            assert (run["state"], run["resume_count"]) == ("queued", preemption)
+        else:
+            assert run["state"] == "failed"
+            assert run["reason"] == "preempted too often (6 times; at most 5 requeues)"
+    log = cli("logs", run_id, check=True).stdout
+    resumed = [int(n) for n in re.findall(r"^resuming \S+ from step (\d+)", log, re.M)]
+    assert len(resumed) == 5
+    assert all(step > 0 for step in resumed) and resumed == sorted(resumed)
+    # Same run id and name every time; every attempt is in the history.
+    shown = cli_json("runs", "show", run_id)
+    assert shown["name"] == run["name"] and len(shown["attempts"]) == 6
+    assert [a["outcome"] for a in shown["attempts"]] == ["preempted"] * 6
+
+
+def test_a_requeued_run_goes_to_the_end_of_its_queue(store: Store, start_agent: StartAgent) -> None:
+    first = cli("launch", "-q", "default", "-u", CHECKPOINT, "-E", "python train.py",
+                *LONG, check=True).stdout.strip()  # fmt: skip
+    agent = start_agent("-q", "default", "--requeue-running")
+    wait_for(lambda: store.runs.state(first) == "running", what="first run")
+    second = cli("launch", "-q", "default", "-u", CHECKPOINT, "-E", "python train.py",
+                 "--set", "steps=1", check=True).stdout.strip()  # fmt: skip
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0
+    assert store.runs.state(first) == "queued"
+    cli("queue", "pause", "default", check=True)
+    cli("queue", "resume", "default", check=True)
+    order = [r["id"] for r in store.runs.select(states=["queued"], limit=None)]
+    cli("agent", "-q", "default", "--burst", check=True)
+    starts = [e["run_id"] for e in store.runs.events() if e["to_state"] == "running"]
+    assert starts[-2:] == [second, first], order  # the requeued run waited its turn again
+
+
+def test_cancelling_a_requeued_run_stops_its_requeue(store: Store, start_agent: StartAgent) -> None:
+    run_id = cli("launch", "-q", "default", "-u", CHECKPOINT, "-E", "python train.py",
+                 *LONG, check=True).stdout.strip()  # fmt: skip
+    agent = start_agent("-q", "default", "--requeue-running")
+    wait_for(lambda: store.runs.state(run_id) == "running", what="run to start")
+    agent.signal(signal.SIGTERM)
+    agent.wait(timeout=30)
+    assert store.runs.state(run_id) == "queued"
+    cli("runs", "cancel", run_id, check=True)
+    cli("agent", "-q", "default", "--burst", check=True)
+    assert store.runs.state(run_id) == "stopped"
+
+
+def test_a_failed_run_is_retried_by_its_queue_policy_and_every_attempt_is_listed(
+    store: Store, tmp_path: Path
+) -> None:
+    counter = tmp_path / "tries"
+    code = make_script(
+        tmp_path / "flaky", "main.py",
+        "import os, sys\n"
+        f"path = {str(counter)!r}\n"
+        "n = int(open(path).read()) + 1 if os.path.exists(path) else 1\n"
+        "open(path, 'w').write(str(n))\n"
+        "print('attempt', n, os.environ['WANDB_RUN_ID'])\n"
+        "sys.exit(0 if n >= 3 else 7)\n",
+    ).parent  # fmt: skip
+    config = {"retry": {"max": 2, "on": ["failed"], "backoff_s": 0.2}}
+    cli("queue", "create", "flaky", "--config", json.dumps(config), check=True)
+    run_id = cli("launch", "-q", "flaky", "-u", str(code), "-E", "python main.py",
+                 check=True).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "flaky", "--burst", check=True)
+    run = cli_json("runs", "show", run_id)
+    assert (run["state"], run["retries"], run["exit_code"]) == ("finished", 2, 0)
+    assert [a["outcome"] for a in run["attempts"]] == ["queued", "queued", "finished"]
+    assert "retry 1 of 2" in run["attempts"][0]["message"]
+    log = cli("logs", run_id, check=True).stdout
+    assert log.count(f" {run_id}\n") == 3  # the same run id on every attempt
+    assert "attempts:" in cli("runs", "show", run_id, check=True).stdout
+
+
+def test_retries_stop_at_the_policy_maximum(store: Store, tmp_path: Path) -> None:
+    code = make_script(tmp_path / "bad", "main.py", "import sys\nsys.exit(3)\n").parent
+    cli("queue", "create", "r1", "--config", '{"retry": {"max": 1}}', check=True)
+    run_id = cli("launch", "-q", "r1", "-u", str(code), "-E", "python main.py",
+                 check=True).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "r1", "--burst", check=True)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["retries"], run["reason"]) == ("failed", 1, "exit code 3")
+
+
+def test_a_bad_retry_policy_is_refused() -> None:
+    for config, message in [
+        ('{"retry": {"max": -1}}', "retry.max must be a whole number"),
+        ('{"retry": {"on": ["crashed"]}}', "retry.on must be a list of: failed, timeout"),
+        ('{"retry": {"tries": 3}}', "retry has unknown key 'tries'"),
+    ]:
+        proc = cli("queue", "create", "x", "--config", config)
+        assert proc.returncode == 1 and message in proc.stderr
+
+
+# -- agent restarts ----------------------------------------------------------------------------
+def _kill(agent: AgentProcess) -> None:
+    agent.signal(signal.SIGKILL)
+    agent.wait(timeout=10)
+
+
+def test_a_restarted_agent_adopts_a_process_that_still_runs(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    run_id = cli("launch", "-q", "default", "-u", CHECKPOINT, "-E", "python train.py",
+                 "--set", "steps=40", "--set", "step_s=0.05",
+                 "--set", f"checkpoint_dir={tmp_path}", check=True).stdout.strip()  # fmt: skip
+    first = start_agent("-q", "default")
+    wait_for(lambda: _progress(run_id) >= 2, what="progress")
+    pid = store.runs.get(run_id)["pid"]
+    _kill(first)
+    second = start_agent("-q", "default")
+    wait_for(lambda: store.runs.state(run_id) == "finished", timeout=60, what="adopted run to end")
+    run = cli_json("runs", "show", run_id)
+    assert run["pid"] == pid  # the same process, followed again: it never ran twice
+    notes = [e["message"] for e in run["events"] if e["from_state"] == e["to_state"]]
+    assert any(n.startswith("taken over from agent") for n in notes)
+    assert "adopted: following it again after its agent was lost" in notes
+    assert "starting" not in [e["to_state"] for e in run["events"]][4:]
+    log = cli("logs", run_id, check=True).stdout
+    assert log.count("starting ") == 1 and "done at step 40" in log  # the log was appended
+    assert "took over run" in second.output()
+
+
+def test_a_run_that_ended_while_no_agent_watched_gets_its_real_exit_code(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    code = make_script(tmp_path / "short", "main.py",
+                       "import sys, time\ntime.sleep(1)\nsys.exit(5)\n").parent  # fmt: skip
+    run_id = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
+                 check=True).stdout.strip()  # fmt: skip
+    first = start_agent("-q", "default")
+    wait_for(lambda: store.runs.state(run_id) == "running", what="run to start")
+    _kill(first)
+    wait_for(lambda: (store.run_dir(run_id) / "exit_code").exists(), what="run to end alone")
+    cli("agent", "-q", "default", "--burst", check=True)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["exit_code"], run["reason"]) == ("failed", 5, "exit code 5")
+
+
+def test_a_run_whose_process_is_gone_without_an_exit_code_fails_saying_the_agent_was_lost(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    import os
+
+    code = make_script(tmp_path / "long", "main.py", "import time\ntime.sleep(300)\n").parent
+    run_id = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
+                 check=True).stdout.strip()  # fmt: skip
+    first = start_agent("-q", "default")
+    wait_for(lambda: store.runs.state(run_id) == "running", what="run to start")
+    _kill(first)
+    pid = store.runs.get(run_id)["pid"]
+    os.killpg(pid, signal.SIGKILL)  # the machine took it all away: no exit code is written
+
+    def gone() -> bool:
+        try:
+            return not Path(f"/proc/{pid}/environ").read_bytes()  # empty for a zombie
+        except OSError:
+            return True
+
+    wait_for(gone, what="process to go")
+    cli("agent", "-q", "default", "--burst", check=True)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["stage"]) == ("failed", "agent")
+    assert run["reason"] == "agent lost: the run's process is gone and its exit code is unknown"
+
+
+def test_after_an_unclean_stop_queues_with_waiting_work_are_paused_unless_told(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    code = make_script(tmp_path / "long", "main.py", "import time\ntime.sleep(0.5)\n").parent
+    first_run = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
+                    check=True).stdout.strip()  # fmt: skip
+    waiting = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
+                  check=True).stdout.strip()  # fmt: skip
+    first = start_agent("-q", "default")
+    wait_for(lambda: store.runs.state(first_run) == "running", what="run to start")
+    _kill(first)
+    proc = cli("agent", "-q", "default", "--burst")
+    assert "paused queue default: an agent serving it stopped uncleanly" in proc.stderr
+    assert store.queues.get("default")["paused"] is True
+    assert store.runs.state(first_run) == "finished"  # the running one was adopted
+    assert store.runs.state(waiting) == "queued"  # the waiting one did not start by surprise
+    cli("queue", "resume", "default", check=True)
+    cli("agent", "-q", "default", "--burst", check=True)
+    assert store.runs.state(waiting) == "finished"
+
+
+def test_a_restarted_agent_adopts_a_container_that_still_runs(
+    store: Store, docker: object, start_agent: StartAgent
+) -> None:
+    from tests.conftest import BUSYBOX
+
+    cli("queue", "create", "box", "-r", "local-container", check=True)
+    script = "sh -c 'echo one; sleep 2; echo two; exit 3'"
+    run_id = cli("launch", "-q", "box", "-d", BUSYBOX, "-E", script, check=True).stdout.strip()
+    first = start_agent("-q", "box")
+    wait_for(lambda: "one" in cli("logs", run_id).stdout, what="first line")
+    _kill(first)
+    start_agent("-q", "box", "--resume-queues")
+    wait_for(lambda: store.runs.state(run_id) == "failed", timeout=60, what="container's end")
+    run = store.runs.get(run_id)
+    assert (run["exit_code"], run["reason"]) == (3, "exit code 3")
+    log = cli("logs", run_id, check=True).stdout
+    assert log.count("one") == 1 and "two" in log
+
+
+def test_a_container_killed_from_outside_is_preempted_and_requeued(
+    store: Store, docker: object, start_agent: StartAgent
+) -> None:
+    from tests.conftest import BUSYBOX
+
+    cli("queue", "create", "box", "-r", "local-container", check=True)
+    run_id = cli("launch", "-q", "box", "-d", BUSYBOX, "-E",
+                 "sh -c 'if [ -n \"$WANDB_RESUME\" ]; then echo resumed; else sleep 300; fi'",
+                 check=True).stdout.strip()  # fmt: skip
+    start_agent("-q", "box")
+    label = {"label": f"launchctl.run_id={run_id}"}
+    container = wait_for(lambda: docker.containers.list(filters=label), what="container")[0]  # type: ignore[attr-defined]
+    container.kill()  # not asked for by the run or its agent: preemption
+    wait_for(lambda: store.runs.state(run_id) == "finished", timeout=60, what="resumed run")
+    run = cli_json("runs", "show", run_id)
+    assert run["resume_count"] == 1
+    assert [a["outcome"] for a in run["attempts"]] == ["preempted", "finished"]
+    assert "stopped from outside (exit code 137)" in run["attempts"][0]["message"]
+    assert "resumed" in cli("logs", run_id, check=True).stdout
+
+
+# -- the store under pressure ---------------------------------------------------------------
+def test_a_database_locked_too_long_gets_a_clear_message_and_changes_nothing(home: Path) -> None:
+    import sqlite3
+
+    cli("queue", "list", check=True)
+    holder = sqlite3.connect(home / "launchctl.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        proc = cli("queue", "create", "late", env={"LAUNCHCTL_BUSY_TIMEOUT": "0.5"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode == 1
+    assert "stayed locked by another writer" in proc.stderr and "nothing was changed" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "late" not in [q["name"] for q in cli_json("queue", "list")]
+
+
+def test_a_full_disk_gets_a_clear_message_and_changes_nothing(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        import pytest
+
+        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
+    try:
+        env = {"LAUNCHCTL_HOME": str(mount / "home")}
+        cli("queue", "create", "before", env=env, check=True)
+        filler = mount / "filler"
+        with open(filler, "wb") as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 65536)
+        big = tmp_path / "big.json"
+        big.write_text(json.dumps({"builder": {"pad": "x" * 600_000}}))
+        proc = cli("queue", "create", "big", "--config", str(big), env=env)
+        assert proc.returncode == 1
+        assert "is full" in proc.stderr and "Traceback" not in proc.stderr
+        filler.unlink()
+        names = [q["name"] for q in json.loads(cli("queue", "list", "--json", env=env).stdout)]
+        assert names == ["before", "default"]
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        os.sync()
+
+
+def test_many_writers_and_two_agents_never_show_database_is_locked(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    import subprocess
+    import sys
+
+    code = make_script(tmp_path / "t", "main.py", "print('ok')\n").parent
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "tiny", check=True)
+    agents = [start_agent("-q", "default", "-j", "4") for _ in range(2)]
+    script = (
+        "import subprocess, sys\n"
+        "for _ in range(8):\n"
+        "    p = subprocess.run([sys.executable, '-m', 'launchctl', 'launch', '-q', 'default',"
+        " '-j', 'tiny'], capture_output=True, text=True)\n"
+        "    print(p.returncode, p.stderr.strip().replace('\\n', ' | '))\n"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+               for _ in range(8)]  # fmt: skip
+    results = [w.communicate(timeout=300)[0] for w in writers]
+    lines = [line for out in results for line in out.splitlines()]
+    assert len(lines) == 64
+    assert all(line.startswith("0 ") for line in lines), lines
+    assert not any("locked" in line for line in lines)
+    wait_for(lambda: len(store.runs.select(states=["finished"], limit=None)) == 64, timeout=120,
+             what="all runs to finish")  # fmt: skip
+    assert all(a.proc.poll() is None for a in agents)
