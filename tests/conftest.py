@@ -177,8 +177,19 @@ def docker_client() -> Any:
 
 
 @pytest.fixture
-def docker(docker_client: Any) -> Iterator[Any]:
-    """The engine, with every container launchctl started removed after the test."""
+def docker(docker_client: Any, home: Path) -> Iterator[Any]:
+    """The engine; the containers of this test's runs are removed after it (only those:
+    other test sessions may share the engine)."""
     yield docker_client
+    if not (home / "launchctl.db").exists():
+        return
+    store = Store(home)
+    try:
+        mine = {r["id"] for r in store.runs.select(limit=None)}
+    finally:
+        store.close()
     for container in docker_client.containers.list(all=True, filters={"label": "launchctl.run_id"}):
-        container.remove(force=True)
+        if container.labels.get("launchctl.run_id") in mine or container.labels.get(
+            "launchctl.run_id", ""
+        ).endswith("test"):
+            container.remove(force=True)
