@@ -234,6 +234,7 @@ class Agent:
 
     def run(self, *, burst: bool = False) -> None:
         """Loop until drained (or, with ``burst``, until nothing is left to claim)."""
+        threading.excepthook = self._thread_failed
         self.waker.start()
         try:
             while True:
@@ -246,6 +247,11 @@ class Agent:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
             self.store.agents.stopped(self.id)
+
+    def _thread_failed(self, args: threading.ExceptHookArgs) -> None:
+        """A helper thread's bug is one line in the agent's output, never a traceback."""
+        name = args.thread.name if args.thread else "a thread"
+        self.say(f"internal error in {name}: {args.exc_type.__name__}: {args.exc_value}")
 
     def run_once(self) -> int:
         """One pass: collect, reap, cancel, renew, claim. Returns how many runs were claimed."""

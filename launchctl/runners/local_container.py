@@ -245,41 +245,54 @@ class ContainerHandle:
                 log.write(masker.flush())
 
     def _wait(self, on_exit: Callable[[], None]) -> None:
-        from docker.errors import DockerException
+        try:
+            self._exit = self._wait_for_exit()
+        except Exception as exc:  # never leave the run unrecorded, whatever the engine does
+            self._exit = Exit(code=None, message=f"lost the container: {_short(exc)}")
+        finally:
+            if self._exit is not None and self._exit.message:
+                self._exit.message = self._masker.mask_text(self._exit.message)
+            self._logs.join(timeout=30)
+            self._remove()
+            self._done.set()
+            on_exit()
 
+    def _wait_for_exit(self) -> Exit:
+        """The container's end, following it through engine restarts.
+
+        Engine calls can fail with docker's errors or with the HTTP library's (a socket
+        that vanished while the engine restarts), so any failure means: look again.
+        """
         while True:
             try:
                 self.container.wait()
                 self.container.reload()
-                self._exit = exit_of(self.container.attrs)
-                break
-            except DockerException as exc:
-                # The engine went away (a restart?): wait for it, then look again.
+                return exit_of(self.container.attrs)
+            except Exception as exc:
                 lost = self._masker.mask_text(_short(exc))
-                if not self._engine_back():
-                    self._exit = Exit(code=None, message=f"lost the Docker engine: {lost}")
-                    break
-                try:
-                    self.container.reload()
-                except DockerException:
-                    self._exit = Exit(
-                        code=None, message="the container is gone after an engine restart"
-                    )
-                    break
-                if self.container.status == "running":  # it survived (live-restore)
-                    self._logs.join(timeout=5)
-                    self._logs = self._follow_logs_since_now()
-                    continue
-                self._exit = exit_of(self.container.attrs)
-                break
-        if self._exit is not None and self._exit.message:
-            self._exit.message = self._masker.mask_text(self._exit.message)
-        self._logs.join(timeout=30)
-        # Logs are kept in the run's log file; the container itself goes.
-        with contextlib.suppress(DockerException):
-            self.container.remove(force=True)
-        self._done.set()
-        on_exit()
+            # The engine went away (a restart?): wait for it, then look again.
+            if not self._engine_back():
+                return Exit(code=None, message=f"lost the Docker engine: {lost}")
+            try:
+                self.container.reload()
+            except Exception:
+                return Exit(code=None, message="the container is gone after an engine restart")
+            if self.container.status != "running":
+                return exit_of(self.container.attrs)
+            # It survived the restart (live-restore): follow its logs and wait again.
+            self._logs.join(timeout=5)
+            self._logs = self._follow_logs_since_now()
+
+    def _remove(self) -> None:
+        """Logs are kept in the run's log file; the container itself goes (once the engine
+        answers again, if it is restarting)."""
+        for _ in range(2):
+            try:
+                self.container.remove(force=True)
+                return
+            except Exception as exc:
+                if "No such container" in str(exc) or not self._engine_back():
+                    return
 
     def _follow_logs_since_now(self) -> threading.Thread:
         import time
