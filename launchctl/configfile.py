@@ -12,6 +12,12 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
 
+def _plain(exc: ValueError) -> str:
+    if "digits" in str(exc):
+        return "a number is too long (over 4300 digits)"
+    return str(exc).split(";")[0]
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     import yaml
 
@@ -22,6 +28,10 @@ def _parse_yaml(text: str, where: str) -> Any:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError(f"{where}: {problem}{at}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer too long to convert
+        raise ConfigError(f"{where}: {_plain(exc)}") from None
 
 
 def _parse_json(text: str, where: str) -> Any:
@@ -33,6 +43,8 @@ def _parse_json(text: str, where: str) -> Any:
         ) from None
     except RecursionError:
         raise ConfigError(f"{where}: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer too long to convert
+        raise ConfigError(f"{where}: {_plain(exc)}") from None
 
 
 def load_mapping(value: str, what: str = "config") -> dict[str, Any]:

@@ -55,9 +55,17 @@ def _job_name(text: str) -> str:
     return name[:64]
 
 
+def _is_dir(path: str | Path) -> bool:
+    """``Path.is_dir`` that says no, rather than raising, for names the OS refuses."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def is_git_uri(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "git@", "ssh://", "git://", "file://")) or (
-        uri.endswith(".git") and not Path(uri).is_dir()
+        uri.endswith(".git") and not _is_dir(uri)
     )
 
 
@@ -145,7 +153,7 @@ def create_code_job(
     dockerfile: str | None = None,
 ) -> tuple[Row, bool]:
     root = Path(path).expanduser()
-    if not root.is_dir():
+    if not _is_dir(root):
         raise LaunchctlError(f"code directory {path} does not exist or is not a directory")
     if not entrypoint:
         raise UsageError("a code job needs an entry point: pass -E, e.g. -E 'python train.py'")

@@ -35,6 +35,10 @@ def new_run_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
+def _not_a_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
 def parse_set(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     """``key=value`` pairs; a value that parses as JSON is typed (``lr=0.5`` is a float)."""
     out: dict[str, Any] = {}
@@ -44,8 +48,9 @@ def parse_set(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
         if not eq or not key:
             raise UsageError(f"{flag} expects key=value, got {pair!r}")
         try:
-            value: Any = json.loads(raw)
-        except ValueError:
+            # NaN and Infinity are not JSON that other tools read: keep them as text.
+            value: Any = json.loads(raw, parse_constant=_not_a_constant)
+        except (ValueError, RecursionError):
             value = raw
         out[key] = value
     return out
@@ -212,6 +217,12 @@ def prepare_spec(req: LaunchRequest) -> dict[str, Any]:
     """Merge ``-c`` and the flags into one launch spec and check the flags fit together."""
     spec = _merge_config(req)
     _check_combination(spec)
+    try:
+        json.dumps(spec, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the launch holds characters that are not valid UTF-8") from None
+    except ValueError:
+        raise UsageError("the launch holds a number JSON cannot store (NaN or infinity)") from None
     return spec
 
 

@@ -62,6 +62,12 @@ app.command("gpus")(gpus_cmd.gpus)
 
 
 def main() -> None:
+    # Arguments may hold bytes that are not UTF-8 (Python keeps them as surrogates):
+    # echoing them back must not crash the CLI.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         app(prog_name="launchctl")
     except LaunchctlError as exc:

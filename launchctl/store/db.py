@@ -130,6 +130,10 @@ class Database:
             return self.conn.execute(sql, params)
         except sqlite3.IntegrityError:
             raise
+        except UnicodeEncodeError:
+            raise LaunchctlError(
+                "the input holds characters that are not valid UTF-8; nothing was changed"
+            ) from None
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
 

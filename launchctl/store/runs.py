@@ -72,7 +72,7 @@ class RunTable:
         if row is None:
             # Let users type a unique prefix, as with git hashes.
             matches = self.db.all(
-                "SELECT id FROM runs WHERE id LIKE ? LIMIT 2", [run_id.replace("%", "") + "%"]
+                "SELECT id FROM runs WHERE substr(id, 1, ?) = ? LIMIT 2", [len(run_id), run_id]
             )
             if len(matches) == 1 and run_id:
                 row = self.find(matches[0]["id"])
