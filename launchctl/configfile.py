@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from launchctl.errors import ConfigError
+from launchctl.paths import user_path
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _FILE_SUFFIXES = (".json", ".yaml", ".yml")
@@ -47,6 +47,21 @@ def _parse_json(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: {_plain(exc)}") from None
 
 
+def _check_keys(value: Any, where: str, at: str, depth: int = 0) -> None:
+    """Every key at every level is a string (YAML allows others; JSON would change them)."""
+    if depth > 100:
+        raise ConfigError(f"{where}: nested too deeply")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                place = f" in {at}" if at else ""
+                raise ConfigError(f"{where}: keys must be strings, got {key!r:.40}{place}")
+            _check_keys(item, where, f"{at}.{key}" if at else key, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_keys(item, where, at, depth + 1)
+
+
 def load_mapping(value: str, what: str = "config") -> dict[str, Any]:
     """Parse ``value``: a path to a .json/.yaml file, or inline JSON (or YAML) text.
 
@@ -54,7 +69,7 @@ def load_mapping(value: str, what: str = "config") -> dict[str, Any]:
     """
     text: str
     where: str
-    path = Path(value).expanduser()
+    path = user_path(value)
     looks_like_file = value.lower().endswith(_FILE_SUFFIXES) and "{" not in value
     is_file = False
     try:
@@ -92,9 +107,7 @@ def load_mapping(value: str, what: str = "config") -> dict[str, Any]:
                 )
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a JSON/YAML object, not {type(data).__name__}")
-    bad = [k for k in data if not isinstance(k, str)]
-    if bad:
-        raise ConfigError(f"{where}: keys must be strings, got {bad[0]!r}")
+    _check_keys(data, where, "")
     try:
         json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from launchctl import identity
+from launchctl import identity, paths
 from launchctl.errors import LaunchctlError, UsageError
 from launchctl.store import Row, Store, dumps
 
@@ -152,7 +152,7 @@ def create_code_job(
     entity: str | None = None,
     dockerfile: str | None = None,
 ) -> tuple[Row, bool]:
-    root = Path(path).expanduser()
+    root = paths.user_path(path)
     if not _is_dir(root):
         raise LaunchctlError(f"code directory {path} does not exist or is not a directory")
     if not entrypoint:
@@ -164,9 +164,10 @@ def create_code_job(
     _check_entrypoint_in(entrypoint, root, names)
     if dockerfile and dockerfile not in names:
         raise LaunchctlError(f"dockerfile {dockerfile} not found in {root}")
-    store.jobs.put_snapshot(digest, data, files=count)
+    job_name = check_job_name(name) if name else _job_name(root.name)
     return store.jobs.add_version(
-        name=check_job_name(name) if name else _job_name(root.name),
+        name=job_name,
+        snapshot=(digest, data, count),
         source_type="code",
         entity=entity or identity.default_entity(),
         project=project or DEFAULT_PROJECT,

@@ -35,6 +35,19 @@ def new_run_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
+MAX_DEPTH = 32
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
 def _not_a_constant(name: str) -> Any:
     raise ValueError(name)
 
@@ -52,6 +65,8 @@ def parse_set(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
             value: Any = json.loads(raw, parse_constant=_not_a_constant)
         except (ValueError, RecursionError):
             value = raw
+        if _depth(value) > MAX_DEPTH:
+            raise UsageError(f"{flag} {key}: the value is nested over {MAX_DEPTH} levels deep")
         out[key] = value
     return out
 

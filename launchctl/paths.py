@@ -25,3 +25,11 @@ def db_path(root: Path | None = None) -> Path:
 def run_dir(run_id: str, root: Path | None = None) -> Path:
     """One folder per run, beside the database: its log and its working copy."""
     return (root or home()) / "runs" / run_id
+
+
+def user_path(value: str) -> Path:
+    """A path the user typed, with ``~`` expanded where it names a known user."""
+    try:
+        return Path(value).expanduser()
+    except (RuntimeError, ValueError):  # ~nosuchuser, or a name the OS refuses
+        return Path(value)

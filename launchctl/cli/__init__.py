@@ -71,7 +71,9 @@ def main() -> None:
     try:
         app(prog_name="launchctl")
     except LaunchctlError as exc:
-        sys.stderr.write(f"launchctl: error: {exc}\n")
+        # One line, always: a value the user typed may itself hold newlines.
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        sys.stderr.write(f"launchctl: error: {message}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("launchctl: interrupted\n")

@@ -21,14 +21,6 @@ class JobTable:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def put_snapshot(self, digest: str, data: bytes, *, files: int) -> None:
-        with self.db.write():
-            self.db.execute(
-                "INSERT OR IGNORE INTO snapshots (digest, files, size, data, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [digest, files, len(data), data, time.time()],
-            )
-
     def snapshot(self, digest: str) -> bytes:
         row = self.db.one("SELECT data FROM snapshots WHERE digest = ?", [digest])
         if row is None:
@@ -46,6 +38,7 @@ class JobTable:
         source: dict[str, Any],
         entrypoint: list[str],
         dockerfile: str | None,
+        snapshot: tuple[str, bytes, int] | None = None,
     ) -> tuple[Row, bool]:
         """Record a job version; the same digest gives back the existing version.
 
@@ -53,6 +46,13 @@ class JobTable:
         """
         now = time.time()
         with self.db.write():
+            if snapshot is not None:  # the code, in the same transaction as its version
+                digest_, data, files = snapshot
+                self.db.execute(
+                    "INSERT OR IGNORE INTO snapshots (digest, files, size, data, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [digest_, files, len(data), data, now],
+                )
             job = self.db.one("SELECT * FROM jobs WHERE name = ?", [name])
             if job is None:
                 cur = self.db.execute(
