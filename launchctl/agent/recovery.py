@@ -8,21 +8,14 @@ and records truthfully what ended while nobody watched.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from launchctl import procfs
 from launchctl.store import Row, Store
 
 
 def agent_alive(pid: int) -> bool:
     """Whether ``pid`` is a live launchctl process (not a zombie, not a reused pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-        return False
-    return b"launchctl" in cmdline
+    return procfs.live(pid) and b"launchctl" in procfs.read(pid, "cmdline")
 
 
 def dead_agents(store: Store, host: str, me: str) -> list[Row]:

@@ -22,23 +22,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from launchctl import procfs
 from launchctl.runners.base import Exit, Launch, RunnerError
 
 # After the run's process group is gone, how long its log copier may take to finish (a
 # process that left the group can hold the pipe open); then it is stopped.
 DRAIN_S = 10.0
 _CHUNK = 65536
-
-
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), to tell pids apart later."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses; fields follow the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[19] if len(fields) > 19 else None
 
 
 def start_masked_copy(
@@ -111,7 +101,7 @@ class ProcessHandle:
     ) -> None:
         self.proc = proc
         self.pid: int | None = proc.pid
-        self.pid_started = process_start_time(proc.pid)
+        self.pid_started = procfs.start_time(proc.pid)
         self._killer: threading.Timer | None = None
         self._copier = copier
         self._waiter = threading.Thread(target=self._wait, args=(on_exit,), daemon=True)
@@ -182,14 +172,9 @@ def wrap(command: Sequence[str], folder: Path, memory: int | None) -> list[str]:
 
 def _belongs_to(pid: int, run_id: str) -> bool:
     """Whether ``pid`` is alive and is this run's process (not a zombie, not a reused pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
+    if not procfs.live(pid):
         return False
-    if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-        return False
-    return f"LAUNCHCTL_RUN_ID={run_id}".encode() in environ.split(b"\0")
+    return f"LAUNCHCTL_RUN_ID={run_id}".encode() in procfs.read(pid, "environ").split(b"\0")
 
 
 def _recorded_exit(folder: Path) -> Exit | None:
@@ -235,7 +220,7 @@ class AdoptedProcess:
 
     def __init__(self, pid: int, run_id: str, folder: Path, on_exit: Callable[[], None]) -> None:
         self.pid: int | None = pid
-        self.pid_started = process_start_time(pid)
+        self.pid_started = procfs.start_time(pid)
         self._run_id = run_id
         self._folder = folder
         self._killer: threading.Timer | None = None

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from launchctl.store.db import Database, Row, dumps, loads
+from launchctl.store.runs import insert_event
 
 if TYPE_CHECKING:
     from launchctl.gpus.devices import Device
@@ -193,11 +194,7 @@ class GpuTable:
         message: str | None,
         at: float,
     ) -> None:
-        self.db.execute(
-            "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [run_id, at, from_state, to_state, agent_id, message],
-        )
+        insert_event(self.db, run_id, from_state, to_state, agent_id, message, at)
 
 
 def decode_devices(value: Any) -> list[int] | None:

@@ -334,8 +334,21 @@ class RunTable:
         message: str | None,
         at: float,
     ) -> None:
-        self.db.execute(
-            "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [run_id, at, from_state, to_state, agent_id, message],
-        )
+        insert_event(self.db, run_id, from_state, to_state, agent_id, message, at)
+
+
+def insert_event(
+    db: Database,
+    run_id: str,
+    from_state: str | None,
+    to_state: str,
+    agent_id: str | None,
+    message: str | None,
+    at: float,
+) -> None:
+    """One event row; callers write it in the transaction of the change it records."""
+    db.execute(
+        "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [run_id, at, from_state, to_state, agent_id, message],
+    )
