@@ -12,13 +12,11 @@ from typing import Any
 from launchctl import gpus, identity, jobs
 from launchctl.configfile import load_mapping
 from launchctl.errors import ConfigError, LaunchctlError, UsageError
+from launchctl.priority import DEFAULT_PRIORITY, PRIORITIES, PRIORITY_NAMES
 from launchctl.queues import check_resource, validate_resource_args
 from launchctl.resolve import resolve
 from launchctl.store import Row, Store
 
-PRIORITIES = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
-DEFAULT_PRIORITY = PRIORITIES["medium"]
 DEFAULT_RESOURCE = "local-process"
 # Keys a launch spec (-c) may hold, in W&B's names.
 SPEC_KEYS = frozenset(

@@ -48,7 +48,7 @@ def list_(
     if as_json:
         emit_json(rows)
         return
-    from launchctl.launch import PRIORITY_NAMES
+    from launchctl.priority import PRIORITY_NAMES
 
     table(
         (
