@@ -22,6 +22,10 @@ def _parse_yaml(text: str, where: str) -> Any:
     import yaml
 
     try:
+        # Aliases (*name) can expand a few hundred bytes into billions of nodes: refused.
+        for event in yaml.parse(text):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{where}: YAML aliases (*name) are not supported")
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -109,7 +113,9 @@ def load_mapping(value: str, what: str = "config") -> dict[str, Any]:
         raise ConfigError(f"{where} must be a JSON/YAML object, not {type(data).__name__}")
     _check_keys(data, where, "")
     try:
-        json.dumps(data, allow_nan=False)
+        json.dumps(data, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: holds text that is not valid UTF-8") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: holds a value JSON cannot store ({exc})") from None
     except RecursionError:

@@ -18,7 +18,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _DURATION = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_memory(value: Any, what: str = "memory") -> int:
+def _parse_memory(value: Any, what: str = "memory") -> int:
     """``512m``, ``4g``, ``4GiB`` or a number of bytes -> bytes."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
@@ -31,7 +31,7 @@ def parse_memory(value: Any, what: str = "memory") -> int:
     return size
 
 
-def parse_duration(value: Any, what: str = "max_run_time") -> float:
+def _parse_duration(value: Any, what: str = "max_run_time") -> float:
     """Seconds, or ``90s``, ``30m``, ``2h``, ``1d`` -> seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return float(value)
@@ -41,7 +41,7 @@ def parse_duration(value: Any, what: str = "max_run_time") -> float:
     return float(match.group(1)) * _DURATION[match.group(2)]
 
 
-def parse_cpus(value: Any) -> float:
+def _parse_cpus(value: Any) -> float:
     try:
         cpus = float(value)
     except (TypeError, ValueError):
@@ -144,3 +144,20 @@ def _size_text(size: int) -> str:
         if size >= _UNITS[unit] and size % _UNITS[unit] == 0:
             return f"{size // _UNITS[unit]}{unit}"
     return f"{size} bytes"
+
+
+def _guarded(parse: Any, what: str) -> Any:
+    """A parser that turns absurd numbers (too large for a float) into a clear refusal."""
+
+    def run(value: Any, *args: Any) -> Any:
+        try:
+            return parse(value, *args)
+        except (OverflowError, ValueError, TypeError):
+            raise ConfigError(f"{what} is not a usable number: {str(value)[:40]!r}") from None
+
+    return run
+
+
+parse_memory = _guarded(_parse_memory, "memory")
+parse_duration = _guarded(_parse_duration, "max_run_time")
+parse_cpus = _guarded(_parse_cpus, "cpus")

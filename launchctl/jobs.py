@@ -35,6 +35,8 @@ def parse_entrypoint(value: str | list[str] | None) -> list[str]:
         if not all(isinstance(v, str) for v in value):
             raise UsageError("entry point must be a string or a list of strings")
         return list(value)
+    if not isinstance(value, str):
+        raise UsageError("entry point must be a string or a list of strings")
     try:
         parts = shlex.split(value)
     except ValueError as exc:

@@ -135,6 +135,8 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
     docker = spec.get("docker") or {}
     if not isinstance(docker, dict):
         raise ConfigError("launch config (-c): docker must be an object")
+    if docker.get("docker_image") is not None and not isinstance(docker["docker_image"], str):
+        raise ConfigError("launch config (-c): docker.docker_image must be a string")
     simple = {
         "uri": req.uri, "job": req.job, "name": req.name, "project": req.project,
         "entity": req.entity, "resource": req.resource, "queue": req.queue,

@@ -43,7 +43,12 @@ def fields(config: Any) -> list[str]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float is no usable limit or value
+        return False
 
 
 def _typed(kind: str, value: Any, name: str) -> Any:

@@ -68,6 +68,13 @@ def main() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
+    for arg in sys.argv[1:]:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 reach Python as surrogates
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")[:60]
+            sys.stderr.write(f"launchctl: error: argument {shown!r} is not valid UTF-8\n")
+            sys.exit(2)
     try:
         app(prog_name="launchctl")
     except LaunchctlError as exc:

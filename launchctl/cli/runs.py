@@ -44,6 +44,7 @@ def list_(
             raise UsageError(f"unknown state {s!r}: choose from {', '.join(sorted(known))}")
     if limit < 0:
         raise UsageError("--limit must be 0 (all) or more")
+    limit = min(limit, 1 << 62)  # SQLite integers are 64-bit
     rows = open_store().runs.select(queue=queue, states=state, limit=limit or None)
     if as_json:
         emit_json(rows)
