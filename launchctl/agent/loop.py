@@ -306,6 +306,7 @@ class Agent:
                 continue
             del self.active[run_id]
             self._finish(run_id, result, active.stop_reason)
+            active.handle.release()
 
     def apply_cancels(self) -> None:
         if not self.active:

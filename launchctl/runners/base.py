@@ -76,6 +76,10 @@ class Handle(Protocol):
         """Ask the run to stop: SIGTERM-like now, forced after ``grace_s``."""
         ...
 
+    def release(self) -> None:
+        """The run's end is recorded: free what the runner kept for it (a container)."""
+        ...
+
 
 class Runner(Protocol):
     resource: str

@@ -253,9 +253,18 @@ class ContainerHandle:
             if self._exit is not None and self._exit.message:
                 self._exit.message = self._masker.mask_text(self._exit.message)
             self._logs.join(timeout=30)
-            self._remove()
+            # The container stays until its end is recorded (release): an agent killed
+            # in between leaves it for the next one to read the exit code from.
             self._done.set()
             on_exit()
+
+    def release(self) -> None:
+        """The run's end is recorded: remove the container (later, if the engine is away)."""
+        try:
+            self.container.remove(force=True)
+        except Exception as exc:
+            if "No such container" not in str(exc):
+                threading.Thread(target=self._remove, daemon=True).start()
 
     def _wait_for_exit(self) -> Exit:
         """The container's end, following it through engine restarts.
@@ -324,6 +333,26 @@ class ContainerHandle:
 
         self._stop_thread = threading.Thread(target=stop, daemon=True)
         self._stop_thread.start()
+
+
+class EndedContainer:
+    """A container that ended while no agent watched: its exit, and removal once recorded."""
+
+    def __init__(self, container: Any, result: Exit) -> None:
+        self.container = container
+        self.pid: int | None = None
+        self.pid_started: str | None = None
+        self._result = result
+
+    def poll(self) -> Exit | None:
+        return self._result
+
+    def stop(self, grace_s: float) -> None:
+        pass
+
+    def release(self) -> None:
+        with contextlib.suppress(Exception):
+            self.container.remove(force=True)
 
 
 class LocalContainerRunner:
@@ -405,7 +434,7 @@ class LocalContainerRunner:
         log_path: Path,
         on_exit: Callable[[], None],
         secrets: Sequence[str] = (),
-    ) -> ContainerHandle | Exit | None:
+    ) -> ContainerHandle | EndedContainer | None:
         """Find a lost agent's container by its label: follow it, or read how it ended."""
         from docker.errors import DockerException
 
@@ -428,9 +457,7 @@ class LocalContainerRunner:
         result = exit_of(container.attrs)
         if result.message:
             result.message = masker.mask_text(result.message)
-        with contextlib.suppress(DockerException):
-            container.remove(force=True)
-        return result
+        return EndedContainer(container, result)
 
 
 def _split(image: str) -> tuple[str, str]:

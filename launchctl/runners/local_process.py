@@ -128,6 +128,9 @@ class ProcessHandle:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
+    def release(self) -> None:
+        """Nothing to free: the pid and exit-code files stay with the run's log."""
+
     def poll(self) -> Exit | None:
         if self._waiter.is_alive():
             return None
@@ -235,6 +238,9 @@ class AdoptedProcess:
             self._killer.cancel()
         self._gone.set()
         on_exit()
+
+    def release(self) -> None:
+        """Nothing to free: the pid and exit-code files stay with the run's log."""
 
     def poll(self) -> Exit | None:
         if not self._gone.is_set():
