@@ -180,6 +180,11 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
 
 
 def _check_combination(spec: dict[str, Any]) -> None:
+    for key, flag in (("queue", "--queue (-q)"), ("job", "--job (-j)"), ("uri", "--uri (-u)"),
+                      ("name", "--name"), ("project", "--project (-p)"),
+                      ("entity", "--entity (-e)")):  # fmt: skip
+        if key in spec and isinstance(spec[key], str) and not spec[key].strip():
+            raise UsageError(f"{flag} needs a value; it was given an empty one")
     image = (spec.get("docker") or {}).get("docker_image")
     if spec.get("job") and image:
         raise UsageError("cannot use both --job (-j) and --docker-image (-d): pick one")

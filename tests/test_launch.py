@@ -191,3 +191,11 @@ def test_a_launch_cannot_refer_to_secrets_only_a_queue_can(home: Path) -> None:
     assert proc.returncode == 1
     assert "only a queue's config may refer to secrets" in proc.stderr
     assert table_counts(home) == before
+
+
+def test_an_empty_queue_name_is_refused_not_taken_as_a_direct_launch(home: Path) -> None:
+    cli("queue", "list", check=True)
+    before = table_counts(home)
+    proc = cli("launch", "-q", "", "-u", HELLO, "-E", "python train.py")
+    assert proc.returncode == 2 and "--queue (-q) needs a value" in proc.stderr
+    assert table_counts(home) == before
