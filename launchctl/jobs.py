@@ -217,8 +217,8 @@ def create_git_job(
 ) -> tuple[Row, bool]:
     if not entrypoint:
         raise UsageError("a git job needs an entry point: pass -E, e.g. -E 'python train.py'")
-    if commit is not None and not re.fullmatch(r"[0-9a-fA-F]{4,40}|[\w./-]+", commit):
-        raise UsageError(f"invalid git hash {commit!r}")
+    check_git_remote(remote, UsageError)
+    check_git_commit(commit, UsageError)
     base = remote.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
     return store.jobs.add_version(
         name=check_job_name(name) if name else _job_name(base),
@@ -230,6 +230,28 @@ def create_git_job(
         entrypoint=entrypoint,
         dockerfile=dockerfile,
     )
+
+
+def check_git_remote(remote: str, error: type[Exception]) -> str:
+    """A git URL that git could read as an option (``--upload-pack=...``) is refused."""
+    if not remote.strip():
+        raise error("a git job needs a repository URL")
+    if remote.startswith("-"):
+        raise error(f"invalid git URL {remote!r}: it starts with '-'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in remote):
+        raise error(f"invalid git URL {remote!r}: it holds control characters")
+    return remote
+
+
+def check_git_commit(commit: str | None, error: type[Exception]) -> str | None:
+    """A commit, tag or branch name; never one that git could read as an option."""
+    if commit is None:
+        return None
+    if commit.startswith("-"):
+        raise error(f"invalid git hash {commit!r}: it starts with '-'")
+    if not re.fullmatch(r"[0-9a-fA-F]{4,40}|[\w./-]+", commit):
+        raise error(f"invalid git hash {commit!r}")
+    return commit
 
 
 def check_job_name(name: str) -> str:

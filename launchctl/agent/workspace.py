@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from launchctl.jobs import extract_snapshot
+from launchctl.jobs import check_git_commit, check_git_remote, extract_snapshot
 from launchctl.runners import RunnerError
 from launchctl.store import Store
 
@@ -27,6 +27,11 @@ def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, d
     if "git" in source:
         return _clone(source["git"]["remote"], source["git"].get("commit"), dest)
     raise RunnerError(f"job {version['name']} has no code to run here", stage="agent")
+
+
+class _AgentRefusal(RunnerError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, stage="agent")
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -50,9 +55,13 @@ def _git(*args: str, cwd: Path | None = None) -> str:
 
 
 def _clone(remote: str, commit: str | None, dest: Path) -> str:
+    # Checked again here: a hand-edited row must not hand git an option (--upload-pack=...).
+    check_git_remote(remote, _AgentRefusal)
+    check_git_commit(commit, _AgentRefusal)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _git("clone", "--quiet", remote, str(dest))
+    _git("clone", "--quiet", "--", remote, str(dest))
     if commit:
-        _git("checkout", "--quiet", commit, cwd=dest)
+        # "--" after the commit: it is a revision, never a path (nor, checked above, an option).
+        _git("checkout", "--quiet", commit, "--", cwd=dest)
     head = _git("rev-parse", "HEAD", cwd=dest)
     return f"git clone of {remote} at {head}"
