@@ -111,3 +111,52 @@ def test_a_hand_edited_git_url_that_reads_as_an_option_fails_the_run_at_the_agen
     assert (run["state"], run["stage"]) == ("failed", "agent")
     assert "starts with '-'" in run["reason"]
     assert not marker.exists()
+
+
+# -- terminal escapes in printed records ---------------------------------------------------
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202eevil\x9b31m"
+RAW = ("\x1b", "\x07", "\u202e", "\x9b")
+
+
+def _no_raw_controls(text: str) -> None:
+    for char in RAW:
+        assert char not in text, f"raw {char!r} printed"
+
+
+def test_terminal_escapes_in_a_hand_edited_run_queue_or_job_are_printed_escaped(
+    tmp_path: Path, home: Path
+) -> None:
+    code = tmp_path / "code"
+    make_script(code, "train.py", "print('hi')\n")
+    cli("queue", "create", "q", "--description", "plain", check=True)
+    cli("job", "create", "code", str(code), "-E", "python train.py", "-n", "j", check=True)
+    run_id = cli("launch", "-q", "q", "-j", "j", check=True).stdout.strip()
+    conn = sqlite3.connect(home / "launchctl.db")
+    with conn:
+        conn.execute(
+            "UPDATE runs SET name = ?, reason = ?, stage = 'run', project = ? WHERE id = ?",
+            (HOSTILE, HOSTILE, HOSTILE, run_id),
+        )
+        conn.execute("UPDATE events SET message = ? WHERE run_id = ?", (HOSTILE, run_id))
+        conn.execute("UPDATE queues SET description = ? WHERE name = 'q'", (HOSTILE,))
+        conn.execute("UPDATE jobs SET project = ?, entity = ? WHERE name = 'j'", (HOSTILE, HOSTILE))
+        conn.execute("UPDATE job_versions SET entrypoint = ?", (json.dumps(["python", HOSTILE]),))
+    conn.close()
+
+    for args in (
+        ("runs", "list"),
+        ("runs", "show", run_id),
+        ("queue", "list"),
+        ("queue", "show", "q"),
+        ("job", "list"),
+        ("job", "show", "j"),
+    ):
+        proc = cli(*args, check=True)
+        _no_raw_controls(proc.stdout)
+        assert "\\x1b]0;pwned\\x07" in proc.stdout, (args, proc.stdout)
+        # --json stays valid JSON and keeps the text exactly as stored.
+        data = json.loads(cli(*args, "--json", check=True).stdout)
+        assert json.dumps(HOSTILE)[1:-1] in json.dumps(data), args
+    shown = cli_json("runs", "show", run_id)
+    assert shown["name"] == HOSTILE and shown["reason"] == HOSTILE

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from launchctl.cli.common import JSON_OPTION, open_store
-from launchctl.cli.output import emit_json, table, when
+from launchctl.cli.output import emit_json, line, table, when
 
 app = typer.Typer(
     help="Create and inspect jobs.\n\n\b\nExample:\n"
@@ -180,26 +180,26 @@ def show(
     import shlex
 
     aliases = ["latest"] if row["version"] == row["latest"] else []
-    print(
+    line(
         f"job:        {row['name']}:v{row['version']}"
         + (f" ({', '.join(aliases)})" if aliases else "")
     )
-    print(f"type:       {row['source_type']}")
-    print(f"project:    {row['project']}")
-    print(f"entity:     {row['entity']}")
-    print(f"entrypoint: {shlex.join(row['entrypoint']) or '-'}")
+    line(f"type:       {row['source_type']}")
+    line(f"project:    {row['project']}")
+    line(f"entity:     {row['entity']}")
+    line(f"entrypoint: {shlex.join(row['entrypoint']) or '-'}")
     source = row["source"]
     if "snapshot" in source:
-        print(
+        line(
             f"source:     {source['path']} (snapshot {source['snapshot'][:12]},"
             f" {source['files']} files)"
         )
     elif "git" in source:
-        print(f"source:     {source['git']['remote']} @ {source['git'].get('commit') or 'HEAD'}")
+        line(f"source:     {source['git']['remote']} @ {source['git'].get('commit') or 'HEAD'}")
     else:
-        print(f"source:     image {source['image']}")
+        line(f"source:     image {source['image']}")
     if row["dockerfile"]:
-        print(f"dockerfile: {row['dockerfile']}")
-    print(f"created:    {when(row['created_at'])}")
+        line(f"dockerfile: {row['dockerfile']}")
+    line(f"created:    {when(row['created_at'])}")
     listed = ", ".join("v" + str(v["version"]) for v in versions)
     print(f"versions:   {listed}")

@@ -8,7 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from launchctl.cli.common import JSON_OPTION, open_store
-from launchctl.cli.output import emit_json, table, when
+from launchctl.cli.output import emit_json, line, table, when
 
 app = typer.Typer(
     help="Create and manage queues.\n\n\b\nExample:\n"
@@ -110,15 +110,15 @@ def show(name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
         return
     import json
 
-    print(f"queue:       {row['name']}")
-    print(f"resource:    {row['resource']}")
-    print(f"entity:      {row['entity']}")
-    print(f"status:      {'paused' if row['paused'] else 'active'}")
-    print(f"description: {row['description'] or '-'}")
-    print(f"created:     {when(row['created_at'])}")
+    line(f"queue:       {row['name']}")
+    line(f"resource:    {row['resource']}")
+    line(f"entity:      {row['entity']}")
+    line(f"status:      {'paused' if row['paused'] else 'active'}")
+    line(f"description: {row['description'] or '-'}")
+    line(f"created:     {when(row['created_at'])}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "none"
-    print(f"runs:        {counts}")
-    print("config:")
+    line(f"runs:        {counts}")
+    line("config:")
     print(json.dumps(row["config"], indent=2, sort_keys=True))
 
 

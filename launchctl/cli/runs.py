@@ -8,7 +8,7 @@ import sys
 import typer
 
 from launchctl.cli.common import JSON_OPTION, open_store
-from launchctl.cli.output import ago, duration, emit_json, err, table, when
+from launchctl.cli.output import ago, duration, emit_json, err, line, table, when
 
 app = typer.Typer(
     help="List, inspect, cancel and rerun runs.\n\n\b\nExample:\n"
@@ -94,43 +94,43 @@ def show(
     import json
 
     entry = (run["spec"].get("overrides") or {}).get("entry_point")
-    print(f"run:        {run['id']} ({run['name']})")
-    print(f"state:      {run['state']}")
+    line(f"run:        {run['id']} ({run['name']})")
+    line(f"state:      {run['state']}")
     if run["stage"] or run["reason"]:
-        print(
+        line(
             f"reason:     {run['reason'] or '-'}"
             + (f" (stage {run['stage']})" if run["stage"] else "")
         )
-    print(f"exit code:  {run['exit_code'] if run['exit_code'] is not None else '-'}")
-    print(f"queue:      {run['queue_name'] or '(direct launch)'}")
-    print(f"job:        {run['spec'].get('job') or '-'}")
+    line(f"exit code:  {run['exit_code'] if run['exit_code'] is not None else '-'}")
+    line(f"queue:      {run['queue_name'] or '(direct launch)'}")
+    line(f"job:        {run['spec'].get('job') or '-'}")
     if entry:
-        print(f"entrypoint: {shlex.join(entry)}")
-    print(f"project:    {run['project']}  entity: {run['entity']}")
-    print(f"agent:      {run['agent_id'] or '-'}")
+        line(f"entrypoint: {shlex.join(entry)}")
+    line(f"project:    {run['project']}  entity: {run['entity']}")
+    line(f"agent:      {run['agent_id'] or '-'}")
     if run.get("devices") is not None:
-        print(f"gpus:       {','.join(str(i) for i in run['devices']) or 'none'}")
-    print(f"runtime:    {duration(run['started_at'], run['ended_at'])}")
+        line(f"gpus:       {','.join(str(i) for i in run['devices']) or 'none'}")
+    line(f"runtime:    {duration(run['started_at'], run['ended_at'])}")
     if run["rerun_of"]:
-        print(f"rerun of:   {run['rerun_of']}")
-    print(f"log:        {run['log_path']}")
+        line(f"rerun of:   {run['rerun_of']}")
+    line(f"log:        {run['log_path']}")
     if run["resume_count"] or run["retries"]:
-        print(f"requeued:   {run['resume_count']} after preemption, {run['retries']} retries")
+        line(f"requeued:   {run['resume_count']} after preemption, {run['retries']} retries")
     if len(tries) > 1:
-        print("attempts:")
+        line("attempts:")
         for t in tries:
             ended = t["outcome"] or "(in progress)"
             why = f"  {t['message']}" if t["message"] else ""
-            print(f"  #{t['attempt']}  {when(t['claimed_at'])}  {ended:<10}{why}")
-    print("events:")
+            line(f"  #{t['attempt']}  {when(t['claimed_at'])}  {ended:<10}{why}")
+    line("events:")
     for ev in events:
         frm = ev["from_state"] or "-"
         msg = f"  {ev['message']}" if ev["message"] else ""
         if frm == ev["to_state"]:  # a note: a warning or a takeover, no state change
-            print(f"  {when(ev['at'])}  {'note':>22}{msg}")
+            line(f"  {when(ev['at'])}  {'note':>22}{msg}")
             continue
-        print(f"  {when(ev['at'])}  {frm:>9} -> {ev['to_state']:<9}{msg}")
-    print("spec:")
+        line(f"  {when(ev['at'])}  {frm:>9} -> {ev['to_state']:<9}{msg}")
+    line("spec:")
     print(json.dumps(run["spec"], indent=2, sort_keys=True))
 
 
