@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -18,15 +19,53 @@ def _plain(exc: ValueError) -> str:
     return str(exc).split(";")[0]
 
 
+# How deep a config may nest (mappings and sequences, block or flow). Checked while the
+# YAML is read, before the cost grows: PyYAML's scanner slows down with each level, so a
+# file of 100,000 "[" took minutes before it failed.
+MAX_DEPTH = 100
+
+
+class _Refused(Exception):
+    def __init__(self, problem: str, line: int, column: int) -> None:
+        super().__init__(problem)
+        self.problem = f"{problem} at line {line + 1}, column {column + 1}"
+
+
+@functools.cache
+def _guarded_loader() -> Any:
+    """A SafeLoader that stops at ``MAX_DEPTH`` levels and at the first alias."""
+    import yaml
+
+    class GuardedLoader(yaml.SafeLoader):
+        def _check_depth(self) -> None:
+            if len(self.indents) + self.flow_level > MAX_DEPTH:
+                raise _Refused(
+                    f"nested too deeply (over {MAX_DEPTH} levels)", self.line, self.column
+                )
+
+        def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+            super().fetch_flow_collection_start(TokenClass)
+            self._check_depth()
+
+        def add_indent(self, column: int) -> bool:
+            added: bool = super().add_indent(column)
+            self._check_depth()
+            return added
+
+        def fetch_alias(self) -> None:
+            # Aliases (*name) can expand a few hundred bytes into billions of nodes.
+            raise _Refused("YAML aliases (*name) are not supported", self.line, self.column)
+
+    return GuardedLoader
+
+
 def _parse_yaml(text: str, where: str) -> Any:
     import yaml
 
     try:
-        # Aliases (*name) can expand a few hundred bytes into billions of nodes: refused.
-        for event in yaml.parse(text):
-            if isinstance(event, yaml.AliasEvent):
-                raise ConfigError(f"{where}: YAML aliases (*name) are not supported")
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_guarded_loader())
+    except _Refused as exc:
+        raise ConfigError(f"{where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

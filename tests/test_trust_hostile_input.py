@@ -160,3 +160,31 @@ def test_terminal_escapes_in_a_hand_edited_run_queue_or_job_are_printed_escaped(
         assert json.dumps(HOSTILE)[1:-1] in json.dumps(data), args
     shown = cli_json("runs", "show", run_id)
     assert shown["name"] == HOSTILE and shown["reason"] == HOSTILE
+
+
+# -- YAML that costs minutes to parse ----------------------------------------------------
+
+
+def test_deeply_nested_yaml_is_refused_at_once_and_nothing_is_written(
+    tmp_path: Path, home: Path
+) -> None:
+    cli("queue", "list", check=True)
+    before = table_counts(home)
+    cases = {
+        "sequences.yaml": "[" * 200_000,
+        "mappings.yaml": "{" * 200_000,
+        "mixed.yaml": "a: " + "[{x: " * 40_000,
+        "closed.yaml": "[" * 100_000 + "]" * 100_000,
+        "indented.yaml": "".join(" " * i + "a:\n" for i in range(600)),
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        # The subprocess timeout is the guard: before the fix these took minutes.
+        proc = cli("queue", "create", name.split(".")[0], "--config", str(path), timeout=10)
+        _one_line_refusal(proc, "nested too deeply")
+    assert table_counts(home) == before
+    # A config nested a little is still fine.
+    nested = tmp_path / "ok.yaml"
+    nested.write_text("resource_args: {local-process: {env: {A: '[[[[{{{{'}}}\n")
+    cli("queue", "create", "ok", "--config", str(nested), check=True)
