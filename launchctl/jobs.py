@@ -9,11 +9,12 @@ import re
 import shlex
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from launchctl import identity, paths
-from launchctl.errors import LaunchctlError, UsageError
+from launchctl.errors import LaunchctlError, NotFound, UsageError
 from launchctl.store import Row, Store, dumps
 
 SOURCE_TYPES = ("code", "image", "git")
@@ -44,12 +45,137 @@ def parse_entrypoint(value: str | list[str] | None) -> list[str]:
     return parts
 
 
-def parse_job_ref(ref: str) -> tuple[str, str]:
-    """``name[:alias]`` -> (name, alias); the alias defaults to ``latest``."""
-    name, _, alias = ref.partition(":")
-    if not name:
-        raise UsageError(f"invalid job {ref!r}: expected NAME or NAME:ALIAS")
-    return name, alias or "latest"
+class JobRef(NamedTuple):
+    entity: str | None
+    project: str | None
+    name: str
+    alias: str
+
+
+def parse_job_ref(ref: str) -> JobRef:
+    """W&B's job references: ``NAME``, ``ENTITY/NAME`` or ``ENTITY/PROJECT/NAME``, each
+    with an optional ``:ALIAS`` (``latest``, the default, or ``vN``)."""
+    head, slash, last = ref.rpartition("/")
+    name, _, alias = last.partition(":")
+    scope = head.split("/") if slash else []
+    if not name or len(scope) > 2 or not all(scope):
+        raise UsageError(
+            f"invalid job {ref!r}: expected NAME, ENTITY/NAME or ENTITY/PROJECT/NAME,"
+            " each with an optional :ALIAS"
+        )
+    entity = scope[0] if scope else None
+    project = scope[1] if len(scope) == 2 else None
+    return JobRef(entity, project, name, alias or "latest")
+
+
+def version_ref(version: Row) -> str:
+    """The reference that names one job version wherever it is used: ``ENTITY/NAME:vN``."""
+    return f"{version['entity']}/{version['name']}:v{version['version']}"
+
+
+def find_version(
+    store: Store, ref: str, *, entity: str | None = None, prefer: str | None = None
+) -> Row:
+    """The job version ``ref`` names.
+
+    A bare NAME is looked up in ``entity`` when one is given (and nowhere else); else in
+    ``prefer`` when that entity has a job of that name; else it must be the only job of
+    that name in the store.
+    """
+    parsed = parse_job_ref(ref)
+    scope = parsed.entity or entity
+    if scope is None and prefer is not None and prefer in store.jobs.entities_with(parsed.name):
+        scope = prefer
+    row = store.jobs.version(parsed.name, parsed.alias, entity=scope)
+    if parsed.project is not None and row["project"] != parsed.project:
+        raise NotFound(
+            f"job '{row['entity']}/{row['name']}' is in project '{row['project']}',"
+            f" not '{parsed.project}'"
+        )
+    return row
+
+
+def check_author(
+    store: Store,
+    author: str | None,
+    *,
+    job: str,
+    job_entity: str | None,
+    run_entity: str | None,
+    queue: Row | None,
+) -> None:
+    """Refuse a job version whose author is not a member of every entity the run acts for.
+
+    Those are the job's own entity, the queue's entity (its config and secrets reach the
+    run) and the run's entity (``-e``) when that names an entity of this store. Checked
+    at launch and again by the agent when it claims the run, so a version row written by
+    hand, or by someone who has since left the entity, does not run. A version with no
+    recorded author (made before authors were recorded) is refused until a member of its
+    entity publishes the same content again.
+    """
+    from launchctl.teams import PermissionDenied
+
+    if author is None:
+        raise PermissionDenied(
+            f"job {job} has no recorded author (it was made before launchctl recorded"
+            f" authors); a member of entity '{job_entity}' vouches for it by creating it"
+            " again from the same source (`launchctl job create ...`)"
+        )
+    entities = [job_entity] if job_entity is not None else []
+    if queue is not None:
+        entities.append(str(queue["entity"]))
+    if run_entity and store.teams.exists(run_entity):
+        entities.append(run_entity)
+    for entity in dict.fromkeys(entities):
+        if store.teams.role(entity, author) is None:
+            raise PermissionDenied(
+                f"job {job} was written by '{author}', who is not a member of entity"
+                f" '{entity}': a run uses only job versions written by members of its"
+                " entities"
+            )
+
+
+def check_version_author(
+    store: Store, version: Row, *, run_entity: str | None, queue: Row | None
+) -> None:
+    """``check_author`` for a stored job version."""
+    check_author(
+        store,
+        version.get("author"),
+        job=version_ref(version),
+        job_entity=str(version["entity"]),
+        run_entity=run_entity,
+        queue=queue,
+    )
+
+
+def _owner(store: Store, entity: str | None) -> str:
+    """The entity a job goes to: the one named, else the user's own (made if missing)."""
+    from launchctl import teams
+
+    if not entity or entity == identity.current_user():
+        return teams.ensure_personal(store)
+    return entity
+
+
+def _members_only(store: Store, entity: str, user: str) -> Callable[[Row | None], object]:
+    """Only members of ``entity`` create its jobs and add versions to them."""
+    from launchctl import teams
+
+    def authorize(job: Row | None) -> object:
+        action = "create jobs in" if job is None else "add versions to the jobs of"
+        return teams.require_member(store, entity, user, action=action)
+
+    return authorize
+
+
+def _add_version(store: Store, *, entity: str | None, **fields: Any) -> tuple[Row, bool]:
+    """Record a version written by the current user, in ``entity`` (default: their own)."""
+    owner = _owner(store, entity)
+    user = identity.current_user()
+    return store.jobs.add_version(
+        entity=owner, author=user, authorize=_members_only(store, owner, user), **fields
+    )
 
 
 def _job_name(text: str) -> str:
@@ -167,11 +293,12 @@ def create_code_job(
     if dockerfile and dockerfile not in names:
         raise LaunchctlError(f"dockerfile {dockerfile} not found in {root}")
     job_name = check_job_name(name) if name else _job_name(root.name)
-    return store.jobs.add_version(
+    return _add_version(
+        store,
         name=job_name,
         snapshot=(digest, data, count),
         source_type="code",
-        entity=entity or identity.default_entity(),
+        entity=entity,
         project=project or DEFAULT_PROJECT,
         digest=_version_key("code", digest, entrypoint, dockerfile),
         source={"snapshot": digest, "path": str(root), "files": count},
@@ -192,10 +319,11 @@ def create_image_job(
     if not image or any(c.isspace() for c in image):
         raise UsageError(f"invalid image name {image!r}")
     default = _job_name(image.rsplit("/", 1)[-1].replace(":", "_"))
-    return store.jobs.add_version(
+    return _add_version(
+        store,
         name=check_job_name(name) if name else default,
         source_type="image",
-        entity=entity or identity.default_entity(),
+        entity=entity,
         project=project or DEFAULT_PROJECT,
         digest=_version_key("image", image, entrypoint),
         source={"image": image},
@@ -220,10 +348,11 @@ def create_git_job(
     check_git_remote(remote, UsageError)
     check_git_commit(commit, UsageError)
     base = remote.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-    return store.jobs.add_version(
+    return _add_version(
+        store,
         name=check_job_name(name) if name else _job_name(base),
         source_type="git",
-        entity=entity or identity.default_entity(),
+        entity=entity,
         project=project or DEFAULT_PROJECT,
         digest=_version_key("git", remote, commit, entrypoint, dockerfile),
         source={"git": {"remote": remote, "commit": commit}},

@@ -205,18 +205,32 @@ def _names_image(store: Store, spec: dict[str, Any]) -> bool:
     if (spec.get("docker") or {}).get("docker_image"):
         return True
     if spec.get("job") and not spec.get("uri"):
-        name, alias = jobs.parse_job_ref(spec["job"])
-        return bool(store.jobs.version(name, alias)["source_type"] == "image")
+        return bool(_find_job(store, spec, None)["source_type"] == "image")
     return False
 
 
-def _resolve_job(store: Store, spec: dict[str, Any]) -> Row | None:
-    """Find or create the job version the spec names (None for a bare image)."""
+def _find_job(store: Store, spec: dict[str, Any], queue: Row | None) -> Row:
+    """The version ``-j`` names. A bare NAME is a job of the run's entity: ``-e``, else
+    the queue's entity, else the launcher's own; ``ENTITY/NAME`` names another."""
+    entity = spec.get("entity") or (queue["entity"] if queue else identity.default_entity())
+    return jobs.find_version(store, spec["job"], entity=str(entity))
+
+
+def _resolve_job(store: Store, spec: dict[str, Any], queue: Row | None) -> Row | None:
+    """Find or create the job version the spec names (None for a bare image).
+
+    ``-u`` snapshots the launcher's code as a job of their own entity (``-e`` names the
+    run's entity, not the job's), after checking that they may run in the run's entities.
+    """
     overrides = spec["overrides"]
     if spec.get("uri"):
         uri = spec["uri"]
         entry = overrides["entry_point"]
-        common = {"project": spec.get("project"), "entity": spec.get("entity")}
+        jobs.check_author(
+            store, identity.current_user(), job=f"from {uri}", job_entity=None,
+            run_entity=spec.get("entity"), queue=queue,
+        )  # fmt: skip
+        common = {"project": spec.get("project"), "entity": None}
         if jobs.is_git_uri(uri):
             commit = (
                 (spec.get("git") or {}).get("commit") if isinstance(spec.get("git"), dict) else None
@@ -228,8 +242,7 @@ def _resolve_job(store: Store, spec: dict[str, Any]) -> Row | None:
             )
         return version
     if spec.get("job"):
-        name, alias = jobs.parse_job_ref(spec["job"])
-        return store.jobs.version(name, alias)
+        return _find_job(store, spec, queue)
     return None
 
 
@@ -282,7 +295,7 @@ def submit(
     if given:
         spec["template_variables"] = {name: resolved.values[name] for name in given}
     image = (spec.get("docker") or {}).get("docker_image")
-    version = _resolve_job(store, spec)
+    version = _resolve_job(store, spec, queue)
     runs_image = image or (version is not None and version["source_type"] == "image")
     if resource == "local-process" and runs_image:
         where = f"queue '{queue['name']}'" if queue else "a direct launch"
@@ -294,10 +307,12 @@ def submit(
     if resource == "local-process" and not entry:
         raise UsageError("nothing to run: the job has no entry point; pass -E")
     if version is not None:
-        spec["job"] = f"{version['name']}:v{version['version']}"
+        spec["job"] = jobs.version_ref(version)
         spec.pop("uri", None)
     project = spec.get("project") or (version["project"] if version else jobs.DEFAULT_PROJECT)
     entity = spec.get("entity") or (version["entity"] if version else identity.default_entity())
+    if version is not None:  # its author must be one of the run's entities
+        jobs.check_version_author(store, version, run_entity=entity, queue=queue)
     run_id = new_run_id()
     base = version["name"] if version else (image or "run").rsplit("/", 1)[-1].split(":")[0]
     name = spec.get("name") or f"{base}-{run_id[:4]}"
@@ -343,6 +358,9 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
 
     teams.require_member(store, queue["entity"])
     spec["author"] = identity.current_user()
+    if old["job_version_id"] is not None:  # the same rule as at launch, for the new queue
+        version = store.jobs.version_by_id(old["job_version_id"])
+        jobs.check_version_author(store, version, run_entity=old["entity"], queue=queue)
     if queue["resource"] != old["resource"]:
         raise LaunchctlError(
             f"run {old['id']} ran on {old['resource']}, but queue '{queue['name']}' runs"

@@ -937,12 +937,12 @@ def test_launch_bad_input_gets_one_line_and_no_write(
 def _job_created(seed: Seed, name: str | None) -> Callable[[Result], None]:
     def verify(result: Result) -> None:
         match = re.fullmatch(
-            r"(?:created|unchanged, reusing) job (\S+):v(\d+) \(code\)\n", result.out
+            r"(?:created|unchanged, reusing) job (\S+)/([^/\s]+):v(\d+) \(code\)\n", result.out
         )
         assert match, f"unexpected output:\n{result}"
         store = seed.store()
         try:
-            row = store.jobs.version(match.group(1), f"v{match.group(2)}")
+            row = store.jobs.version(match.group(2), f"v{match.group(3)}", entity=match.group(1))
         finally:
             store.close()
         assert row["source_type"] == "code", str(result)

@@ -115,7 +115,7 @@ def test_queued_launch_prints_the_run_id_and_json_prints_the_record() -> None:
     assert "no agent is serving queue default" in proc.stderr
     record = cli_json("launch", "-q", "default", "-j", "hello", "-P", "low")
     assert record["state"] == "queued" and record["priority"] == 3
-    assert record["spec"]["job"] == "hello:v0"
+    assert record["spec"]["job"] == f"{record['entity']}/hello:v0"  # ENTITY/NAME:vN
     first = cli_json("runs", "show", run_id)
     assert first["priority"] == 1 and first["queue_name"] == "default"
 

@@ -28,7 +28,9 @@ def team() -> None:
     cli("team", "add", "vision", "bob", env=ADMIN, check=True)
     cli("queue", "create", "vision-gpu", "--entity", "vision", "--config", json.dumps(CONFIG),
         env=ADMIN, check=True)  # fmt: skip
-    cli("job", "create", "code", HELLO, "-E", "python train.py", check=True)
+    # The team's job: launches into its queue use the jobs of its entity, written by members.
+    cli("job", "create", "code", HELLO, "-E", "python train.py", "-e", "vision", env=ADMIN,
+        check=True)  # fmt: skip
 
 
 def test_a_member_launches_within_the_limits(team: None) -> None:

@@ -187,6 +187,12 @@ class Starter:
                 from launchctl import teams
 
                 teams.check_launch(self.store, queue, run["spec"], run["spec"].get("author"))
+            if version is not None:  # written by a member of the run's entities, now
+                from launchctl import jobs
+
+                jobs.check_version_author(
+                    self.store, version, run_entity=run["entity"], queue=queue
+                )
             resolved = resolve(queue, run["spec"], run["resource"])
             gpus.check_given(run, resolved.limits.gpus)
         except LaunchctlError as exc:

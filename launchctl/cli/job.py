@@ -34,8 +34,10 @@ def _report(row: dict[str, Any], created: bool, as_json: bool) -> None:
     if as_json:
         emit_json(dict(row, created=created))
         return
+    from launchctl.jobs import version_ref
+
     what = "created" if created else "unchanged, reusing"
-    print(f"{what} job {row['name']}:v{row['version']} ({row['source_type']})")
+    line(f"{what} job {version_ref(row)} ({row['source_type']})")
 
 
 @create_app.command("code")
@@ -159,31 +161,35 @@ def list_(as_json: bool = JSON_OPTION) -> None:
 
 @app.command("show")
 def show(
-    ref: str = typer.Argument(..., help="NAME or NAME:ALIAS (latest, v0, v1, ...)."),
+    ref: str = typer.Argument(
+        ...,
+        help="[ENTITY/]NAME[:ALIAS] (latest, v0, v1, ...); a bare NAME is yours, else the"
+        " only job of that name.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show a job version and the list of its versions.
+    """Show a job version and the list of its versions, each with its author.
 
     \b
     Example:
-      launchctl job show hello:v0
+      launchctl job show vision/hello:v0
     """
-    from launchctl import jobs
+    from launchctl import identity, jobs
 
     store = open_store()
-    name, alias = jobs.parse_job_ref(ref)
-    row = store.jobs.version(name, alias)
-    versions = store.jobs.versions(name)
+    row = jobs.find_version(store, ref, prefer=identity.current_user())
+    versions = store.jobs.versions(row["job_id"])
     if as_json:
-        emit_json(dict(row, versions=[f"v{v['version']}" for v in versions]))
+        history = [
+            {"version": f"v{v['version']}", "author": v["author"], "created_at": v["created_at"]}
+            for v in versions
+        ]
+        emit_json(dict(row, versions=[h["version"] for h in history], history=history))
         return
     import shlex
 
     aliases = ["latest"] if row["version"] == row["latest"] else []
-    line(
-        f"job:        {row['name']}:v{row['version']}"
-        + (f" ({', '.join(aliases)})" if aliases else "")
-    )
+    line(f"job:        {jobs.version_ref(row)}" + (f" ({', '.join(aliases)})" if aliases else ""))
     line(f"type:       {row['source_type']}")
     line(f"project:    {row['project']}")
     line(f"entity:     {row['entity']}")
@@ -200,6 +206,12 @@ def show(
         line(f"source:     image {source['image']}")
     if row["dockerfile"]:
         line(f"dockerfile: {row['dockerfile']}")
+    line(f"author:     {_author(row['author'])}")
     line(f"created:    {when(row['created_at'])}")
-    listed = ", ".join("v" + str(v["version"]) for v in versions)
-    print(f"versions:   {listed}")
+    line("versions:")
+    for v in versions:
+        line(f"  v{v['version']:<4} {when(v['created_at'])}  by {_author(v['author'])}")
+
+
+def _author(author: str | None) -> str:
+    return author if author is not None else "unknown (made before authors were recorded)"

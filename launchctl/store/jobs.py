@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 from launchctl.errors import LaunchctlError, NotFound
@@ -38,14 +39,25 @@ class JobTable:
         source: dict[str, Any],
         entrypoint: list[str],
         dockerfile: str | None,
+        author: str,
+        authorize: Callable[[Row | None], object] | None = None,
         snapshot: tuple[str, bytes, int] | None = None,
     ) -> tuple[Row, bool]:
-        """Record a job version; the same digest gives back the existing version.
+        """Record a version of job ``entity/name`` written by ``author``; the same digest
+        gives back the existing version.
+
+        ``authorize(job)`` runs inside the write transaction, before anything is written,
+        with the job's row (None when the job is new): a permission checked is a permission
+        still held when the version commits. An existing version with no recorded author
+        (made before authors were recorded) takes ``author``, who vouches for its content.
 
         Returns the version row (with the job's fields) and whether it is new.
         """
         now = time.time()
         with self.db.write():
+            job = self.db.one("SELECT * FROM jobs WHERE entity = ? AND name = ?", [entity, name])
+            if authorize is not None:
+                authorize(job)
             if snapshot is not None:  # the code, in the same transaction as its version
                 digest_, data, files = snapshot
                 self.db.execute(
@@ -53,7 +65,6 @@ class JobTable:
                     " VALUES (?, ?, ?, ?, ?)",
                     [digest_, files, len(data), data, now],
                 )
-            job = self.db.one("SELECT * FROM jobs WHERE name = ?", [name])
             if job is None:
                 cur = self.db.execute(
                     "INSERT INTO jobs (name, source_type, entity, project, created_at)"
@@ -64,17 +75,22 @@ class JobTable:
             else:
                 if job["source_type"] != source_type:
                     raise LaunchctlError(
-                        f"job '{name}' is a {job['source_type']} job; pick another name"
-                        f" (-n) for this {source_type} job"
+                        f"job '{entity}/{name}' is a {job['source_type']} job; pick another"
+                        f" name (-n) for this {source_type} job"
                     )
                 job_id = job["id"]
             existing = self.db.one(
-                "SELECT version FROM job_versions WHERE job_id = ? AND digest = ?",
+                "SELECT id, version, author FROM job_versions WHERE job_id = ? AND digest = ?",
                 [job_id, digest],
             )
             if existing is not None:
                 created = False
                 version = existing["version"]
+                if existing["author"] is None:
+                    self.db.execute(
+                        "UPDATE job_versions SET author = ? WHERE id = ? AND author IS NULL",
+                        [author, existing["id"]],
+                    )
             else:
                 nxt = self.db.one(
                     "SELECT COALESCE(MAX(version) + 1, 0) AS v FROM job_versions WHERE job_id = ?",
@@ -84,7 +100,7 @@ class JobTable:
                 try:
                     self.db.execute(
                         "INSERT INTO job_versions (job_id, version, digest, source, entrypoint,"
-                        " dockerfile, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        " dockerfile, author, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             job_id,
                             version,
@@ -92,13 +108,14 @@ class JobTable:
                             dumps(source),
                             dumps(entrypoint),
                             dockerfile,
+                            author,
                             now,
                         ],
                     )
                 except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
                     raise LaunchctlError(f"could not record job '{name}': {exc}") from None
                 created = True
-        return self.version(name, f"v{version}"), created
+        return self.version(name, f"v{version}", entity=entity), created
 
     _VERSION_SELECT = (
         "SELECT v.*, j.name, j.source_type, j.entity, j.project,"
@@ -106,20 +123,51 @@ class JobTable:
         " FROM job_versions v JOIN jobs j ON j.id = v.job_id"
     )
 
-    def version(self, name: str, alias: str = "latest") -> Row:
-        """A job version by alias: ``latest`` or ``vN``."""
-        job = self.db.one("SELECT id FROM jobs WHERE name = ?", [name])
-        if job is None:
+    def entities_with(self, name: str) -> list[str]:
+        """The entities that have a job called ``name``, by name."""
+        rows = self.db.all("SELECT entity FROM jobs WHERE name = ? ORDER BY entity", [name])
+        return [str(r["entity"]) for r in rows]
+
+    def _job_id(self, name: str, entity: str | None) -> int:
+        if entity is not None:
+            job = self.db.one("SELECT id FROM jobs WHERE entity = ? AND name = ?", [entity, name])
+            if job is not None:
+                return int(job["id"])
+            others = self.entities_with(name)
+            hint = (
+                f" (a job of that name is in: {', '.join(others)}; name one as ENTITY/NAME,"
+                f" e.g. {others[0]}/{name})"
+                if others
+                else " (see `launchctl job list`)"
+            )
+            raise NotFound(f"job '{name}' does not exist in entity '{entity}'{hint}")
+        found = self.entities_with(name)
+        if not found:
             raise NotFound(f"job '{name}' does not exist (see `launchctl job list`)")
+        if len(found) > 1:
+            raise LaunchctlError(
+                f"job name '{name}' is used in several entities ({', '.join(found)}):"
+                f" name one as ENTITY/NAME, e.g. {found[0]}/{name}"
+            )
+        return self._job_id(name, found[0])
+
+    def version(self, name: str, alias: str = "latest", *, entity: str | None = None) -> Row:
+        """A version of job ``entity/name`` by alias: ``latest`` or ``vN``.
+
+        Without ``entity``, the one job of that name in the store (refused when several
+        entities have one).
+        """
+        job_id = self._job_id(name, entity)
         if alias == "latest":
-            where, params = "j.id = ? ORDER BY v.version DESC LIMIT 1", [job["id"]]
+            where, params = "j.id = ? ORDER BY v.version DESC LIMIT 1", [job_id]
         elif alias.startswith("v") and alias[1:].isdigit():
-            where, params = "j.id = ? AND v.version = ?", [job["id"], int(alias[1:])]
+            where, params = "j.id = ? AND v.version = ?", [job_id, int(alias[1:])]
         else:
             raise LaunchctlError(f"unknown alias '{alias}' for job '{name}': use latest or vN")
         row = _decode_version(self.db.one(f"{self._VERSION_SELECT} WHERE {where}", params))
         if row is None:
-            raise NotFound(f"job '{name}' has no version {alias}")
+            where_ = f" in entity '{entity}'" if entity is not None else ""
+            raise NotFound(f"job '{name}' has no version {alias}{where_}")
         return row
 
     def version_by_id(self, version_id: int) -> Row:
@@ -128,13 +176,14 @@ class JobTable:
             raise NotFound(f"job version {version_id} does not exist")
         return row
 
-    def versions(self, name: str) -> list[Row]:
-        rows = self.db.all(f"{self._VERSION_SELECT} WHERE j.name = ? ORDER BY v.version", [name])
+    def versions(self, job_id: int) -> list[Row]:
+        """Every version of one job (by the job's id), oldest first."""
+        rows = self.db.all(f"{self._VERSION_SELECT} WHERE j.id = ? ORDER BY v.version", [job_id])
         return [r for r in (_decode_version(row) for row in rows) if r is not None]
 
     def all(self) -> list[Row]:
         return self.db.all(
             "SELECT j.*, MAX(v.version) AS latest, COUNT(v.id) AS versions"
             " FROM jobs j LEFT JOIN job_versions v ON v.job_id = j.id"
-            " GROUP BY j.id ORDER BY j.name"
+            " GROUP BY j.id ORDER BY j.name, j.entity"
         )

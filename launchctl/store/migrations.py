@@ -19,8 +19,23 @@ SET_NAME = "launchctl"
 _STEPS: list[Callable[[Database], None]] = []
 
 
+# Steps that run their own transaction (see ``own_transaction``).
+_OWN_TRANSACTION: set[str] = set()
+
+
 def step(fn: Callable[[Database], None]) -> Callable[[Database], None]:
     _STEPS.append(fn)
+    return fn
+
+
+def own_transaction(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    """Mark a step that opens and commits its own transaction (under ``@step``).
+
+    SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, and a table rebuild
+    needs them off. sqlite-utils records such a step after it commits, so it must be
+    safe to run again: it checks first whether its work is already done.
+    """
+    _OWN_TRANSACTION.add(fn.__name__)
     return fn
 
 
@@ -222,6 +237,61 @@ def m005_recovery(db: Database) -> None:
     db.execute("CREATE INDEX runs_claim ON runs (queue_id, state, priority, enqueued_at, seq)")
 
 
+@step
+@own_transaction
+def m006_job_entities(db: Database) -> None:
+    """Jobs belong to an entity: a job's name is unique within its entity, not across the
+    store (``UNIQUE (entity, name)`` instead of ``UNIQUE (name)``), and every version
+    records its author, the user who wrote it.
+
+    Versions made before this step keep ``author`` NULL: nobody recorded who wrote them,
+    and the store cannot tell a team's own version from one an outsider added, so they are
+    not trusted until a member of the job's entity publishes the same content again.
+
+    ``jobs`` is rebuilt by SQLite's documented procedure (foreign keys off, else dropping
+    the old table would cascade to every version; one transaction; ids kept, so versions
+    and runs still point at the same jobs; ``foreign_key_check`` before the commit).
+    """
+    conn = db.conn
+    if any(row[1] == "author" for row in conn.execute("PRAGMA table_info(job_versions)")):
+        return  # done by a process that stopped before sqlite-utils recorded it
+    if conn.in_transaction:
+        raise RuntimeError("m006_job_entities must run outside a transaction")
+    fk_was_on = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        if conn.execute("PRAGMA foreign_keys").fetchone()[0]:
+            raise RuntimeError("m006_job_entities could not turn foreign keys off")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in (
+                "CREATE TABLE jobs_m006 ("
+                " id INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL,"
+                " source_type TEXT NOT NULL CHECK (source_type IN ('code', 'image', 'git')),"
+                " entity TEXT NOT NULL,"
+                " project TEXT NOT NULL,"
+                " created_at REAL NOT NULL,"
+                " UNIQUE (entity, name))",
+                "INSERT INTO jobs_m006 (id, name, source_type, entity, project, created_at)"
+                " SELECT id, name, source_type, entity, project, created_at FROM jobs",
+                "DROP TABLE jobs",
+                "ALTER TABLE jobs_m006 RENAME TO jobs",
+                "ALTER TABLE job_versions ADD COLUMN author TEXT",
+            ):
+                conn.execute(statement)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"m006_job_entities broke foreign keys: {broken[:3]}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if fk_was_on else 'OFF'}")
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 
@@ -233,6 +303,6 @@ def __getattr__(name: str) -> Any:
 
     built: Migrations = Migrations(SET_NAME)
     for fn in _STEPS:
-        built()(fn)
+        built(transactional=fn.__name__ not in _OWN_TRANSACTION)(fn)
     globals()["migrations"] = built
     return built
