@@ -9,7 +9,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from launchctl import gpus, identity, jobs
+from launchctl import gpus, identity, jobs, names
 from launchctl.configfile import load_mapping
 from launchctl.errors import ConfigError, LaunchctlError, UsageError
 from launchctl.priority import DEFAULT_PRIORITY, PRIORITIES, PRIORITY_NAMES
@@ -200,6 +200,14 @@ def _check_combination(spec: dict[str, Any]) -> None:
         raise UsageError("nothing to launch: pass --uri (-u), --job (-j) or --docker-image (-d)")
 
 
+def _default_name(base: str, run_id: str) -> str:
+    """``JOB-abcd`` (or ``IMAGE-abcd``); ``run-abcd`` where that would not be a valid name."""
+    try:
+        return names.check_run_name(f"{base}-{run_id[:4]}")
+    except names.InvalidName:
+        return f"run-{run_id[:4]}"
+
+
 def _names_image(store: Store, spec: dict[str, Any]) -> bool:
     """Whether the spec runs a prebuilt image: ``-d`` or an image job."""
     if (spec.get("docker") or {}).get("docker_image"):
@@ -270,6 +278,7 @@ def submit(
     spec = copy.deepcopy(spec)
     if not spec.get("queue") and claim_for is None:
         raise UsageError("a direct launch (no --queue) needs an agent to claim it")
+    names.check_run_names(spec)  # before anything is written: a code dir's job is written
     queue = store.queues.get(spec["queue"]) if spec.get("queue") else None
     priority = parse_priority(spec.get("priority"))
     if queue is not None:
@@ -315,8 +324,9 @@ def submit(
         jobs.check_version_author(store, version, run_entity=entity, queue=queue)
     run_id = new_run_id()
     base = version["name"] if version else (image or "run").rsplit("/", 1)[-1].split(":")[0]
-    name = spec.get("name") or f"{base}-{run_id[:4]}"
+    name = spec.get("name") or _default_name(base, run_id)
     spec.update(project=project, entity=entity, resource=resource, name=name)
+    names.check_run_names(spec)  # a job's project and entity, a default entity: one rule
     spec["author"] = identity.current_user()
     if priority is None:
         spec.pop("priority", None)

@@ -4,6 +4,11 @@ Built-ins first (``project_name``, ``entity_name``, ``run_id``, ``run_name``,
 ``image_uri``), then the agent's environment. Only string leaves are touched, never
 keys. An unknown name stays as written and is reported, so it can be shown as a
 warning on the run.
+
+Macros expand only in text a queue's admin wrote, in one pass with the ``{{field}}``
+template values (``launchctl.variables.render``): a value a launcher typed
+(``--set-var``, ``--name``, ``-p``) is put in as data and never read again for macros,
+so ``--set-var tag='${AGENT_SECRET}'`` stays those very characters.
 """
 
 from __future__ import annotations
@@ -14,6 +19,45 @@ from typing import Any
 
 MACRO = re.compile(r"\$\{(\w+)\}")
 BUILTINS = ("project_name", "entity_name", "run_id", "run_name", "image_uri")
+# Built-ins whose values a launcher chose: data, checked like template values where they
+# make a host path (launchctl.resolve).
+FROM_LAUNCHER = frozenset({"project_name", "entity_name", "run_name"})
+
+
+class Macros:
+    """What ``${name}`` means for one run: built-ins, then the agent's environment.
+
+    ``pending`` names built-ins not known yet (``image_uri`` before the build): they are
+    left as written without a warning. Unknown names are collected in ``unknown``.
+    """
+
+    def __init__(
+        self,
+        builtins: Mapping[str, str],
+        env: Mapping[str, str],
+        unknown: set[str] | None = None,
+        *,
+        pending: frozenset[str] = frozenset(),
+    ) -> None:
+        self.builtins = builtins
+        self.env = env
+        self.unknown = unknown if unknown is not None else set()
+        self.pending = pending
+
+    def value(self, name: str) -> str | None:
+        """The text ``${name}`` stands for, or None to leave it as written."""
+        if name in self.builtins:
+            return self.builtins[name]
+        if name in self.pending:
+            return None
+        if name in self.env:
+            return self.env[name]
+        self.unknown.add(name)
+        return None
+
+    def from_launcher(self, name: str) -> bool:
+        """Whether ``${name}`` stands for text a launcher chose (a run's name, project...)."""
+        return name in FROM_LAUNCHER and name in self.builtins
 
 
 def builtins_for(run: Mapping[str, Any], image_uri: str | None = None) -> dict[str, str]:
@@ -33,17 +77,16 @@ def expand(
     env: Mapping[str, str],
     unknown: set[str] | None = None,
 ) -> Any:
-    """Return ``config`` with macros replaced; names left unresolved go into ``unknown``."""
+    """Return ``config`` with macros replaced; names left unresolved go into ``unknown``.
+
+    Only for text an admin wrote, with no launcher's values in it yet: a queue config is
+    rendered with ``launchctl.variables.render(config, values, Macros(...))`` instead.
+    """
+    macros = Macros(builtins, env, unknown)
 
     def one(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in builtins:
-            return builtins[name]
-        if name in env:
-            return env[name]
-        if unknown is not None:
-            unknown.add(name)
-        return match.group(0)
+        value = macros.value(match.group(1))
+        return match.group(0) if value is None else value
 
     if isinstance(config, dict):
         return {k: expand(v, builtins, env, unknown) for k, v in config.items()}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from launchctl import guardrails, variables
 from launchctl.errors import ConfigError, LaunchctlError
 from launchctl.gpus.policy import check_sharing
+from launchctl.names import check_identifier
 from launchctl.store import Row, Store
 
 RESOURCES = ("local-process", "local-container", "kubernetes", "slurm")
@@ -51,16 +51,10 @@ RESOURCE_OPTIONS: dict[str, frozenset[str] | None] = {
     "slurm": None,
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
 
 def check_name(name: str, what: str = "queue") -> str:
-    if not _NAME.match(name):
-        raise LaunchctlError(
-            f"invalid {what} name {name!r}: use 1-64 letters, digits, '.', '_' or '-',"
-            " starting with a letter or digit"
-        )
-    return name
+    """Queue (and entity, job) names: the rule lives in launchctl.names."""
+    return check_identifier(name, what)
 
 
 def check_resource(resource: str) -> str:
@@ -323,5 +317,5 @@ def render(store: Store, name: str, set_vars: dict[str, Any]) -> dict[str, Any]:
     values = variables.resolve_values(name, definitions, set_vars)
     body = {k: v for k, v in queue["config"].items() if k != "template_variables"}
     unknown: set[str] = set()
-    rendered = macros.expand(variables.render(body, values), {}, dict(os.environ), unknown)
+    rendered = variables.render(body, values, macros.Macros({}, dict(os.environ), unknown))
     return {"config": rendered, "values": values, "unresolved_macros": sorted(unknown)}

@@ -5,12 +5,14 @@ where the rules are enforced: a hand-edited row cannot get past it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from launchctl import guardrails, variables
 from launchctl.errors import UsageError
 from launchctl.guardrails import Limits
+from launchctl.macros import Macros
 
 
 @dataclass
@@ -21,8 +23,18 @@ class Resolved:
     limits: Limits = field(default_factory=Limits)
 
 
-def resolve(queue: dict[str, Any] | None, spec: dict[str, Any], resource: str) -> Resolved:
-    """Check the run's template values against its queue's current rules and render."""
+def resolve(
+    queue: dict[str, Any] | None,
+    spec: dict[str, Any],
+    resource: str,
+    macros: Macros | None = None,
+) -> Resolved:
+    """Check the run's template values against its queue's current rules and render.
+
+    With ``macros`` (the agent, at claim time), macros are expanded in the same pass as
+    the template fields, in the admin's text only (launchctl.variables.render); the run's
+    own resource args, which only an admin of the queue may give, get macros too.
+    """
     config: dict[str, Any] = (queue or {}).get("config") or {}
     given = spec.get("template_variables") or {}
     if not isinstance(given, dict):
@@ -37,9 +49,84 @@ def resolve(queue: dict[str, Any] | None, spec: dict[str, Any], resource: str) -
         definitions = variables.check_definitions(config)
     name = queue["name"] if queue else "(direct)"
     values = variables.resolve_values(name, definitions, given)
-    body = variables.render({k: v for k, v in config.items() if k != "template_variables"}, values)
+    written = {k: v for k, v in config.items() if k != "template_variables"}
+    body = variables.render(written, values, macros)
+    own = ((spec.get("resource_args") or {}).get(resource)) or {}
+    check_mounts(name, written, values, macros, resource)
+    if own and macros is not None:
+        check_mounts(name, {"resource_args": {resource: own}}, {}, macros, resource)
+        own = variables.render(own, {}, macros)
     merged: dict[str, Any] = {}
     merged.update(((body.get("resource_args") or {}).get(resource)) or {})
-    merged.update(((spec.get("resource_args") or {}).get(resource)) or {})
+    merged.update(own)
     limits = guardrails.apply_ceilings(name, body.get("ceilings") or {}, guardrails.asks(merged))
     return Resolved(config=body, values=values, resource_args=merged, limits=limits)
+
+
+def _written_mounts(config: dict[str, Any], resource: str) -> list[tuple[str, str, bool]]:
+    """The host paths an admin wrote: (what, text, whether it is ``SRC:DST[:MODE]``)."""
+    found: list[tuple[str, str, bool]] = []
+    options = (config.get("resource_args") or {}).get(resource)
+    volumes = options.get("volume") if isinstance(options, dict) else None
+    for volume in volumes if isinstance(volumes, list) else [volumes]:
+        if isinstance(volume, str):
+            found.append(("volume", volume, True))
+    cache = config.get("artifact_cache")
+    if isinstance(cache, dict):
+        cache = cache.get("host_path")
+    if isinstance(cache, str):
+        found.append(("artifact_cache", cache, False))
+    return found
+
+
+def check_mounts(
+    queue: str,
+    config: dict[str, Any],
+    values: dict[str, Any],
+    macros: Macros | None,
+    resource: str,
+) -> None:
+    """Refuse a host path that a launcher's value (a template value, a run's name or
+    project) would take out of the folder the queue's admin wrote before it.
+
+    ``/data/${project_name}:/data`` may become ``/data/cats``, never ``/data/..`` or
+    ``/etc``: the value must not hold ``..`` or ``:`` (which would change the mount),
+    and the path, normalised and with its existing symlinks resolved, stays inside
+    ``/data``.
+    """
+    for what, text, short_syntax in _written_mounts(config, resource):
+        parts = variables.pieces(text, values, macros)
+        if not any(chosen for _, chosen in parts):
+            continue
+        where = f"queue {queue}: {what} {text!r}"
+        for piece, chosen in parts:
+            if chosen and short_syntax and ":" in piece:
+                raise UsageError(
+                    f"{where}: the value {piece!r} holds ':', which would change the mount;"
+                    " a value must stay inside the folder the queue's admin wrote"
+                )
+        first = next(i for i, (_, chosen) in enumerate(parts) if chosen)
+        before = "".join(piece for piece, _ in parts[:first])
+        if short_syntax and ":" in before:
+            continue  # the value is in the container's side of the mount
+        rendered = "".join(piece for piece, _ in parts)
+        source = rendered.split(":", 1)[0] if short_syntax else rendered
+        folder = before[: before.rfind("/") + 1]
+        if ".." in source.split("/"):
+            raise UsageError(
+                f"{where}: {source!r} leaves the folder {folder or '/'!r} the queue's admin"
+                " wrote ('..' is not allowed in a value)"
+            )
+        if not folder:
+            continue  # the admin let the value name the whole path
+        root = os.path.normpath(folder)
+        if not _inside(os.path.normpath(source), root) or (
+            os.path.isabs(root) and not _inside(os.path.realpath(source), os.path.realpath(root))
+        ):
+            raise UsageError(
+                f"{where}: {source!r} leaves the folder {root!r} the queue's admin wrote"
+            )
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")

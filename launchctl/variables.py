@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from launchctl.errors import ConfigError, UsageError
+from launchctl.macros import MACRO, Macros
 
 FIELD = re.compile(r"\{\{\s*([A-Za-z_][\w-]*)\s*\}\}")
+# A field or a macro: one pass over the admin's text finds both (see render).
+TOKEN = re.compile(f"{FIELD.pattern}|{MACRO.pattern}")
 TYPES = ("string", "integer", "number")
 SCHEMA_KEYS = frozenset({"type", "enum", "minimum", "maximum", "default", "description"})
 
@@ -186,17 +189,46 @@ def resolve_values(
     return values
 
 
-def render(config: Any, values: dict[str, Any]) -> Any:
-    """Fill the fields in: a whole-value field becomes the typed value, a partial one text."""
+def render(config: Any, values: dict[str, Any], macros: Macros | None = None) -> Any:
+    """Fill the fields in: a whole-value field becomes the typed value, a partial one text.
+
+    With ``macros``, ``${name}`` macros are expanded in the same single pass over the
+    admin's text: what a field or a macro puts in is never read again, so a launcher's
+    value holding ``${...}`` or ``{{...}}`` stays as typed. Without, macros stay as written.
+    """
     if isinstance(config, dict):
-        return {k: render(v, values) for k, v in config.items()}
+        return {k: render(v, values, macros) for k, v in config.items()}
     if isinstance(config, list):
-        return [render(v, values) for v in config]
+        return [render(v, values, macros) for v in config]
     if isinstance(config, str):
         whole = FIELD.fullmatch(config.strip())
         if whole and whole.group(1) in values:
             return copy.deepcopy(values[whole.group(1)])
-        return FIELD.sub(
-            lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), config
-        )
+        return "".join(text for text, _ in pieces(config, values, macros))
     return config
+
+
+def pieces(
+    text: str, values: dict[str, Any], macros: Macros | None = None
+) -> list[tuple[str, bool]]:
+    """``text`` rendered, as pieces ``(text, from_launcher)``: True where the piece is a
+    value a launcher chose (a template value, a run's name or project), so a caller can
+    check where such a value lands (a host path, see launchctl.resolve)."""
+    out: list[tuple[str, bool]] = []
+    start = 0
+    for match in TOKEN.finditer(text):
+        out.append((text[start : match.start()], False))
+        start = match.end()
+        field, macro = match.group(1), match.group(2)
+        if field is not None:
+            if field in values:
+                out.append((str(values[field]), True))
+                continue
+        elif macros is not None:
+            value = macros.value(macro)
+            if value is not None:
+                out.append((value, macros.from_launcher(macro)))
+                continue
+        out.append((match.group(0), False))
+    out.append((text[start:], False))
+    return [piece for piece in out if piece[0]]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchctl import gpus, macros, runners
+from launchctl import gpus, macros, names, runners
 from launchctl.agent import workspace
 from launchctl.errors import LaunchctlError
 from launchctl.resolve import resolve
@@ -182,7 +182,9 @@ class Starter:
         if run["queue_id"] is not None and queue is None:
             raise RunnerError(f"queue '{run['queue_name']}' no longer exists", stage="agent")
         # The agent is where the rules are enforced: check the launcher and values again.
+        unknown: set[str] = set()
         try:
+            names.check_run_names(run)  # they feed macros, and macros can make host paths
             if queue is not None:
                 from launchctl import teams
 
@@ -193,21 +195,16 @@ class Starter:
                 jobs.check_version_author(
                     self.store, version, run_entity=run["entity"], queue=queue
                 )
-            resolved = resolve(queue, run["spec"], run["resource"])
+            # Macros expand in the admin's text only, with the template values in one pass;
+            # ${image_uri} waits for the build (see below).
+            resolved = resolve(queue, run["spec"], run["resource"], self._macros(run, unknown))
             gpus.check_given(run, resolved.limits.gpus)
         except LaunchctlError as exc:
             raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
         # Secrets are read before anything slow (a build), so a missing one fails at once.
         by_name = secret_values(run, resolved.resource_args)
         secrets.extend(dict.fromkeys(by_name.values()))
-        unknown: set[str] = set()
-        macro_env = {**os.environ, **self.ctx.env}
-        qconfig: dict[str, Any] = macros.expand(
-            {k: v for k, v in resolved.config.items() if k != "resource_args"},
-            macros.builtins_for(run),
-            macro_env,
-            unknown,
-        )
+        qconfig = {k: v for k, v in resolved.config.items() if k != "resource_args"}
         folder = self.store.run_dir(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         workdir = folder / "code"
@@ -227,9 +224,9 @@ class Starter:
             notes.append(workspace.prepare(self.store, run, version, workdir))
         else:
             launch.image = self._image(run, version, launch, qconfig, registry, notes)
-        # Macros last, so ${image_uri} is the image this run uses.
-        builtins = macros.builtins_for(run, launch.image)
-        launch.resource_args = macros.expand(launch.resource_args, builtins, macro_env, unknown)
+        # Rendered again now that ${image_uri} is the image this run uses.
+        images = self._macros(run, unknown, launch.image)
+        launch.resource_args = resolve(queue, run["spec"], run["resource"], images).resource_args
         for name in sorted(unknown):
             self.store.runs.note(run_id, f"warning: unknown macro ${{{name}}} left as written")
         own_env = env_with_secrets(launch.resource_args.get("env"), by_name)
@@ -249,6 +246,16 @@ class Starter:
              pid=pid, pid_started=handle.pid_started, started_at=time.time(),
              expect=frozenset({State.STARTING}))  # fmt: skip
         return Started(handle, launch.limits.max_run_time)
+
+    def _macros(self, run: Row, unknown: set[str], image: str | None = None) -> macros.Macros:
+        """The run's macros: built-ins, then the agent's environment (its config's env
+        over the process's); ``image_uri`` is left for later until the image is known."""
+        return macros.Macros(
+            macros.builtins_for(run, image),
+            {**os.environ, **self.ctx.env},
+            unknown,
+            pending=frozenset() if image else frozenset({"image_uri"}),
+        )
 
     def _check_cancel(self, run_id: str) -> None:
         if self.store.runs.get(run_id)["cancel_requested"]:
