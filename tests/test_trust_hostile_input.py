@@ -6,12 +6,19 @@ YAML that costs minutes to parse, a run that fills the disk, and an adopted cont
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.conftest import cli, cli_json, make_script, table_counts
+import pytest
+
+from tests.conftest import AgentProcess, cli, cli_json, make_script, table_counts, wait_for
+
+StartAgent = Callable[..., AgentProcess]
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -188,3 +195,160 @@ def test_deeply_nested_yaml_is_refused_at_once_and_nothing_is_written(
     nested = tmp_path / "ok.yaml"
     nested.write_text("resource_args: {local-process: {env: {A: '[[[[{{{{'}}}\n")
     cli("queue", "create", "ok", "--config", str(nested), check=True)
+
+
+# -- a run that fills the disk -------------------------------------------------------------
+
+# Writes without end, and ignores its own write errors: only its log copier can stop it.
+FLOOD = """
+import sys
+while True:
+    try:
+        sys.stdout.write("x" * 8191 + "\\n")
+        sys.stdout.flush()
+    except OSError:
+        pass
+"""
+# Waits for a file, then says so and ends well.
+WAIT = """
+import os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+print("waited", flush=True)
+"""
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount a small tmpfs (a disk that fills up) at a folder; unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        _kill_runs_under(path)  # a run its agent left behind (a test that failed)
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _kill_runs_under(path: Path) -> None:
+    """Kill the process groups of processes working in ``path`` (this test's runs only)."""
+    import signal
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            group = os.getpgid(int(entry.name))
+        except OSError:
+            continue
+        if cwd.startswith(f"{path}/") and group != os.getpgid(0):
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def _state(run_id: str) -> str:
+    return str(cli_json("runs", "show", run_id)["state"])
+
+
+def _launch(queue: str, code: Path, entry: str) -> str:
+    return cli("launch", "-q", queue, "-u", str(code), "-E", entry, check=True).stdout.strip()
+
+
+def _flood_while_another_run_waits(
+    tmp_path: Path, start_agent: StartAgent
+) -> tuple[AgentProcess, str]:
+    """An agent serving two queues: a run waits in one, and a run floods its log in the other.
+
+    Returns the agent and the waiting run, once the flood has failed as "disk full"."""
+    cli("queue", "create", "flood", check=True)
+    cli("queue", "create", "other", check=True)
+    code = tmp_path / "job"
+    make_script(code, "flood.py", FLOOD)
+    make_script(code, "wait.py", WAIT)
+    agent = start_agent("-q", "flood", "-q", "other", "-j", "2")
+    waiting = _launch("other", code, f"python wait.py {tmp_path / 'go'}")
+    wait_for(lambda: _state(waiting) == "running", what="the waiting run to start")
+    flood = _launch("flood", code, "python flood.py")
+    wait_for(lambda: _state(flood) not in ("queued", "claimed", "starting", "running"),
+             timeout=60, what="the flooding run to end")  # fmt: skip
+    shown = cli_json("runs", "show", flood)
+    assert (shown["state"], shown["stage"]) == ("failed", "run"), shown
+    assert "disk full" in shown["reason"]
+    assert agent.proc.poll() is None, agent.output()
+    return agent, waiting
+
+
+def _the_agent_serves_on(agent: AgentProcess, waiting: str, tmp_path: Path) -> None:
+    (tmp_path / "go").touch()
+    wait_for(lambda: _state(waiting) == "finished", what="the waiting run to finish")
+    assert "waited" in cli("logs", waiting, check=True).stdout
+    later = _launch("other", tmp_path / "job", "python -c 'print(\"later run\")'")
+    wait_for(lambda: _state(later) == "finished", what="a later run to finish")
+    assert "later run" in cli("logs", later, check=True).stdout
+    assert agent.proc.poll() is None, agent.output()
+
+
+def test_a_run_that_fills_the_disk_of_the_run_logs_fails_as_disk_full_and_the_agent_goes_on(
+    home: Path, tmp_path: Path, small_disk: Callable[[Path, str], Path], start_agent: StartAgent
+) -> None:
+    cli("queue", "list", check=True)
+    small_disk(home / "runs", "2m")
+    agent, waiting = _flood_while_another_run_waits(tmp_path, start_agent)
+    _the_agent_serves_on(agent, waiting, tmp_path)
+
+
+def test_a_run_that_fills_the_disk_of_the_store_fails_as_disk_full_and_the_agent_goes_on(
+    home: Path, tmp_path: Path, small_disk: Callable[[Path, str], Path], start_agent: StartAgent
+) -> None:
+    small_disk(home, "6m")  # the database on the disk the run fills
+    agent, waiting = _flood_while_another_run_waits(tmp_path, start_agent)
+    _the_agent_serves_on(agent, waiting, tmp_path)
+
+
+# Fills the disk with a file of its own (not its log), waits for a file, then ends well.
+BALLAST = """
+import os, sys, time
+with open("ballast", "wb", buffering=0) as fh:
+    try:
+        while True:
+            fh.write(bytes(65536))
+    except OSError:
+        pass
+open(sys.argv[2], "w").close()  # on the test's disk: "the disk is full now"
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+"""
+
+
+def test_an_agent_whose_store_disk_is_full_waits_for_space_and_records_the_run_then(
+    home: Path, tmp_path: Path, small_disk: Callable[[Path, str], Path], start_agent: StartAgent
+) -> None:
+    small_disk(home, "6m")
+    code = tmp_path / "job"
+    make_script(code, "ballast.py", BALLAST)
+    agent = start_agent("-q", "default")
+    run_id = _launch("default", code, f"python ballast.py {tmp_path / 'go'} {tmp_path / 'full'}")
+    wait_for(lambda: (tmp_path / "full").exists(), what="the disk to fill")
+    (tmp_path / "go").touch()  # the run ends while its end cannot be written
+    wait_for(lambda: "full" in agent.output(), what="the agent to say the disk is full")
+    assert agent.proc.poll() is None, agent.output()
+    (home / "runs" / run_id / "code" / "ballast").unlink()
+    wait_for(lambda: _state(run_id) in ("finished", "failed"), what="the run's end recorded")
+    shown = cli_json("runs", "show", run_id)
+    # Its wrapper could not write the exit code, and said so into the log: on a full disk.
+    assert shown["state"] == "finished" or "disk full" in shown["reason"], shown
+    later = _launch("default", code, "python -c 'print(\"later run\")'")
+    wait_for(lambda: _state(later) == "finished", what="a later run to finish")
+    assert agent.proc.poll() is None, agent.output()

@@ -79,6 +79,9 @@ class Agent:
         self.starting: dict[str, Future[Active | None]] = {}
         self.draining = False
         self.stop_reason: str | None = None  # set by stop_all: runs that start now stop too
+        self._trouble: str | None = None  # the store error last said (said once)
+        # Failures the store could not take when they happened (a full disk): retried.
+        self._unrecorded: dict[str, tuple[str, str]] = {}
         self._rr = 0
         self._renewed_at = 0.0
         self._pool: ThreadPoolExecutor | None = None
@@ -201,7 +204,7 @@ class Agent:
 
     @property
     def busy(self) -> bool:
-        return bool(self.active or self.starting)
+        return bool(self.active or self.starting or self._unrecorded)
 
     def drain(self) -> None:
         """First signal: stop claiming; running runs finish."""
@@ -238,15 +241,40 @@ class Agent:
         self.waker.start()
         try:
             while True:
-                self.run_once()
-                if not self.busy and (self.draining or (burst and not self._work_left())):
-                    break
-                self.waker.wait(self.next_wake())
+                wait = self.options.fallback_poll_s
+                try:
+                    self.run_once()
+                    if not self.busy and (self.draining or (burst and not self._work_left())):
+                        break
+                    wait = self.next_wake()
+                    self._store_trouble(None)
+                except LaunchctlError as exc:  # the store cannot be written (a full disk)...
+                    self._store_trouble(exc)  # ...: say so, and try again; never die of it
+                    if not self.busy and self.draining:
+                        break
+                self.waker.wait(wait)
         finally:
             self.waker.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
             self.store.agents.stopped(self.id)
+
+    def _store_trouble(self, exc: LaunchctlError | None) -> None:
+        """A pass that failed on the store: said once (not every pass), then retried.
+
+        What it could not record (a run's end, a failure) is kept and recorded once the
+        store can be written again, e.g. when a full disk has room again. ``None``: a pass
+        went through.
+        """
+        if exc is None:
+            if self._trouble is not None:
+                self._trouble = None
+                self.say("the store can be written again; carrying on")
+            return
+        if str(exc) != self._trouble:
+            self._trouble = str(exc)
+            self.say(f"cannot write the store: {exc}; trying again every"
+                     f" {self.options.fallback_poll_s:g}s")  # fmt: skip
 
     def _thread_failed(self, args: threading.ExceptHookArgs) -> None:
         """A helper thread's bug is one line in the agent's output, never a traceback."""
@@ -300,12 +328,16 @@ class Agent:
         return wait
 
     def reap(self) -> None:
+        for run_id, (stage, reason) in list(self._unrecorded.items()):
+            self._fail(self.store, run_id, stage, reason)  # failures a full store refused
         for run_id, active in list(self.active.items()):
             result = active.handle.poll()
             if result is None:
                 continue
-            del self.active[run_id]
+            # Forgotten only once recorded: a store that cannot be written now (a full
+            # disk) raises here, and the next pass records it again.
             self._finish(run_id, result, active.stop_reason)
+            del self.active[run_id]
             active.handle.release()
 
     def apply_cancels(self) -> None:
@@ -426,9 +458,15 @@ class Agent:
         self.say(f"run {run_id} {outcome.state.value} ({outcome.summary})")
 
     def _fail(self, store: Store, run_id: str, stage: str, reason: str) -> None:
-        with _quiet_conflict():
-            move(store, run_id, State.FAILED, agent_id=self.id, stage=stage, reason=reason,
-                 expect=frozenset(ACTIVE))  # fmt: skip
+        try:
+            with _quiet_conflict():
+                move(store, run_id, State.FAILED, agent_id=self.id, stage=stage,
+                     reason=reason, expect=frozenset(ACTIVE))  # fmt: skip
+        except LaunchctlError:
+            # The store cannot be written now (a full disk): the loop records it later.
+            self._unrecorded[run_id] = (stage, reason)
+            raise
+        self._unrecorded.pop(run_id, None)
         first = reason.splitlines()[0] if reason else ""
         self.say(f"run {run_id} failed at stage {stage}: {first}")
 

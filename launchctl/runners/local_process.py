@@ -1,10 +1,12 @@
 """local-process: run the entry point as a process group on this machine.
 
-Its output goes straight into the run's log file, unless the run has secrets: then it
-goes through a pipe to a small copier process that masks their values (``***``) on the
-way. The copier is its own process, apart from the agent and from the run's group, so
-the run keeps running and logging if its agent dies (another agent can take it over);
-it ends by itself when the run's output ends.
+Its output goes through a pipe to a small copier process that writes it into the run's
+log, masking the values of the run's secrets (``***``) on the way. The copier is its own
+process, apart from the agent and from the run's group, so the run keeps running and
+logging if its agent dies (another agent can take it over); it ends by itself when the
+run's output ends. When the log cannot be written (a full disk), the copier stops the
+run, cuts its log to free space, and leaves a note that fails the run as "disk full":
+one run that fills the disk never takes the agent, or its other runs, down with it.
 """
 
 from __future__ import annotations
@@ -31,65 +33,179 @@ DRAIN_S = 10.0
 _CHUNK = 65536
 
 
-def start_masked_copy(
-    log_path: Path, secrets: Sequence[str]
-) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the copier from a new pipe into ``log_path``; returns it and the pipe's write end.
+# When the log cannot be written, the copier keeps the log's first KEEP_ON_FAILURE bytes
+# (the run's start, usually what explains it), frees the rest, and writes LOG_ERROR_FILE.
+KEEP_ON_FAILURE = 1 << 20
+LOG_ERROR_FILE = "log_error"
+# The copier's exit code then, when it could not leave its note (sysexits' EX_IOERR):
+EXIT_LOG_FAILED = 74  # the log could not be written
+EXIT_DISK_FULL = 75  # ... because the disk (or the user's quota) is full
+UNNOTED = {
+    EXIT_LOG_FAILED: "the run's log could not be written; the run was stopped",
+    EXIT_DISK_FULL: "disk full: the run's log could not be written; the run was stopped",
+}
 
-    The values reach it through a pipe of their own, never its command line or environment.
-    """
-    out_r, out_w = os.pipe()
-    sec_r, sec_w = os.pipe()
-    try:
-        copier = subprocess.Popen(
-            [sys.executable, "-c", _COPIER, str(log_path), str(sec_r)],
-            stdin=out_r,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(sec_r,),
-            start_new_session=True,  # not in the run's group, which is killed when it ends
-        )
-    except OSError as exc:
-        for fd in (out_r, out_w, sec_r, sec_w):
-            os.close(fd)
-        raise RunnerError(
-            f"could not start the log copier: {exc.strerror}", stage="agent"
-        ) from None
-    os.close(out_r)
-    os.close(sec_r)
-    try:
-        with open(sec_w, "wb") as fh:
-            fh.write(json.dumps(list(secrets)).encode("utf-8"))
-    except OSError:
-        os.close(out_w)
-        copier.kill()
-        copier.wait()
-        raise RunnerError("the log copier ended before it got its values", stage="agent") from None
-    return copier, out_w
+
+class LogCopier:
+    """The copier process of one run, from the agent's side."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out_w: int, control_w: int) -> None:
+        self.proc = proc
+        self.out_w: int | None = out_w  # the run's stdout and stderr
+        self._control_w = control_w
+        self._secrets: list[str] = []
+
+    @classmethod
+    def start(cls, log_path: Path, secrets: Sequence[str]) -> LogCopier:
+        """Start a copier from a new pipe into ``log_path``; ``follow`` then names the run.
+
+        The secret values reach it through a pipe of their own, never its command line or
+        environment.
+        """
+        out_r, out_w = os.pipe()
+        control_r, control_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _COPIER, str(log_path), str(control_r)],
+                stdin=out_r,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(control_r,),
+                start_new_session=True,  # not in the run's group, which is killed when it ends
+            )
+        except OSError as exc:
+            for fd in (out_r, out_w, control_r, control_w):
+                os.close(fd)
+            raise RunnerError(
+                f"could not start the log copier: {exc.strerror}", stage="agent"
+            ) from None
+        os.close(out_r)
+        os.close(control_r)
+        copier = cls(proc, out_w, control_w)
+        copier._secrets = list(secrets)
+        return copier
+
+    def close_output(self) -> None:
+        """The run holds the pipe now: the copier ends when the run's output does."""
+        if self.out_w is not None:
+            os.close(self.out_w)
+            self.out_w = None
+
+    def follow(self, group: int, run_id: str) -> None:
+        """Tell the copier the secrets to mask and the run's group (stopped on a full disk)."""
+        control = {"secrets": self._secrets, "group": group, "run_id": run_id}
+        try:
+            with open(self._control_w, "wb") as fh:
+                fh.write(json.dumps(control).encode("utf-8"))
+        except OSError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+            self.abort()
+            raise RunnerError(
+                "the log copier ended before it got its values", stage="agent"
+            ) from None
+
+    def abort(self) -> None:
+        """The run did not start (or cannot be followed): end the copier."""
+        self.close_output()
+        with contextlib.suppress(OSError):
+            os.close(self._control_w)
+        self.proc.kill()
+        self.proc.wait()
 
 
 _COPIER = "from launchctl.runners.local_process import copy_masked; copy_masked()"
 
 
 def copy_masked(argv: Sequence[str] | None = None) -> None:
-    """The copier process: stdin, masked, appended to the log file, until end of input."""
+    """The copier process: stdin, masked, appended to the log file, until end of input.
+
+    A write that fails (a full disk, a quota) stops the run's group, cuts the log to free
+    space, records why in ``LOG_ERROR_FILE`` beside it, and ends with ``EXIT_LOG_FAILED``
+    once the run's output is drained.
+    """
     from launchctl.secrets import Masker
 
-    log_path, secrets_fd = argv or sys.argv[1:3]
-    with os.fdopen(int(secrets_fd), "rb") as fh:
-        masker = Masker(json.loads(fh.read().decode("utf-8")))
-    broken = False
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit: an error, not death
+    log_path, control_fd = argv or sys.argv[1:3]
+    with os.fdopen(int(control_fd), "rb") as fh:
+        raw = fh.read()
+    try:
+        control = json.loads(raw.decode("utf-8")) if raw else {}
+    except ValueError:
+        control = {}
+    masker = Masker(control.get("secrets") or [])
+    failed: OSError | None = None
     with open(log_path, "ab", buffering=0) as log:
         while chunk := os.read(0, _CHUNK):
             out = masker.feed(chunk)
-            if out and not broken:
+            if out and failed is None:
                 try:
-                    log.write(out)
-                except OSError:  # a full disk: keep draining, so the run gets no SIGPIPE
-                    broken = True
-        if not broken:
-            with contextlib.suppress(OSError):
-                log.write(masker.flush())
+                    _write_all(log.fileno(), out)
+                except OSError as exc:  # keep draining after it, so nothing gets SIGPIPE
+                    failed = exc
+                    # The note first (the run is blocked on the pipe meanwhile), so an
+                    # agent that sees the run end finds why.
+                    _free_space(log.fileno(), Path(log_path), exc)
+                    _stop_group(control.get("group"), control.get("run_id"))
+        if failed is None:
+            try:
+                _write_all(log.fileno(), masker.flush())
+            except OSError as exc:
+                failed = exc
+                _free_space(log.fileno(), Path(log_path), exc)
+    if failed is not None:
+        sys.exit(EXIT_DISK_FULL if _disk_full(failed) else EXIT_LOG_FAILED)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _stop_group(group: Any, run_id: Any) -> None:
+    """Kill the run's process group, if it is still that run's (its pid not reused)."""
+    if isinstance(group, int) and isinstance(run_id, str) and _belongs_to(group, run_id):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _disk_full(exc: OSError) -> bool:
+    import errno
+
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def log_failure(exc: OSError) -> str:
+    """Why a run failed when its log could not be written, in words for ``runs show``."""
+    what = exc.strerror or type(exc).__name__
+    if _disk_full(exc):
+        return f"disk full: the run's log could not be written ({what}); the run was stopped"
+    return f"the run's log could not be written ({what}); the run was stopped"
+
+
+def _free_space(fd: int, log_path: Path, exc: OSError) -> None:
+    """Cut the log to its first ``KEEP_ON_FAILURE`` bytes, say so in it, and leave a note."""
+    reason = log_failure(exc)
+    with contextlib.suppress(OSError):
+        size = os.fstat(fd).st_size
+        if size > KEEP_ON_FAILURE:
+            os.ftruncate(fd, KEEP_ON_FAILURE)
+            reason += f"; its log was cut to its first {KEEP_ON_FAILURE >> 20} MiB to free space"
+        _write_all(fd, f"\nlaunchctl: {reason}\n".encode())
+    with contextlib.suppress(OSError):
+        (log_path.parent / LOG_ERROR_FILE).write_text(reason + "\n")
+
+
+def _log_error(folder: Path) -> str | None:
+    """The copier's note that the run's log could not be written, if it left one."""
+    try:
+        with open(folder / LOG_ERROR_FILE, "rb") as fh:
+            text = fh.read(1000).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    return text or None
 
 
 class ProcessHandle:
@@ -98,12 +214,14 @@ class ProcessHandle:
         proc: subprocess.Popen[bytes],
         on_exit: object,
         copier: subprocess.Popen[bytes] | None = None,
+        folder: Path | None = None,
     ) -> None:
         self.proc = proc
         self.pid: int | None = proc.pid
         self.pid_started = procfs.start_time(proc.pid)
         self._killer: threading.Timer | None = None
         self._copier = copier
+        self._folder = folder  # the run's folder, where the copier notes a failed log
         self._waiter = threading.Thread(target=self._wait, args=(on_exit,), daemon=True)
         self._waiter.start()
 
@@ -137,6 +255,10 @@ class ProcessHandle:
         code = self.proc.returncode
         if code is None:  # pragma: no cover - the waiter has returned
             return None
+        if self._copier is not None and self._copier.returncode in UNNOTED:
+            # The copier stopped the run: its log could not be written (a full disk).
+            noted = _log_error(self._folder) if self._folder is not None else None
+            return Exit(code=None, message=noted or UNNOTED[self._copier.returncode])
         if code < 0:
             sig = -code
             return Exit(code=None, signal=sig, message=f"killed by {signal.Signals(sig).name}")
@@ -245,6 +367,8 @@ class AdoptedProcess:
     def poll(self) -> Exit | None:
         if not self._gone.is_set():
             return None
+        if noted := _log_error(self._folder):  # its copier stopped it: a full disk
+            return Exit(code=None, message=noted)
         return _recorded_exit(self._folder) or Exit(
             code=None,
             message="its process ended while no agent watched it; the exit code is unknown",
@@ -298,22 +422,22 @@ class LocalProcessRunner:
         _check_executable(launch.command[0], launch)
         limits = launch.limits
         command = wrap(launch.command, launch.log_path.parent, limits.memory)
-        copier, out_w = None, None
-        if launch.secrets:  # output goes through a masking copier; else straight to disk
-            copier, out_w = start_masked_copy(launch.log_path, launch.secrets)
+        with contextlib.suppress(FileNotFoundError):  # a note from an earlier attempt
+            (launch.log_path.parent / LOG_ERROR_FILE).unlink()
+        # Every run's output goes through a copier: it masks secrets, and it is what sees a
+        # full disk (the run could ignore its own write errors, and fill the disk for ever).
+        copier = LogCopier.start(launch.log_path, launch.secrets)
         try:
-            proc = _popen(command, launch, out_w)
+            proc = _popen(command, launch, copier.out_w)
         except RunnerError:
-            if copier is not None:
-                copier.kill()
-                copier.wait()
+            copier.abort()
             raise
         finally:
-            if out_w is not None:
-                os.close(out_w)  # the run holds it now; the copier ends when its output does
+            copier.close_output()
+        copier.follow(proc.pid, launch.run["id"])
         if limits.cpus is not None:
             _pin_cpus(proc.pid, limits.cpus)
-        return ProcessHandle(proc, launch.on_exit, copier)
+        return ProcessHandle(proc, launch.on_exit, copier.proc, launch.log_path.parent)
 
 
 def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess.Popen[bytes]:
