@@ -933,7 +933,9 @@ def baseline_build(tmp: Path, code: Path, job: str, image: str) -> list[str]:
     repo = image.rsplit(":", 1)[0]
     cmd = [DOCKER, "build", "--progress", "plain", "-f", str(dockerfile), "-t", f"{repo}:baseline"]
     cmd += ["--label", f"launchctl.build={plan.tag}", "--label", f"launchctl.job={job}"]
-    cmd += ["--network", str(request.network), str(code)]
+    if request.network:
+        cmd += ["--network", request.network]
+    cmd.append(str(code))
     return cmd
 
 

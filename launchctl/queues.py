@@ -96,6 +96,12 @@ def validate_resource_args(args: Any, *, where: str, resource: str | None = None
                     f"{where}: resource_args.{key}.{option}",
                     secrets=option == "env" and resource is not None,
                 )
+        builder = options.get("builder")
+        if isinstance(builder, dict) and "network" in builder:
+            raise ConfigError(
+                f"{where}: resource_args.{key}.builder.network is not allowed: the build network"
+                " is set only by the queue's admin, in the queue config's builder.network"
+            )
 
 
 def _check_env(env: Any, where: str, *, secrets: bool = False) -> None:
@@ -179,6 +185,9 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
             raise ConfigError(f"{where}: {key} must be an object")
     if "registry" in config and not isinstance(config["registry"], dict | str):
         raise ConfigError(f"{where}: registry must be host:port or an object with url")
+    from launchctl import buildconfig
+
+    buildconfig.check_config(config, where)  # its builder and registry sections
     if "gpu_sharing" in config:
         check_sharing(config["gpu_sharing"], where=where)
     if "retry" in config:

@@ -76,6 +76,7 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
 def request(root: Path, name: str, **kwargs: Any) -> BuildRequest:
     kwargs.setdefault("entrypoint", ["python", "main.py"])
     kwargs.setdefault("default_base_image", PY_BASE)
+    kwargs.setdefault("network", "host")  # the package index is on the host's loopback
     return BuildRequest(job_name=f"{PREFIX}-{name}", source_dir=root, **kwargs)
 
 

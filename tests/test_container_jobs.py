@@ -33,7 +33,8 @@ def code(tmp_path: Path) -> Path:
 
 def queue(name: str, index: Index, **extra: Any) -> None:
     config = {
-        "builder": {"base_image": PYTHON_IMAGE, "index_url": index.simple},
+        # The index is on the host's loopback: the admin lets builds use the host network.
+        "builder": {"base_image": PYTHON_IMAGE, "index_url": index.simple, "network": "host"},
         "resource_args": {"local-container": {"env": {"MY_IMAGE": "${image_uri}"}}},
         **extra,
     }
@@ -123,7 +124,7 @@ def test_direct_launch_of_a_code_job_in_a_container_streams_the_build(
     docker: Any, store: Store, index: Index, code: Path, tmp_path: Path
 ) -> None:
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"builder": {"base_image": PYTHON_IMAGE}}))
+    spec.write_text(json.dumps({"builder": {"base_image": PYTHON_IMAGE, "network": "host"}}))
     (code / "requirements.txt").write_text(f"--index-url {index.simple}\n{PACKAGE}\n")
     try:
         proc = cli("launch", "-r", "local-container", "-u", str(code), "-E", "python train.py",

@@ -57,6 +57,13 @@ def load_agent_config(
     if poll_s <= 0:
         raise UsageError("poll must be more than 0 seconds")
     extra: dict[str, Any] = {k: data[k] for k in ("builder", "registry", "entity") if k in data}
+    if "builder" in extra and not isinstance(extra["builder"], dict):
+        raise ConfigError("agent config (-c): builder must be an object")
+    if "registry" in extra and not isinstance(extra["registry"], dict | str):
+        raise ConfigError("agent config (-c): registry must be host:port or an object with url")
+    from launchctl.buildconfig import check_config
+
+    check_config(extra, "agent config (-c)")  # builder.network
     return AgentSettings(
         queues=all_queues,
         max_jobs=jobs,

@@ -81,6 +81,17 @@ def registry_settings(value: Any) -> tuple[str | None, dict[str, str] | None]:
     return (str(url) if url else None), auth
 
 
+def _build_network(builder: dict[str, Any]) -> str | None:
+    """``builder.network`` of the queue's (or the agent's) config, checked again here: the
+    engine's default bridge unless it says host (or none)."""
+    from launchctl.buildconfig import check_network
+
+    try:
+        return check_network(builder.get("network"), "the queue's config")
+    except LaunchctlError as exc:
+        raise RunnerError(str(exc), stage="agent") from None
+
+
 def cache_mount(value: Any) -> CacheMount | None:
     """The queue's ``artifact_cache``: a volume name, a host path, or an object saying which."""
     if not value:
@@ -333,6 +344,7 @@ class Starter:
             find_links=list(builder.get("find_links") or []),
             build_args={str(k): str(v) for k, v in (builder.get("build_args") or {}).items()},
             template_dir=Path(builder["template_dir"]) if builder.get("template_dir") else None,
+            network=_build_network(builder),
         )
         if builder.get("base_image"):
             request.default_base_image = str(builder["base_image"])

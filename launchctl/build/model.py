@@ -26,7 +26,10 @@ class BuildRequest:
     find_links: list[str] = field(default_factory=list)
     build_args: dict[str, str] = field(default_factory=dict)
     template_dir: Path | None = None  # user template folder, searched before the packaged one
-    network: str | None = "host"  # build network: "host" lets RUN steps reach a loopback index
+    # The network of RUN steps: None is the engine's default bridge, so a member's Dockerfile
+    # cannot reach services on the host's loopback; "host" only where a queue admin (or the
+    # agent's config) says builder.network: host, for a lab whose package index is on loopback.
+    network: str | None = None
     # docker-py auth_config ({"username": ..., "password": ...}) for the registry; None: the
     # engine client's own credentials (~/.docker/config.json, from `docker login`)
     registry_auth: dict[str, str] | None = field(default=None, repr=False)
