@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import shlex
-import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -197,66 +195,59 @@ def is_git_uri(uri: str) -> bool:
     )
 
 
-def _walk(root: Path) -> list[tuple[str, Path]]:
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS)
-        for fname in sorted(filenames):
-            if fname.endswith(EXCLUDED_SUFFIXES):
-                continue
-            full = Path(dirpath) / fname
-            found.append((full.relative_to(root).as_posix(), full))
-    found.sort()
-    return found
+def snapshot_directory(
+    path: Path, special: list[dict[str, str]] | None = None
+) -> tuple[str, bytes, int]:
+    """Pack a directory into a reproducible tar.gz. Returns (digest, data, entry count).
 
-
-def snapshot_directory(path: Path) -> tuple[str, bytes, int]:
-    """Pack a directory into a reproducible tar.gz. Returns (digest, data, file count).
-
-    The digest covers each file's path, executable bit and content, so the same
-    content always gives the same digest, wherever and whenever it is packed.
+    The digest covers each file's path, executable bit and content (a link: its target), so
+    the same content always gives the same digest, wherever and whenever it is packed.
+    Files are read with O_NOFOLLOW; a link is kept only when it stays inside the job (its
+    target rewritten relative to it); a link leaving the job, a dangling link, a FIFO, a
+    socket or a device is left out, and appended to ``special`` (see launchctl.jobfiles).
     """
-    files = _walk(path)
+    from launchctl import jobfiles
+
+    tree = jobfiles.scan(path, excluded_dirs=EXCLUDED_DIRS, excluded_suffixes=EXCLUDED_SUFFIXES)
+    if special is not None:
+        special.extend(s.as_dict() for s in tree.special)
     digest = hashlib.sha256()
     buf = io.BytesIO()
     total = 0
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for rel, full in files:
-            st = full.lstat()
+        for kind, rel, extra in tree.entries():
             info = tarfile.TarInfo(rel)
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(full)
+            if kind == "L":
                 info.type = tarfile.SYMTYPE
-                info.linkname = target
+                info.linkname = extra
                 info.mode = 0o777
                 tar.addfile(info)
-                digest.update(f"L\0{rel}\0{target}\0".encode())
+                digest.update(f"L\0{rel}\0{extra}\0".encode())
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            total += st.st_size
+            data = jobfiles.read_file(path / rel)
+            total += len(data)
             if total > MAX_SNAPSHOT_BYTES:
                 raise LaunchctlError(
                     f"{path} holds over {MAX_SNAPSHOT_BYTES >> 20} MiB of files; keep data"
                     " out of the code directory or use an image job"
                 )
-            executable = bool(st.st_mode & stat.S_IXUSR)
-            info.mode = 0o755 if executable else 0o644
-            data = full.read_bytes()
+            info.mode = 0o755 if extra else 0o644
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-            digest.update(f"F\0{rel}\0{int(executable)}\0".encode())
+            digest.update(f"F\0{rel}\0{int(extra)}\0".encode())
             digest.update(hashlib.sha256(data).digest())
-    return digest.hexdigest(), buf.getvalue(), len(files)
+    return digest.hexdigest(), buf.getvalue(), len(tree)
 
 
-def extract_snapshot(data: bytes, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(dest, filter="tar")
+def extract_snapshot(data: bytes, dest: Path) -> list[str]:
+    """Unpack a snapshot into ``dest`` without writing or linking outside it; returns a
+    line for each member left out (see launchctl.jobfiles.extract)."""
+    from launchctl import jobfiles
+
+    return jobfiles.extract(data, dest)
 
 
 def _check_entrypoint_in(entrypoint: list[str], root: Path, files: set[str]) -> None:
@@ -286,7 +277,8 @@ def create_code_job(
     if not entrypoint:
         raise UsageError("a code job needs an entry point: pass -E, e.g. -E 'python train.py'")
     root = root.resolve()
-    digest, data, count = snapshot_directory(root)
+    special: list[dict[str, str]] = []  # links and FIFOs, and what became of each
+    digest, data, count = snapshot_directory(root, special)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         names = set(tar.getnames())
     _check_entrypoint_in(entrypoint, root, names)
@@ -301,7 +293,8 @@ def create_code_job(
         entity=entity,
         project=project or DEFAULT_PROJECT,
         digest=_version_key("code", digest, entrypoint, dockerfile),
-        source={"snapshot": digest, "path": str(root), "files": count},
+        source={"snapshot": digest, "path": str(root), "files": count}
+        | ({"special": special} if special else {}),
         entrypoint=entrypoint,
         dockerfile=dockerfile,
     )

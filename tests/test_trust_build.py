@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from launchctl.store import Store
 from tests.conftest import BUSYBOX, PYTHON_IMAGE, cli, cli_json, make_script
-from tests.pkgindex import Index
+from tests.pkgindex import PACKAGE, PACKAGE_VALUE, Index
 
 ALICE = {"LAUNCHCTL_USER": "alice"}
 BOB = {"LAUNCHCTL_USER": "bob"}
@@ -110,3 +113,145 @@ def test_a_build_network_other_than_the_known_ones_is_refused_when_the_queue_is_
     assert proc.returncode != 0
     assert "builder.network must be one of bridge, default, host, none" in proc.stderr
     assert "odd" not in as_alice("queue", "list").stdout
+
+
+# -- finding 1: nothing the agent does on the host follows a link that came from a job ------
+ORIGINAL = "the host's own file\n"
+
+
+def pyproject_job(root: Path, victim: Path) -> Path:
+    """A code job whose pyproject's dependencies are attacker text, beside a link named like
+    the file the builder generates from them, pointing at a host file outside the job."""
+    make_script(
+        root, "pyproject.toml",
+        f'[project]\nname = "x"\ndependencies = ["{PACKAGE}", "# * * * * * root evil"]\n',
+    )  # fmt: skip
+    make_script(root, "train.py", f"import {PACKAGE}\nprint('value:', {PACKAGE}.VALUE)\n")
+    (root / ".launchctl-requirements.txt").symlink_to(victim)
+    return root
+
+
+def index_queue(name: str, index: Index) -> None:
+    team_with_queue(
+        name,
+        {"builder": {"base_image": PYTHON_IMAGE, "index_url": index.simple, "network": "host"}},
+    )
+
+
+@pytest.mark.parametrize("victim_exists", [True, False], ids=["existing", "missing"])
+def test_a_code_jobs_link_to_a_host_file_is_not_written_through_by_the_build(
+    docker: Any, store: Store, index: Index, tmp_path: Path, victim_exists: bool
+) -> None:
+    victim = tmp_path / "etc-cron.d-x"  # stands in for /etc/cron.d/x
+    if victim_exists:
+        victim.write_text(ORIGINAL)
+    job = pyproject_job(tmp_path / "job", victim)
+    index_queue("box", index)
+    try:
+        run_id = cli("launch", "-q", "box", "-u", str(job), "-E", "python train.py",
+                     env=BOB, check=True).stdout.strip()  # fmt: skip
+        run_burst("box")
+        if victim_exists:
+            assert victim.read_text() == ORIGINAL
+        else:
+            assert not os.path.lexists(victim)
+        run = store.runs.get(run_id)
+        assert run["state"] == "finished", run
+        log = cli("logs", run_id, check=True).stdout
+        assert f"value: {PACKAGE_VALUE}" in log  # the generated requirements were installed
+        assert (
+            f"job file .launchctl-requirements.txt: link leaving the job (-> {victim}):"
+            " left out" in log
+        )
+    finally:
+        remove_images(docker, store)
+
+
+def git_repo(root: Path, victim: Path) -> str:
+
+    pyproject_job(root, victim)
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x"],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)  # fmt: skip
+    return f"file://{root}"
+
+
+def test_a_git_jobs_link_to_a_host_file_is_left_out_of_the_build_context(
+    docker: Any, store: Store, index: Index, tmp_path: Path
+) -> None:
+    """A git clone keeps the link as committed: the builder itself must not follow it."""
+    victim = tmp_path / "victim"
+    victim.write_text(ORIGINAL)
+    remote = git_repo(tmp_path / "repo", victim)
+    index_queue("box", index)
+    try:
+        run_id = cli("launch", "-q", "box", "-u", remote, "-E", "python train.py",
+                     env=BOB, check=True).stdout.strip()  # fmt: skip
+        run_burst("box")
+        assert victim.read_text() == ORIGINAL
+        assert store.runs.state(run_id) == "finished", store.runs.get(run_id)
+        log = cli("logs", run_id, check=True).stdout
+        assert f"value: {PACKAGE_VALUE}" in log
+        assert f".launchctl-requirements.txt: link leaving the job (-> {victim})" in log
+    finally:
+        remove_images(docker, store)
+
+
+def test_job_show_says_what_happens_to_links_and_fifos(tmp_path: Path) -> None:
+    job = make_script(tmp_path / "job", "main.py", "print('hi')\n").parent
+    (job / "data").mkdir()
+    make_script(job / "data", "a.csv", "1\n")
+    (job / "dangling").symlink_to("no-such-file")
+    (job / "data-link").symlink_to("data")
+    (job / "outside").symlink_to(tmp_path)
+    os.mkfifo(job / "pipe")
+    cli("job", "create", "code", str(job), "-E", "python main.py", "-n", "odd", check=True)
+    shown = cli("job", "show", "odd", check=True).stdout
+    assert "special:    dangling: dangling link (-> no-such-file): left out" in shown
+    assert "special:    data-link: link to a folder (-> data): kept as a link" in shown
+    assert f"special:    outside: link leaving the job (-> {tmp_path}): left out" in shown
+    assert "special:    pipe: FIFO: left out" in shown
+    special = cli_json("job", "show", "odd")["source"]["special"]
+    assert {s["path"] for s in special} == {"dangling", "data-link", "outside", "pipe"}
+
+
+def test_an_old_snapshot_with_a_link_out_of_the_job_cannot_make_the_agent_write_outside(
+    home: Path, tmp_path: Path
+) -> None:
+    """A snapshot from before this rule (or a hand-edited store) holding ``escape -> <host
+    folder>`` and a file under it: the working copy gets neither, and the run still runs."""
+    import io
+    import sqlite3
+    import tarfile
+
+    outside = tmp_path / "host-folder"
+    outside.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        link = tarfile.TarInfo("escape")
+        link.type, link.linkname = tarfile.SYMTYPE, str(outside)
+        tar.addfile(link)
+        for name, text in (("escape/pwned", b"x"), ("main.py", b"print('ran')\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+    job = make_script(tmp_path / "job", "main.py", "print('ran')\n").parent
+    cli("job", "create", "code", str(job), "-E", "python main.py", "-n", "old", check=True)
+    digest = cli_json("job", "show", "old")["source"]["snapshot"]
+    sqlite = sqlite3.connect(home / "launchctl.db")
+    with sqlite:  # what an older launchctl stored for such a folder
+        sqlite.execute("UPDATE snapshots SET data = ? WHERE digest = ?", [buf.getvalue(), digest])
+    sqlite.close()
+    cli("queue", "create", "proc", check=True)
+    run_id = cli("launch", "-q", "proc", "-j", "old", check=True).stdout.strip()
+    cli("agent", "-q", "proc", "--burst", check=True)
+    assert list(outside.iterdir()) == []
+    run = cli_json("runs", "show", run_id)
+    assert run["state"] == "finished", run
+    assert not os.path.lexists(Path(run["workdir"]) / "escape")
+    starting = next(e for e in run["events"] if e["to_state"] == "starting")
+    assert "escape: link leaving the job" in starting["message"]
+    assert "escape/pwned" in starting["message"]

@@ -350,6 +350,11 @@ class Starter:
             request.default_base_image = str(builder["base_image"])
         try:
             with open(launch.log_path, "ab", buffering=0) as log:
+                for entry in version["source"].get("special") or []:  # what job create did
+                    log.write(
+                        f"launchctl: job file {entry['path']}: {entry['what']}:"
+                        f" {entry['action']} (at job create)\n".encode()
+                    )
                 built = ensure_image(request, log.write, progress=self.ctx.progress)
         except BuildError as exc:
             raise RunnerError(str(exc), stage="build") from None

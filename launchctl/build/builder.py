@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from launchctl import jobfiles
 from launchctl.build import dockerfile as dockerfiles
 from launchctl.build import engine
 from launchctl.build.dockerfile import Dockerfile
@@ -22,6 +26,7 @@ class BuildPlan:
     build_args: dict[str, str]
     uri: str
     tag: str
+    tree: jobfiles.Tree  # the job's files that go into the build context
 
 
 def plan_build(req: BuildRequest) -> BuildPlan:
@@ -33,15 +38,17 @@ def plan_build(req: BuildRequest) -> BuildPlan:
     if chosen.path is not None:
         # A user Dockerfile can take the index settings with `ARG PIP_INDEX_URL` and so on.
         args = {**_pip_build_args(req), **args}
+    # What the build context will hold: links leaving the job, FIFOs and such are left out.
+    tree = jobfiles.scan(req.source_dir, skip=frozenset(chosen.files))
     tag = image_tag(
         dockerfile_text=chosen.text,
         dockerfile_path=chosen.path,
-        context=context_digest(req.source_dir, skip=frozenset(chosen.files)),
+        context=context_digest(tree),
         generated=chosen.files,
         build_args=args,
     )
     uri = f"{repository(req.job_name, req.registry)}:{tag}"
-    return BuildPlan(dockerfile=chosen, build_args=args, uri=uri, tag=tag)
+    return BuildPlan(dockerfile=chosen, build_args=args, uri=uri, tag=tag, tree=tree)
 
 
 def _pip_build_args(req: BuildRequest) -> dict[str, str]:
@@ -63,6 +70,9 @@ def ensure_image(
     ``log``; its first line names the image and the Dockerfile."""
     plan = plan_build(req)
     source = plan.dockerfile.source
+    notes = [
+        f"launchctl: job file {s.line()}\n".encode() for s in plan.tree.special
+    ]  # shown after the first line, which names the image
     client = engine.connect()
     try:
         where = engine.find(
@@ -71,6 +81,8 @@ def ensure_image(
         if where is not None:
             note = f"launchctl: {plan.uri} exists {_WHERE[where]} ({source}): nothing to build\n"
             log(note.encode())
+            for line in notes:
+                log(line)
             pushed = False
             if (
                 where == "local"
@@ -83,6 +95,8 @@ def ensure_image(
                 plan.uri, plan.tag, built=False, pushed=pushed, dockerfile_source=source
             )
         log(f"launchctl: building {plan.uri} with {source}\n".encode())
+        for line in notes:
+            log(line)
         _build(req, plan, log, progress=progress)
         if req.registry:
             engine.push(client, plan.uri, log, req.registry_auth)
@@ -99,34 +113,44 @@ _WHERE = {"local": "locally", "registry": "in the registry"}
 def _build(
     req: BuildRequest, plan: BuildPlan, log: Callable[[bytes], object], *, progress: bool
 ) -> None:
+    """Build from a context laid out afresh in a folder of the builder's own: the job's files
+    copied without following a link, the generated files written new, so nothing in the
+    job (a link to a host file named like a generated one, say) makes it write elsewhere."""
     chosen = plan.dockerfile
-    for name, data in chosen.files.items():
-        target = req.source_dir / name
-        if not target.is_file() or target.read_bytes() != data:
-            target.write_bytes(data)
-    labels = {"launchctl.job": req.job_name, "launchctl.build": plan.tag}
-    if chosen.path is not None:
+    with _scratch(req.source_dir) as tmp:
+        context = tmp / "context"
+        context.mkdir()
+        jobfiles.copy_tree(plan.tree, context)
+        for name, data in chosen.files.items():
+            jobfiles.write_new(context / name, data)
+        if chosen.path is not None:
+            dockerfile = Path(os.path.realpath(context / chosen.path))
+            if not dockerfile.is_relative_to(os.path.realpath(context)):
+                raise BuildError(f"dockerfile {chosen.path} points outside the job's files")
+        else:
+            dockerfile = tmp / "Dockerfile"
+            jobfiles.write_new(dockerfile, chosen.text.encode())
         engine.run_build(
-            context=req.source_dir,
-            dockerfile=req.source_dir / chosen.path,
+            context=context,
+            dockerfile=dockerfile,
             uri=plan.uri,
             build_args=plan.build_args,
-            labels=labels,
+            labels={"launchctl.job": req.job_name, "launchctl.build": plan.tag},
             network=req.network,
             log=log,
             progress=progress,
         )
-        return
-    with tempfile.TemporaryDirectory(prefix="launchctl-build-") as tmp:
-        rendered = Path(tmp) / "Dockerfile"
-        rendered.write_text(chosen.text)
-        engine.run_build(
-            context=req.source_dir,
-            dockerfile=rendered,
-            uri=plan.uri,
-            build_args=plan.build_args,
-            labels=labels,
-            network=req.network,
-            log=log,
-            progress=progress,
-        )
+
+
+@contextlib.contextmanager
+def _scratch(source_dir: Path) -> Iterator[Path]:
+    """A new private folder beside the working copy (the run's folder: the same disk, not a
+    small /tmp), else in the temp folder; removed afterwards."""
+    try:
+        tmp = tempfile.mkdtemp(prefix=".launchctl-build-", dir=source_dir.parent)
+    except OSError:
+        tmp = tempfile.mkdtemp(prefix="launchctl-build-")
+    try:
+        yield Path(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from launchctl.build.model import BuildError, BuildRequest
+from launchctl.jobfiles import read_inside
 
 if TYPE_CHECKING:
     import jinja2
@@ -47,19 +48,20 @@ def choose(req: BuildRequest) -> Dockerfile:
     root = req.source_dir
     if req.dockerfile:
         rel = _inside(root, req.dockerfile)
-        if not (root / rel).is_file():
+        data = read_inside(root, rel)
+        if data is None:
             raise BuildError(
                 f"dockerfile {req.dockerfile} (the `dockerfile` override / -D) is not among the"
                 " job's files; the path is relative to the job's root"
             )
-        return _user(root, rel, f"override (-D {req.dockerfile})")
-    if (root / "Dockerfile").is_file():
-        return _user(root, "Dockerfile", "job Dockerfile")
+        return _user(rel, data, f"override (-D {req.dockerfile})")
+    if (data := read_inside(root, "Dockerfile")) is not None:
+        return _user("Dockerfile", data, "job Dockerfile")
     beside = entrypoint_dir(req.entrypoint)
     rel = str(PurePosixPath(beside, "Dockerfile.wandb"))
-    if (root / rel).is_file():
+    if (data := read_inside(root, rel)) is not None:
         where = f" ({rel})" if beside else ""
-        return _user(root, rel, f"Dockerfile.wandb beside the entrypoint{where}")
+        return _user(rel, data, f"Dockerfile.wandb beside the entrypoint{where}")
     return render(req)
 
 
@@ -87,10 +89,10 @@ def _inside(root: Path, rel: str) -> str:
     return full.relative_to(root.resolve()).as_posix()
 
 
-def _user(root: Path, rel: str, source: str) -> Dockerfile:
+def _user(rel: str, data: bytes, source: str) -> Dockerfile:
     try:
-        text = (root / rel).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
         raise BuildError(f"cannot read dockerfile {rel}: {exc}") from None
     return Dockerfile(text=text, source=source, path=rel)
 
@@ -100,14 +102,14 @@ def requirements(root: Path) -> tuple[str | None, dict[str, bytes]]:
 
     ``requirements.txt`` at the root wins; else ``[project] dependencies`` of pyproject.toml.
     """
-    if (root / "requirements.txt").is_file():
+    if read_inside(root, "requirements.txt") is not None:
         return "requirements.txt", {}
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file():
+    pyproject = read_inside(root, "pyproject.toml")
+    if pyproject is None:
         return None, {}
     try:
-        data = tomllib.loads(pyproject.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(pyproject.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BuildError(f"cannot read the job's pyproject.toml: {exc}") from None
     deps = data.get("project", {}).get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):

@@ -6,42 +6,36 @@ import hashlib
 import json
 import os
 import re
-import stat
 from pathlib import Path
 
-from launchctl.jobs import EXCLUDED_DIRS, EXCLUDED_SUFFIXES
+from launchctl.jobfiles import Tree, open_nofollow, scan
 
 TAG_LENGTH = 16
 _CHUNK = 1 << 20
 
 
-def context_digest(root: Path, skip: frozenset[str] = frozenset()) -> str:
-    """sha256 over each file's path, executable bit and content (symlinks: their target).
+def context_digest(root: Path | Tree, skip: frozenset[str] = frozenset()) -> str:
+    """sha256 over each entry's path, executable bit and content (links: their target).
 
-    Walks in sorted order and skips what a code snapshot skips (.git, caches, venvs), plus the
-    root-level names in ``skip`` (files the build generates), so the digest is reproducible.
+    The entries are what ``launchctl.jobfiles.scan`` keeps, in sorted order (no .git,
+    caches, venvs, links leaving the job, FIFOs), less the root-level names in ``skip``
+    (files the build generates): the digest is reproducible, and covers exactly the build
+    context the builder lays out.
     """
+    tree = root if isinstance(root, Tree) else scan(root, skip=skip)
     digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS)
-        here = Path(dirpath)
-        for name in sorted(filenames):
-            if name.endswith(EXCLUDED_SUFFIXES) or (here == root and name in skip):
-                continue
-            full = here / name
-            rel = full.relative_to(root).as_posix()
-            st = full.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                digest.update(f"L\0{rel}\0{os.readlink(full)}\0".encode())
-            elif stat.S_ISREG(st.st_mode):
-                digest.update(f"F\0{rel}\0{int(bool(st.st_mode & stat.S_IXUSR))}\0".encode())
-                digest.update(_file_sha256(full))
+    for kind, rel, extra in tree.entries():
+        if kind == "L":
+            digest.update(f"L\0{rel}\0{extra}\0".encode())
+            continue
+        digest.update(f"F\0{rel}\0{int(extra)}\0".encode())
+        digest.update(_file_sha256(tree.root / rel))
     return digest.hexdigest()
 
 
 def _file_sha256(path: Path) -> bytes:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(open_nofollow(path), "rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.digest()

@@ -204,6 +204,8 @@ def show(
         line(f"source:     {source['git']['remote']} @ {source['git'].get('commit') or 'HEAD'}")
     else:
         line(f"source:     image {source['image']}")
+    for entry in source.get("special") or []:  # links and FIFOs in the job, and their fate
+        line(f"special:    {entry['path']}: {entry['what']}: {entry['action']}")
     if row["dockerfile"]:
         line(f"dockerfile: {row['dockerfile']}")
     line(f"author:     {_author(row['author'])}")
