@@ -22,12 +22,8 @@ def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, d
         return "no job source: running in an empty folder"
     source = version["source"]
     if "snapshot" in source:
-        skipped = extract_snapshot(store.jobs.snapshot(source["snapshot"]), dest)
-        note = f"code snapshot {source['snapshot'][:12]} ({source.get('files', '?')} files)"
-        left = [s for s in source.get("special") or [] if s.get("action") == "left out"]
-        if left:
-            note += f"; {len(left)} entries left out at job create (job show lists them)"
-        return note + "".join(f"; left out of the working copy: {line}" for line in skipped)
+        extract_snapshot(store.jobs.snapshot(source["snapshot"]), dest)
+        return f"code snapshot {source['snapshot'][:12]} ({source.get('files', '?')} files)"
     if "git" in source:
         return _clone(source["git"]["remote"], source["git"].get("commit"), dest)
     raise RunnerError(f"job {version['name']} has no code to run here", stage="agent")
@@ -36,6 +32,14 @@ def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, d
 class _AgentRefusal(RunnerError):
     def __init__(self, message: str) -> None:
         super().__init__(message, stage="agent")
+
+
+def _user_umask() -> int:
+    """The umask git clones with: the user's own (launchctl's is 077 for the store)."""
+    from launchctl.paths import run_umask
+
+    mask = run_umask()
+    return -1 if mask is None else mask
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -47,6 +51,7 @@ def _git(*args: str, cwd: Path | None = None) -> str:
             text=True,
             timeout=600,
             env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
+            umask=_user_umask(),  # the working copy is the user's, not the store's
         )
     except FileNotFoundError:
         raise RunnerError("git is not installed; a git job needs it", stage="agent") from None

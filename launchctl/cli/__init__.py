@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from launchctl import __version__
+from launchctl import __version__, paths
 from launchctl.cli import agent as agent_cmd
 from launchctl.cli import gpus as gpus_cmd
 from launchctl.cli import job as job_cmd
@@ -76,6 +76,8 @@ def main() -> None:
             sys.stderr.write(f"launchctl: error: argument {shown!r} is not valid UTF-8\n")
             sys.exit(2)
     try:
+        # launchctl's own files are private (or group-shared): see launchctl/paths.py.
+        paths.apply_umask()
         app(prog_name="launchctl")
     except LaunchctlError as exc:
         # One line, always: a value the user typed may itself hold newlines.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from launchctl import procfs
+from launchctl import paths, procfs
 from launchctl.runners.base import Exit, Launch, RunnerError
 
 # After the run's process group is gone, how long its log copier may take to finish (a
@@ -441,7 +441,12 @@ class LocalProcessRunner:
 
 
 def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own process group, its output to ``out_fd`` or the log."""
+    """Start ``command`` in its own process group, its output to ``out_fd`` or the log.
+
+    It gets the user's own umask back (launchctl's files are private; a run's are its
+    own).
+    """
+    umask = paths.run_umask()
     try:
         with open(launch.log_path, "ab", buffering=0) as log:
             return subprocess.Popen(
@@ -452,6 +457,7 @@ def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess
                 stdout=log if out_fd is None else out_fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so cancel reaches children
+                umask=-1 if umask is None else umask,
             )
     except FileNotFoundError:
         raise RunnerError(f"command not found: {launch.command[0]}") from None

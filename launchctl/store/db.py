@@ -11,12 +11,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from launchctl import __version__, paths
 from launchctl.errors import LaunchctlError, StoreBusy
 
 # How long a writer waits for another one before giving up with a clear message.
 BUSY_TIMEOUT_S = float(os.environ.get("LAUNCHCTL_BUSY_TIMEOUT", "30"))
 
 Row = dict[str, Any]
+
+# What SQLite says when a store's folder (or file) cannot be written: read it read-only.
+READ_ONLY_ERRORS = frozenset(
+    {"SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_READONLY_CANTINIT"}
+)
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> LaunchctlError:
@@ -28,8 +34,13 @@ def _translate(exc: sqlite3.Error, path: Path) -> LaunchctlError:
         )
     if "disk is full" in text or "database or disk is full" in text or _disk_full(path):
         return LaunchctlError(f"the disk holding {path} is full; nothing was changed")
-    if "readonly" in text or "unable to open" in text:
-        return LaunchctlError(f"cannot write the database {path}: {text}")
+    if "readonly" in text:
+        return LaunchctlError(
+            f"the database {path} is read-only for this process (its file or its folder may"
+            " not be written); it can be listed, not changed: nothing was changed"
+        )
+    if "unable to open" in text:
+        return LaunchctlError(f"cannot open the database {path}: {text}")
     return LaunchctlError(f"database error in {path}: {text}")
 
 
@@ -43,32 +54,153 @@ def _disk_full(path: Path) -> bool:
         return False
 
 
+class _Held:
+    """A lock held on an open file: released when the ``with`` block ends."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
 class Database:
-    """One connection to the store file. All SQL in launchctl goes through here."""
+    """One connection to the store file. All SQL in launchctl goes through here.
+
+    A store that this process may read but not write (a read-only home, a 0444 file, a
+    backup on read-only media) is opened read-only: listings work, and a write fails with
+    one line saying why.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.read_only = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            paths.make_dir(path.parent)  # 0700 (or the group mode), if launchctl creates it
         except OSError as exc:
-            raise LaunchctlError(f"cannot create the launchctl home {path.parent}: {exc}") from None
+            raise LaunchctlError(
+                f"cannot create the launchctl home {path.parent}: {exc.strerror or exc}"
+            ) from None
         try:
-            # isolation_level=None: no implicit transactions; writes use write() below.
-            self.conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self.conn.execute("PRAGMA foreign_keys = ON")
-            mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if mode != "wal":
-                self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            if self._size() in (None, 0):
+                self._open_new()
+            else:
+                self._open()
         except sqlite3.Error as exc:
             raise _translate(exc, path) from None
 
-    def _migrate(self) -> None:
+    def _size(self) -> int | None:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LaunchctlError(
+                f"cannot read the database {self.path}: {exc.strerror or exc}"
+            ) from None
+
+    def _open_new(self) -> None:
+        """Create the store, holding the migrate lock from the file's creation to its schema:
+        so a zero-length file seen under the lock is not a store being made but a broken one."""
+        try:
+            lock = self._lock()
+        except OSError as exc:
+            if self._size() == 0:
+                raise self._empty() from None
+            raise LaunchctlError(
+                f"cannot create the database {self.path}: {exc.strerror or exc}"
+            ) from None
+        with lock:
+            size = self._size()
+            if size == 0:
+                raise self._empty()
+            if size is None:
+                try:
+                    paths.make_file(self.path)  # 0600 (or the group mode); -wal, -shm follow
+                except OSError as exc:
+                    raise LaunchctlError(
+                        f"cannot create the database {self.path}: {exc.strerror or exc}"
+                    ) from None
+            self._open(locked=True)
+
+    def _empty(self) -> LaunchctlError:
+        return LaunchctlError(
+            f"the database {self.path} is empty (0 bytes): it is not a launchctl store, or"
+            " it lost its content (restore it from a backup); to start a new store, remove it"
+        )
+
+    def _lock(self) -> _Held:
+        """The migrate lock: two processes opening a new store at once must not both migrate.
+
+        Taken when called (an OSError is raised then, not at ``with``)."""
+        lock_path = self.path.with_name(self.path.name + ".migrate.lock")
+        paths.make_file(lock_path)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW)  # flock needs no write access
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _Held(fd)
+
+    def _connect(self, uri: str | None = None) -> None:
+        # isolation_level=None: no implicit transactions; writes use write() below.
+        self.conn = sqlite3.connect(
+            uri or str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+            check_same_thread=False, uri=uri is not None,
+        )  # fmt: skip
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+
+    def _open(self, *, locked: bool = False) -> None:
+        self._connect()
+        try:
+            mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            # WAL needs its -shm and -wal files beside the database: a read-only folder
+            # cannot have them made, so such a store is read as it is, or not at all.
+            if getattr(exc, "sqlite_errorname", "") not in READ_ONLY_ERRORS:
+                raise
+            self.conn.close()
+            self._open_read_only()
+            return
+        if mode != "wal":
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorname", "") not in READ_ONLY_ERRORS:
+                    raise
+                self.read_only = True
+        if not self.read_only:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        self._migrate(locked=locked)
+
+    def _open_read_only(self) -> None:
+        """Open a store in a folder this process cannot write, for reading only.
+
+        Without a write-ahead log beside it, the file holds every committed change and is
+        opened immutable; with one (left by a writer that could not clean up), reading it
+        needs its shared memory file, so the store is refused rather than read stale.
+        """
+        wal = self.path.with_name(self.path.name + "-wal")
+        with contextlib.suppress(FileNotFoundError):
+            if wal.stat().st_size > 0:
+                raise LaunchctlError(
+                    f"cannot read the database {self.path}: its folder is read-only and it has"
+                    f" a write-ahead log ({wal.name}) that only a process allowed to write there"
+                    " can apply; open it once with write access"
+                )
+        from urllib.parse import quote
+
+        self._connect(f"file:{quote(str(self.path))}?immutable=1")
+        self.read_only = True
+        self._migrate(locked=False)
+
+    def _migrate(self, *, locked: bool) -> None:
         from launchctl.store.migrations import NAMES, SET_NAME
 
         # A plain query first: sqlite-utils costs ~45 ms to import, paid only to migrate.
@@ -82,21 +214,39 @@ class Database:
                     "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [SET_NAME]
                 )
             }
+            newer = sorted(applied - set(NAMES))
+            if newer:
+                raise LaunchctlError(
+                    f"the database {self.path} has schema {newer[-1]}, newer than this"
+                    f" launchctl {__version__} knows (its newest is {NAMES[-1]}): upgrade"
+                    " launchctl to use this store"
+                )
             if applied >= set(NAMES):
                 return
+        if self.read_only:
+            raise LaunchctlError(
+                f"the database {self.path} needs its schema upgraded to {NAMES[-1]}, but this"
+                " process cannot write it; open it once with write access"
+            )
+        if locked:
+            self._apply_migrations()
+            return
+        try:
+            lock = self._lock()
+        except OSError as exc:
+            raise LaunchctlError(
+                f"cannot write beside the database {self.path}: {exc.strerror or exc}"
+            ) from None
+        with lock:
+            self._apply_migrations()
+
+    def _apply_migrations(self) -> None:
         from sqlite_utils import Database as SUDatabase
 
         from launchctl.store.migrations import migrations
 
         sdb = SUDatabase(self.conn, execute_plugins=False)
-        # Two processes opening a new store at once must not both migrate it.
-        lock_path = self.path.with_name(self.path.name + ".migrate.lock")
-        with open(lock_path, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                migrations.apply(sdb)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        migrations.apply(sdb)
 
     def close(self) -> None:
         self.conn.close()
