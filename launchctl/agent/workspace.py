@@ -22,8 +22,12 @@ def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, d
         return "no job source: running in an empty folder"
     source = version["source"]
     if "snapshot" in source:
-        extract_snapshot(store.jobs.snapshot(source["snapshot"]), dest)
-        return f"code snapshot {source['snapshot'][:12]} ({source.get('files', '?')} files)"
+        skipped = extract_snapshot(store.jobs.snapshot(source["snapshot"]), dest)
+        note = f"code snapshot {source['snapshot'][:12]} ({source.get('files', '?')} files)"
+        left = [s for s in source.get("special") or [] if s.get("action") == "left out"]
+        if left:
+            note += f"; {len(left)} entries left out at job create (job show lists them)"
+        return note + "".join(f"; left out of the working copy: {line}" for line in skipped)
     if "git" in source:
         return _clone(source["git"]["remote"], source["git"].get("commit"), dest)
     raise RunnerError(f"job {version['name']} has no code to run here", stage="agent")
