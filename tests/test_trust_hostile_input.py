@@ -13,10 +13,11 @@ import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import AgentProcess, cli, cli_json, make_script, table_counts, wait_for
+from tests.conftest import BUSYBOX, AgentProcess, cli, cli_json, make_script, table_counts, wait_for
 
 StartAgent = Callable[..., AgentProcess]
 
@@ -267,12 +268,12 @@ def _launch(queue: str, code: Path, entry: str) -> str:
 
 
 def _flood_while_another_run_waits(
-    tmp_path: Path, start_agent: StartAgent
+    tmp_path: Path, start_agent: StartAgent, resource: str = "local-process"
 ) -> tuple[AgentProcess, str]:
     """An agent serving two queues: a run waits in one, and a run floods its log in the other.
 
     Returns the agent and the waiting run, once the flood has failed as "disk full"."""
-    cli("queue", "create", "flood", check=True)
+    cli("queue", "create", "flood", "-r", resource, check=True)
     cli("queue", "create", "other", check=True)
     code = tmp_path / "job"
     make_script(code, "flood.py", FLOOD)
@@ -280,7 +281,11 @@ def _flood_while_another_run_waits(
     agent = start_agent("-q", "flood", "-q", "other", "-j", "2")
     waiting = _launch("other", code, f"python wait.py {tmp_path / 'go'}")
     wait_for(lambda: _state(waiting) == "running", what="the waiting run to start")
-    flood = _launch("flood", code, "python flood.py")
+    if resource == "local-process":
+        flood = _launch("flood", code, "python flood.py")
+    else:  # a container that writes without end
+        flood = cli("launch", "-q", "flood", "-d", BUSYBOX, "-E", "yes " + "x" * 500,
+                    check=True).stdout.strip()  # fmt: skip
     wait_for(lambda: _state(flood) not in ("queued", "claimed", "starting", "running"),
              timeout=60, what="the flooding run to end")  # fmt: skip
     shown = cli_json("runs", "show", flood)
@@ -306,6 +311,19 @@ def test_a_run_that_fills_the_disk_of_the_run_logs_fails_as_disk_full_and_the_ag
     cli("queue", "list", check=True)
     small_disk(home / "runs", "2m")
     agent, waiting = _flood_while_another_run_waits(tmp_path, start_agent)
+    _the_agent_serves_on(agent, waiting, tmp_path)
+
+
+def test_a_container_that_fills_the_disk_of_the_run_logs_fails_as_disk_full_and_the_agent_goes_on(
+    docker: Any,  # first: its clean-up (of this test's containers) comes after the agent's
+    home: Path,
+    tmp_path: Path,
+    small_disk: Callable[[Path, str], Path],
+    start_agent: StartAgent,
+) -> None:
+    cli("queue", "list", check=True)
+    small_disk(home / "runs", "2m")
+    agent, waiting = _flood_while_another_run_waits(tmp_path, start_agent, "local-container")
     _the_agent_serves_on(agent, waiting, tmp_path)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from launchctl.runenv import env_from_option
+from launchctl.runners import logfile
 from launchctl.runners.base import Exit, Launch, RunnerError
 from launchctl.secrets import Masker
 
@@ -220,6 +221,7 @@ class ContainerHandle:
         self._masker = Masker(self._secrets)
         self._since = since
         self._exit: Exit | None = None
+        self._log_error: str | None = None  # the log could not be written: the run stopped
         self._stop_thread: threading.Thread | None = None
         self._done = threading.Event()
         self._logs = self._follow_logs()
@@ -237,12 +239,27 @@ class ContainerHandle:
         kwargs: dict[str, Any] = {"stream": True, "follow": True}
         if since is not None:
             kwargs["since"] = since
+        failed: OSError | None = None
         with open(self._log_path, "ab", buffering=0) as log:
-            with contextlib.suppress(Exception):
-                for chunk in self.container.logs(**kwargs):
-                    log.write(masker.feed(chunk))
-            with contextlib.suppress(OSError):
-                log.write(masker.flush())
+            fd = log.fileno()
+            with contextlib.suppress(Exception):  # the engine's stream ended, or broke
+                stream = self.container.logs(**kwargs)
+                for chunk in stream:
+                    try:
+                        logfile.write_all(fd, masker.feed(chunk))
+                    except OSError as exc:
+                        failed = exc
+                        stream.close()
+                        break
+            if failed is None:
+                try:
+                    logfile.write_all(fd, masker.flush())
+                except OSError as exc:
+                    failed = exc
+            if failed is not None:  # a full disk: free what the log took, stop the run
+                self._log_error = logfile.give_back_space(fd, self._log_path, failed, note=False)
+                with contextlib.suppress(Exception):
+                    self.container.kill()
 
     def _wait(self, on_exit: Callable[[], None]) -> None:
         try:
@@ -253,6 +270,8 @@ class ContainerHandle:
             if self._exit is not None and self._exit.message:
                 self._exit.message = self._masker.mask_text(self._exit.message)
             self._logs.join(timeout=30)
+            if self._log_error is not None:  # it was killed because its log could not be
+                self._exit = Exit(code=None, message=self._log_error)  # written: not preempted
             # The container stays until its end is recorded (release): an agent killed
             # in between leaves it for the next one to read the exit code from.
             self._done.set()

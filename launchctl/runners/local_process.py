@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from launchctl import paths, procfs
+from launchctl import procfs
+from launchctl.runners import logfile
 from launchctl.runners.base import Exit, Launch, RunnerError
 
 # After the run's process group is gone, how long its log copier may take to finish (a
@@ -33,11 +34,8 @@ DRAIN_S = 10.0
 _CHUNK = 65536
 
 
-# When the log cannot be written, the copier keeps the log's first KEEP_ON_FAILURE bytes
-# (the run's start, usually what explains it), frees the rest, and writes LOG_ERROR_FILE.
-KEEP_ON_FAILURE = 1 << 20
-LOG_ERROR_FILE = "log_error"
-# The copier's exit code then, when it could not leave its note (sysexits' EX_IOERR):
+# When the log cannot be written (see logfile) and the copier could not leave its note,
+# its exit code says why (sysexits' EX_IOERR, and the next):
 EXIT_LOG_FAILED = 74  # the log could not be written
 EXIT_DISK_FULL = 75  # ... because the disk (or the user's quota) is full
 UNNOTED = {
@@ -121,7 +119,7 @@ def copy_masked(argv: Sequence[str] | None = None) -> None:
     """The copier process: stdin, masked, appended to the log file, until end of input.
 
     A write that fails (a full disk, a quota) stops the run's group, cuts the log to free
-    space, records why in ``LOG_ERROR_FILE`` beside it, and ends with ``EXIT_LOG_FAILED``
+    space, records why beside it (``logfile``), and ends with ``EXIT_LOG_FAILED``
     once the run's output is drained.
     """
     from launchctl.secrets import Masker
@@ -141,27 +139,21 @@ def copy_masked(argv: Sequence[str] | None = None) -> None:
             out = masker.feed(chunk)
             if out and failed is None:
                 try:
-                    _write_all(log.fileno(), out)
+                    logfile.write_all(log.fileno(), out)
                 except OSError as exc:  # keep draining after it, so nothing gets SIGPIPE
                     failed = exc
                     # The note first (the run is blocked on the pipe meanwhile), so an
                     # agent that sees the run end finds why.
-                    _free_space(log.fileno(), Path(log_path), exc)
+                    logfile.give_back_space(log.fileno(), Path(log_path), exc)
                     _stop_group(control.get("group"), control.get("run_id"))
         if failed is None:
             try:
-                _write_all(log.fileno(), masker.flush())
+                logfile.write_all(log.fileno(), masker.flush())
             except OSError as exc:
                 failed = exc
-                _free_space(log.fileno(), Path(log_path), exc)
+                logfile.give_back_space(log.fileno(), Path(log_path), exc)
     if failed is not None:
-        sys.exit(EXIT_DISK_FULL if _disk_full(failed) else EXIT_LOG_FAILED)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        sys.exit(EXIT_DISK_FULL if logfile.disk_full(failed) else EXIT_LOG_FAILED)
 
 
 def _stop_group(group: Any, run_id: Any) -> None:
@@ -169,43 +161,6 @@ def _stop_group(group: Any, run_id: Any) -> None:
     if isinstance(group, int) and isinstance(run_id, str) and _belongs_to(group, run_id):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGKILL)
-
-
-def _disk_full(exc: OSError) -> bool:
-    import errno
-
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def log_failure(exc: OSError) -> str:
-    """Why a run failed when its log could not be written, in words for ``runs show``."""
-    what = exc.strerror or type(exc).__name__
-    if _disk_full(exc):
-        return f"disk full: the run's log could not be written ({what}); the run was stopped"
-    return f"the run's log could not be written ({what}); the run was stopped"
-
-
-def _free_space(fd: int, log_path: Path, exc: OSError) -> None:
-    """Cut the log to its first ``KEEP_ON_FAILURE`` bytes, say so in it, and leave a note."""
-    reason = log_failure(exc)
-    with contextlib.suppress(OSError):
-        size = os.fstat(fd).st_size
-        if size > KEEP_ON_FAILURE:
-            os.ftruncate(fd, KEEP_ON_FAILURE)
-            reason += f"; its log was cut to its first {KEEP_ON_FAILURE >> 20} MiB to free space"
-        _write_all(fd, f"\nlaunchctl: {reason}\n".encode())
-    with contextlib.suppress(OSError):
-        (log_path.parent / LOG_ERROR_FILE).write_text(reason + "\n")
-
-
-def _log_error(folder: Path) -> str | None:
-    """The copier's note that the run's log could not be written, if it left one."""
-    try:
-        with open(folder / LOG_ERROR_FILE, "rb") as fh:
-            text = fh.read(1000).decode("utf-8", "replace").strip()
-    except OSError:
-        return None
-    return text or None
 
 
 class ProcessHandle:
@@ -257,7 +212,7 @@ class ProcessHandle:
             return None
         if self._copier is not None and self._copier.returncode in UNNOTED:
             # The copier stopped the run: its log could not be written (a full disk).
-            noted = _log_error(self._folder) if self._folder is not None else None
+            noted = logfile.read_note(self._folder) if self._folder is not None else None
             return Exit(code=None, message=noted or UNNOTED[self._copier.returncode])
         if code < 0:
             sig = -code
@@ -367,7 +322,7 @@ class AdoptedProcess:
     def poll(self) -> Exit | None:
         if not self._gone.is_set():
             return None
-        if noted := _log_error(self._folder):  # its copier stopped it: a full disk
+        if noted := logfile.read_note(self._folder):  # its copier stopped it: a full disk
             return Exit(code=None, message=noted)
         return _recorded_exit(self._folder) or Exit(
             code=None,
@@ -423,7 +378,7 @@ class LocalProcessRunner:
         limits = launch.limits
         command = wrap(launch.command, launch.log_path.parent, limits.memory)
         with contextlib.suppress(FileNotFoundError):  # a note from an earlier attempt
-            (launch.log_path.parent / LOG_ERROR_FILE).unlink()
+            (launch.log_path.parent / logfile.LOG_ERROR_FILE).unlink()
         # Every run's output goes through a copier: it masks secrets, and it is what sees a
         # full disk (the run could ignore its own write errors, and fill the disk for ever).
         copier = LogCopier.start(launch.log_path, launch.secrets)
@@ -441,12 +396,7 @@ class LocalProcessRunner:
 
 
 def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own process group, its output to ``out_fd`` or the log.
-
-    It gets the user's own umask back (launchctl's files are private; a run's are its
-    own).
-    """
-    umask = paths.run_umask()
+    """Start ``command`` in its own process group, its output to ``out_fd`` or the log."""
     try:
         with open(launch.log_path, "ab", buffering=0) as log:
             return subprocess.Popen(
@@ -457,7 +407,6 @@ def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess
                 stdout=log if out_fd is None else out_fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so cancel reaches children
-                umask=-1 if umask is None else umask,
             )
     except FileNotFoundError:
         raise RunnerError(f"command not found: {launch.command[0]}") from None

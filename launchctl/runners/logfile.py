@@ -1,0 +1,62 @@
+"""Writing a run's log, and what happens when it cannot be written.
+
+A full disk (or quota) stops the run: the log is cut to its first ``KEEP_ON_FAILURE``
+bytes to give the space back, the reason goes at its end and into a note beside it
+(``LOG_ERROR_FILE``), and the run fails with that reason: "disk full: ...". One run that
+fills the disk must not take the agent, or the other runs, down with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+# The log's start (usually what explains the run) is kept; the rest is freed.
+KEEP_ON_FAILURE = 1 << 20
+LOG_ERROR_FILE = "log_error"
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: a short write is followed by the rest, or by its error."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def failure(exc: OSError) -> str:
+    """Why a run failed when its log could not be written, in words for ``runs show``."""
+    what = exc.strerror or type(exc).__name__
+    if disk_full(exc):
+        return f"disk full: the run's log could not be written ({what}); the run was stopped"
+    return f"the run's log could not be written ({what}); the run was stopped"
+
+
+def give_back_space(fd: int, log_path: Path, exc: OSError, *, note: bool = True) -> str:
+    """Cut the log open on ``fd`` to its first ``KEEP_ON_FAILURE`` bytes and say why at its
+    end (and, with ``note``, in ``LOG_ERROR_FILE`` beside it). Returns the reason."""
+    reason = failure(exc)
+    with contextlib.suppress(OSError):
+        if os.fstat(fd).st_size > KEEP_ON_FAILURE:
+            os.ftruncate(fd, KEEP_ON_FAILURE)
+            reason += f"; its log was cut to its first {KEEP_ON_FAILURE >> 20} MiB to free space"
+        write_all(fd, f"\nlaunchctl: {reason}\n".encode())
+    if note:
+        with contextlib.suppress(OSError):
+            (log_path.parent / LOG_ERROR_FILE).write_text(reason + "\n")
+    return reason
+
+
+def read_note(folder: Path) -> str | None:
+    """The note that a run's log could not be written, if one was left in ``folder``."""
+    try:
+        with open(folder / LOG_ERROR_FILE, "rb") as fh:
+            text = fh.read(1000).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    return text or None
