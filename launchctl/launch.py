@@ -366,8 +366,8 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
         raise LaunchctlError(f"queue '{old['queue_name']}' of run {old['id']} no longer exists")
     from launchctl import teams
 
-    teams.require_member(store, queue["entity"])
     spec["author"] = identity.current_user()
+    teams.check_launch(store, queue, spec)  # the rerun is the current user's launch
     if old["job_version_id"] is not None:  # the same rule as at launch, for the new queue
         version = store.jobs.version_by_id(old["job_version_id"])
         jobs.check_version_author(store, version, run_entity=old["entity"], queue=queue)
@@ -376,6 +376,7 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
             f"run {old['id']} ran on {old['resource']}, but queue '{queue['name']}' runs"
             f" {queue['resource']}; launch it again with -q"
         )
+    resolve(queue, spec, queue["resource"])  # its values, by the queue's rules of today
     prio = parse_priority(priority) if priority else old["priority"]
     new_id = new_run_id()
     base = old["name"].rsplit("-", 1)[0] if "-" in old["name"] else old["name"]

@@ -117,6 +117,25 @@ def show(store: Store, entity: str, user: str | None = None) -> Row:
     return row
 
 
+def require_canceller(store: Store, run: Row, user: str | None = None) -> str:
+    """Refuse unless ``user`` (default: the current user) may cancel ``run``: its author,
+    or an admin of the run's entity or of the entity that owns its queue. Returns the user.
+    """
+    user = user or identity.current_user()
+    author = run["spec"].get("author")
+    if author is not None and author == user:
+        return user
+    queue = store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
+    entities = list(dict.fromkeys(e for e in (run["entity"], queue and queue["entity"]) if e))
+    if any(store.teams.role(str(entity), user) == "admin" for entity in entities):
+        return user
+    admins = " or ".join(f"'{e}'" for e in entities) or "its entity"
+    raise PermissionDenied(
+        f"user '{user}' may not cancel run {run['id']}: only its author"
+        f" ('{author or 'unknown'}') or an admin of entity {admins} may"
+    )
+
+
 # Launch-spec keys that change how a queue runs work: admins only. Members set template
 # variables, run_config, args and entry point, nothing else of the queue's.
 ADMIN_ONLY_SPEC_KEYS = ("resource_args", "builder", "registry")

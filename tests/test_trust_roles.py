@@ -22,6 +22,7 @@ from tests.conftest import (
     cli,
     make_script,
     table_counts,
+    wait_for,
 )
 
 StartAgent = Callable[..., AgentProcess]
@@ -233,3 +234,86 @@ def test_a_template_value_cannot_become_a_macro_by_splitting_one(
         check=True)  # fmt: skip
     log = cli("logs", run_id, check=True).stdout
     assert "TAG = ${AGENT_SECRET_TEST}\n" in log and "s3cr3t" not in log
+
+
+# -- finding 8: cancel and agents check roles ---------------------------------------------
+
+
+def cpu_queue() -> None:
+    team()
+    queue("vision-cpu", "local-process", {})
+
+
+def launch_as(who: dict[str, str], *args: str) -> str:
+    proc = cli("launch", "-q", "vision-cpu", "-u", HELLO, "-E", "python train.py", *args, env=who,
+               check=True)  # fmt: skip
+    return proc.stdout.strip()
+
+
+def test_a_member_cannot_cancel_another_users_run(home: Path, store: Store) -> None:
+    cpu_queue()
+    run_id = launch_as(ALICE)
+    before = table_counts(home)
+    for who, user in ((BOB, "bob"), (MALLORY, "mallory")):
+        err = one_line_error(cli("runs", "cancel", run_id, env=who))
+        assert f"user '{user}' may not cancel run {run_id}" in err
+        assert "only its author ('alice') or an admin of entity" in err and "'vision'" in err
+    assert table_counts(home) == before
+    assert store.runs.get(run_id)["state"] == "queued"
+    # Its author may.
+    assert cli("runs", "cancel", run_id, env=ALICE, check=True).stdout == f"run {run_id} stopped\n"
+    run = store.runs.get(run_id)
+    assert (run["state"], run["reason"]) == ("stopped", "cancelled")
+    assert "cancelled by alice" in cli("runs", "show", run_id, check=True).stdout
+
+
+def test_an_admin_of_the_runs_entity_may_cancel_a_members_run(store: Store) -> None:
+    cpu_queue()
+    theirs, mine = launch_as(BOB), launch_as(BOB)
+    cli("runs", "cancel", theirs, env=ALICE, check=True)
+    cli("runs", "cancel", mine, env=BOB, check=True)
+    assert store.runs.get(theirs)["state"] == store.runs.get(mine)["state"] == "stopped"
+    assert "cancelled by alice" in cli("runs", "show", theirs, check=True).stdout
+    assert "cancelled by bob" in cli("runs", "show", mine, check=True).stdout
+
+
+def test_cancelling_a_running_run_records_who_asked(
+    store: Store, monkeypatch: pytest.MonkeyPatch, start_agent: StartAgent
+) -> None:
+    cpu_queue()
+    run_id = launch_as(BOB, "--set", "sleep=60")
+    monkeypatch.setenv("LAUNCHCTL_USER", "alice")
+    start_agent("-q", "vision-cpu", "--grace", "2")
+    wait_for(lambda: store.runs.state(run_id) == "running", what="the run to start")
+    assert "stopping it" in cli("runs", "cancel", run_id, env=ALICE, check=True).stdout
+    wait_for(lambda: store.runs.state(run_id) == "stopped", what="the run to stop")
+    shown = cli("runs", "show", run_id, check=True).stdout
+    assert "cancelled by alice; its agent stops it" in shown
+
+
+def test_only_a_member_may_serve_a_teams_queue(home: Path, store: Store) -> None:
+    cpu_queue()
+    run_id = launch_as(BOB)
+    before = table_counts(home)
+    proc = cli("agent", "-q", "vision-cpu", "--burst", env=MALLORY)
+    err = one_line_error(proc)
+    assert "user 'mallory' is not a member of entity 'vision'" in err
+    assert "only members may serve queue vision-cpu of 'vision'" in err
+    assert table_counts(home) == before and store.runs.get(run_id)["state"] == "queued"
+    # A service account runs the agent under a member's name.
+    cli("agent", "-q", "vision-cpu", "--burst", env=BOB, check=True)
+    assert store.runs.get(run_id)["state"] == "finished"
+
+
+def test_a_rerun_is_the_rerunning_users_launch(home: Path, store: Store) -> None:
+    cpu_queue()
+    plain = launch_as(ALICE)
+    tuned = launch_as(ALICE, "-R", '{"local-process": {"env": {"X": "1"}}}')
+    before = table_counts(home)
+    err = one_line_error(cli("runs", "rerun", tuned, env=BOB))
+    assert "user 'bob' is a member of entity 'vision', not an admin" in err
+    err = one_line_error(cli("runs", "rerun", plain, env=MALLORY))
+    assert "user 'mallory' is not a member of entity 'vision'" in err
+    assert table_counts(home) == before
+    new = json.loads(cli("runs", "rerun", plain, "--json", env=BOB, check=True).stdout)
+    assert new["spec"]["author"] == "bob" and new["rerun_of"] == plain

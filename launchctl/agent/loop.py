@@ -91,10 +91,19 @@ class Agent:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        """Check the queues and register. Raises for a missing queue: never wait silently."""
+        """Check the queues and register. Raises for a missing queue: never wait silently.
+
+        Serving a queue takes membership of the entity that owns it: the agent runs as
+        its user (or ``LAUNCHCTL_USER``, a member's name for a service account).
+        """
+        from launchctl import teams
+
         self.queues = [self.store.queues.get(name) for name in self.queue_names]
         for queue in self.queues:
             runners.get(queue["resource"])  # refuse a queue this agent cannot run
+            teams.require_member(
+                self.store, queue["entity"], action=f"serve queue {queue['name']} of"
+            )
         self.store.agents.register(
             self.id,
             host=socket.gethostname(),

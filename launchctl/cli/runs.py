@@ -138,13 +138,19 @@ def show(
 def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
     """Cancel a run: a queued run stops at once, a running one is stopped by its agent.
 
+    Only the run's author, or an admin of its entity (or of its queue's), may cancel it;
+    `runs show` says who did.
+
     \b
     Example:
       launchctl runs cancel 3kx9q2ab
     """
+    from launchctl.teams import require_canceller
+
     store = open_store()
     run = store.runs.get(run_id)
-    state = store.runs.request_cancel(run["id"])
+    user = require_canceller(store, run)  # its author, or an admin of its entity or queue
+    state = store.runs.request_cancel(run["id"], by=user)
     if state == "stopped":
         print(f"run {run['id']} stopped")
     else:

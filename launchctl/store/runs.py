@@ -298,12 +298,14 @@ class RunTable:
             )
         return len(rows)
 
-    def request_cancel(self, run_id: str) -> str:
+    def request_cancel(self, run_id: str, by: str | None = None) -> str:
         """Cancel: a queued run stops at once; an active one is flagged for its agent.
 
+        ``by`` (the user who asked) goes into the event's message: "cancelled by USER".
         Returns the state the run is in afterwards.
         """
         now = time.time()
+        who = f"cancelled by {by}" if by else "cancelled"
         with self.db.write():
             row = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
             if row is None:
@@ -315,13 +317,15 @@ class RunTable:
                     " updated_at = ? WHERE id = ? AND state = 'queued'",
                     [now, now, run_id],
                 )
-                self._event(run_id, "queued", "stopped", None, "cancelled", now)
+                self._event(run_id, "queued", "stopped", None, who, now)
                 return "stopped"
             if state in ACTIVE:
                 self.db.execute(
                     "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
                     [now, run_id],
                 )
+                # A note (no state change): its agent records the stop when the run ends.
+                self._event(run_id, state, state, None, f"{who}; its agent stops it", now)
                 return str(state)
             raise StateConflict(f"run {run_id} is already {state}")
 
