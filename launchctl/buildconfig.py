@@ -1,4 +1,10 @@
-"""The ``builder`` section of queue and agent configs: its checks.
+"""The ``builder`` and ``registry`` sections of queue and agent configs: their checks, their
+secret references, and how they are shown.
+
+Credentials (a registry ``password``, a package index URL that holds ``user:token@``) are
+written as secret references, ``{"secret": "NAME"}``, as env values are; a queue config that
+holds one as plain text is refused when it is written. Stores written before that rule are
+still read: ``masked`` hides such a value wherever a config is shown.
 
 ``builder.network`` (the network of the build's RUN steps) is the queue admin's or the
 agent owner's choice: the engine's default bridge network unless one of them says ``host``.
@@ -6,12 +12,55 @@ agent owner's choice: the engine's default bridge network unless one of them say
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from launchctl.errors import ConfigError
 
+MASK = "***"
 # `docker build --network` values a queue may name; bridge and default: the engine's default.
 BUILD_NETWORKS = ("bridge", "default", "host", "none")
+INDEX_FIELDS = ("index_url", "extra_index_urls", "find_links")
+_SECRET_HINT = (
+    'store it as a secret (launchctl secret set NAME) and write {"secret": "NAME"} in its place'
+)
+
+
+def _is_ref(value: Any) -> bool:
+    from launchctl.secrets import is_secret_ref
+
+    return is_secret_ref(value)
+
+
+def has_credentials(url: str) -> bool:
+    """Whether ``url`` holds a user name or password (``scheme://user:pass@host/...``)."""
+    netloc = urlsplit(url if "://" in url else f"//{url}").netloc
+    return "@" in netloc
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its ``user:password@`` part replaced by ``***@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    host, slash, path = rest.partition("/")
+    if "@" not in host:
+        return url
+    host = f"{MASK}@{host.rpartition('@')[2]}"
+    return f"{scheme}{sep}{host}{slash}{path}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` to mask in output: its password (raw and decoded), or its user
+    name when it has no password (a token given as the user name)."""
+    if not has_credentials(url):
+        return []
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, colon, password = userinfo.partition(":")
+    secret = password if colon and password else user
+    return [s for s in dict.fromkeys([secret, unquote(secret)]) if s]
 
 
 def check_network(value: Any, where: str) -> str | None:
@@ -26,8 +75,175 @@ def check_network(value: Any, where: str) -> str | None:
     return None if value in ("bridge", "default") else value
 
 
-def check_config(config: dict[str, Any], where: str) -> None:
-    """The builder section of a queue (or an agent) config."""
-    builder = config.get("builder")
+def _index_values(builder: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(field, value) for each package index setting: one for index_url, one per list item."""
+    found: list[tuple[str, Any]] = []
+    for key in INDEX_FIELDS:
+        value = builder.get(key)
+        if value is None:
+            continue
+        if key == "index_url":
+            found.append((key, value))
+        elif isinstance(value, list):
+            found.extend((f"{key}[{i}]", item) for i, item in enumerate(value))
+        else:
+            found.append((key, value))
+    return found
+
+
+def check_builder(builder: Any, where: str, *, literal_ok: bool = False) -> None:
+    """The credential fields and the network of a ``builder`` section.
+
+    ``literal_ok``: a URL with credentials in plain text is accepted (an agent's own config
+    file); otherwise (a queue config) it is refused, saying how to refer to a secret.
+    Messages never quote a value.
+    """
+    if not isinstance(builder, dict):
+        return  # the caller says what a builder must be
+    for key in ("extra_index_urls", "find_links"):
+        if key in builder and not isinstance(builder[key], list):
+            raise ConfigError(f"{where}: builder.{key} must be a list of URLs")
+    for field, value in _index_values(builder):
+        if _is_ref(value):
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(
+                f'{where}: builder.{field} must be a URL or a secret reference {{"secret": "NAME"}}'
+            )
+        if has_credentials(value) and not literal_ok:
+            raise ConfigError(
+                f"{where}: builder.{field} holds a user name or password in plain text;"
+                f" {_SECRET_HINT}"
+            )
+    check_network(builder.get("network"), where)
+
+
+def check_registry(registry: Any, where: str, *, literal_ok: bool = False) -> None:
+    """``registry``: ``host:port``, or ``{url, username, password}`` whose password is a
+    secret reference (plain text only where ``literal_ok``)."""
+    if isinstance(registry, str):
+        if has_credentials(registry):
+            raise ConfigError(
+                f"{where}: registry must be host:port, without a user name or password;"
+                " give them as username and password"
+            )
+        return
+    if not isinstance(registry, dict):
+        return  # the caller says what a registry must be
+    for key in ("url", "uri"):
+        value = registry.get(key)
+        if isinstance(value, str) and has_credentials(value):
+            raise ConfigError(
+                f"{where}: registry.{key} must not hold a user name or password;"
+                " give them as username and password"
+            )
+    username = registry.get("username")
+    if username is not None and not isinstance(username, str) and not _is_ref(username):
+        raise ConfigError(f"{where}: registry.username must be a string or a secret reference")
+    password = registry.get("password")
+    if password is None or password == "" or _is_ref(password):
+        return
+    if not isinstance(password, str):
+        raise ConfigError(
+            f'{where}: registry.password must be a secret reference {{"secret": "NAME"}}'
+        )
+    if not literal_ok:
+        raise ConfigError(f"{where}: registry.password is in plain text; {_SECRET_HINT}")
+
+
+def check_config(config: dict[str, Any], where: str, *, literal_ok: bool = False) -> None:
+    """The builder and registry sections of a queue (or, ``literal_ok``, an agent) config."""
+    if "builder" in config:
+        check_builder(config["builder"], where, literal_ok=literal_ok)
+    if "registry" in config:
+        check_registry(config["registry"], where, literal_ok=literal_ok)
+
+
+def masked(config: Any) -> Any:
+    """A copy of a queue config with every credential written in plain text (an old store's)
+    replaced by ``***``; secret references are shown as they are (they hold only a name)."""
+    if not isinstance(config, dict):
+        return config
+    out = dict(config)
+    builder = out.get("builder")
     if isinstance(builder, dict):
-        check_network(builder.get("network"), where)
+        builder = dict(builder)
+        for key in INDEX_FIELDS:
+            builder[key] = _map_urls(builder.get(key), mask_url)
+        out["builder"] = {k: v for k, v in builder.items() if k in config["builder"]}
+    registry = out.get("registry")
+    if isinstance(registry, str):
+        out["registry"] = mask_url(registry)
+    elif isinstance(registry, dict):
+        registry = dict(registry)
+        for key in ("url", "uri"):
+            if isinstance(registry.get(key), str):
+                registry[key] = mask_url(registry[key])
+        if isinstance(registry.get("password"), str) and registry["password"]:
+            registry["password"] = MASK
+        out["registry"] = registry
+    return out
+
+
+def _map_urls(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [fn(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+# -- at run start: secret references filled in, and what to mask ---------------------------
+
+
+def _refs(builder: Any, registry: Any) -> list[str]:
+    names: list[str] = []
+    if isinstance(builder, dict):
+        names += [v["secret"] for _, v in _index_values(builder) if _is_ref(v)]
+    if isinstance(registry, dict):
+        names += [
+            registry[k]["secret"] for k in ("username", "password") if _is_ref(registry.get(k))
+        ]
+    return list(dict.fromkeys(names))
+
+
+def resolve(builder: Any, registry: Any) -> tuple[Any, Any, list[str]]:
+    """``builder`` and ``registry`` with their secret references replaced by the values
+    (read from the secret store only when something refers to it), and the values to mask
+    in every output: each credential, and each URL that holds one. A missing secret raises
+    MissingSecret, naming it."""
+    names = _refs(builder, registry)
+    values: dict[str, str] = {}
+    if names:
+        from launchctl.secrets import SecretStore
+
+        values = SecretStore().get_many(names)
+    masks: list[str] = []
+
+    def fill(value: Any) -> Any:
+        if _is_ref(value):
+            value = values[value["secret"]]
+            masks.append(value)
+        if isinstance(value, str):
+            masks.extend(url_secrets(value))
+            if has_credentials(value):
+                masks.append(value)
+        return value
+
+    if isinstance(builder, dict):
+        builder = dict(builder)
+        for key in INDEX_FIELDS:
+            value = builder.get(key)
+            if isinstance(value, list):
+                builder[key] = [fill(v) for v in value]
+            elif value is not None:
+                builder[key] = fill(value)
+    if isinstance(registry, dict):
+        registry = dict(registry)
+        if registry.get("username") is not None:
+            registry["username"] = fill(registry["username"])
+        password = registry.get("password")
+        if password:
+            registry["password"] = fill(password)
+            masks.append(str(registry["password"]))
+    return builder, registry, [m for m in dict.fromkeys(masks) if m]

@@ -7,18 +7,25 @@ a real agent.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import functools
+import http.server
 import json
 import os
 import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from launchctl.store import Store
-from tests.conftest import BUSYBOX, PYTHON_IMAGE, cli, cli_json, make_script
-from tests.pkgindex import PACKAGE, PACKAGE_VALUE, Index
+from tests.conftest import BUSYBOX, PYTHON_IMAGE, cli, cli_json, make_script, table_counts
+from tests.pkgindex import PACKAGE, PACKAGE_VALUE, Index, make_wheel
 
 ALICE = {"LAUNCHCTL_USER": "alice"}
 BOB = {"LAUNCHCTL_USER": "bob"}
@@ -168,6 +175,7 @@ def test_a_code_jobs_link_to_a_host_file_is_not_written_through_by_the_build(
 
 
 def git_repo(root: Path, victim: Path) -> str:
+    import subprocess
 
     pyproject_job(root, victim)
     for args in (
@@ -255,3 +263,202 @@ def test_an_old_snapshot_with_a_link_out_of_the_job_cannot_make_the_agent_write_
     starting = next(e for e in run["events"] if e["to_state"] == "starting")
     assert "escape: link leaving the job" in starting["message"]
     assert "escape/pwned" in starting["message"]
+
+
+# -- finding 5: credentials are secret references, masked everywhere, out of images ---------
+@dataclass
+class AuthIndex:
+    """A package index on loopback that serves only to ``lc:<token>`` (HTTP basic auth)."""
+
+    url: str  # http://127.0.0.1:PORT/simple/, without credentials
+    token: str
+    answers: list[str]  # "ok" or "denied", one per request
+
+    @property
+    def with_token(self) -> str:
+        return self.url.replace("http://", f"http://lc:{self.token}@")
+
+
+@pytest.fixture(scope="module")
+def auth_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthIndex]:
+    root = tmp_path_factory.mktemp("auth-index")
+    (root / "files").mkdir()
+    wheel = make_wheel(root / "files", PACKAGE, "1.0", f"VALUE = {PACKAGE_VALUE!r}\n")
+    (root / "simple" / PACKAGE).mkdir(parents=True)
+    (root / "simple" / PACKAGE / "index.html").write_text(
+        f'<a href="../../files/{wheel.name}">{wheel.name}</a>\n'
+    )
+    token = f"tok{os.urandom(12).hex()}"
+    expected = "Basic " + base64.b64encode(f"lc:{token}".encode()).decode()
+    answers: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != expected:
+                answers.append("denied")
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="index"')
+                self.end_headers()
+                return
+            answers.append("ok")
+            super().do_GET()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield AuthIndex(f"http://127.0.0.1:{server.server_address[1]}/simple/", token, answers)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def registry_up() -> str:
+    try:
+        urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=5).close()
+    except OSError as exc:
+        pytest.skip(f"no registry on 127.0.0.1:5000: run scripts/services.sh all ({exc})")
+    return "localhost:5000"
+
+
+def docker_cli(*args: str) -> str:
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def secret_queue(name: str, auth_index: AuthIndex, registry: str) -> str:
+    """alice's queue whose index URL and registry password are secrets; returns the password."""
+    password = f"regpw{os.urandom(8).hex()}"
+    as_alice("secret", "set", "idx", input=auth_index.with_token, check=True)
+    as_alice("secret", "set", "regpw", input=password, check=True)
+    team_with_queue(
+        name,
+        {
+            "builder": {
+                "base_image": PYTHON_IMAGE,
+                "index_url": {"secret": "idx"},
+                "network": "host",
+            },
+            "registry": {"url": registry, "username": "lc", "password": {"secret": "regpw"}},
+        },
+    )
+    return password
+
+
+def test_index_token_and_registry_password_are_secrets_kept_out_of_outputs_logs_and_images(
+    docker: Any, store: Store, auth_index: AuthIndex, registry_up: str, tmp_path: Path
+) -> None:
+    password = secret_queue("private", auth_index, registry_up)
+    nonce = os.urandom(4).hex()  # no pip layer cached by an earlier session
+    job = make_script(tmp_path / "job", "requirements.txt", f"# {nonce}\n{PACKAGE}\n").parent
+    make_script(job, "train.py", f"import {PACKAGE}\nprint('value:', {PACKAGE}.VALUE)\n")
+    try:
+        run_id = cli("launch", "-q", "private", "-u", str(job), "-E", "python train.py",
+                     env=BOB, check=True).stdout.strip()  # fmt: skip
+        run_burst("private")
+        run = store.runs.get(run_id)
+        assert run["state"] == "finished", run
+        log = cli("logs", run_id, check=True).stdout
+        assert f"value: {PACKAGE_VALUE}" in log  # installed from the index that needs the token
+        assert "ok" in auth_index.answers
+        assert run["image"].startswith(f"{registry_up}/")  # pushed with the secret password
+        outputs = {
+            "queue show": as_alice("queue", "show", "private", check=True).stdout,
+            "queue show --json": as_alice("queue", "show", "private", "--json", check=True).stdout,
+            "queue list --json": cli("queue", "list", "--json", env=BOB, check=True).stdout,
+            "queue render": cli("queue", "render", "private", env=BOB, check=True).stdout,
+            "logs": log,
+            "runs show --json": cli("runs", "show", run_id, "--json", check=True).stdout,
+            "docker history": docker_cli("history", "--no-trunc", run["image"]),
+            "docker image inspect": docker_cli("image", "inspect", run["image"]),
+        }
+        for what, text in outputs.items():
+            assert auth_index.token not in text, what
+            assert password not in text, what
+        assert '"secret": "idx"' in outputs["queue show --json"]  # the reference is shown
+    finally:
+        remove_images(docker, store)
+
+
+def test_a_user_dockerfile_mounts_the_index_secret_and_gets_no_token_in_build_args(
+    docker: Any, store: Store, auth_index: AuthIndex, registry_up: str, tmp_path: Path
+) -> None:
+    secret_queue("private", auth_index, registry_up)
+    nonce = os.urandom(4).hex()
+    job = make_script(
+        tmp_path / "job", "Dockerfile",
+        f"FROM {PYTHON_IMAGE}\nARG PIP_INDEX_URL\n"
+        "RUN --mount=type=secret,id=pip-config,target=/etc/pip.conf"
+        f' echo "{nonce} index=[$PIP_INDEX_URL]"'
+        f" && pip install --break-system-packages {PACKAGE}\n"
+        "WORKDIR /app\nCOPY train.py /app/\n",
+    ).parent  # fmt: skip
+    make_script(job, "train.py", f"import {PACKAGE}\nprint('value:', {PACKAGE}.VALUE)\n")
+    try:
+        run_id = cli("launch", "-q", "private", "-u", str(job), "-E", "python train.py",
+                     env=BOB, check=True).stdout.strip()  # fmt: skip
+        run_burst("private")
+        run = store.runs.get(run_id)
+        assert run["state"] == "finished", run
+        log = cli("logs", run_id, check=True).stdout
+        assert f"value: {PACKAGE_VALUE}" in log
+        assert f"{nonce} index=[]" in log  # no PIP_INDEX_URL build arg: history keeps those
+        for text in (log, docker_cli("history", "--no-trunc", run["image"])):
+            assert auth_index.token not in text
+    finally:
+        remove_images(docker, store)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"builder": {"index_url": "http://lc:TOKEN123@10.0.0.1/simple/"}},
+        {"builder": {"extra_index_urls": ["http://TOKEN123@10.0.0.1/simple/"]}},
+        {"builder": {"find_links": ["https://lc:TOKEN123@10.0.0.1/wheels/"]}},
+        {"registry": {"url": "localhost:5000", "username": "lc", "password": "TOKEN123"}},
+        {"registry": "lc:TOKEN123@localhost:5000"},
+    ],
+    ids=["index_url", "extra_index_urls", "find_links", "registry password", "registry url"],
+)
+def test_a_credential_in_plain_text_is_refused_when_a_queue_is_written(
+    home: Path, config: dict[str, Any]
+) -> None:
+    as_alice("queue", "list", check=True)  # the store, with its default queue
+    before = table_counts(home)
+    proc = as_alice("queue", "create", "leaky", "-r", "local-container",
+                    "--config", json.dumps(config))  # fmt: skip
+    assert proc.returncode != 0
+    assert "TOKEN123" not in proc.stderr and "Traceback" not in proc.stderr
+    if "registry" not in config or "password" in config["registry"]:
+        assert '{"secret": "NAME"}' in proc.stderr
+    assert table_counts(home) == before
+    as_alice("queue", "create", "leaky", "-r", "local-container", check=True)
+    edit = as_alice("queue", "edit", "leaky", "--config", json.dumps(config))
+    assert edit.returncode != 0 and "TOKEN123" not in edit.stderr
+    assert "TOKEN123" not in as_alice("queue", "show", "leaky", "--json").stdout
+
+
+def test_a_plain_text_credential_from_an_older_store_is_masked_in_every_queue_output(
+    home: Path,
+) -> None:
+    import sqlite3
+
+    as_alice("queue", "create", "old", "-r", "local-container", check=True)
+    config = {
+        "builder": {"index_url": "http://lc:TOKEN123@10.0.0.1/simple/"},
+        "registry": {"url": "localhost:5000", "username": "lc", "password": "PASSWORD456"},
+    }
+    db = sqlite3.connect(home / "launchctl.db")
+    with db:  # as an older launchctl wrote it
+        db.execute("UPDATE queues SET config = ? WHERE name = 'old'", [json.dumps(config)])
+    db.close()
+    for args in (["queue", "show", "old"], ["queue", "show", "old", "--json"],
+                 ["queue", "list", "--json"], ["queue", "render", "old"]):  # fmt: skip
+        out = as_alice(*args, check=True).stdout
+        assert "TOKEN123" not in out and "PASSWORD456" not in out, args
+        assert "***" in out, args

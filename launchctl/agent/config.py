@@ -63,7 +63,9 @@ def load_agent_config(
         raise ConfigError("agent config (-c): registry must be host:port or an object with url")
     from launchctl.buildconfig import check_config
 
-    check_config(extra, "agent config (-c)")  # builder.network
+    # The agent's own file may hold credentials in plain text (it is its owner's); they
+    # are masked in what the builder prints all the same.
+    check_config(extra, "agent config (-c)", literal_ok=True)
     return AgentSettings(
         queues=all_queues,
         max_jobs=jobs,

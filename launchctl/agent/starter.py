@@ -92,6 +92,20 @@ def _build_network(builder: dict[str, Any]) -> str | None:
         raise RunnerError(str(exc), stage="agent") from None
 
 
+def with_credentials(builder: Any, registry: Any, secrets: list[str]) -> tuple[Any, Any]:
+    """``builder`` and ``registry`` with their secret references (a registry password, a
+    package index URL) filled in; the values join ``secrets``, masked in all the run's output
+    and errors. A missing secret fails the run at stage agent, naming it."""
+    from launchctl.buildconfig import resolve
+
+    try:
+        builder, registry, masks = resolve(builder, registry)
+    except LaunchctlError as exc:
+        raise RunnerError(str(exc), stage="agent") from None
+    secrets.extend(m for m in masks if m not in secrets)
+    return builder, registry
+
+
 def cache_mount(value: Any) -> CacheMount | None:
     """The queue's ``artifact_cache``: a volume name, a host path, or an object saying which."""
     if not value:
@@ -220,7 +234,10 @@ class Starter:
         folder.mkdir(parents=True, exist_ok=True)
         workdir = folder / "code"
         cache = cache_mount(qconfig.get("artifact_cache"))
-        registry, auth = registry_settings(qconfig.get("registry") or self.ctx.registry)
+        _, registry_config = with_credentials(
+            None, qconfig.get("registry") or self.ctx.registry, secrets
+        )
+        registry, auth = registry_settings(registry_config)
         launch = Launch(
             run=run, entrypoint=entrypoint, args=args, env={}, workdir=workdir,
             log_path=folder / "output.log", resource_args=resolved.resource_args, cache=cache,
@@ -326,6 +343,7 @@ class Starter:
         builder = {**self.ctx.builder, **(qconfig.get("builder") or {})}
         if run["queue_id"] is None:  # a direct launch: its own launch spec may say how to build
             builder.update(_dig(run["spec"], "builder") or {})
+        builder, _ = with_credentials(builder, None, launch.secrets)  # the index's secrets
         base = accelerator_base_image(
             launch.resource_args.get("builder"), _dig(run["spec"], "builder"),
             qconfig.get("builder"), self.ctx.builder,

@@ -35,8 +35,10 @@ def plan_build(req: BuildRequest) -> BuildPlan:
         raise BuildError(f"the job's files are missing: {req.source_dir} is not a folder")
     chosen = dockerfiles.choose(req)
     args = dict(req.build_args)
-    if chosen.path is not None:
-        # A user Dockerfile can take the index settings with `ARG PIP_INDEX_URL` and so on.
+    secret_index = dockerfiles.has_index_credentials(req)
+    if chosen.path is not None and not secret_index:
+        # A user Dockerfile can take the index settings with `ARG PIP_INDEX_URL` and so on
+        # (not when they hold credentials: build args stay in the image's history).
         args = {**_pip_build_args(req), **args}
     # What the build context will hold: links leaving the job, FIFOs and such are left out.
     tree = jobfiles.scan(req.source_dir, skip=frozenset(chosen.files))
@@ -46,6 +48,7 @@ def plan_build(req: BuildRequest) -> BuildPlan:
         context=context_digest(tree),
         generated=chosen.files,
         build_args=args,
+        index=dockerfiles.redacted_index(req) if secret_index else None,
     )
     uri = f"{repository(req.job_name, req.registry)}:{tag}"
     return BuildPlan(dockerfile=chosen, build_args=args, uri=uri, tag=tag, tree=tree)
@@ -67,7 +70,43 @@ def ensure_image(
 ) -> BuiltImage:
     """The image for ``req``: reused when its tag exists locally or in the registry, else
     built with BuildKit (and pushed when there is a registry). Every byte of output goes to
-    ``log``; its first line names the image and the Dockerfile."""
+    ``log``; its first line names the image and the Dockerfile. Credentials (an index URL's
+    password, the registry's) are masked (``***``) in the output and in errors."""
+    masks = _credentials(req)
+    if not masks:
+        return _ensure(req, log, progress=progress)
+    from launchctl.secrets import Masker
+
+    masker = Masker(masks)
+
+    def masked(chunk: bytes) -> None:
+        if out := masker.feed(chunk):
+            log(out)
+            if progress:
+                engine.to_stderr(out)
+
+    try:
+        return _ensure(req, masked, progress=False)
+    except BuildError as exc:
+        raise BuildError(masker.mask_text(exc.reason), masker.mask_text(exc.log_tail)) from None
+    finally:
+        if tail := masker.flush():
+            log(tail)
+            if progress:
+                engine.to_stderr(tail)
+
+
+def _credentials(req: BuildRequest) -> list[str]:
+    from launchctl.buildconfig import has_credentials, url_secrets
+
+    urls = dockerfiles.index_urls(req)
+    masks = [m for u in urls for m in url_secrets(u)] + [u for u in urls if has_credentials(u)]
+    if req.registry_auth and req.registry_auth.get("password"):
+        masks.append(req.registry_auth["password"])
+    return list(dict.fromkeys(masks))
+
+
+def _ensure(req: BuildRequest, log: Callable[[bytes], object], *, progress: bool) -> BuiltImage:
     plan = plan_build(req)
     source = plan.dockerfile.source
     notes = [
@@ -130,6 +169,17 @@ def _build(
         else:
             dockerfile = tmp / "Dockerfile"
             jobfiles.write_new(dockerfile, chosen.text.encode())
+        secrets = {}
+        if dockerfiles.has_index_credentials(req):
+            secrets[dockerfiles.PIP_SECRET] = tmp / "pip.conf"
+            jobfiles.write_new(tmp / "pip.conf", dockerfiles.pip_config(req).encode(), 0o600)
+            if chosen.path is not None:
+                log(
+                    "launchctl: the package index settings hold credentials, so they are no"
+                    " build args (docker history would keep them); the Dockerfile can mount"
+                    f" them: RUN --mount=type=secret,id={dockerfiles.PIP_SECRET},"
+                    "target=/etc/pip.conf pip install ...\n".encode()
+                )
         engine.run_build(
             context=context,
             dockerfile=dockerfile,
@@ -139,6 +189,7 @@ def _build(
             network=req.network,
             log=log,
             progress=progress,
+            secrets=secrets,
         )
 
 

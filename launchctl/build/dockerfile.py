@@ -22,6 +22,11 @@ TEMPLATE = "Dockerfile.j2"
 # pyproject.toml dependencies are written here (in the build context) for the generated Dockerfile.
 GENERATED_REQUIREMENTS = ".launchctl-requirements.txt"
 USER = "launchctl"
+# The BuildKit secret that holds the index settings as a pip config file, when an index URL
+# holds credentials; a user Dockerfile mounts it the same way:
+#   RUN --mount=type=secret,id=pip-config,target=/etc/pip.conf pip install ...
+PIP_SECRET = "pip-config"
+PIP_SECRET_FILE = "/run/secrets/launchctl-pip.conf"
 WORKDIR = "/launchctl/code"
 VENV = "/launchctl/venv"
 _PY = re.compile(r"^python(\d+(\.\d+)?)?$")
@@ -121,8 +126,56 @@ def requirements(root: Path) -> tuple[str | None, dict[str, bytes]]:
     return GENERATED_REQUIREMENTS, {GENERATED_REQUIREMENTS: text.encode()}
 
 
+def index_urls(req: BuildRequest) -> list[str]:
+    return [u for u in [req.index_url or "", *req.extra_index_urls, *req.find_links] if u]
+
+
+def has_index_credentials(req: BuildRequest) -> bool:
+    """Whether a package index URL holds a user name or password (from a secret): then the
+    index settings reach pip only through a BuildKit secret mount (PIP_SECRET), never the
+    Dockerfile, a build arg, the build log or the image's history."""
+    from launchctl.buildconfig import has_credentials
+
+    return any(has_credentials(u) for u in index_urls(req))
+
+
+def _trusted_hosts(req: BuildRequest) -> list[str]:
+    # An http index that the queue names is trusted on purpose (an air-gapped lab's mirror).
+    hosts = {urlsplit(u).hostname for u in index_urls(req) if u.startswith("http://")}
+    return sorted(h for h in hosts if h)
+
+
+def pip_config(req: BuildRequest) -> str:
+    """The index settings as a pip config file, for the PIP_SECRET mount."""
+    lines = ["[global]"]
+    if req.index_url:
+        lines.append(f"index-url = {req.index_url}")
+    if req.extra_index_urls:
+        lines.append(f"extra-index-url = {' '.join(req.extra_index_urls)}")
+    if req.find_links:
+        lines.append(f"find-links = {' '.join(req.find_links)}")
+    if hosts := _trusted_hosts(req):
+        lines.append(f"trusted-host = {' '.join(hosts)}")
+    return "\n".join(lines) + "\n"
+
+
+def redacted_index(req: BuildRequest) -> list[str]:
+    """The index URLs without their credentials: what the image tag hashes, so that a new
+    password does not rebuild every image, while a new index does."""
+    from launchctl.buildconfig import mask_url
+
+    return [
+        f"index={mask_url(req.index_url or '')}",
+        *(f"extra={mask_url(u)}" for u in req.extra_index_urls),
+        *(f"links={mask_url(u)}" for u in req.find_links),
+    ]
+
+
 def pip_options(req: BuildRequest) -> list[str]:
-    """pip flags for the request's package index settings (every build gets them)."""
+    """pip flags for the request's package index settings (every build gets them); none
+    when a URL holds credentials: those settings go through the PIP_SECRET mount."""
+    if has_index_credentials(req):
+        return []
     opts: list[str] = []
     if req.index_url:
         opts += ["--index-url", req.index_url]
@@ -130,13 +183,7 @@ def pip_options(req: BuildRequest) -> list[str]:
         opts += ["--extra-index-url", url]
     for url in req.find_links:
         opts += ["--find-links", url]
-    # An http index that the queue names is trusted on purpose (an air-gapped lab's mirror).
-    hosts = {
-        urlsplit(u).hostname
-        for u in [req.index_url or "", *req.extra_index_urls, *req.find_links]
-        if u.startswith("http://")
-    }
-    for host in sorted(h for h in hosts if h):
+    for host in _trusted_hosts(req):
         opts += ["--trusted-host", host]
     return opts
 
@@ -191,6 +238,9 @@ def render(req: BuildRequest, name: str = TEMPLATE) -> Dockerfile:
             accelerator=bool(req.base_image),
             requirements=reqs,
             pip_options=" ".join(shlex.quote(o) for o in pip_options(req)),
+            pip_secret=PIP_SECRET if has_index_credentials(req) else "",
+            pip_secret_file=PIP_SECRET_FILE,
+            pip_index=shlex.quote(" ".join(redacted_index(req))),
             entrypoint=list(req.entrypoint),
             entrypoint_json=json.dumps(list(req.entrypoint)),
             user=USER,

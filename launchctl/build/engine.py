@@ -138,9 +138,13 @@ def run_build(
     network: str | None,
     log: Callable[[bytes], object],
     progress: bool,
+    secrets: dict[str, Path] | None = None,
 ) -> None:
     """Build ``uri`` with BuildKit, streaming its plain progress output to ``log`` as it comes
-    (and to stderr too when ``progress``). Raises BuildError with the log's tail on failure."""
+    (and to stderr too when ``progress``). Raises BuildError with the log's tail on failure.
+
+    ``secrets``: BuildKit secrets by id, each a file that a ``RUN --mount=type=secret`` step
+    reads; they never reach the image, its history or the log."""
     cli = build_cli()
     argv: list[str] = [*cli.argv, "--progress", "plain", "-f", str(dockerfile), "-t", uri]
     for key, value in sorted(build_args.items()):
@@ -149,6 +153,8 @@ def run_build(
         argv += ["--label", f"{key}={value}"]
     if network:
         argv += ["--network", network]
+    for key, path in sorted((secrets or {}).items()):
+        argv += ["--secret", f"id={key},src={path}"]
     argv.append(str(context))
     tail = LogTail()
     try:
@@ -167,7 +173,7 @@ def run_build(
             tail.feed(chunk)
             log(chunk)
             if progress:
-                _to_stderr(chunk)
+                to_stderr(chunk)
         code = proc.wait()
     finally:
         if proc.poll() is None:  # interrupted while streaming: do not leave the build running
@@ -178,7 +184,7 @@ def run_build(
         raise BuildError(f"image build of {uri} failed: {tail.reason()}", tail.text())
 
 
-def _to_stderr(chunk: bytes) -> None:
+def to_stderr(chunk: bytes) -> None:
     out = getattr(sys.stderr, "buffer", None)
     if out is not None:
         out.write(chunk)

@@ -48,9 +48,12 @@ def image_tag(
     context: str,
     generated: dict[str, bytes],
     build_args: dict[str, str],
+    index: list[str] | None = None,
 ) -> str:
     """The hash of the Dockerfile (which names the base image and the pip index settings),
-    the build context, generated files and build args."""
+    the build context, generated files and build args; ``index``: the index settings that
+    reach the build as a secret, without their credentials (a new password is no new
+    image, a new index is)."""
     key = {
         "v": 1,
         "dockerfile": dockerfile_text,
@@ -59,6 +62,8 @@ def image_tag(
         "generated": {k: hashlib.sha256(v).hexdigest() for k, v in sorted(generated.items())},
         "build_args": dict(sorted(build_args.items())),
     }
+    if index:  # only then, so that every other tag stays what it was
+        key["index"] = list(index)
     blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:TAG_LENGTH]
 

@@ -18,6 +18,13 @@ app = typer.Typer(
 )
 
 
+def _masked(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its config's credentials in plain text (an old store's) shown as ***."""
+    from launchctl.buildconfig import masked
+
+    return {**row, "config": masked(row.get("config"))}
+
+
 def _load(config: str | None) -> dict | None:
     if config is None:
         return None
@@ -60,7 +67,7 @@ def create(
         description=description,
     )
     if as_json:
-        emit_json(row)
+        emit_json(_masked(row))
     else:
         print(f"created queue {row['name']} ({row['resource']})")
 
@@ -73,7 +80,7 @@ def list_(as_json: bool = JSON_OPTION) -> None:
     Example:
       launchctl queue list --json
     """
-    rows = open_store().queues.all()
+    rows = [_masked(r) for r in open_store().queues.all()]
     if as_json:
         emit_json(rows)
         return
@@ -103,7 +110,7 @@ def show(name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
       launchctl queue show default
     """
     store = open_store()
-    row = store.queues.get(name)
+    row = _masked(store.queues.get(name))
     row["runs"] = store.queues.counts(row["id"])
     if as_json:
         emit_json(row)
@@ -336,4 +343,4 @@ def render(
     from launchctl.launch import parse_set
 
     result = queues.render(open_store(), name, parse_set(set_var, "--set-var"))
-    emit_json(result)
+    emit_json(_masked(result))
