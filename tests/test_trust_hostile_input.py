@@ -370,3 +370,27 @@ def test_an_agent_whose_store_disk_is_full_waits_for_space_and_records_the_run_t
     later = _launch("default", code, "python -c 'print(\"later run\")'")
     wait_for(lambda: _state(later) == "finished", what="a later run to finish")
     assert agent.proc.poll() is None, agent.output()
+
+
+# -- an adopted container's log ------------------------------------------------------------
+
+
+def test_an_adopted_containers_log_has_each_line_once_in_order(
+    docker: Any, home: Path, start_agent: StartAgent
+) -> None:
+    import re
+    import signal
+
+    cli("queue", "create", "box", "-r", "local-container", check=True)
+    count = 60
+    script = f"sh -c 'for i in $(seq 1 {count}); do echo line $i; sleep 0.05; done'"
+    run_id = cli("launch", "-q", "box", "-d", BUSYBOX, "-E", script, check=True).stdout.strip()
+    first = start_agent("-q", "box")
+    wait_for(lambda: "line 10\n" in cli("logs", run_id).stdout, what="the first lines")
+    first.signal(signal.SIGKILL)  # lost mid-run: the next agent adopts the container
+    first.wait(timeout=10)
+    start_agent("-q", "box", "--resume-queues")
+    wait_for(lambda: _state(run_id) == "finished", timeout=60, what="the adopted run's end")
+    log = cli("logs", run_id, check=True).stdout
+    numbers = [int(n) for n in re.findall(r"^line (\d+)$", log, re.M)]
+    assert numbers == list(range(1, count + 1)), log

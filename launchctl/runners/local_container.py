@@ -23,6 +23,7 @@ LABEL_RUN = "launchctl.run_id"
 LABEL_QUEUE = "launchctl.queue"
 LABEL_AGENT = "launchctl.agent"
 CACHE_MOUNT = "/launchctl-cache"
+LOG_START_FILE = "container_log_start"  # where in the run's log its container's output begins
 ENGINE_HINT = "start it (e.g. `dockerd`, or scripts/services.sh docker) and relaunch"
 
 
@@ -211,6 +212,7 @@ class ContainerHandle:
         on_exit: Callable[[], None],
         secrets: Sequence[str] = (),
         since: float | None = None,
+        copied: int = 0,
     ) -> None:
         self.container = container
         self.pid: int | None = None
@@ -219,7 +221,12 @@ class ContainerHandle:
         self._log_path = log_path
         self._secrets = list(secrets)
         self._masker = Masker(self._secrets)
+        # The log is followed from the container's first byte, skipping the ``copied``
+        # bytes (of its masked output) already in the run's log: an adopted run's log, or
+        # one followed again after an engine restart, gets every line once. ``since``: a
+        # run started before launchctl noted where its output begins; followed by time.
         self._since = since
+        self._copied = copied
         self._exit: Exit | None = None
         self._log_error: str | None = None  # the log could not be written: the run stopped
         self._stop_thread: threading.Thread | None = None
@@ -239,21 +246,31 @@ class ContainerHandle:
         kwargs: dict[str, Any] = {"stream": True, "follow": True}
         if since is not None:
             kwargs["since"] = since
+        skip = self._copied if since is None else 0
         failed: OSError | None = None
         with open(self._log_path, "ab", buffering=0) as log:
             fd = log.fileno()
+
+            def write(out: bytes) -> None:
+                nonlocal skip
+                if skip:  # already in the log (an adopted run, an engine restart)
+                    cut = min(skip, len(out))
+                    out, skip = out[cut:], skip - cut
+                logfile.write_all(fd, out)
+                self._copied += len(out)
+
             with contextlib.suppress(Exception):  # the engine's stream ended, or broke
                 stream = self.container.logs(**kwargs)
                 for chunk in stream:
                     try:
-                        logfile.write_all(fd, masker.feed(chunk))
+                        write(masker.feed(chunk))
                     except OSError as exc:
                         failed = exc
                         stream.close()
                         break
             if failed is None:
                 try:
-                    logfile.write_all(fd, masker.flush())
+                    write(masker.flush())
                 except OSError as exc:
                     failed = exc
             if failed is not None:  # a full disk: free what the log took, stop the run
@@ -309,7 +326,8 @@ class ContainerHandle:
                 return exit_of(self.container.attrs)
             # It survived the restart (live-restore): follow its logs and wait again.
             self._logs.join(timeout=5)
-            self._logs = self._follow_logs_since_now()
+            exact = self._since is None  # from where the log stands; else by time
+            self._logs = self._follow_logs() if exact else self._follow_logs_since_now()
 
     def _remove(self) -> None:
         """Logs are kept in the run's log file; the container itself goes (once the engine
@@ -431,6 +449,18 @@ class LocalContainerRunner:
             reason = Masker(launch.secrets).mask_text(_short(exc))  # it may quote the env
             raise RunnerError(f"could not create the container: {reason}") from None
 
+    @staticmethod
+    def _note_log_start(log_path: Path) -> None:
+        """Note where this attempt's container output begins in the run's log (the log may
+        hold a pull, a build or an earlier attempt): an agent that adopts it skips what is
+        already there."""
+        note = log_path.parent / LOG_START_FILE
+        with contextlib.suppress(OSError):
+            note.unlink(missing_ok=True)  # never an earlier attempt's
+            tmp = note.with_name(note.name + ".tmp")
+            tmp.write_text(f"{log_path.stat().st_size}\n")
+            tmp.replace(note)
+
     def start(self, launch: Launch) -> ContainerHandle:
         from docker.errors import DockerException
 
@@ -438,6 +468,7 @@ class LocalContainerRunner:
         with open(launch.log_path, "ab", buffering=0) as log:
             self.ensure_image(str(launch.image), log.write, launch.registry_auth)
         container = self.create(launch)
+        self._note_log_start(launch.log_path)
         try:
             container.start()
         except DockerException as exc:
@@ -461,9 +492,15 @@ class LocalContainerRunner:
         if not found:
             return None
         container = found[0]
-        since = log_path.stat().st_mtime if log_path.exists() else None
+        # What of its output the log holds already: followed on from its last byte.
+        copied = _copied_so_far(log_path)
+        since = None
+        if copied is None:  # started by a launchctl that did not note it: by time
+            since = log_path.stat().st_mtime if log_path.exists() else None
         if container.status in ("running", "restarting", "paused"):
-            return ContainerHandle(container, log_path, on_exit, secrets, since=since)
+            return ContainerHandle(
+                container, log_path, on_exit, secrets, since=since, copied=copied or 0
+            )
         if container.status == "created":  # never started: nothing ran
             with contextlib.suppress(DockerException):
                 container.remove(force=True)
@@ -471,12 +508,28 @@ class LocalContainerRunner:
         # It ended while no agent watched: keep the rest of its logs, then its exit.
         masker = Masker(secrets)
         with open(log_path, "ab") as log, contextlib.suppress(DockerException):
-            rest = container.logs(since=since) if since else container.logs()
-            log.write(masker.feed(rest) + masker.flush())
+            if copied is not None:
+                log.write((masker.feed(container.logs()) + masker.flush())[copied:])
+            else:
+                rest = container.logs(since=since) if since else container.logs()
+                log.write(masker.feed(rest) + masker.flush())
         result = exit_of(container.attrs)
         if result.message:
             result.message = masker.mask_text(result.message)
         return EndedContainer(container, result)
+
+
+def _copied_so_far(log_path: Path) -> int | None:
+    """How many bytes of its container's (masked) output the run's log holds, from the note
+    written when the container started; None when there is no note to go by."""
+    try:
+        text = (log_path.parent / LOG_START_FILE).read_text()[:40].strip()
+        size = log_path.stat().st_size
+    except OSError:
+        return None
+    if not text.isdigit() or int(text) > size:
+        return None
+    return size - int(text)
 
 
 def _split(image: str) -> tuple[str, str]:
