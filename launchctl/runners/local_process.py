@@ -51,14 +51,15 @@ class LogCopier:
         self.proc = proc
         self.out_w: int | None = out_w  # the run's stdout and stderr
         self._control_w = control_w
-        self._secrets: list[str] = []
 
     @classmethod
     def start(cls, log_path: Path, secrets: Sequence[str]) -> LogCopier:
-        """Start a copier from a new pipe into ``log_path``; ``follow`` then names the run.
+        """Start a copier from a new pipe into ``log_path``, and give it the secret values
+        to mask; ``follow`` then names the run's group.
 
-        The secret values reach it through a pipe of their own, never its command line or
-        environment.
+        The values reach it through a pipe of their own (a line of JSON), never its
+        command line or environment, and before the run starts: it masks from the first
+        byte, whatever happens to the agent.
         """
         out_r, out_w = os.pipe()
         control_r, control_w = os.pipe()
@@ -80,7 +81,13 @@ class LogCopier:
         os.close(out_r)
         os.close(control_r)
         copier = cls(proc, out_w, control_w)
-        copier._secrets = list(secrets)
+        try:
+            _write_line(control_w, {"secrets": list(secrets)})
+        except OSError:
+            copier.abort()
+            raise RunnerError(
+                "the log copier ended before it got its values", stage="agent"
+            ) from None
         return copier
 
     def close_output(self) -> None:
@@ -90,18 +97,19 @@ class LogCopier:
             self.out_w = None
 
     def follow(self, group: int, run_id: str) -> None:
-        """Tell the copier the secrets to mask and the run's group (stopped on a full disk)."""
-        control = {"secrets": self._secrets, "group": group, "run_id": run_id}
+        """Tell the copier the run's process group: it stops it if the log cannot be
+        written (a full disk). A copier that is gone already ends the run too."""
         try:
-            with open(self._control_w, "wb") as fh:
-                fh.write(json.dumps(control).encode("utf-8"))
+            _write_line(self._control_w, {"group": group, "run_id": run_id})
         except OSError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
             self.abort()
             raise RunnerError(
-                "the log copier ended before it got its values", stage="agent"
+                "the log copier ended before the run started", stage="agent"
             ) from None
+        with contextlib.suppress(OSError):
+            os.close(self._control_w)
 
     def abort(self) -> None:
         """The run did not start (or cannot be followed): end the copier."""
@@ -110,6 +118,19 @@ class LogCopier:
             os.close(self._control_w)
         self.proc.kill()
         self.proc.wait()
+
+
+def _write_line(fd: int, value: dict[str, Any]) -> None:
+    logfile.write_all(fd, json.dumps(value).encode("utf-8") + b"\n")
+
+
+def _read_line(fh: Any, read_all: bool = False) -> dict[str, Any]:
+    raw = fh.read() if read_all else fh.readline()
+    try:
+        value = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 _COPIER = "from launchctl.runners.local_process import copy_masked; copy_masked()"
@@ -126,13 +147,8 @@ def copy_masked(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit: an error, not death
     log_path, control_fd = argv or sys.argv[1:3]
-    with os.fdopen(int(control_fd), "rb") as fh:
-        raw = fh.read()
-    try:
-        control = json.loads(raw.decode("utf-8")) if raw else {}
-    except ValueError:
-        control = {}
-    masker = Masker(control.get("secrets") or [])
+    control = os.fdopen(int(control_fd), "rb")
+    masker = Masker(_read_line(control).get("secrets") or [])  # before the run starts
     failed: OSError | None = None
     with open(log_path, "ab", buffering=0) as log:
         while chunk := os.read(0, _CHUNK):
@@ -145,7 +161,8 @@ def copy_masked(argv: Sequence[str] | None = None) -> None:
                     # The note first (the run is blocked on the pipe meanwhile), so an
                     # agent that sees the run end finds why.
                     logfile.give_back_space(log.fileno(), Path(log_path), exc)
-                    _stop_group(control.get("group"), control.get("run_id"))
+                    run = _read_line(control, read_all=True)  # sent once the run started
+                    _stop_group(run.get("group"), run.get("run_id"))
         if failed is None:
             try:
                 logfile.write_all(log.fileno(), masker.flush())
