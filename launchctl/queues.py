@@ -22,6 +22,7 @@ CONFIG_KEYS = (
     "ceilings",
     "gpu_sharing",
     "retry",
+    "run_as",
 )
 
 # Options each resource type accepts in `resource_args.<resource>`; None = free-form
@@ -192,6 +193,15 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
         check_sharing(config["gpu_sharing"], where=where)
     if "retry" in config:
         check_retry(config["retry"], where=where)
+    from launchctl import runas
+
+    runas.check_config(config, resource, where)  # an existing user, never root
+    if resource == "local-container":
+        from launchctl.runners.local_container import config_mount_problem
+
+        problem = config_mount_problem(config)  # no mount may show the store to a run
+        if problem is not None:
+            raise ConfigError(f"{where}: {problem}")
     definitions = variables.check_definitions(config)
     # Check the guardrails with every field at its default (or as written, if it has none).
     defaults = {n: d["default"] for n, d in definitions.items() if "default" in d}

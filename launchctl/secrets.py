@@ -1,8 +1,10 @@
 """Secrets: named values in one owner-only file beside the database, never inside it.
 
-The file is ``$LAUNCHCTL_HOME/secrets.json``, mode 0600, owned by the OS user who runs
-the agent. It is written atomically (a 0600 temp file, fsync, rename) and is refused when
-anyone else could read or write it. Queues refer to secrets by name in ``env``
+The file is ``$LAUNCHCTL_HOME/secrets/secrets.json``: mode 0600 in a 0700 folder (whatever
+``LAUNCHCTL_UMASK`` says), owned by the OS user who runs the agent. A store made before
+that kept it at ``$LAUNCHCTL_HOME/secrets.json``; it is moved into the folder the first
+time it is used. It is written atomically (a 0600 temp file, fsync, rename) and is refused
+when anyone else could read or write it. Queues refer to secrets by name in ``env``
 (``{"WANDB_API_KEY": {"secret": "wandb-key"}}``); ``resolve_env`` fills them in at run
 start and ``Masker`` replaces their values with ``***`` in what a run prints.
 
@@ -72,10 +74,15 @@ class SecretStore:
     """Named secret values in one JSON file that only its owner may read."""
 
     def __init__(self, path: Path | None = None) -> None:
+        self._legacy: Path | None = None
+        self._folder_mode: int | None = None  # the default folder is always 0700
         if path is None:
-            from launchctl.paths import home
+            from launchctl.paths import home, secrets_dir
 
-            path = home() / FILE_NAME
+            root = home()
+            path = secrets_dir(root) / FILE_NAME
+            self._legacy = root / FILE_NAME  # where stores before the folder kept it
+            self._folder_mode = 0o700
         self.path = Path(path)
 
     def __repr__(self) -> str:
@@ -123,11 +130,66 @@ class SecretStore:
 
     # -- the file -----------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialize read-modify-write across processes (the file itself is replaced)."""
+    def _move_legacy(self) -> None:
+        """Move a secrets file from where older stores kept it into the secrets folder.
+
+        Only a file that passes the checks moves; anything else (a symbolic link, a file
+        open to others) stays where it is and is read there, so its error names it. Where
+        the home cannot be written, the file is read where it is.
+        """
+        legacy = self._legacy
+        if legacy is None or not os.path.lexists(legacy) or os.path.lexists(self.path):
+            return
         try:
+            self._check_safe(os.lstat(legacy))  # a symbolic link is not a regular file
+            with self._locked(migrating=True):
+                if os.path.lexists(legacy) and not os.path.lexists(self.path):
+                    os.rename(legacy, self.path)
+        except (LaunchctlError, OSError):
+            self.path, self._legacy, self._folder_mode = legacy, None, None
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(legacy.parent / LOCK_NAME)
+        self._legacy = None
+
+    def _make_folder(self) -> None:
+        """The secrets folder: 0700, whatever the umask (the home may be shared with a group)."""
+        from launchctl.paths import make_dir
+
+        if self._folder_mode is not None:
+            make_dir(self.path.parent.parent)  # the home, as the store makes it
+            make_dir(self.path.parent, self._folder_mode)
+            self._check_folder()
+        else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _check_folder(self) -> None:
+        """The secrets folder is a real folder of the owner's, closed to everyone else."""
+        folder = self.path.parent
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeSecretsFile(f"secrets folder {folder} is not a folder (a link?)")
+        uid = os.geteuid()
+        if st.st_uid != uid:
+            raise UnsafeSecretsFile(
+                f"secrets folder {folder} belongs to uid {st.st_uid}, not to you (uid {uid})"
+            )
+        if st.st_mode & 0o077:
+            raise UnsafeSecretsFile(
+                f"secrets folder {folder} is open to others (mode {stat.S_IMODE(st.st_mode):04o});"
+                f" run: chmod 700 {folder}"
+            )
+
+    @contextlib.contextmanager
+    def _locked(self, *, migrating: bool = False) -> Iterator[None]:
+        """Serialize read-modify-write across processes (the file itself is replaced)."""
+        if not migrating:
+            self._move_legacy()
+        try:
+            self._make_folder()
             lock = self.path.parent / LOCK_NAME
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
@@ -142,6 +204,9 @@ class SecretStore:
         """The stored values, after checking ``names`` and the open file's owner and mode."""
         for name in names:
             check_name(name)
+        self._move_legacy()
+        if self._folder_mode is not None:
+            self._check_folder()
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:

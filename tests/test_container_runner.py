@@ -70,7 +70,7 @@ def test_container_carries_labels_and_the_mapped_options(
         "workdir": "/tmp",
         "pids-limit": 50,
         "env": ["A=1"],
-        "volume": f"{tmp_path}:/data:ro",
+        "volume": f"{tmp_path}/data:/data:ro",  # beside the store (tmp_path/home), not above
         "network": "none",
     }
     run = {"id": "optstest", "queue_name": "box"}
@@ -95,7 +95,7 @@ def test_container_carries_labels_and_the_mapped_options(
     assert host["Ulimits"] == [{"Name": "nofile", "Soft": 512, "Hard": 1024}]
     assert host["PidsLimit"] == 50
     assert host["NetworkMode"] == "none"
-    assert host["Binds"] == [f"{tmp_path}:/data:ro"]
+    assert host["Binds"] == [f"{tmp_path}/data:/data:ro"]
     assert attrs["Config"]["WorkingDir"] == "/tmp"
 
 

@@ -456,6 +456,7 @@ QUEUE_CONFIG_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         ANY_VALUE,
     ),
     "gpu_sharing": st.one_of(st.integers(-2, 70), ANY_VALUE),
+    "run_as": st.one_of(st.sampled_from(["nobody", "root", "no-such-user", ""]), ANY_VALUE),
     "retry": st.one_of(
         st.fixed_dictionaries(
             {},

@@ -231,7 +231,7 @@ def test_an_unsafe_secrets_file_fails_the_run_at_the_agent(
     value = new_value()
     set_secret("api-key", value)
     secret_queue("secure", "local-process", {"API_KEY": {"secret": "api-key"}})
-    (home / "secrets.json").chmod(0o644)
+    (home / "secrets" / "secrets.json").chmod(0o644)
     code = make_script(tmp_path / "job", "run.py", PRINTER).parent
     run_id = launch("-q", "secure", "-u", str(code), "-E", f"python run.py {tmp_path}/x")
     cli("agent", "-q", "secure", "--burst", check=True)
@@ -245,7 +245,7 @@ def test_a_queue_without_secrets_never_reads_the_secrets_file(
     home: Path, tmp_path: Path, store: Store
 ) -> None:
     set_secret("api-key", new_value())
-    (home / "secrets.json").chmod(0o644)  # unsafe, but nobody asks for it
+    (home / "secrets" / "secrets.json").chmod(0o644)  # unsafe, but nobody asks for it
     secret_queue("secure", "local-process", {"PLAIN": "yes"})
     code = make_script(tmp_path / "job", "run.py", "import os; print(os.environ['PLAIN'])").parent
     run_id = launch("-q", "secure", "-u", str(code), "-E", "python run.py")

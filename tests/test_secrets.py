@@ -34,7 +34,7 @@ VALUE = "sk-live-7f3a9c1e55d04b2b"
 
 
 def secrets_file(home: Path) -> Path:
-    return home / "secrets.json"
+    return home / "secrets" / "secrets.json"
 
 
 def mode(path: Path) -> int:
@@ -98,8 +98,14 @@ def test_secrets_file_is_0600_right_after_the_first_set(home: Path) -> None:
     set_secret("k", VALUE)
     assert mode(secrets_file(home)) == 0o600
     assert secrets_file(home).stat().st_uid == os.geteuid()
-    # Only the file and its lock: no temp file is left behind, nothing in the database.
-    assert sorted(p.name for p in home.iterdir()) == [".secrets.lock", "secrets.json"]
+    # Only the file and its lock, in a 0700 folder: no temp file is left behind, nothing
+    # in the database.
+    assert sorted(p.name for p in home.iterdir()) == ["secrets"]
+    assert mode(secrets_file(home).parent) == 0o700
+    assert sorted(p.name for p in secrets_file(home).parent.iterdir()) == [
+        ".secrets.lock",
+        "secrets.json",
+    ]
 
 
 def test_prompt_on_a_terminal_does_not_echo_the_value(home: Path) -> None:
@@ -222,14 +228,14 @@ def test_cli_refuses_a_file_that_another_user_owns(home: Path) -> None:
 def test_a_symlinked_secrets_file_is_refused(home: Path, tmp_path: Path) -> None:
     real = tmp_path / "elsewhere.json"
     SecretStore(real).set("k", VALUE)
-    home.mkdir()
+    secrets_file(home).parent.mkdir(parents=True, mode=0o700)
     secrets_file(home).symlink_to(real)
     with pytest.raises(UnsafeSecretsFile, match="symbolic link"):
         SecretStore().get("k")
 
 
 def test_a_corrupt_file_is_reported_without_its_content(home: Path) -> None:
-    home.mkdir(parents=True)
+    secrets_file(home).parent.mkdir(parents=True, mode=0o700)
     fd = os.open(secrets_file(home), os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, b'{"secrets": {"k": "' + VALUE.encode())
     os.close(fd)

@@ -24,11 +24,14 @@ import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from launchctl.store import Store
 from launchctl.store.migrations import NAMES
 from tests.conftest import (
+    BUSYBOX,
     ROOT,
     AgentProcess,
     cli,
@@ -152,6 +155,272 @@ def launch(*args: str, env: dict[str, str] | None = None) -> str:
     return proc.stdout.strip()
 
 
+# -- finding 3: a run learns nothing of the store ------------------------------------
+
+ENV_DUMP = """\
+import json, os, sys
+with open(sys.argv[1], "w") as fh:
+    json.dump(dict(os.environ), fh)
+print("dumped", flush=True)
+"""
+
+
+def test_a_run_does_not_get_launchctl_home_or_another_queues_secret(
+    home: Path, tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, theirs = new_value(), new_value()
+    set_secret("mine", mine)
+    set_secret("theirs", theirs)
+    for name, secret in (("ours", "mine"), ("other", "theirs")):
+        config = {"resource_args": {"local-process": {"env": {"API_KEY": {"secret": secret}}}}}
+        cli("queue", "create", name, "--config", json.dumps(config), check=True)
+    code = make_script(tmp_path / "job", "dump.py", ENV_DUMP).parent
+    out = tmp_path / "env.json"
+    # The agent's own settings are in its environment, as a service would have them.
+    monkeypatch.setenv("LAUNCHCTL_USER", "root")
+    monkeypatch.setenv("LAUNCHCTL_BUSY_TIMEOUT", "31")
+    run_id = launch("-q", "ours", "-u", str(code), "-E", f"python dump.py {out}")
+    cli("agent", "-q", "ours", "--burst", check=True)
+    assert store.runs.state(run_id) == "finished", store.runs.get(run_id)["reason"]
+    env = json.loads(out.read_text())
+    assert env["API_KEY"] == mine  # its own queue's secret: yes
+    assert env["LAUNCHCTL_RUN_ID"] == run_id
+    assert "LAUNCHCTL_HOME" not in env
+    assert sorted(k for k in env if k.startswith("LAUNCHCTL_")) == ["LAUNCHCTL_RUN_ID"]
+    assert not [k for k, v in env.items() if str(home) in v and k != "PWD"]
+    assert theirs not in json.dumps(env)  # another queue's secret: no
+
+
+def test_a_secrets_file_where_older_stores_kept_it_is_moved_into_the_private_folder(
+    home: Path,
+) -> None:
+    value = new_value()
+    home.mkdir(mode=0o700)
+    legacy = home / "secrets.json"
+    fd = os.open(legacy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, json.dumps({"version": 1, "secrets": {"old-key": value}}).encode())
+    os.close(fd)
+    assert cli("secret", "list", check=True).stdout.split() == ["NAME", "old-key"]
+    assert not legacy.exists()
+    moved = home / "secrets" / "secrets.json"
+    assert json.loads(moved.read_text())["secrets"] == {"old-key": value}
+    assert (mode(home / "secrets"), mode(moved)) == (0o700, 0o600)
+
+
+PROBE = """\
+import os, sys
+print("uid", os.getuid(), flush=True)
+store = os.path.abspath(os.path.join("..", "..", ".."))  # its folder names the store
+for name in ("launchctl.db", os.path.join("secrets", "secrets.json"), "secrets.json"):
+    try:
+        with open(os.path.join(store, name), "rb") as fh:
+            fh.read(1)
+        print(name, "READABLE", flush=True)
+    except PermissionError:
+        print(name, "PermissionError", flush=True)
+    except FileNotFoundError:
+        print(name, "missing", flush=True)
+print("home in env:", "LAUNCHCTL_HOME" in os.environ, flush=True)
+print("HOME", os.environ.get("HOME"), flush=True)
+print("secret:", os.environ.get("API_KEY"), flush=True)
+with open("made.txt", "w") as fh:
+    fh.write("mine")
+print("made", oct(os.stat("made.txt").st_mode & 0o777), flush=True)
+sys.exit(3)
+"""
+
+
+def run_as_queue(name: str, user: str, env: dict[str, Any] | None = None) -> None:
+    config: dict[str, Any] = {"run_as": user}
+    if env:
+        config["resource_args"] = {"local-process": {"env": env}}
+    cli("queue", "create", name, "--config", json.dumps(config), check=True)
+
+
+def test_a_run_as_run_runs_as_that_user_and_cannot_read_the_store_or_the_secrets(
+    open_home: Path, tmp_path: Path, run_user: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = new_value()
+    set_secret("api-key", value)
+    run_as_queue("lab", RUN_USER, {"API_KEY": {"secret": "api-key"}})
+    open_home.chmod(0o711)  # the admin lets runs search the home (not list it)
+    code = make_script(tmp_path / "job", "probe.py", PROBE).parent
+    run_id = launch("-q", "lab", "-u", str(code), "-E", f"{SYSTEM_PYTHON} probe.py")
+    monkeypatch.setenv("LAUNCHCTL_RUN_AS_USERS", f"someone,{RUN_USER}")
+    cli("agent", "-q", "lab", "--burst", check=True)
+    store = Store(open_home)
+    try:
+        run = store.runs.get(run_id)
+    finally:
+        store.close()
+    assert (run["state"], run["exit_code"]) == ("failed", 3), run["reason"]
+    log = cli("logs", run_id, check=True).stdout
+    assert f"uid {run_user.pw_uid}\n" in log
+    assert "launchctl.db PermissionError" in log
+    assert "secrets/secrets.json PermissionError" in log
+    assert "READABLE" not in log
+    assert "home in env: False" in log
+    assert "secret: ***" in log and value not in log  # its secret, masked in the log
+    assert "made 0o644" in log  # its own files: the user's umask (022), not the store's
+    made = Path(run["workdir"]) / "made.txt"
+    assert made.stat().st_uid == run_user.pw_uid
+    assert mode(open_home / "launchctl.db") == 0o600
+    assert mode(Path(run["log_path"])) == 0o600
+    assert Path(run["log_path"]).stat().st_uid == 0
+
+
+def test_a_run_as_run_without_secrets_still_has_its_log_and_exit_code(
+    open_home: Path, tmp_path: Path, run_user: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_as_queue("lab", RUN_USER)
+    open_home.chmod(0o711)
+    code = make_script(tmp_path / "job", "probe.py", PROBE).parent
+    run_id = launch("-q", "lab", "-u", str(code), "-E", f"{SYSTEM_PYTHON} probe.py")
+    monkeypatch.setenv("LAUNCHCTL_RUN_AS_USERS", RUN_USER)
+    cli("agent", "-q", "lab", "--burst", check=True)
+    shown = cli_json("runs", "show", run_id)
+    assert (shown["state"], shown["exit_code"]) == ("failed", 3), shown["reason"]
+    log = cli("logs", run_id, check=True).stdout
+    assert f"uid {run_user.pw_uid}\n" in log and "launchctl.db PermissionError" in log
+    assert f"HOME {run_user.pw_dir}\n" in log  # its own HOME, not the agent's
+
+
+def test_run_as_fails_at_stage_agent_unless_the_agents_operator_allows_that_user(
+    open_home: Path, tmp_path: Path, run_user: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_as_queue("lab", RUN_USER)
+    open_home.chmod(0o711)
+    code = make_script(tmp_path / "job", "probe.py", PROBE).parent
+    run_id = launch("-q", "lab", "-u", str(code), "-E", f"{SYSTEM_PYTHON} probe.py")
+    monkeypatch.delenv("LAUNCHCTL_RUN_AS_USERS", raising=False)
+    cli("agent", "-q", "lab", "--burst", check=True)
+    shown = cli_json("runs", "show", run_id)
+    assert (shown["state"], shown["stage"]) == ("failed", "agent")
+    assert "LAUNCHCTL_RUN_AS_USERS" in shown["reason"] and RUN_USER in shown["reason"]
+    assert not (open_home / "runs" / run_id / "code").exists()  # nothing was laid out
+
+
+def test_run_as_in_a_home_the_user_cannot_enter_fails_saying_what_to_change(
+    open_home: Path, tmp_path: Path, run_user: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_as_queue("lab", RUN_USER)
+    assert mode(open_home) == 0o700  # as launchctl made it
+    code = make_script(tmp_path / "job", "probe.py", PROBE).parent
+    run_id = launch("-q", "lab", "-u", str(code), "-E", f"{SYSTEM_PYTHON} probe.py")
+    monkeypatch.setenv("LAUNCHCTL_RUN_AS_USERS", RUN_USER)
+    cli("agent", "-q", "lab", "--burst", check=True)
+    shown = cli_json("runs", "show", run_id)
+    assert (shown["state"], shown["stage"]) == ("failed", "agent")
+    assert f"chmod o+x {open_home}" in shown["reason"]
+    assert mode(open_home) == 0o700  # the admin's folder is not opened behind their back
+
+
+def test_run_as_needs_an_agent_that_runs_as_root(
+    open_home: Path, tmp_path: Path, user_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    # The whole store is the unprivileged user's: they create the queue and run the agent.
+    open_home.parent.chmod(0o777)
+    config = json.dumps({"run_as": RUN_USER})
+    made = user_cli("queue", "create", "lab", "--config", config)
+    assert made.returncode == 0, made.stderr
+    code = make_script(open_home.parent / "job", "probe.py", PROBE).parent
+    launched = user_cli("launch", "-q", "lab", "-u", str(code), "-E", "true")
+    assert launched.returncode == 0, launched.stderr
+    run_id = launched.stdout.strip()
+    agent = user_cli("agent", "-q", "lab", "--burst", env={"LAUNCHCTL_RUN_AS_USERS": RUN_USER})
+    assert agent.returncode == 0, agent.stderr
+    shown = json.loads(user_cli("runs", "show", run_id, "--json").stdout)
+    assert (shown["state"], shown["stage"]) == ("failed", "agent")
+    assert "needs an agent that runs as root" in shown["reason"]
+
+
+@pytest.mark.parametrize(
+    ("resource", "user", "expected"),
+    [
+        ("local-process", "no-such-user-xyz", "no Unix user named 'no-such-user-xyz'"),
+        ("local-process", "root", "is root"),
+        ("local-process", "{{who}}", "without template fields or macros"),
+        ("local-process", "${USER}", "without template fields or macros"),
+        ("local-container", "nobody", "local-process queues only"),
+    ],
+)
+def test_a_queue_run_as_must_be_an_existing_unprivileged_user_on_a_process_queue(
+    home: Path, resource: str, user: str, expected: str
+) -> None:
+    Store(home).close()
+    before = table_counts(home)
+    config = json.dumps({"run_as": user})
+    proc = cli("queue", "create", "q", "--resource", resource, "--config", config)
+    assert proc.returncode == 1
+    assert expected in one_line(proc.stderr)
+    assert table_counts(home) == before
+
+
+# -- finding 3: no container mount shows the store -----------------------------------
+
+
+def test_a_container_queue_that_mounts_the_store_is_refused_when_written(
+    home: Path, tmp_path: Path
+) -> None:
+    Store(home).close()
+    link = tmp_path / "innocent"
+    link.symlink_to(home)
+    before = table_counts(home)
+    for volume, cache in [
+        (f"{home}:/data", None),  # the store's folder itself
+        (f"{home}/runs:/data:ro", None),  # a folder inside it
+        (f"{link}:/data", None),  # through a symbolic link
+        (f"{tmp_path}/x/../home/secrets:/s", None),  # through ..
+        ("/:/host", None),  # a folder that holds it
+        ([f"{tmp_path}/data:/data", f"{home}/launchctl.db:/db"], None),  # one of a list
+        (None, str(link)),  # the artifact cache
+        (None, {"host_path": f"{home}/runs", "path": "/cache"}),
+    ]:
+        config: dict[str, Any] = {}
+        if volume is not None:
+            config["resource_args"] = {"local-container": {"volume": volume}}
+        if cache is not None:
+            config["artifact_cache"] = cache
+        proc = cli(
+            "queue", "create", "box", "-r", "local-container", "--config", json.dumps(config)
+        )
+        assert proc.returncode == 1, (volume, cache)
+        assert "would show the launchctl store" in one_line(proc.stderr)
+    assert table_counts(home) == before
+    # A folder beside the store, or a named volume, is fine.
+    ok = {"resource_args": {"local-container": {"volume": [f"{tmp_path}/data:/data", "cache:/c"]}}}
+    cli("queue", "create", "box", "-r", "local-container", "--config", json.dumps(ok), check=True)
+
+
+def test_a_volume_that_points_into_the_store_at_run_time_fails_at_stage_agent_without_a_container(
+    home: Path, tmp_path: Path, store: Store, docker: Any
+) -> None:
+    elsewhere = tmp_path / "data"
+    elsewhere.mkdir()
+    link = tmp_path / "data-link"
+    link.symlink_to(elsewhere)
+    config = {"resource_args": {"local-container": {"volume": f"{link}:/data"}}}
+    cli("queue", "create", "box", "-r", "local-container", "--config", json.dumps(config),
+        check=True)  # fmt: skip
+    link.unlink()
+    link.symlink_to(home)  # repointed after the queue was written
+    run_id = launch("-q", "box", "-d", BUSYBOX, "-E", "ls -R /data")
+    cli("agent", "-q", "box", "--burst", check=True)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["stage"]) == ("failed", "agent")
+    assert "would show the launchctl store" in run["reason"]
+    assert docker.containers.list(all=True, filters={"label": f"launchctl.run_id={run_id}"}) == []
+    assert "launchctl.db" not in cli("logs", run_id).stdout
+
+
+def test_a_direct_container_launch_cannot_mount_the_store(home: Path, store: Store) -> None:
+    args = json.dumps({"local-container": {"volume": f"{home}:/data"}})
+    proc = cli("launch", "-r", "local-container", "-d", BUSYBOX, "-R", args, "-E", "ls /data")
+    assert proc.returncode != 0
+    assert "would show the launchctl store" in proc.stderr
+    assert "launchctl.db" not in proc.stdout
+
+
 # -- finding 10: files are private by default ----------------------------------------
 
 MAKER = """\
@@ -210,6 +479,9 @@ def test_a_lab_sharing_a_store_through_a_group_gets_group_modes(
     assert mode(home / "runs" / run["id"]) == 0o770
     assert mode(Path(run["log_path"])) == 0o660
     assert mode(Path(run["workdir"]) / "made.txt") == 0o644
+    # Secrets stay their owner's alone, whatever the group mode.
+    assert mode(home / "secrets") == 0o700
+    assert mode(home / "secrets" / "secrets.json") == 0o600
 
 
 def test_an_existing_home_keeps_the_mode_its_admin_gave_it(home: Path) -> None:

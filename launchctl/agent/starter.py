@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import time
 import traceback
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchctl import gpus, macros, names, runners
+from launchctl import gpus, macros, names, paths, runas, runners
 from launchctl.agent import workspace
 from launchctl.errors import LaunchctlError
 from launchctl.resolve import resolve
@@ -29,6 +30,16 @@ from launchctl.store import Row, Store
 
 CACHE_TARGET = "/launchctl-cache"
 CACHE_ENV = ("WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "LAUNCHCTL_CACHE_DIR")
+
+
+# The only LAUNCHCTL_ variables a run is given: the others (LAUNCHCTL_HOME above all) stay
+# with the agent, so that a run cannot learn from its environment where the store is.
+RUN_VARIABLES = frozenset({"LAUNCHCTL_RUN_ID", "LAUNCHCTL_CACHE_DIR"})
+
+
+def without_store(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without launchctl's own settings: ``LAUNCHCTL_HOME``, ``LAUNCHCTL_USER``..."""
+    return {k: v for k, v in env.items() if not k.startswith("LAUNCHCTL_") or k in RUN_VARIABLES}
 
 
 @dataclass
@@ -230,8 +241,8 @@ class Starter:
         by_name = secret_values(run, resolved.resource_args)
         secrets.extend(dict.fromkeys(by_name.values()))
         qconfig = {k: v for k, v in resolved.config.items() if k != "resource_args"}
-        folder = self.store.run_dir(run_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        run_as = self._run_as(run, queue)
+        folder = self._run_folder(run_id, run_as)
         workdir = folder / "code"
         cache = cache_mount(qconfig.get("artifact_cache"))
         _, registry_config = with_credentials(
@@ -250,6 +261,10 @@ class Starter:
             if not launch.command:
                 raise RunnerError("the run has no entry point to execute", stage="agent")
             notes.append(workspace.prepare(self.store, run, version, workdir))
+            if run_as is not None:
+                runas.hand_over(workdir, run_as)
+                launch.run_as = run_as
+                notes.append(f"runs as user {run_as.name}")
         else:
             launch.image = self._image(run, version, launch, qconfig, registry, notes)
         # Rendered again now that ${image_uri} is the image this run uses.
@@ -259,7 +274,7 @@ class Starter:
             self.store.runs.note(run_id, f"warning: unknown macro ${{{name}}} left as written")
         own_env = env_with_secrets(launch.resource_args.get("env"), by_name)
         if run["resource"] == "local-process":
-            launch.env = self._process_env(run, own_env, cache)
+            launch.env = self._process_env(run, own_env, cache, run_as)
         else:
             launch.env = self._container_env(run, own_env, cache)
         self._check_cancel(run_id)
@@ -285,21 +300,73 @@ class Starter:
             pending=frozenset() if image else frozenset({"image_uri"}),
         )
 
+    def _run_as(self, run: Row, queue: Row | None) -> runas.RunAs | None:
+        """The user the queue's runs run as (``run_as``, as its admin wrote it), checked here."""
+        value = ((queue or {}).get("config") or {}).get("run_as")
+        if value is None:
+            return None
+        if run["resource"] != "local-process":
+            raise RunnerError(
+                f"queue {run['queue_name']}: run_as applies to local-process runs only",
+                stage="agent",
+            )
+        try:
+            return runas.for_run(value, str(run["queue_name"]))
+        except LaunchctlError as exc:
+            raise RunnerError(str(exc), stage="agent") from None
+
+    def _run_folder(self, run_id: str, run_as: runas.RunAs | None) -> Path:
+        """The run's folder and its (empty) log, private like the rest of the store.
+
+        ``runs/`` may be searched by anyone (never listed): a run_as run must reach its own
+        folder, which is then searchable too; everything in them stays 0600 / 0700.
+        """
+        folder = self.store.run_dir(run_id)
+        try:
+            paths.make_dir(folder.parent, paths.dir_mode() | 0o111)
+            paths.make_dir(folder)
+            if run_as is not None:
+                folder.chmod(stat.S_IMODE(folder.stat().st_mode) | 0o111)
+                runas.check_reachable(folder, run_as)
+            paths.make_file(folder / "output.log")
+        except LaunchctlError as exc:
+            raise RunnerError(str(exc), stage="agent") from None
+        except OSError as exc:
+            raise RunnerError(
+                f"cannot make the run's folder {folder}: {exc.strerror or exc}", stage="agent"
+            ) from None
+        return folder
+
     def _check_cancel(self, run_id: str) -> None:
         if self.store.runs.get(run_id)["cancel_requested"]:
             raise Cancelled(run_id)
 
     def _run_env(self, run: Row, own_env: dict[str, str]) -> dict[str, str]:
-        env = dict(self.ctx.env)
+        env = without_store(self.ctx.env)
         env.update(own_env)  # resource_args env, its secrets filled in
         env.update(run_environment(run))
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
     def _process_env(
-        self, run: Row, own_env: dict[str, str], cache: CacheMount | None
+        self,
+        run: Row,
+        own_env: dict[str, str],
+        cache: CacheMount | None,
+        run_as: runas.RunAs | None = None,
     ) -> dict[str, str]:
-        env = dict(os.environ)
+        """The agent's environment without what names the store (``LAUNCHCTL_HOME`` and the
+        rest of launchctl's own settings); a run_as run gets only the few variables that say
+        how to find programs and speak, and its user's HOME, USER and LOGNAME."""
+        if run_as is None:
+            env = without_store(os.environ)
+        else:
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if k in runas.INHERITED or k.startswith(runas.INHERITED_PREFIXES)
+            }
+            env.update(runas.environment(run_as))
         env.update(self._run_env(run, own_env))
         if cache is not None and cache.kind == "bind":
             env.update(dict.fromkeys(CACHE_ENV, cache.source))

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from launchctl.guardrails import Limits
+
+if TYPE_CHECKING:
+    from launchctl.runas import RunAs
 
 
 class RunnerError(Exception):
@@ -48,6 +51,8 @@ class Launch:
     devices: list[str] | None = None
     # The secret values in ``env``: runners mask them (``***``) in what the run prints.
     secrets: list[str] = field(default_factory=list, repr=False)
+    # The Unix user a local-process run runs as (its queue's run_as); None: the agent's.
+    run_as: RunAs | None = None
 
     @property
     def command(self) -> list[str]:

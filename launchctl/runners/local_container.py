@@ -16,7 +16,7 @@ from typing import Any
 
 from launchctl.runenv import env_from_option
 from launchctl.runners import logfile
-from launchctl.runners.base import Exit, Launch, RunnerError
+from launchctl.runners.base import CacheMount, Exit, Launch, RunnerError
 from launchctl.secrets import Masker
 
 LABEL_RUN = "launchctl.run_id"
@@ -119,6 +119,61 @@ def _plain_env(value: Any) -> dict[str, str]:
     return env_from_option(value)
 
 
+def volume_sources(value: Any) -> list[str]:
+    """The host side of each ``volume``: ``SRC:DST[:MODE]`` strings (one or a list), or
+    docker-py's ``{SRC: {bind: DST, mode: MODE}}``."""
+    if isinstance(value, dict):
+        return [str(k) for k in value]
+    items = value if isinstance(value, list) else [value] if value else []
+    return [str(item).split(":", 1)[0] for item in items]
+
+
+def _is_host_path(source: str) -> bool:
+    """A bind mount's source is a path; a bare name is a named volume (the engine's own)."""
+    return source.startswith(("/", ".", "~")) or "/" in source
+
+
+def store_mount_problem(
+    volume: Any, cache: CacheMount | None, root: Path | None = None
+) -> str | None:
+    """Why these mounts would show the launchctl store to a container, or None.
+
+    A run must learn nothing of the store: no host path that is the store's folder, is
+    inside it or holds it, through a symbolic link or ``..``, as a volume or as the
+    artifact cache.
+    """
+    from launchctl import paths
+
+    found = [(s, "volume") for s in volume_sources(volume)]
+    if cache is not None and cache.kind == "bind":
+        found.append((cache.source, "artifact_cache"))
+    for source, what in found:
+        if _is_host_path(source) and paths.exposes_store(source, root):
+            return (
+                f"{what} {source!r} would show the launchctl store"
+                f" ({paths.home() if root is None else root}) to the container: a run may"
+                " not mount the store's folder, anything in it, or a folder that holds it"
+            )
+    return None
+
+
+def config_mount_problem(config: dict[str, Any]) -> str | None:
+    """``store_mount_problem`` for a queue config as written: its literal volumes and its
+    artifact cache (a value with a template field or a macro is checked when a run starts)."""
+
+    def literal(value: Any) -> bool:
+        return isinstance(value, str) and "{{" not in value and "${" not in value
+
+    options = (config.get("resource_args") or {}).get("local-container") or {}
+    volume = options.get("volume") if isinstance(options, dict) else None
+    sources = [v for v in volume_sources(volume) if literal(v)]
+    cache = config.get("artifact_cache")
+    if isinstance(cache, dict):
+        cache = cache.get("host_path")
+    mount = CacheMount(str(cache), "bind", CACHE_MOUNT) if literal(cache) else None
+    return store_mount_problem(sources, mount)
+
+
 def container_options(launch: Launch) -> dict[str, Any]:
     """docker-py ``containers.create`` keyword arguments for a launch."""
     args = launch.resource_args
@@ -170,9 +225,12 @@ def container_options(launch: Launch) -> dict[str, Any]:
         opts["platform"] = str(args["platform"])
     if "network" in args:
         opts["network"] = str(args["network"])
+    problem = store_mount_problem(args.get("volume"), launch.cache)
+    if problem is not None:
+        raise RunnerError(problem, stage="agent")
     volumes = args.get("volume")
     if volumes:
-        opts["volumes"] = volumes if isinstance(volumes, list) else [volumes]
+        opts["volumes"] = volumes if isinstance(volumes, list | dict) else [volumes]
     if launch.cache is not None:
         from docker.types import Mount
 
@@ -464,6 +522,9 @@ class LocalContainerRunner:
     def start(self, launch: Launch) -> ContainerHandle:
         from docker.errors import DockerException
 
+        problem = store_mount_problem(launch.resource_args.get("volume"), launch.cache)
+        if problem is not None:  # before anything is pulled or created
+            raise RunnerError(problem, stage="agent")
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(launch.log_path, "ab", buffering=0) as log:
             self.ensure_image(str(launch.image), log.write, launch.registry_auth)

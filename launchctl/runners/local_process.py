@@ -22,11 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from launchctl import procfs
+from launchctl import paths, procfs
 from launchctl.runners import logfile
 from launchctl.runners.base import Exit, Launch, RunnerError
+
+if TYPE_CHECKING:
+    from launchctl.runas import RunAs
 
 # After the run's process group is gone, how long its log copier may take to finish (a
 # process that left the group can hold the pipe open); then it is stopped.
@@ -249,22 +252,38 @@ PID_FILE = "pid"
 EXIT_FILE = "exit_code"
 
 
-def wrap(command: Sequence[str], folder: Path, memory: int | None) -> list[str]:
+def wrap(
+    command: Sequence[str], folder: Path, memory: int | None, *, in_place: bool = False
+) -> list[str]:
     """Run ``command`` under a small shell that records its pid and exit code in ``folder``.
 
     They outlive the agent: an agent that restarts after a crash finds the process by
     its pid, and reads how it ended from the file. A memory limit is an address-space
-    ulimit on the shell, so it covers everything the run starts.
+    ulimit on the shell, so it covers everything the run starts. ``in_place``: the shell
+    runs as a run_as user, who may write the two files the agent made for it but nothing
+    else in the run's folder.
     """
     pid_file = shlex.quote(str(folder / PID_FILE))
     exit_file = shlex.quote(str(folder / EXIT_FILE))
     limit = f"ulimit -v {max(1, memory // 1024)} || exit 125; " if memory is not None else ""
-    script = (
-        f"echo $$ > {pid_file}; rm -f {exit_file}; {limit}"
-        f'"$@"; code=$?; echo $code > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; '
-        "exit $code"
-    )
+    if in_place:
+        script = (
+            f"echo $$ > {pid_file}; : > {exit_file}; {limit}"
+            f'"$@"; code=$?; echo $code > {exit_file}; exit $code'
+        )
+    else:
+        script = (
+            f"echo $$ > {pid_file}; rm -f {exit_file}; {limit}"
+            f'"$@"; code=$?; echo $code > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; '
+            "exit $code"
+        )
     return ["/bin/sh", "-c", script, "launchctl-run", *command]
+
+
+def _read_small(path: Path) -> str:
+    """The start of a pid or exit-code file (a run_as run may write them: never read more)."""
+    with open(path, "rb") as fh:
+        return fh.read(64).decode("ascii", "replace").strip()
 
 
 def _belongs_to(pid: int, run_id: str) -> bool:
@@ -276,7 +295,7 @@ def _belongs_to(pid: int, run_id: str) -> bool:
 
 def _recorded_exit(folder: Path) -> Exit | None:
     try:
-        text = (folder / EXIT_FILE).read_text().strip()
+        text = _read_small(folder / EXIT_FILE)
     except OSError:
         return None
     return Exit(code=int(text)) if text.lstrip("-").isdigit() else None
@@ -379,7 +398,7 @@ class LocalProcessRunner:
         pid = run.get("pid")
         if pid is None:
             with contextlib.suppress(OSError, ValueError):
-                pid = int((folder / PID_FILE).read_text().strip())
+                pid = int(_read_small(folder / PID_FILE))
         if pid is None or not _belongs_to(pid, run["id"]):
             # Lost between starting the process and recording it: look for it by its run id.
             pid = _find_by_run_id(run["id"]) if run.get("state") == "starting" else pid
@@ -393,7 +412,10 @@ class LocalProcessRunner:
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         _check_executable(launch.command[0], launch)
         limits = launch.limits
-        command = wrap(launch.command, launch.log_path.parent, limits.memory)
+        folder = launch.log_path.parent
+        if launch.run_as is not None:
+            _files_for(folder, launch.run_as)
+        command = wrap(launch.command, folder, limits.memory, in_place=launch.run_as is not None)
         with contextlib.suppress(FileNotFoundError):  # a note from an earlier attempt
             (launch.log_path.parent / logfile.LOG_ERROR_FILE).unlink()
         # Every run's output goes through a copier: it masks secrets, and it is what sees a
@@ -412,8 +434,34 @@ class LocalProcessRunner:
         return ProcessHandle(proc, launch.on_exit, copier.proc, launch.log_path.parent)
 
 
+def _files_for(folder: Path, user: RunAs) -> None:
+    """The pid and exit-code files a run_as run's shell writes: made here, given to it.
+
+    The run's folder stays the agent's (a run cannot put a link where the agent reads);
+    the log is the agent's too: the run writes it through the descriptor it is given.
+    """
+    for name in (PID_FILE, EXIT_FILE):
+        path = folder / name
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchown(fd, user.uid, user.gid)
+        finally:
+            os.close(fd)
+
+
 def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess.Popen[bytes]:
-    """Start ``command`` in its own process group, its output to ``out_fd`` or the log."""
+    """Start ``command`` in its own process group, its output to ``out_fd`` or the log.
+
+    It gets the user's own umask back (launchctl's files are private; a run's are its
+    own), and with run_as, that user's uid, gid and groups.
+    """
+    user = launch.run_as
+    umask = paths.run_umask()
+    as_user: dict[str, Any] = {}
+    if user is not None:
+        as_user = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
     try:
         with open(launch.log_path, "ab", buffering=0) as log:
             return subprocess.Popen(
@@ -424,6 +472,8 @@ def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess
                 stdout=log if out_fd is None else out_fd,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so cancel reaches children
+                umask=-1 if umask is None else umask,
+                **as_user,
             )
     except FileNotFoundError:
         raise RunnerError(f"command not found: {launch.command[0]}") from None
