@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from launchctl import identity, paths
 from launchctl.errors import LaunchctlError, NotFound, UsageError
+from launchctl.names import check_identifier
 from launchctl.store import Row, Store, dumps
 
 SOURCE_TYPES = ("code", "image", "git")
@@ -91,6 +92,19 @@ def find_version(
             f" not '{parsed.project}'"
         )
     return row
+
+
+def listing(store: Store) -> list[Row]:
+    """Every job with its ``latest`` version number and its count of ``versions``."""
+    return store.jobs.all()
+
+
+def show(store: Store, ref: str, *, prefer: str | None = None) -> tuple[Row, list[Row]]:
+    """The job version ``ref`` names (see ``find_version``; a bare NAME is looked up in
+    ``prefer``, default the user's own entity, first), and every version of its job,
+    oldest first."""
+    row = find_version(store, ref, prefer=prefer or identity.current_user())
+    return row, store.jobs.versions(row["job_id"])
 
 
 def check_author(
@@ -377,6 +391,4 @@ def check_git_commit(commit: str | None, error: type[Exception]) -> str | None:
 
 
 def check_job_name(name: str) -> str:
-    from launchctl.queues import check_name
-
-    return check_name(name, "job")
+    return check_identifier(name, "job")

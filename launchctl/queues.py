@@ -274,6 +274,18 @@ def edit(
     return store.queues.update(name, **fields)
 
 
+def listing(store: Store) -> list[Row]:
+    """Every queue with its counts of ``queued`` and ``active`` runs, by name."""
+    return store.queues.all()
+
+
+def show(store: Store, name: str) -> Row:
+    """One queue with ``runs``: its count of runs in each state."""
+    row = store.queues.get(name)
+    row["runs"] = store.queues.counts(row["id"])
+    return row
+
+
 def set_paused(store: Store, name: str, paused: bool) -> Row:
     _admin_queue(store, name, "pause or resume the queues of")
     return store.queues.update(name, paused=paused)

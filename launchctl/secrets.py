@@ -5,8 +5,9 @@ The file is ``$LAUNCHCTL_HOME/secrets/secrets.json``: mode 0600 in a 0700 folder
 that kept it at ``$LAUNCHCTL_HOME/secrets.json``; it is moved into the folder the first
 time it is used. It is written atomically (a 0600 temp file, fsync, rename) and is refused
 when anyone else could read or write it. Queues refer to secrets by name in ``env``
-(``{"WANDB_API_KEY": {"secret": "wandb-key"}}``); ``resolve_env`` fills them in at run
-start and ``Masker`` replaces their values with ``***`` in what a run prints.
+(``{"WANDB_API_KEY": {"secret": "wandb-key"}}``); at run start the agent reads the values
+its queue names (``secret_refs``, ``SecretStore.get_many``) and puts them in the run's env,
+and ``launchctl.masking.Masker`` replaces them with ``***`` in what the run prints.
 
 No value is ever put in an exception message, a repr or a log line here.
 """
@@ -28,7 +29,6 @@ from launchctl.errors import LaunchctlError, NotFound
 
 FILE_NAME = "secrets.json"
 LOCK_NAME = ".secrets.lock"
-MASK = b"***"
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FORMAT_VERSION = 1
 
@@ -344,64 +344,3 @@ def resolve_env(
         name = _ref_name(str(key), value)
         resolved[str(key)] = values[name] if name is not None else str(value)
     return resolved, list(dict.fromkeys(values[n] for n in names))
-
-
-# -- masking output ---------------------------------------------------------
-
-
-class Masker:
-    """Replaces every secret value in a byte stream with ``***``, across chunk boundaries.
-
-    Semantics: scanning left to right, at each position the longest value that starts
-    there is replaced and scanning goes on after it; elsewhere bytes pass through. This
-    is ``re.sub`` over the values as alternatives, longest first. At most
-    ``len(longest) - 1`` bytes are held back between ``feed`` calls; ``flush`` releases
-    them. Values are matched as UTF-8 bytes.
-    """
-
-    def __init__(self, values: Sequence[str]) -> None:
-        encoded = {v.encode("utf-8") for v in values if v}
-        ordered = sorted(encoded, key=lambda b: (-len(b), b))
-        self._pattern = re.compile(b"|".join(re.escape(v) for v in ordered)) if ordered else None
-        self._longest = len(ordered[0]) if ordered else 0
-        self._pending = b""
-
-    def __repr__(self) -> str:
-        count = 0 if self._pattern is None else self._pattern.pattern.count(b"|") + 1
-        return f"Masker({count} values)"
-
-    def feed(self, chunk: bytes) -> bytes:
-        """The part of the stream so far that is settled, masked."""
-        if self._pattern is None:
-            return chunk
-        buf = self._pending + chunk
-        # A match starting at or before ``last`` is settled: every value fits in ``buf``.
-        last = len(buf) - self._longest
-        out: list[bytes] = []
-        pos = 0
-        while pos <= last:
-            m = self._pattern.search(buf, pos)
-            if m is None or m.start() > last:
-                out.append(buf[pos : last + 1])
-                pos = last + 1
-                break
-            out.append(buf[pos : m.start()])
-            out.append(MASK)
-            pos = m.end()
-        self._pending = buf[pos:]
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        """The held-back tail, masked; the stream may start again after it."""
-        if self._pattern is None:
-            return b""
-        tail, self._pending = self._pending, b""
-        return self._pattern.sub(MASK, tail)
-
-    def mask(self, data: bytes) -> bytes:
-        """Mask one whole buffer, apart from the stream (for messages and reasons)."""
-        return data if self._pattern is None else self._pattern.sub(MASK, data)
-
-    def mask_text(self, text: str) -> str:
-        """Mask one whole string, e.g. a failure reason before it is stored."""
-        return self.mask(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")

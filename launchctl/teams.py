@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from launchctl import identity
 from launchctl.errors import LaunchctlError
-from launchctl.queues import check_name
+from launchctl.names import check_identifier
 from launchctl.store import Row, Store
 from launchctl.store.teams import missing
 
@@ -62,7 +62,7 @@ def require_member(
 
 def create(store: Store, name: str) -> Row:
     """A new entity; the current user becomes its admin."""
-    check_name(name, "entity")
+    check_identifier(name, "entity")
     return store.teams.create(name, identity.current_user())
 
 

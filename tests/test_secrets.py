@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from launchctl.errors import LaunchctlError
+from launchctl.masking import Masker
 from launchctl.secrets import (
-    Masker,
     MissingSecret,
     SecretStore,
     UnsafeSecretsFile,

@@ -20,9 +20,7 @@ def agent_alive(pid: int) -> bool:
 
 def dead_agents(store: Store, host: str, me: str) -> list[Row]:
     """Agents on ``host`` that never recorded a stop and whose process is gone."""
-    rows = store.db.all(
-        "SELECT * FROM agents WHERE host = ? AND stopped_at IS NULL AND id != ?", [host, me]
-    )
+    rows = store.agents.unstopped_on(host, besides=me)
     return [row for row in rows if row["pid"] != os.getpid() and not agent_alive(row["pid"])]
 
 

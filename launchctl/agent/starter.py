@@ -21,10 +21,11 @@ from typing import Any
 from launchctl import gpus, macros, names, paths, runas, runners
 from launchctl.agent import workspace
 from launchctl.errors import LaunchctlError
+from launchctl.masking import Masker
 from launchctl.resolve import resolve
 from launchctl.runenv import env_from_option, run_environment
 from launchctl.runners import CacheMount, Handle, Launch, RunnerError
-from launchctl.secrets import Masker, SecretStore, is_secret_ref, secret_refs
+from launchctl.secrets import SecretStore, is_secret_ref, secret_refs
 from launchctl.states import State, move
 from launchctl.store import Row, Store
 

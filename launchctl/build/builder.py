@@ -75,7 +75,7 @@ def ensure_image(
     masks = _credentials(req)
     if not masks:
         return _ensure(req, log, progress=progress)
-    from launchctl.secrets import Masker
+    from launchctl.masking import Masker
 
     masker = Masker(masks)
 

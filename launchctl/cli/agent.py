@@ -101,7 +101,7 @@ def agent(
         + (" (burst)" if burst else "")
     )
     if worker.gpus is not None:
-        from launchctl.gpus import startup_lines
+        from launchctl.cli.gpus import startup_lines
 
         for line in startup_lines(worker.gpus):
             err(line)

@@ -1,11 +1,15 @@
-"""`launchctl gpus`: each GPU of the machine with the run on it."""
+"""`launchctl gpus`: each GPU of the machine with the run on it; and the device table an
+agent prints when it starts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import emit_json, err, table
+
+if TYPE_CHECKING:
+    from launchctl.gpus.allocator import GpuAllocator
 
 
 def gpus(as_json: bool = JSON_OPTION) -> None:
@@ -19,15 +23,9 @@ def gpus(as_json: bool = JSON_OPTION) -> None:
       launchctl gpus
       launchctl gpus --json
     """
-    from launchctl.gpus import device_status
-    from launchctl.gpus.devices import discover, memory_used
+    from launchctl.gpus import machine_status
 
-    store = open_store()
-    known = store.gpus.inventory()
-    found = None if known else discover()[0]
-    seen = bool(found) or any(row["source"] != "configured" for row in known)
-    used = memory_used() if seen else None  # this machine's, to show use from outside
-    status = device_status(store, found, used=used)
+    status = machine_status(open_store())
     if as_json:
         emit_json(status)
         return
@@ -47,3 +45,24 @@ def _cells(s: dict[str, Any]) -> list[Any]:
         memory = f"{s['used_mb']}/{memory}"
     runs = ", ".join(f"{r['id']} ({r['name']}, {r['queue'] or 'direct'})" for r in s["runs"])
     return [s["host"], s["index"], s["name"], memory, s["state"], runs or None]
+
+
+def startup_lines(allocator: GpuAllocator) -> list[str]:
+    """The device table an agent prints at start: index, name, memory, free or busy."""
+    from launchctl.gpus import agent_status
+
+    options = allocator.options
+    status = agent_status(allocator)
+    lines = [
+        f"GPUs ({options.source}): {len(status)}; busy above {options.busy_mb} MiB used"
+        f" outside launchctl; backfill bound {options.backfill_s:g} s"
+    ]
+    width = max(len(s["name"]) for s in status)
+    for s in status:
+        memory = f"{s['memory_mb']} MiB" if s["memory_mb"] is not None else "-"
+        held = ", ".join(r["id"] for r in s["runs"])
+        lines.append(
+            f"  GPU {s['index']:<3} {s['name']:<{width}}  {memory:>10}  {s['state']}"
+            + (f" ({held})" if held else "")
+        )
+    return lines

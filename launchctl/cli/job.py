@@ -138,7 +138,9 @@ def list_(as_json: bool = JSON_OPTION) -> None:
     Example:
       launchctl job list --json
     """
-    rows = open_store().jobs.all()
+    from launchctl import jobs
+
+    rows = jobs.listing(open_store())
     if as_json:
         emit_json(rows)
         return
@@ -174,11 +176,9 @@ def show(
     Example:
       launchctl job show vision/hello:v0
     """
-    from launchctl import identity, jobs
+    from launchctl import jobs
 
-    store = open_store()
-    row = jobs.find_version(store, ref, prefer=identity.current_user())
-    versions = store.jobs.versions(row["job_id"])
+    row, versions = jobs.show(open_store(), ref)
     if as_json:
         history = [
             {"version": f"v{v['version']}", "author": v["author"], "created_at": v["created_at"]}

@@ -101,8 +101,9 @@ def launch(
 
 
 def _hint_if_unserved(store: Any, run: dict[str, Any]) -> None:
-    serving = [a for a in store.agents.live(within_s=120) if run["queue_name"] in a["queues"]]
-    if not serving:
+    from launchctl.runs import serving_agents
+
+    if not serving_agents(store, run["queue_name"]):
         err(
             f"no agent is serving queue {run['queue_name']}; start one with"
             f" `launchctl agent -q {run['queue_name']}`"
@@ -176,8 +177,10 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool) -> None:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     # The agent thread has its own connection; the follower reads through another one.
-    from launchctl.store import Store
+    from launchctl.service import another_connection
 
-    final = follow(Store(store.root), run["id"], _write_to(sys.stderr if as_json else sys.stdout))
+    final = follow(
+        another_connection(store), run["id"], _write_to(sys.stderr if as_json else sys.stdout)
+    )
     loop.join(timeout=30)
     _finish(final, as_json)

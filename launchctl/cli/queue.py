@@ -80,7 +80,9 @@ def list_(as_json: bool = JSON_OPTION) -> None:
     Example:
       launchctl queue list --json
     """
-    rows = [_masked(r) for r in open_store().queues.all()]
+    from launchctl import queues
+
+    rows = [_masked(r) for r in queues.listing(open_store())]
     if as_json:
         emit_json(rows)
         return
@@ -109,9 +111,9 @@ def show(name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
     Example:
       launchctl queue show default
     """
-    store = open_store()
-    row = _masked(store.queues.get(name))
-    row["runs"] = store.queues.counts(row["id"])
+    from launchctl import queues
+
+    row = _masked(queues.show(open_store(), name))
     if as_json:
         emit_json(row)
         return

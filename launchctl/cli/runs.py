@@ -35,17 +35,10 @@ def list_(
     Example:
       launchctl runs list -q default --state failed --json
     """
-    from launchctl.errors import UsageError
-    from launchctl.states import State
+    from launchctl import runs
 
-    known = {s.value for s in State}
-    for s in state:
-        if s not in known:
-            raise UsageError(f"unknown state {s!r}: choose from {', '.join(sorted(known))}")
-    if limit < 0:
-        raise UsageError("--limit must be 0 (all) or more")
-    limit = min(limit, 1 << 62)  # SQLite integers are 64-bit
-    rows = open_store().runs.select(queue=queue, states=state, limit=limit or None)
+    runs.check_filters(state, limit)  # before the store is opened: a refusal creates nothing
+    rows = runs.listing(open_store(), queue=queue, states=state, limit=limit)
     if as_json:
         emit_json(rows)
         return
@@ -80,17 +73,13 @@ def show(
     Example:
       launchctl runs show 3kx9q2ab
     """
-    from launchctl.follow import log_path
-    from launchctl.history import attempts
+    from launchctl import runs
 
-    store = open_store()
-    run = store.runs.get(run_id)
-    events = store.runs.events(run["id"])
-    tries = attempts(events)
-    run["log_path"] = str(log_path(store, run))
+    run = runs.details(open_store(), run_id)
     if as_json:
-        emit_json(dict(run, events=events, attempts=tries))
+        emit_json(run)
         return
+    events, tries = run["events"], run["attempts"]
     import json
 
     entry = (run["spec"].get("overrides") or {}).get("entry_point")
@@ -145,12 +134,10 @@ def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
     Example:
       launchctl runs cancel 3kx9q2ab
     """
-    from launchctl.teams import require_canceller
+    from launchctl import runs
 
-    store = open_store()
-    run = store.runs.get(run_id)
-    user = require_canceller(store, run)  # its author, or an admin of its entity or queue
-    state = store.runs.request_cancel(run["id"], by=user)
+    # Refused unless the user is its author, or an admin of its entity or its queue's.
+    run, state = runs.cancel(open_store(), run_id)
     if state == "stopped":
         print(f"run {run['id']} stopped")
     else:
@@ -201,7 +188,6 @@ def logs(
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
 
-    store = open_store()
-    run = follow(store, run_id, write, follow=follow_)
+    run = follow(open_store(), run_id, write, follow=follow_)
     if follow_:
         err(f"run {run['id']} {run['state']}")

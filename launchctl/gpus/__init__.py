@@ -2,7 +2,8 @@
 
 ``devices`` finds the GPUs, ``policy`` decides which waiting run gets which,
 ``allocator`` is the agent's side. This module holds what the rest of launchctl calls:
-the refusal at launch, a run's environment and device list, and the device table.
+the refusal at launch, a run's environment and device list, and the device table's rows
+(the CLI prints them: ``launchctl/cli/gpus.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from launchctl.errors import LaunchctlError
 from launchctl.gpus.policy import parse_ask
 
 if TYPE_CHECKING:
-    from launchctl.gpus.allocator import GpuAllocator, GpuOptions
+    from launchctl.gpus.allocator import GpuAllocator
     from launchctl.gpus.devices import Device
     from launchctl.store import Row, Store
 
@@ -88,6 +89,19 @@ def process_env(run: Row) -> dict[str, str]:
     }
 
 
+def machine_status(store: Store) -> list[dict[str, Any]]:
+    """``device_status`` for ``launchctl gpus``: the devices the machine's agents reported,
+    or, before any has, those NVML or nvidia-smi find here; with this machine's memory use
+    where a real device is known (to show use from outside launchctl)."""
+    from launchctl.gpus.devices import discover, memory_used
+
+    known = store.gpus.inventory()
+    found = None if known else discover()[0]
+    seen = bool(found) or any(row["source"] != "configured" for row in known)
+    used = memory_used() if seen else None
+    return device_status(store, found, used=used)
+
+
 def device_status(
     store: Store,
     devices: list[Device] | None = None,
@@ -136,23 +150,10 @@ def device_status(
     return out
 
 
-def startup_lines(allocator: GpuAllocator) -> list[str]:
-    """The device table an agent prints at start: index, name, memory, free or busy."""
-    options: GpuOptions = allocator.options
-    status = device_status(
+def agent_status(allocator: GpuAllocator) -> list[dict[str, Any]]:
+    """``device_status`` for the devices an agent schedules, as its allocator sees them."""
+    options = allocator.options
+    return device_status(
         allocator.store, options.devices, host=allocator.host, used=allocator.used(),
         busy_mb=options.busy_mb,
     )  # fmt: skip
-    lines = [
-        f"GPUs ({options.source}): {len(status)}; busy above {options.busy_mb} MiB used"
-        f" outside launchctl; backfill bound {options.backfill_s:g} s"
-    ]
-    width = max(len(s["name"]) for s in status)
-    for s in status:
-        memory = f"{s['memory_mb']} MiB" if s["memory_mb"] is not None else "-"
-        held = ", ".join(r["id"] for r in s["runs"])
-        lines.append(
-            f"  GPU {s['index']:<3} {s['name']:<{width}}  {memory:>10}  {s['state']}"
-            + (f" ({held})" if held else "")
-        )
-    return lines

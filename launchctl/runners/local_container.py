@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from launchctl.masking import Masker
 from launchctl.runenv import env_from_option
 from launchctl.runners import logfile
 from launchctl.runners.base import CacheMount, Exit, Launch, RunnerError
-from launchctl.secrets import Masker
 
 LABEL_RUN = "launchctl.run_id"
 LABEL_QUEUE = "launchctl.queue"

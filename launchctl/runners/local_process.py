@@ -146,7 +146,7 @@ def copy_masked(argv: Sequence[str] | None = None) -> None:
     space, records why beside it (``logfile``), and ends with ``EXIT_LOG_FAILED``
     once the run's output is drained.
     """
-    from launchctl.secrets import Masker
+    from launchctl.masking import Masker
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit: an error, not death
     log_path, control_fd = argv or sys.argv[1:3]

@@ -34,6 +34,14 @@ class AgentTable:
                 "UPDATE agents SET stopped_at = ? WHERE id = ?", [time.time(), agent_id]
             )
 
+    def unstopped_on(self, host: str, *, besides: str) -> list[Row]:
+        """Agents on ``host``, other than ``besides``, that never recorded a stop (alive or
+        killed: only their host can tell, by their pid)."""
+        return self.db.all(
+            "SELECT * FROM agents WHERE host = ? AND stopped_at IS NULL AND id != ?",
+            [host, besides],
+        )
+
     def live(self, *, within_s: float) -> list[Row]:
         """Agents that have not stopped and sent a heartbeat recently."""
         rows = self.db.all(
