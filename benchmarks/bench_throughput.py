@@ -1,0 +1,179 @@
+"""Benchmark 3, throughput: trivial runs through one agent with max_jobs 2 against
+task-spooler (``tsp -S 2``) on the same work."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    LAUNCHCTL,
+    Settings,
+    background,
+    create_job,
+    enqueue,
+    fresh_home,
+    make_code_dir,
+    median,
+    state_counts,
+    wait_for,
+)
+from report import Report, Row, secs
+
+
+def launchctl_throughput(count: int) -> dict[str, Any]:
+    """Pre-enqueue ``count`` runs via the API, then time an agent draining them (-j 2)."""
+    with fresh_home("throughput") as (tmp, env):
+        create_job(env, make_code_dir(tmp), "trivial", ["true"])
+        enqueue_s = enqueue(env, "trivial", count)
+        cmd = [LAUNCHCTL, "agent", "-q", "default", "-j", "2", "--burst"]
+        start = time.perf_counter()
+        with background(cmd, env, tmp / "agent.log") as proc:
+            proc.wait(timeout=max(300.0, count * 0.5))
+            drain_s = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"agent exited {proc.returncode}: {(tmp / 'agent.log').read_text()}")
+        counts = state_counts(env)
+    if counts.get("finished") != count:
+        raise RuntimeError(f"expected {count} finished runs, got {counts}")
+    return {"enqueue_s": enqueue_s, "drain_s": drain_s, "states": counts}
+
+
+def tsp_env(tmp: Path, count: int) -> dict[str, str]:
+    """An environment for a private task-spooler server under ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TS_")}
+    env.update(TS_SOCKET=str(tmp / "tsp.socket"), TMPDIR=str(tmp), TS_MAXFINISHED=str(count + 100))
+    return env
+
+
+def tsp_states(env: dict[str, str]) -> list[tuple[str, str]]:
+    """(state, exit level) of every job the server knows."""
+    out = subprocess.run(["tsp", "-l"], env=env, capture_output=True, text=True, check=True)
+    jobs = []
+    for line in out.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2:
+            level = parts[3] if parts[1] == "finished" and len(parts) > 3 else ""
+            jobs.append((parts[1], level))
+    return jobs
+
+
+def tsp_throughput(count: int) -> dict[str, Any]:
+    """Queue ``count`` `true` jobs on a private `tsp -S 2` server; time enqueue to all done."""
+    with tempfile.TemporaryDirectory(
+        prefix="launchctl-bench-tsp-", ignore_cleanup_errors=True
+    ) as name:
+        env = tsp_env(Path(name), count)
+        try:
+            subprocess.run(["tsp", "-S", "2"], env=env, check=True)  # starts the server
+            start = time.perf_counter()
+            last = ""
+            for _ in range(count):
+                last = subprocess.run(
+                    ["tsp", "true"], env=env, capture_output=True, text=True, check=True
+                ).stdout.strip()
+            enqueue_s = time.perf_counter() - start
+            subprocess.run(["tsp", "-w", last], env=env, capture_output=True)
+            wait_for(
+                lambda: all(s == "finished" for s, _ in tsp_states(env)),
+                300.0,
+                "all tsp jobs",
+                step_s=0.005,
+            )
+            total_s = time.perf_counter() - start
+            jobs = tsp_states(env)
+        finally:
+            subprocess.run(["tsp", "-K"], env=env, capture_output=True)
+    ok = sum(1 for s, level in jobs if s == "finished" and level == "0")
+    if ok != count:
+        raise RuntimeError(f"expected {count} tsp jobs finished with 0, got {ok}")
+    return {"enqueue_s": enqueue_s, "total_s": total_s}
+
+
+def bench_throughput(settings: Settings, report: Report) -> None:
+    """Trivial runs through one agent (-j 2) against task-spooler (-S 2), alternating."""
+    count, reps = settings.throughput_runs, settings.throughput_reps
+    have_tsp = shutil.which("tsp") is not None
+    ours: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for _ in range(reps):
+        ours.append(launchctl_throughput(count))
+        if have_tsp:
+            theirs.append(tsp_throughput(count))
+    add_throughput_rows(report, count, ours, theirs)
+
+
+def add_throughput_rows(
+    report: Report, count: int, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]
+) -> None:
+    """Table rows and raw numbers for the throughput benchmark."""
+    drain = median([r["drain_s"] for r in ours])
+    enq = median([r["enqueue_s"] for r in ours])
+    both = median([r["enqueue_s"] + r["drain_s"] for r in ours])
+    tsp_total = median([r["total_s"] for r in theirs])
+    tsp_enq = median([r["enqueue_s"] for r in theirs])
+    name = f"task-spooler `tsp -S 2`, {count} `tsp true`"
+    have = bool(theirs)
+
+    def rate(seconds: float) -> str:
+        return f"{count / seconds:.0f} runs/s"
+
+    def vs(ours_s: float) -> str:
+        return f"{tsp_total / ours_s:.2f}x tsp's rate" if have else "-"
+
+    report.rows += [
+        Row(
+            f"throughput: {count} trivial runs, agent -j 2 (queue pre-filled)",
+            rate(drain),
+            rate(tsp_total) if have else "-",
+            name if have else "tsp not installed",
+            vs(drain),
+            "(report)",
+            "-",
+        ),
+        Row(
+            f"throughput: wall time, {count} runs (agent start to exit)",
+            secs(drain),
+            secs(tsp_total) if have else "-",
+            "tsp: first enqueue to all done",
+            vs(drain),
+            "(report)",
+            "-",
+        ),
+        Row(
+            f"throughput: enqueue {count} runs via the Python API",
+            secs(enq),
+            secs(tsp_enq) if have else "-",
+            f"{count} `tsp true` calls (jobs run meanwhile)",
+            "-",
+            "(info)",
+            "-",
+        ),
+        Row(
+            f"throughput: API enqueue + drain, {count} runs",
+            secs(both),
+            secs(tsp_total) if have else "-",
+            "tsp: first enqueue to all done",
+            vs(both),
+            "(info)",
+            "-",
+        ),
+    ]
+    report.raw["throughput"] = {"runs": count, "reps": len(ours), "launchctl": ours, "tsp": theirs}
+    report.notes.append(
+        f"throughput: median of {len(ours)} alternating repetitions of {count} runs each."
+        " launchctl: a code job with entry point `true`, runs queued in this process with"
+        " `launchctl.launch.submit` (one transaction per run) before the clock starts; timed is"
+        " `launchctl agent -q default -j 2 --burst` from spawn to exit (interpreter start"
+        " included); every run gets its working copy extracted and its own log file."
+        " tsp: a private server (own TS_SOCKET and TMPDIR, TS_MAXFINISHED raised, TS_SAVELIST"
+        " unset) started with `tsp -S 2` before the clock; timed is from the first of"
+        f" {count} sequential `tsp true` calls (jobs start while later ones are queued, output"
+        " stored in files as tsp does by default) until `tsp -l` shows every job finished;"
+        " the server is killed with `tsp -K` afterwards."
+    )
