@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_ENDS = ("finished", "failed", "stopped", "preempted", "queued")
+from launchctl.states import ATTEMPT_ENDS, EventKind, State
 
 
 def attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -13,7 +13,7 @@ def attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     current: dict[str, Any] | None = None
     for ev in events:
         to, frm = ev["to_state"], ev["from_state"]
-        if to == "claimed":
+        if to == State.CLAIMED:
             current = {
                 "attempt": len(out) + 1, "agent": ev["agent_id"], "claimed_at": ev["at"],
                 "started_at": None, "ended_at": None, "outcome": None, "message": None,
@@ -21,11 +21,11 @@ def attempts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(current)
         elif current is None:
             continue
-        elif to == "running" and frm != to:
+        elif to == State.RUNNING and frm != to:
             current["started_at"] = ev["at"]
-        elif frm == to and ev["message"] and ev["message"].startswith("taken over"):
+        elif ev.get("kind") == EventKind.TAKEOVER:
             current["agent"] = ev["agent_id"]
-        elif to in _ENDS and frm != to and current["outcome"] is None:
+        elif to in ATTEMPT_ENDS and frm != to and current["outcome"] is None:
             current["ended_at"] = ev["at"]
             current["outcome"] = to
             current["message"] = ev["message"]

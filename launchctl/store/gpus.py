@@ -1,8 +1,9 @@
 """SQL for GPUs: the machine's devices, which run holds which, reservations, the claim.
 
 Allocations are keyed by (host, device index), so every agent on one machine shares
-one pool. A trigger (migration ``m004_gpus``) deletes a run's allocations in the same
-transaction as any move that takes it out of the held states, however the run ends.
+one pool. A trigger (built from ``launchctl.states.ACTIVE`` by migration
+``m007_run_states``) deletes a run's allocations in the same transaction as any move that
+takes it out of the held states, however the run ends.
 """
 
 from __future__ import annotations
@@ -11,25 +12,22 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from launchctl.states import State
 from launchctl.store.db import Database, Row, dumps, loads
-from launchctl.store.runs import insert_event
+from launchctl.store.runs import HELD, WAITING, insert_event, transition, waiting_sql
 
 if TYPE_CHECKING:
     from launchctl.gpus.devices import Device
     from launchctl.gpus.policy import Plan
 
-ACTIVE = ("claimed", "building", "starting", "running")
 # How many waiting runs one claim looks at, in claim order, for one that fits.
 SCAN_LIMIT = 200
 # A reservation whose agent has sent no heartbeat for this long is dropped.
 STALE_AGENT_S = 180.0
 
-# The waiting runs of one queue, in the order RunTable.claim_next takes them (keep in step).
-_CANDIDATES = (
-    "SELECT r.id, r.spec, r.resource, COALESCE(r.enqueued_at, r.created_at) AS waiting_since"
-    " FROM runs r WHERE r.queue_id = ? AND r.state = 'queued'"
-    " AND (r.not_before IS NULL OR r.not_before <= ?)"
-    " ORDER BY r.priority, r.enqueued_at, r.seq LIMIT ?"
+# The waiting runs of one queue, in claim order (the same as RunTable.claim_next's).
+_CANDIDATES = waiting_sql(
+    "r.id, r.spec, r.resource, COALESCE(r.enqueued_at, r.created_at) AS waiting_since"
 )
 
 Planner = Callable[[Row, list[Row], list[Row], list[Row], float], "Plan"]
@@ -100,8 +98,8 @@ class GpuTable:
         with self.db.write():
             freed = self.db.execute(
                 "DELETE FROM gpu_allocations WHERE host = ? AND run_id NOT IN"
-                " (SELECT id FROM runs WHERE state IN (?, ?, ?, ?))",
-                [host, *ACTIVE],
+                f" (SELECT id FROM runs WHERE state IN {HELD})",
+                [host],
             ).rowcount
             self._drop_stale_reservations(host, time.time())
         return int(freed)
@@ -111,7 +109,7 @@ class GpuTable:
         self.db.execute(
             "DELETE FROM gpu_reservations WHERE host = ? AND (run_id NOT IN"
             "  (SELECT r.id FROM runs r JOIN queues q ON q.id = r.queue_id"
-            "   WHERE r.state = 'queued' AND q.paused = 0)"
+            f"   WHERE r.state IN {WAITING} AND q.paused = 0)"
             " OR agent_id NOT IN (SELECT id FROM agents WHERE stopped_at IS NULL"
             "   AND heartbeat_at > ?))",
             [host, now - STALE_AGENT_S],
@@ -154,13 +152,15 @@ class GpuTable:
                 self._reserve(host, run_id, indices, agent_id, now)
             if chosen.run_id is None:
                 return None
-            row = self.db.one(
-                "UPDATE runs SET state = 'claimed', agent_id = ?, lease_expires_at = ?,"
-                " updated_at = ?, devices = ? WHERE id = ? AND state = 'queued' RETURNING id",
-                [agent_id, now + lease_s, now, dumps(chosen.devices), chosen.run_id],
-            )
-            if row is None:  # pragma: no cover - the row was read in this transaction
-                return None
+            message = device_text(chosen.devices) if chosen.devices else None
+            transition(
+                self.db, chosen.run_id, [State.QUEUED], State.CLAIMED, by=agent_id,
+                message=message, at=now,
+                fields={
+                    "agent_id": agent_id, "lease_expires_at": now + lease_s,
+                    "devices": dumps(chosen.devices),
+                },
+            )  # fmt: skip
             self.db.execute("DELETE FROM gpu_reservations WHERE run_id = ?", [chosen.run_id])
             for index in chosen.devices:
                 self.db.execute(
@@ -168,9 +168,7 @@ class GpuTable:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     [host, index, chosen.run_id, chosen.sharing, agent_id, now],
                 )
-            message = device_text(chosen.devices) if chosen.devices else None
-            self._event(chosen.run_id, "queued", "claimed", agent_id, message, now)
-        return str(row["id"])
+        return str(chosen.run_id)
 
     def _reserve(
         self, host: str, run_id: str, indices: list[int], agent_id: str, now: float
@@ -183,18 +181,8 @@ class GpuTable:
                 [host, index, run_id, agent_id, now],
             )
         message = f"{device_text(indices)} reserved: it waited past the backfill bound"
-        self._event(run_id, "queued", "queued", agent_id, message, now)
-
-    def _event(
-        self,
-        run_id: str,
-        from_state: str,
-        to_state: str,
-        agent_id: str,
-        message: str | None,
-        at: float,
-    ) -> None:
-        insert_event(self.db, run_id, from_state, to_state, agent_id, message, at)
+        # A note on the waiting run: no state change.
+        insert_event(self.db, run_id, State.QUEUED, State.QUEUED, agent_id, message, now)
 
 
 def decode_devices(value: Any) -> list[int] | None:

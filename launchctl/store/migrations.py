@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from launchctl import identity
+from launchctl.states import EventKind
 
 if TYPE_CHECKING:
     from sqlite_utils import Database, Migrations
@@ -290,6 +291,43 @@ def m006_job_entities(db: Database) -> None:
             raise
     finally:
         conn.execute(f"PRAGMA foreign_keys = {'ON' if fk_was_on else 'OFF'}")
+
+
+def free_gpus_trigger() -> str:
+    """The trigger that frees a run's GPUs in the same transaction as any move out of the
+    held states (``launchctl.states.ACTIVE``): its allocations go, its reservations go
+    unless it is waiting again, and a run back in its queue forgets its devices.
+
+    Built from the named sets. A migration that ran keeps the text it ran with, so a
+    change to ``ACTIVE`` needs a new step that re-creates the trigger (a test compares).
+    """
+    from launchctl.store.runs import HELD, WAITING
+
+    return (
+        "CREATE TRIGGER runs_free_gpus AFTER UPDATE OF state ON runs"
+        f" WHEN NEW.state NOT IN {HELD}"
+        " BEGIN"
+        "  DELETE FROM gpu_allocations WHERE run_id = NEW.id;"
+        f"  DELETE FROM gpu_reservations WHERE run_id = NEW.id AND NEW.state NOT IN {WAITING};"
+        f"  UPDATE runs SET devices = NULL WHERE id = NEW.id AND NEW.state IN {WAITING};"
+        " END"
+    )
+
+
+@step
+def m007_run_states(db: Database) -> None:
+    """Run states from one place: the GPU-freeing trigger is re-created from the named
+    sets of ``launchctl.states`` (``m004_gpus`` spelled them out), and events get a
+    ``kind``, so a takeover is marked instead of told by its message's text. Takeovers
+    recorded before are marked here, the one time that text is read."""
+    db.execute("ALTER TABLE events ADD COLUMN kind TEXT")
+    db.execute(
+        "UPDATE events SET kind = ? WHERE from_state = to_state"
+        " AND substr(message, 1, 10) = 'taken over'",
+        [EventKind.TAKEOVER.value],
+    )
+    db.execute("DROP TRIGGER IF EXISTS runs_free_gpus")
+    db.execute(free_gpus_trigger())
 
 
 NAMES = [fn.__name__ for fn in _STEPS]

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from launchctl.errors import LaunchctlError, NotFound
+from launchctl.states import State
 from launchctl.store.db import Database, Row, dumps, loads
-
-ACTIVE_STATES = ("claimed", "building", "starting", "running")
+from launchctl.store.runs import HELD, WAITING, transition
 
 
 def _decode(row: Row | None) -> Row | None:
@@ -59,10 +59,10 @@ class QueueTable:
     def all(self) -> list[Row]:
         rows = self.db.all(
             "SELECT q.*,"
-            " (SELECT COUNT(*) FROM runs r WHERE r.queue_id = q.id AND r.state = 'queued')"
+            f" (SELECT COUNT(*) FROM runs r WHERE r.queue_id = q.id AND r.state IN {WAITING})"
             "   AS queued,"
-            " (SELECT COUNT(*) FROM runs r WHERE r.queue_id = q.id AND r.state IN"
-            "   ('claimed', 'building', 'starting', 'running')) AS active"
+            f" (SELECT COUNT(*) FROM runs r WHERE r.queue_id = q.id AND r.state IN {HELD})"
+            "   AS active"
             " FROM queues q ORDER BY q.name"
         )
         return [r for r in (_decode(row) for row in rows) if r is not None]
@@ -101,11 +101,10 @@ class QueueTable:
                 raise NotFound(f"queue '{name}' does not exist (see `launchctl queue list`)")
             qid = queue["id"]
             queued = self.db.all(
-                "SELECT id FROM runs WHERE queue_id = ? AND state = 'queued'", [qid]
+                f"SELECT id FROM runs WHERE queue_id = ? AND state IN {WAITING}", [qid]
             )
             active = self.db.all(
-                "SELECT id FROM runs WHERE queue_id = ? AND state IN (?, ?, ?, ?)",
-                [qid, *ACTIVE_STATES],
+                f"SELECT id FROM runs WHERE queue_id = ? AND state IN {HELD}", [qid]
             )
             if (queued or active) and not force:
                 raise LaunchctlError(
@@ -113,16 +112,10 @@ class QueueTable:
                     " cancel them first or pass --force"
                 )
             for run in queued:
-                self.db.execute(
-                    "UPDATE runs SET state = 'stopped', reason = 'queue deleted',"
-                    " ended_at = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
-                    [now, now, run["id"]],
-                )
-                self.db.execute(
-                    "INSERT INTO events (run_id, at, from_state, to_state, message)"
-                    " VALUES (?, ?, 'queued', 'stopped', ?)",
-                    [run["id"], now, f"queue '{name}' deleted"],
-                )
+                transition(
+                    self.db, run["id"], [State.QUEUED], State.STOPPED, at=now,
+                    message=f"queue '{name}' deleted", fields={"reason": "queue deleted"},
+                )  # fmt: skip
             for run in active:
                 self.db.execute(
                     "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?",

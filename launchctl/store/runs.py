@@ -1,4 +1,9 @@
-"""SQL for runs and their events: insert, atomic claim, guarded state moves, leases."""
+"""SQL for runs and their events: insert, atomic claim, guarded state moves, leases.
+
+Every state change in the store, whoever asks for it (a move, a claim, a cancel, a GPU
+claim, a queue's deletion), goes through ``transition``; every SQL string that names
+states is built from ``launchctl.states``' sets.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,36 @@ from collections.abc import Iterable
 from typing import Any
 
 from launchctl.errors import NotFound, StateConflict
+from launchctl.states import ACTIVE, TERMINAL, EventKind, State, check_move, ordered
 from launchctl.store.db import Database, Row, dumps, loads
 
-ACTIVE = ("claimed", "building", "starting", "running")
-TERMINAL = ("finished", "failed", "stopped")
+
+def sql_states(states: Iterable[str]) -> str:
+    """A set of states as an SQL list, ``('claimed', 'building', ...)``, in declared order.
+
+    For the named sets of ``launchctl.states`` only: ``ordered`` refuses anything that is
+    not a state name, so no other text can reach the SQL.
+    """
+    return "(" + ", ".join(f"'{s.value}'" for s in ordered(states)) + ")"
+
+
+# The held states and the waiting one, as SQL lists.
+HELD = sql_states(ACTIVE)
+WAITING = sql_states([State.QUEUED])
+
+
+def waiting_sql(columns: str) -> str:
+    """The waiting runs of one unpaused queue that may be claimed now, in claim order:
+    highest priority first, then the longest waiting (a requeued run waits again from
+    the end). Parameters: queue id, now, limit. The one definition of claim order: the
+    plain claim and the GPU claim both read it."""
+    return (
+        f"SELECT {columns} FROM runs r JOIN queues q ON q.id = r.queue_id"
+        f" WHERE r.queue_id = ? AND r.state IN {WAITING} AND q.paused = 0"
+        " AND (r.not_before IS NULL OR r.not_before <= ?)"
+        " ORDER BY r.priority, r.enqueued_at, r.seq LIMIT ?"
+    )
+
 
 # Columns a state move may set besides the state itself.
 MOVE_FIELDS = frozenset(
@@ -20,6 +51,8 @@ MOVE_FIELDS = frozenset(
         "image", "enqueued_at", "not_before", "retries",
     }
 )  # fmt: skip
+# ... and what only the store's own claims set.
+_STATE_FIELDS = MOVE_FIELDS | {"devices"}
 
 
 def _decode(row: Row | None) -> Row | None:
@@ -46,21 +79,20 @@ class RunTable:
         """
         now = time.time()
         row = dict(
-            run, state="queued", created_at=now, updated_at=now, enqueued_at=now,
+            run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
             spec=dumps(run["spec"]),
         )  # fmt: skip
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.db.write():
             self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-            self._event(run["id"], None, "queued", None, "launched", now)
+            self._event(run["id"], None, State.QUEUED, None, "launched", now)
             if claim_for is not None:
-                self.db.execute(
-                    "UPDATE runs SET state = 'claimed', agent_id = ?, lease_expires_at = ?,"
-                    " updated_at = ? WHERE id = ?",
-                    [claim_for, now + lease_s, now, run["id"]],
-                )
-                self._event(run["id"], "queued", "claimed", claim_for, "claimed by launch", now)
+                transition(
+                    self.db, run["id"], [State.QUEUED], State.CLAIMED, by=claim_for,
+                    message="claimed by launch", at=now,
+                    fields={"agent_id": claim_for, "lease_expires_at": now + lease_s},
+                )  # fmt: skip
         return self.get(run["id"])
 
     # -- reading --------------------------------------------------------------------------
@@ -113,9 +145,7 @@ class RunTable:
         return self.db.all("SELECT * FROM events WHERE run_id = ? ORDER BY id", [run_id])
 
     def held_by(self, agent_id: str) -> list[Row]:
-        rows = self.db.all(
-            "SELECT * FROM runs WHERE agent_id = ? AND state IN (?, ?, ?, ?)", [agent_id, *ACTIVE]
-        )
+        rows = self.db.all(f"SELECT * FROM runs WHERE agent_id = ? AND state IN {HELD}", [agent_id])
         return [r for r in (_decode(row) for row in rows) if r is not None]
 
     def has_queued(self, queue_ids: Iterable[int]) -> bool:
@@ -124,7 +154,7 @@ class RunTable:
             return False
         row = self.db.one(
             "SELECT EXISTS (SELECT 1 FROM runs r JOIN queues q ON q.id = r.queue_id"
-            " WHERE r.state = 'queued' AND q.paused = 0"
+            f" WHERE r.state IN {WAITING} AND q.paused = 0"
             " AND (r.not_before IS NULL OR r.not_before <= ?)"
             f" AND r.queue_id IN ({', '.join('?' for _ in ids)})) AS e",
             [time.time(), *ids],
@@ -138,7 +168,7 @@ class RunTable:
             return None
         row = self.db.one(
             "SELECT MIN(r.not_before) AS t FROM runs r JOIN queues q ON q.id = r.queue_id"
-            " WHERE r.state = 'queued' AND q.paused = 0 AND r.not_before > ?"
+            f" WHERE r.state IN {WAITING} AND q.paused = 0 AND r.not_before > ?"
             f" AND r.queue_id IN ({', '.join('?' for _ in ids)})",
             [time.time(), *ids],
         )
@@ -148,32 +178,26 @@ class RunTable:
     def claim_next(self, queue_id: int, agent_id: str, lease_s: float) -> Row | None:
         """Claim the highest-priority, oldest queued run of an unpaused queue, atomically.
 
-        One UPDATE with a sub-select inside a write transaction: two agents can never
-        take the same run.
+        The pick (``waiting_sql``) and the guarded move, in one write transaction that
+        holds the write lock from its start: two agents can never take the same run.
         """
         now = time.time()
         with self.db.write():
-            row = self.db.one(
-                "UPDATE runs SET state = 'claimed', agent_id = ?, lease_expires_at = ?,"
-                " updated_at = ?"
-                " WHERE seq = (SELECT r.seq FROM runs r JOIN queues q ON q.id = r.queue_id"
-                "   WHERE r.queue_id = ? AND r.state = 'queued' AND q.paused = 0"
-                "   AND (r.not_before IS NULL OR r.not_before <= ?)"
-                "   ORDER BY r.priority, r.enqueued_at, r.seq LIMIT 1)"
-                " AND state = 'queued' RETURNING id",
-                [agent_id, now + lease_s, now, queue_id, now],
-            )
+            row = self.db.one(waiting_sql("r.id"), [queue_id, now, 1])
             if row is None:
                 return None
-            self._event(row["id"], "queued", "claimed", agent_id, None, now)
+            transition(
+                self.db, row["id"], [State.QUEUED], State.CLAIMED, by=agent_id, at=now,
+                fields={"agent_id": agent_id, "lease_expires_at": now + lease_s},
+            )  # fmt: skip
         return self.get(row["id"])
 
     def renew_leases(self, agent_id: str, lease_s: float) -> int:
         now = time.time()
         with self.db.write():
             cur = self.db.execute(
-                "UPDATE runs SET lease_expires_at = ? WHERE agent_id = ? AND state IN (?, ?, ?, ?)",
-                [now + lease_s, agent_id, *ACTIVE],
+                f"UPDATE runs SET lease_expires_at = ? WHERE agent_id = ? AND state IN {HELD}",
+                [now + lease_s, agent_id],
             )
         return cur.rowcount
 
@@ -188,41 +212,17 @@ class RunTable:
         message: str | None = None,
         **fields: Any,
     ) -> str:
-        """One guarded UPDATE and its event row, in one transaction. Returns the old state."""
+        """The core's move (``launchctl.states.move``), in its own transaction: ``agent_id``
+        must hold the run (or nobody does) and is recorded on the event. Returns the old
+        state."""
         unknown = set(fields) - MOVE_FIELDS
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} on a run")
-        sources = list(sources)
-        now = time.time()
-        fields["updated_at"] = now
-        if to in TERMINAL and "ended_at" not in fields:
-            fields["ended_at"] = now
-        if to == "queued":
-            # Back in the queue (requeue, retry, release): at its end, and held by nobody.
-            fields.setdefault("enqueued_at", now)
-            fields.update(lease_expires_at=None, pid=None, pid_started=None)
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        if to == "queued":
-            sets += ", agent_id = NULL"
-        guard = f"state IN ({', '.join('?' for _ in sources)})"
-        params: list[Any] = [to, *fields.values(), run_id, *sources]
-        if agent_id is not None:
-            guard += " AND (agent_id = ? OR agent_id IS NULL)"
-            params.append(agent_id)
         with self.db.write():
-            current = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
-            if current is None:
-                raise NotFound(f"run '{run_id}' does not exist")
-            cur = self.db.execute(
-                f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}", params
-            )
-            if cur.rowcount != 1:
-                raise StateConflict(f"run {run_id} is {current['state']}; it cannot become {to}")
-            detail = message
-            if detail is None and fields.get("reason"):
-                detail = str(fields["reason"])
-            self._event(run_id, current["state"], to, agent_id, detail, now)
-        return str(current["state"])
+            return transition(
+                self.db, run_id, sources, to, by=agent_id, holder=agent_id, message=message,
+                fields=fields,
+            )  # fmt: skip
 
     def update(self, run_id: str, **fields: Any) -> None:
         """Set non-state fields (pid, paths) on a run; state changes go through ``move``."""
@@ -253,9 +253,9 @@ class RunTable:
         in_queues = f"r.queue_id IN ({', '.join('?' for _ in ids)}) OR " if ids else ""
         rows = self.db.all(
             "SELECT r.* FROM runs r JOIN agents a ON a.id = r.agent_id"
-            " WHERE r.state IN (?, ?, ?, ?) AND r.lease_expires_at < ? AND a.host = ?"
+            f" WHERE r.state IN {HELD} AND r.lease_expires_at < ? AND a.host = ?"
             f" AND ({in_queues}r.queue_id IS NULL) ORDER BY r.seq",
-            [*ACTIVE, time.time(), host, *ids],
+            [time.time(), host, *ids],
         )
         return [r for r in (_decode(row) for row in rows) if r is not None]
 
@@ -264,9 +264,9 @@ class RunTable:
         now = time.time()
         with self.db.write():
             old = self.db.one(
-                "SELECT agent_id, state FROM runs WHERE id = ? AND state IN (?, ?, ?, ?)"
+                f"SELECT agent_id, state FROM runs WHERE id = ? AND state IN {HELD}"
                 " AND lease_expires_at < ?",
-                [run_id, *ACTIVE, now],
+                [run_id, now],
             )
             if old is None:
                 return None
@@ -275,7 +275,8 @@ class RunTable:
                 [agent_id, now + lease_s, now, run_id],
             )
             why = f"taken over from agent {old['agent_id']}: its lease expired"
-            self._event(run_id, old["state"], old["state"], agent_id, why, now)
+            self._event(run_id, old["state"], old["state"], agent_id, why, now,
+                        kind=EventKind.TAKEOVER)  # fmt: skip
         return self.get(run_id)
 
     def expire_leases_of(self, agent_id: str, why: str) -> int:
@@ -283,8 +284,7 @@ class RunTable:
         now = time.time()
         with self.db.write():
             rows = self.db.all(
-                "SELECT id, state FROM runs WHERE agent_id = ? AND state IN (?, ?, ?, ?)",
-                [agent_id, *ACTIVE],
+                f"SELECT id, state FROM runs WHERE agent_id = ? AND state IN {HELD}", [agent_id]
             )
             for row in rows:
                 self.db.execute(
@@ -311,14 +311,12 @@ class RunTable:
             if row is None:
                 raise NotFound(f"run '{run_id}' does not exist")
             state = row["state"]
-            if state == "queued":
-                self.db.execute(
-                    "UPDATE runs SET state = 'stopped', reason = 'cancelled', ended_at = ?,"
-                    " updated_at = ? WHERE id = ? AND state = 'queued'",
-                    [now, now, run_id],
-                )
-                self._event(run_id, "queued", "stopped", None, who, now)
-                return "stopped"
+            if state == State.QUEUED:
+                transition(
+                    self.db, run_id, [State.QUEUED], State.STOPPED, message=who, at=now,
+                    fields={"reason": "cancelled"},
+                )  # fmt: skip
+                return str(State.STOPPED)
             if state in ACTIVE:
                 self.db.execute(
                     "UPDATE runs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
@@ -337,8 +335,66 @@ class RunTable:
         agent_id: str | None,
         message: str | None,
         at: float,
+        *,
+        kind: EventKind | None = None,
     ) -> None:
-        insert_event(self.db, run_id, from_state, to_state, agent_id, message, at)
+        insert_event(self.db, run_id, from_state, to_state, agent_id, message, at, kind=kind)
+
+
+def transition(
+    db: Database,
+    run_id: str,
+    sources: Iterable[str],
+    to: str,
+    *,
+    by: str | None = None,
+    holder: str | None = None,
+    message: str | None = None,
+    at: float | None = None,
+    fields: dict[str, Any] | None = None,
+) -> str:
+    """The one way a run's state changes. Call it inside ``db.write()``.
+
+    Checks the move against ``launchctl.states.ALLOWED`` (a ``ValueError`` if it is not
+    listed), then one guarded UPDATE (``WHERE state IN (sources)``, and with ``holder``:
+    held by that agent or by nobody) whose row count is checked (``StateConflict`` if
+    the guard failed), and the event row, from the old state to ``to``, with ``by`` as its
+    agent and ``message`` (else the ``reason`` field) as its text. Moving out of the held
+    states frees the run's GPUs (the trigger). Returns the state the run left.
+    """
+    check_move(sources, to)
+    if not db.conn.in_transaction:
+        raise RuntimeError("a state change must be made inside db.write()")
+    fields = dict(fields or {})
+    unknown = set(fields) - _STATE_FIELDS
+    if unknown:
+        raise ValueError(f"cannot set {sorted(unknown)} on a run")
+    froms = [s.value for s in ordered(sources)]
+    now = time.time() if at is None else at
+    fields["updated_at"] = now
+    if to in TERMINAL:
+        fields.setdefault("ended_at", now)
+    if to == State.QUEUED:
+        # Back in the queue (requeue, retry, release): at its end, and held by nobody.
+        fields.setdefault("enqueued_at", now)
+        fields.update(lease_expires_at=None, pid=None, pid_started=None, agent_id=None)
+    sets = ", ".join(f"{k} = ?" for k in fields)
+    guard = f"state IN ({', '.join('?' for _ in froms)})"
+    params: list[Any] = [str(to), *fields.values(), run_id, *froms]
+    if holder is not None:
+        guard += " AND (agent_id = ? OR agent_id IS NULL)"
+        params.append(holder)
+    current = db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+    if current is None:
+        raise NotFound(f"run '{run_id}' does not exist")
+    cur = db.execute(f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}", params)
+    if cur.rowcount != 1:
+        raise StateConflict(f"run {run_id} is {current['state']}; it cannot become {to}")
+    detail = message
+    if detail is None and fields.get("reason"):
+        detail = str(fields["reason"])
+    insert_event(db, run_id, current["state"], str(to), by, detail, now)
+    return str(current["state"])
 
 
 def insert_event(
@@ -349,10 +405,13 @@ def insert_event(
     agent_id: str | None,
     message: str | None,
     at: float,
+    *,
+    kind: EventKind | None = None,
 ) -> None:
-    """One event row; callers write it in the transaction of the change it records."""
+    """One event row; callers write it in the transaction of the change it records. A
+    state change writes it through ``transition``; a note (same state) directly."""
     db.execute(
-        "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [run_id, at, from_state, to_state, agent_id, message],
+        "INSERT INTO events (run_id, at, from_state, to_state, agent_id, message, kind)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [run_id, at, from_state, to_state, agent_id, message, kind],
     )
