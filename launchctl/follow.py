@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from launchctl.states import TERMINAL
+from launchctl.states import TERMINAL, State
 from launchctl.store import Row, Store
 
 
@@ -34,7 +34,7 @@ def follow(
         if not follow or state in TERMINAL:
             offset = _pump(path, offset, write)
             return store.runs.get(run["id"])
-        if state == "queued" and on_wait is not None and not waited:
+        if state == State.QUEUED and on_wait is not None and not waited:
             waited = True
             on_wait(run)
         time.sleep(poll_s)
@@ -54,9 +54,9 @@ def _pump(path: Path, offset: int, write: Callable[[bytes], None]) -> int:
 
 def exit_status(run: Row) -> int:
     """The command's exit status for a finished run, as CI expects it."""
-    if run["state"] == "finished":
+    if run["state"] == State.FINISHED:
         return 0
-    if run["state"] == "stopped":
+    if run["state"] == State.STOPPED:
         return 130
     code = run.get("exit_code")
     return code if isinstance(code, int) and code > 0 else 1
