@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+# Never part of a code snapshot: VCS data, caches, environments, local W&B output.
+EXCLUDED_DIRS = frozenset(
+    {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".tox", ".nox", "node_modules",
+     ".mypy_cache", ".pytest_cache", ".ruff_cache", "wandb", ".ipynb_checkpoints"}
+)  # fmt: skip
+EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 _CHUNK = 1 << 20
 LEFT_OUT = "left out"
 KEPT_AS_LINK = "kept as a link"
@@ -87,8 +93,6 @@ def scan(
     """Walk ``root`` (never into a linked folder) and sort what it holds; ``skip``: names at
     the root to pass over (files a build generates in their place)."""
     if excluded_dirs is None or excluded_suffixes is None:
-        from launchctl.jobs import EXCLUDED_DIRS, EXCLUDED_SUFFIXES
-
         excluded_dirs = EXCLUDED_DIRS if excluded_dirs is None else excluded_dirs
         excluded_suffixes = EXCLUDED_SUFFIXES if excluded_suffixes is None else excluded_suffixes
     real_root = os.path.realpath(root)
@@ -178,8 +182,6 @@ def read_file(path: Path) -> bytes:
 def read_inside(root: Path, rel: str) -> bytes | None:
     """The content of the job's file ``rel`` as the walk would keep it: a regular file, or a
     link to one inside the job; None for anything else (absent, leaving the job, a FIFO...)."""
-    from launchctl.jobs import EXCLUDED_DIRS
-
     full = Path(root) / rel
     if not os.path.lexists(full):
         return None

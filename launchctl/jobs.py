@@ -13,16 +13,11 @@ from typing import Any, NamedTuple
 
 from launchctl import identity, paths
 from launchctl.errors import LaunchctlError, NotFound, UsageError
+from launchctl.jobfiles import EXCLUDED_DIRS, EXCLUDED_SUFFIXES
 from launchctl.names import check_identifier
 from launchctl.store import Row, Store, dumps
 
 SOURCE_TYPES = ("code", "image", "git")
-# Never part of a code snapshot: VCS data, caches, environments, local W&B output.
-EXCLUDED_DIRS = frozenset(
-    {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".tox", ".nox", "node_modules",
-     ".mypy_cache", ".pytest_cache", ".ruff_cache", "wandb", ".ipynb_checkpoints"}
-)  # fmt: skip
-EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 DEFAULT_PROJECT = "uncategorized"
 _PY = re.compile(r"^python(\d+(\.\d+)?)?$")

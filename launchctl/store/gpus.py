@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from launchctl.states import State
 from launchctl.store.db import Database, Row, dumps, loads
 from launchctl.store.runs import HELD, WAITING, insert_event, transition, waiting_sql
-
-if TYPE_CHECKING:
-    from launchctl.gpus.devices import Device
-    from launchctl.gpus.policy import Plan
 
 # How many waiting runs one claim looks at, in claim order, for one that fits.
 SCAN_LIMIT = 200
@@ -30,7 +26,36 @@ _CANDIDATES = waiting_sql(
     "r.id, r.spec, r.resource, COALESCE(r.enqueued_at, r.created_at) AS waiting_since"
 )
 
-Planner = Callable[[Row, list[Row], list[Row], list[Row], float], "Plan"]
+
+class Device(Protocol):
+    """What the store records of a GPU (``launchctl.gpus.devices.Device`` is one)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def memory_mb(self) -> int | None: ...
+    @property
+    def uuid(self) -> str | None: ...
+
+
+class Plan(Protocol):
+    """A planner's choice (``launchctl.gpus.policy.Plan`` is one): the run to claim, its
+    devices and sharing, and the reservations to record."""
+
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def devices(self) -> list[int]: ...
+    @property
+    def sharing(self) -> int: ...
+    @property
+    def reserve(self) -> dict[str, list[int]]: ...
+
+
+# The GPU policy (``launchctl.gpus.policy.plan``), passed in: the store holds none.
+Planner = Callable[[Row, list[Row], list[Row], list[Row], float], Plan]
 
 
 def device_text(indices: Iterable[int]) -> str:
