@@ -1,9 +1,16 @@
 """The one exception root for errors a user caused, and its few kinds.
 
-The CLI turns any ``LaunchctlError`` into one line on stderr and a non-zero exit.
+The CLI turns any ``LaunchctlError`` into one line on stderr and a non-zero exit. The
+agent records one that ends a run as the run's failure, at the stage a ``RunnerError``
+names (any other kind fails it at stage ``agent``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+# Where a run failed: the agent's checks and preparation, the image build, or the runner.
+Stage = Literal["agent", "build", "run"]
 
 
 class LaunchctlError(Exception):
@@ -32,3 +39,18 @@ class StateConflict(LaunchctlError):
 
 class StoreBusy(LaunchctlError):
     """The database stayed locked by another writer past the busy timeout."""
+
+
+class RunnerError(LaunchctlError):
+    """A run could not be prepared, built, started or followed: the agent marks it failed
+    at ``stage`` with this message, and carries on."""
+
+    def __init__(self, message: str, *, stage: Stage = "run") -> None:
+        super().__init__(message)
+        self.stage: Stage = stage
+
+
+def stage_of(exc: LaunchctlError) -> Stage:
+    """The stage a run that ``exc`` ended failed at: a RunnerError's own, else ``agent``
+    (a rule the agent enforces, a secret it could not read...)."""
+    return exc.stage if isinstance(exc, RunnerError) else "agent"

@@ -1,4 +1,8 @@
-"""Queues: their resource types, config validation, and the operations the CLI calls."""
+"""Queues: config validation and the operations the CLI calls.
+
+A queue's resource type and the options of its ``resource_args`` come from the runner
+registry (``launchctl.runners.registry``), the one list of resource types.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,8 @@ from launchctl import guardrails, variables
 from launchctl.errors import ConfigError, LaunchctlError
 from launchctl.gpus.policy import check_sharing
 from launchctl.names import check_identifier
+from launchctl.runners import registry
 from launchctl.store import Row, Store
-
-RESOURCES = ("local-process", "local-container", "kubernetes", "slurm")
 
 # Top-level keys a queue config may hold, beside W&B's `resource_args`.
 CONFIG_KEYS = (
@@ -25,33 +28,6 @@ CONFIG_KEYS = (
     "run_as",
 )
 
-# Options each resource type accepts in `resource_args.<resource>`; None = free-form
-# (those runners pass their settings through to the cluster's own schema).
-RESOURCE_OPTIONS: dict[str, frozenset[str] | None] = {
-    "local-process": frozenset({"env", "cpus", "memory", "gpus", "max_run_time"}),
-    "local-container": frozenset(
-        {
-            "env",
-            "e",
-            "gpus",
-            "cpus",
-            "memory",
-            "shm-size",
-            "ulimit",
-            "workdir",
-            "name",
-            "pids-limit",
-            "platform",
-            "volume",
-            "network",
-            "builder",
-            "max_run_time",
-        }
-    ),
-    "kubernetes": None,
-    "slurm": None,
-}
-
 
 def check_name(name: str, what: str = "queue") -> str:
     """Queue (and entity, job) names: the rule lives in launchctl.names."""
@@ -59,9 +35,8 @@ def check_name(name: str, what: str = "queue") -> str:
 
 
 def check_resource(resource: str) -> str:
-    if resource not in RESOURCES:
-        raise LaunchctlError(f"unknown resource {resource!r}: choose one of {', '.join(RESOURCES)}")
-    return resource
+    """A resource type this build can run; one line saying why not otherwise."""
+    return registry.find(resource).name
 
 
 def validate_resource_args(args: Any, *, where: str, resource: str | None = None) -> None:
@@ -69,18 +44,16 @@ def validate_resource_args(args: Any, *, where: str, resource: str | None = None
     if not isinstance(args, dict):
         raise ConfigError(f"{where}: resource_args must be an object keyed by resource type")
     for key, options in args.items():
-        if key not in RESOURCES:
-            raise ConfigError(
-                f"{where}: resource_args has unknown resource {key!r}"
-                f" (expected one of {', '.join(RESOURCES)})"
-            )
+        why = registry.problem(key)
+        if why is not None:
+            raise ConfigError(f"{where}: {why}")
         if resource is not None and key != resource:
             raise ConfigError(
                 f"{where}: this queue runs {resource}, but resource_args configures {key}"
             )
         if not isinstance(options, dict):
             raise ConfigError(f"{where}: resource_args.{key} must be an object")
-        allowed = RESOURCE_OPTIONS[key]
+        allowed = registry.find(key).options
         if allowed is not None:
             for option in options:
                 if option not in allowed:
@@ -196,12 +169,10 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
     from launchctl import runas
 
     runas.check_config(config, resource, where)  # an existing user, never root
-    if resource == "local-container":
-        from launchctl.runners.local_container import config_mount_problem
-
-        problem = config_mount_problem(config)  # no mount may show the store to a run
-        if problem is not None:
-            raise ConfigError(f"{where}: {problem}")
+    check_runner = registry.find(resource).check_config  # the runner's own rules
+    problem = check_runner(config) if check_runner is not None else None
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}")
     definitions = variables.check_definitions(config)
     # Check the guardrails with every field at its default (or as written, if it has none).
     defaults = {n: d["default"] for n, d in definitions.items() if "default" in d}

@@ -58,7 +58,8 @@ from hypothesis.control import currently_in_test_context
 from launchctl.cli import main
 from launchctl.configfile import load_mapping
 from launchctl.launch import OVERRIDE_KEYS, PRIORITIES, SPEC_KEYS
-from launchctl.queues import CONFIG_KEYS, RESOURCE_OPTIONS, RESOURCES
+from launchctl.queues import CONFIG_KEYS
+from launchctl.runners import registry
 from launchctl.states import State
 from launchctl.store import Store
 from tests.conftest import EXAMPLES, cli, table_counts
@@ -403,7 +404,8 @@ ENV = st.one_of(
     st.lists(st.one_of(SHORT_TEXT, st.just("A=1"), JSON_SCALARS), max_size=3),
     ANY_VALUE,
 )
-ALL_OPTIONS = sorted(set().union(*(o for o in RESOURCE_OPTIONS.values() if o)))
+RESOURCES = registry.names()
+ALL_OPTIONS = sorted(set().union(*(t.options for t in registry.types().values() if t.options)))
 RESOURCE_ARGS = st.one_of(
     st.dictionaries(
         st.one_of(st.sampled_from(RESOURCES), SHORT_TEXT),

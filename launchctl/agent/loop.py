@@ -16,23 +16,21 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from launchctl import runners
+from launchctl.agent.config import AgentOptions
 from launchctl.agent.outcome import REQUEUE, TIMEOUT, record_exit
 from launchctl.agent.recovery import end_dead_leases
 from launchctl.agent.starter import Cancelled, StartContext, Starter, secret_values
 from launchctl.agent.wake import Waker
-from launchctl.errors import LaunchctlError, StateConflict
-from launchctl.gpus.allocator import GpuAllocator, GpuOptions
+from launchctl.errors import LaunchctlError, StateConflict, stage_of
+from launchctl.gpus.allocator import GpuAllocator
 from launchctl.resolve import resolve
-from launchctl.runners import Exit, Handle, RunnerError
+from launchctl.runners import Exit, Handle
 from launchctl.states import ACTIVE, State, move
 from launchctl.store import Row, Store, loads
-
-DEFAULT_LEASE_S = 60.0
-DEFAULT_GRACE_S = 10.0
 
 
 @dataclass
@@ -43,21 +41,6 @@ class Active:
     handle: Handle
     stop_reason: str | None = None  # set when the agent asked it to stop
     deadline: float | None = None  # time.monotonic() past which it is stopped: timeout
-
-
-@dataclass
-class AgentOptions:
-    max_jobs: int = 1  # -1: unlimited
-    lease_s: float = DEFAULT_LEASE_S
-    grace_s: float = DEFAULT_GRACE_S
-    fallback_poll_s: float = 2.0
-    env: dict[str, str] = field(default_factory=dict)
-    builder: dict[str, Any] = field(default_factory=dict)
-    registry: Any = None
-    progress: bool = False
-    gpus: GpuOptions | None = None  # GPU scheduling (launchctl.gpus); None: off
-    requeue_running: bool = False  # on stop, requeue running runs (drain for maintenance)
-    resume_queues: bool = False  # after an unclean stop, keep claiming from its queues
 
 
 class Agent:
@@ -440,11 +423,8 @@ class Agent:
                      expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
             self.say(f"run {run_id} stopped before it started (cancelled)")
             return None
-        except RunnerError as exc:
-            self._fail(store, run_id, exc.stage, str(exc))
-            return None
-        except LaunchctlError as exc:
-            self._fail(store, run_id, "agent", str(exc))
+        except LaunchctlError as exc:  # a RunnerError says its stage; any other: agent
+            self._fail(store, run_id, stage_of(exc), str(exc))
             return None
         except Exception as exc:  # one failing run never stops the agent
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

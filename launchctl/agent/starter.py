@@ -20,7 +20,7 @@ from typing import Any
 
 from launchctl import gpus, macros, names, paths, runas, runners
 from launchctl.agent import workspace
-from launchctl.errors import LaunchctlError
+from launchctl.errors import LaunchctlError, stage_of
 from launchctl.masking import Masker
 from launchctl.resolve import resolve
 from launchctl.runenv import env_from_option, run_environment
@@ -98,10 +98,7 @@ def _build_network(builder: dict[str, Any]) -> str | None:
     engine's default bridge unless it says host (or none)."""
     from launchctl.buildconfig import check_network
 
-    try:
-        return check_network(builder.get("network"), "the queue's config")
-    except LaunchctlError as exc:
-        raise RunnerError(str(exc), stage="agent") from None
+    return check_network(builder.get("network"), "the queue's config")
 
 
 def with_credentials(builder: Any, registry: Any, secrets: list[str]) -> tuple[Any, Any]:
@@ -110,10 +107,7 @@ def with_credentials(builder: Any, registry: Any, secrets: list[str]) -> tuple[A
     and errors. A missing secret fails the run at stage agent, naming it."""
     from launchctl.buildconfig import resolve
 
-    try:
-        builder, registry, masks = resolve(builder, registry)
-    except LaunchctlError as exc:
-        raise RunnerError(str(exc), stage="agent") from None
+    builder, registry, masks = resolve(builder, registry)
     secrets.extend(m for m in masks if m not in secrets)
     return builder, registry
 
@@ -151,11 +145,9 @@ def secret_values(run: Row, resource_args: Mapping[str, Any]) -> dict[str, str]:
     env = resource_args.get("env")
     if not isinstance(env, dict):
         return {}
-    try:
-        names = secret_refs(env)
-        return SecretStore().get_many(names) if names else {}
-    except LaunchctlError as exc:  # MissingSecret, UnsafeSecretsFile, a malformed reference
-        raise RunnerError(str(exc), stage="agent") from None
+    # A MissingSecret, an UnsafeSecretsFile, a malformed reference: fails at stage agent.
+    names = secret_refs(env)
+    return SecretStore().get_many(names) if names else {}
 
 
 def env_with_secrets(value: Any, secrets: Mapping[str, str]) -> dict[str, str]:
@@ -183,11 +175,10 @@ def masked_errors(values: list[str]) -> Iterator[None]:
 
 
 def _masked(exc: Exception, masker: Masker) -> RunnerError:
-    """``exc`` as the RunnerError the agent would record for it, with the values masked."""
-    if isinstance(exc, RunnerError):
-        return RunnerError(masker.mask_text(str(exc)), stage=exc.stage)
+    """``exc`` as the RunnerError the agent would record for it (at the same stage), with
+    the values masked."""
     if isinstance(exc, LaunchctlError):
-        return RunnerError(masker.mask_text(str(exc)), stage="agent")
+        return RunnerError(masker.mask_text(str(exc)), stage=stage_of(exc))
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return RunnerError(f"internal error: {masker.mask_text(detail)}", stage="agent")
 
@@ -311,10 +302,7 @@ class Starter:
                 f"queue {run['queue_name']}: run_as applies to local-process runs only",
                 stage="agent",
             )
-        try:
-            return runas.for_run(value, str(run["queue_name"]))
-        except LaunchctlError as exc:
-            raise RunnerError(str(exc), stage="agent") from None
+        return runas.for_run(value, str(run["queue_name"]))
 
     def _run_folder(self, run_id: str, run_as: runas.RunAs | None) -> Path:
         """The run's folder and its (empty) log, private like the rest of the store.
@@ -330,8 +318,6 @@ class Starter:
                 folder.chmod(stat.S_IMODE(folder.stat().st_mode) | 0o111)
                 runas.check_reachable(folder, run_as)
             paths.make_file(folder / "output.log")
-        except LaunchctlError as exc:
-            raise RunnerError(str(exc), stage="agent") from None
         except OSError as exc:
             raise RunnerError(
                 f"cannot make the run's folder {folder}: {exc.strerror or exc}", stage="agent"
@@ -406,7 +392,7 @@ class Starter:
         move(self.store, run["id"], State.BUILDING, agent_id=self.ctx.agent_id,
              expect=frozenset({State.CLAIMED}))  # fmt: skip
         notes.append(workspace.prepare(self.store, run, version, launch.workdir))
-        from launchctl.build import BuildError, BuildRequest, ensure_image
+        from launchctl.build import BuildRequest, ensure_image
 
         builder = {**self.ctx.builder, **(qconfig.get("builder") or {})}
         if run["queue_id"] is None:  # a direct launch: its own launch spec may say how to build
@@ -442,9 +428,7 @@ class Starter:
                         f" {entry['action']} (at job create)\n".encode()
                     )
                 built = ensure_image(request, log.write, progress=self.ctx.progress)
-        except BuildError as exc:
-            raise RunnerError(str(exc), stage="build") from None
-        except LaunchctlError as exc:
+        except LaunchctlError as exc:  # a BuildError, an engine that does not answer...
             raise RunnerError(str(exc), stage="build") from None
         what = "built" if built.built else "reused"
         notes.append(f"image {built.uri} {what} ({built.dockerfile_source})")

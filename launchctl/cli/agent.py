@@ -73,31 +73,25 @@ def agent(
       launchctl agent -q gpu --gpus 0,1,2,3   # each run gets its own GPUs
       launchctl agent -q gpu --requeue-running  # Ctrl-C requeues running runs
     """
-    from launchctl.agent import Agent, AgentOptions
+    from launchctl.agent import Agent
     from launchctl.agent.config import load_agent_config
 
-    settings = load_agent_config(config, queues=queue, max_jobs=max_jobs, grace=grace, poll=poll)
-    store = open_store()
-    opts = AgentOptions(
-        max_jobs=settings.max_jobs,
-        grace_s=settings.grace_s,
-        fallback_poll_s=settings.poll_s,
-        env=settings.env,
-        builder=settings.extra.get("builder") or {},
-        registry=settings.extra.get("registry"),
-        requeue_running=requeue_running,
-        resume_queues=resume_queues,
+    queues, opts = load_agent_config(
+        config, queues=queue, max_jobs=max_jobs, grace=grace, poll=poll
     )
+    store = open_store()
+    opts.requeue_running = requeue_running
+    opts.resume_queues = resume_queues
     from launchctl.gpus.allocator import options_from_flags
 
     opts.gpus = options_from_flags(gpus, busy_mb=gpu_busy_mb, backfill_s=gpu_backfill_s)
     if opts.gpus is not None and max_jobs is None and config is None:
         opts.max_jobs = len(opts.gpus.devices)  # a run per GPU, unless -j says otherwise
-    worker = Agent(store, settings.queues, opts, say=err)
+    worker = Agent(store, queues, opts, say=err)
     worker.start()
     limit = "unlimited" if opts.max_jobs < 0 else str(opts.max_jobs)
     err(
-        f"agent {worker.id} serving {', '.join(settings.queues)} with max_jobs {limit}"
+        f"agent {worker.id} serving {', '.join(queues)} with max_jobs {limit}"
         + (" (burst)" if burst else "")
     )
     if worker.gpus is not None:

@@ -7,18 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from launchctl.errors import RunnerError
 from launchctl.guardrails import Limits
 
 if TYPE_CHECKING:
     from launchctl.runas import RunAs
 
-
-class RunnerError(Exception):
-    """A runner could not start or follow a run; the agent marks the run failed."""
-
-    def __init__(self, message: str, *, stage: str = "run") -> None:
-        super().__init__(message)
-        self.stage = stage
+__all__ = ["CacheMount", "Exit", "Handle", "Launch", "Runner", "RunnerError"]
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """local-container: run a run as a Docker container through docker-py.
 
 Options come from W&B's ``resource_args.local-container`` shape and map onto
-container settings; anything outside the allowed list is refused when the queue
-or launch is written (see ``queues.RESOURCE_OPTIONS``).
+container settings; anything outside ``OPTIONS`` is refused when the queue or launch
+is written (the registry hands them to the queue's validation). docker is imported
+only where it is used: ``queue create`` reads ``OPTIONS``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from launchctl.errors import RunnerError
 from launchctl.masking import Masker
 from launchctl.runenv import env_from_option
 from launchctl.runners import logfile
-from launchctl.runners.base import CacheMount, Exit, Launch, RunnerError
+from launchctl.runners.base import CacheMount, Exit, Launch
+from launchctl.runners.registry import register
 
 LABEL_RUN = "launchctl.run_id"
 LABEL_QUEUE = "launchctl.queue"
@@ -25,6 +28,28 @@ LABEL_AGENT = "launchctl.agent"
 CACHE_MOUNT = "/launchctl-cache"
 LOG_START_FILE = "container_log_start"  # where in the run's log its container's output begins
 ENGINE_HINT = "start it (e.g. `dockerd`, or scripts/services.sh docker) and relaunch"
+
+# What a queue (or a launch) may set in ``resource_args.local-container``: docker run's
+# options as W&B's local-container runner takes them.
+OPTIONS = frozenset(
+    {
+        "env",
+        "e",
+        "gpus",
+        "cpus",
+        "memory",
+        "shm-size",
+        "ulimit",
+        "workdir",
+        "name",
+        "pids-limit",
+        "platform",
+        "volume",
+        "network",
+        "builder",
+        "max_run_time",
+    }
+)
 
 
 def docker_client() -> Any:
@@ -450,6 +475,7 @@ class EndedContainer:
             self.container.remove(force=True)
 
 
+@register(options=OPTIONS, check_config=config_mount_problem)  # no mount shows the store
 class LocalContainerRunner:
     resource = "local-container"
 

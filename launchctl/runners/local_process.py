@@ -25,11 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launchctl import paths, procfs
+from launchctl.errors import RunnerError
 from launchctl.runners import logfile
-from launchctl.runners.base import Exit, Launch, RunnerError
+from launchctl.runners.base import Exit, Launch
+from launchctl.runners.registry import register
 
 if TYPE_CHECKING:
     from launchctl.runas import RunAs
+
+# What a queue (or a launch) may set in ``resource_args.local-process``.
+OPTIONS = frozenset({"env", "cpus", "memory", "gpus", "max_run_time"})
 
 # After the run's process group is gone, how long its log copier may take to finish (a
 # process that left the group can hold the pipe open); then it is stopped.
@@ -380,6 +385,7 @@ class AdoptedProcess:
                 os.killpg(self.pid, signal.SIGKILL)
 
 
+@register(options=OPTIONS)
 class LocalProcessRunner:
     resource = "local-process"
 
