@@ -40,7 +40,8 @@ def create(
         "local-process",
         "--resource",
         "-r",
-        help="local-process, local-container, kubernetes or slurm.",
+        help="The resource type its runs run on: local-process or local-container"
+        " (kubernetes and slurm are not in this build).",
     ),
     config: str | None = typer.Option(
         None, "--config", "-c", help="Queue config: a JSON/YAML file or JSON string."
