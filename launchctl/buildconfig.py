@@ -12,7 +12,7 @@ agent owner's choice: the engine's default bridge network unless one of them say
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -196,7 +196,8 @@ def _map_urls(value: Any, fn: Callable[[str], str]) -> Any:
 # -- at run start: secret references filled in, and what to mask ---------------------------
 
 
-def _refs(builder: Any, registry: Any) -> list[str]:
+def secret_names(builder: Any, registry: Any) -> list[str]:
+    """The secrets ``builder`` and ``registry`` refer to, in order, each once."""
     names: list[str] = []
     if isinstance(builder, dict):
         names += [v["secret"] for _, v in _index_values(builder) if _is_ref(v)]
@@ -212,12 +213,18 @@ def resolve(builder: Any, registry: Any) -> tuple[Any, Any, list[str]]:
     (read from the secret store only when something refers to it), and the values to mask
     in every output: each credential, and each URL that holds one. A missing secret raises
     MissingSecret, naming it."""
-    names = _refs(builder, registry)
+    names = secret_names(builder, registry)
     values: dict[str, str] = {}
     if names:
         from launchctl.secrets import SecretStore
 
         values = SecretStore().get_many(names)
+    return fill(builder, registry, values)
+
+
+def fill(builder: Any, registry: Any, values: Mapping[str, str]) -> tuple[Any, Any, list[str]]:
+    """``resolve`` with the secret values given by name (every one ``secret_names`` lists):
+    no IO."""
     masks: list[str] = []
 
     def fill(value: Any) -> Any:

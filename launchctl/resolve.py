@@ -1,11 +1,17 @@
 """What a run gets from its queue: rendered templates, checked values, merged resource args
-and limits. Called at launch (to refuse bad input) and again by the agent at claim time,
-where the rules are enforced: a hand-edited row cannot get past it.
+and limits. Called at launch (to refuse bad input) and again by the agent when it plans a
+run (launchctl.agent.plan), where the rules are enforced: a hand-edited row cannot get
+past it.
+
+``render`` is pure: it reads no file. The one check that needs the host (that a host path
+a launcher's value chose leads nowhere else through a symbolic link) is returned as
+``Resolved.host_paths`` for ``check_host_paths``; ``resolve`` does both.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +21,23 @@ from launchctl.guardrails import Limits
 from launchctl.macros import Macros
 
 
+@dataclass(frozen=True)
+class HostPath:
+    """A host path that a launcher's value helped make: once its symbolic links are
+    resolved, ``source`` must still be inside the folder ``root`` the queue's admin wrote."""
+
+    where: str  # "queue NAME: volume '...'", for the message
+    source: str
+    root: str
+
+
 @dataclass
 class Resolved:
     config: dict[str, Any]  # the queue config with its fields filled in (no definitions)
     values: dict[str, Any]  # every template variable, typed: given values, then defaults
     resource_args: dict[str, Any]  # the queue's then the run's, for the run's resource
     limits: Limits = field(default_factory=Limits)
+    host_paths: list[HostPath] = field(default_factory=list)  # for check_host_paths
 
 
 def resolve(
@@ -29,11 +46,25 @@ def resolve(
     resource: str,
     macros: Macros | None = None,
 ) -> Resolved:
-    """Check the run's template values against its queue's current rules and render.
+    """``render``, then ``check_host_paths``: the run's values by its queue's current rules."""
+    resolved = render(queue, spec, resource, macros)
+    check_host_paths(resolved.host_paths)
+    return resolved
 
-    With ``macros`` (the agent, at claim time), macros are expanded in the same pass as
-    the template fields, in the admin's text only (launchctl.variables.render); the run's
-    own resource args, which only an admin of the queue may give, get macros too.
+
+def render(
+    queue: dict[str, Any] | None,
+    spec: dict[str, Any],
+    resource: str,
+    macros: Macros | None = None,
+) -> Resolved:
+    """Check the run's template values against its queue's current rules and render; no IO.
+
+    With ``macros`` (the agent, when it plans a run), macros are expanded in the same pass
+    as the template fields, in the admin's text only (launchctl.variables.render); the
+    run's own resource args, which only an admin of the queue may give, get macros too.
+    The host paths that a launcher's value chose are checked here as text, and returned
+    for ``check_host_paths``.
     """
     config: dict[str, Any] = (queue or {}).get("config") or {}
     given = spec.get("template_variables") or {}
@@ -52,15 +83,17 @@ def resolve(
     written = {k: v for k, v in config.items() if k != "template_variables"}
     body = variables.render(written, values, macros)
     own = ((spec.get("resource_args") or {}).get(resource)) or {}
-    check_mounts(name, written, values, macros, resource)
+    host_paths = check_mounts(name, written, values, macros, resource)
     if own and macros is not None:
-        check_mounts(name, {"resource_args": {resource: own}}, {}, macros, resource)
+        host_paths += check_mounts(name, {"resource_args": {resource: own}}, {}, macros, resource)
         own = variables.render(own, {}, macros)
     merged: dict[str, Any] = {}
     merged.update(((body.get("resource_args") or {}).get(resource)) or {})
     merged.update(own)
     limits = guardrails.apply_ceilings(name, body.get("ceilings") or {}, guardrails.asks(merged))
-    return Resolved(config=body, values=values, resource_args=merged, limits=limits)
+    return Resolved(
+        config=body, values=values, resource_args=merged, limits=limits, host_paths=host_paths
+    )
 
 
 def _written_mounts(config: dict[str, Any], resource: str) -> list[tuple[str, str, bool]]:
@@ -85,15 +118,16 @@ def check_mounts(
     values: dict[str, Any],
     macros: Macros | None,
     resource: str,
-) -> None:
+) -> list[HostPath]:
     """Refuse a host path that a launcher's value (a template value, a run's name or
     project) would take out of the folder the queue's admin wrote before it.
 
     ``/data/${project_name}:/data`` may become ``/data/cats``, never ``/data/..`` or
     ``/etc``: the value must not hold ``..`` or ``:`` (which would change the mount),
-    and the path, normalised and with its existing symlinks resolved, stays inside
-    ``/data``.
+    and the path, normalised, stays inside ``/data``. Returns the paths to check again
+    with their existing symlinks resolved (``check_host_paths``), which needs the host.
     """
+    found: list[HostPath] = []
     for what, text, short_syntax in _written_mounts(config, resource):
         parts = variables.pieces(text, values, macros)
         if not any(chosen for _, chosen in parts):
@@ -120,12 +154,22 @@ def check_mounts(
         if not folder:
             continue  # the admin let the value name the whole path
         root = os.path.normpath(folder)
-        if not _inside(os.path.normpath(source), root) or (
-            os.path.isabs(root) and not _inside(os.path.realpath(source), os.path.realpath(root))
-        ):
-            raise UsageError(
-                f"{where}: {source!r} leaves the folder {root!r} the queue's admin wrote"
-            )
+        if not _inside(os.path.normpath(source), root):
+            raise UsageError(_leaves(where, source, root))
+        if os.path.isabs(root):
+            found.append(HostPath(where, source, root))
+    return found
+
+
+def check_host_paths(host_paths: Iterable[HostPath]) -> None:
+    """Refuse a host path that a symbolic link on the host takes out of its admin's folder."""
+    for path in host_paths:
+        if not _inside(os.path.realpath(path.source), os.path.realpath(path.root)):
+            raise UsageError(_leaves(path.where, path.source, path.root))
+
+
+def _leaves(where: str, source: str, root: str) -> str:
+    return f"{where}: {source!r} leaves the folder {root!r} the queue's admin wrote"
 
 
 def _inside(path: str, root: str) -> bool:

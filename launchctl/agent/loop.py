@@ -22,12 +22,12 @@ from typing import Any
 from launchctl import runners
 from launchctl.agent.config import AgentOptions
 from launchctl.agent.outcome import REQUEUE, TIMEOUT, record_exit
+from launchctl.agent.plan import Plan, log_path, plan
 from launchctl.agent.recovery import end_dead_leases
-from launchctl.agent.starter import Cancelled, StartContext, Starter, secret_values
+from launchctl.agent.starter import Cancelled, StartContext, Starter, agent_context, read_secrets
 from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict, stage_of
 from launchctl.gpus.allocator import GpuAllocator
-from launchctl.resolve import resolve
 from launchctl.runners import Exit, Handle
 from launchctl.states import ACTIVE, State, move
 from launchctl.store import Row, Store, loads
@@ -139,10 +139,13 @@ class Agent:
                      message="requeued: its agent was lost before the run started",
                      expect=frozenset({State(state)}))  # fmt: skip
             return
-        log_path = self.store.run_dir(run["id"]) / "output.log"
+        planned = self._plan_of(run)
         try:
             found = runners.get(run["resource"]).adopt(
-                run, log_path, self.waker.wake, self._secrets_of(run)
+                run,
+                log_path(self.store.root, run["id"]),
+                self.waker.wake,
+                self._secrets_of(planned),
             )
         except Exception as exc:  # an engine that is down: say so, keep the run truthful
             found = None
@@ -166,24 +169,36 @@ class Agent:
             self._finish(run["id"], found, None)
             return
         self.store.runs.note(run["id"], "adopted: following it again after its agent was lost")
-        self.active[run["id"]] = Active(run["id"], found, deadline=self._deadline_of(run))
+        deadline = self._deadline_of(run, planned)
+        self.active[run["id"]] = Active(run["id"], found, deadline=deadline)
 
-    def _secrets_of(self, run: Row) -> list[str]:
-        """The secret values an adopted run may print, to mask them in what is copied now."""
+    def _plan_of(self, run: Row) -> Plan | None:
+        """An adopted run's plan, made again as its start made it (launchctl.agent.plan):
+        its secrets to mask and its max_run_time. None when it no longer plans (its rules
+        changed meanwhile): the run goes on, unlimited."""
         try:
             queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] else None
-            resolved = resolve(queue, run["spec"], run["resource"])
-            return list(secret_values(run, resolved.resource_args).values())
-        except Exception:  # a missing secret cannot leak; the rest of the run goes on
+            version = (
+                self.store.jobs.version_by_id(run["job_version_id"])
+                if run["job_version_id"] is not None
+                else None
+            )
+            return plan(run, version, queue, agent_context(self._context(), self.store.root))
+        except Exception:
+            return None
+
+    def _secrets_of(self, planned: Plan | None) -> list[str]:
+        """The secret values an adopted run may print, to mask them in what is copied now."""
+        if planned is None:
+            return []
+        try:  # a missing secret cannot leak: the others are still masked
+            return planned.masks(read_secrets(planned.secret_names, missing_ok=True))
+        except Exception:  # an unsafe secrets file: the rest of the run goes on
             return []
 
-    def _deadline_of(self, run: Row) -> float | None:
+    def _deadline_of(self, run: Row, planned: Plan | None) -> float | None:
         """An adopted run keeps its max_run_time, counted from when it started."""
-        try:
-            queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] else None
-            limit = resolve(queue, run["spec"], run["resource"]).limits.max_run_time
-        except Exception:  # rules that no longer resolve: the run goes on unlimited
-            return None
+        limit = planned.limits.max_run_time if planned is not None else None
         if limit is None or run["started_at"] is None:
             return None
         return time.monotonic() + max(0.0, run["started_at"] + limit - time.time())
@@ -402,10 +417,8 @@ class Agent:
             self._local.store = store
         return store
 
-    def _start(self, run: Row) -> Active | None:
-        run_id = run["id"]
-        store = self._thread_store()
-        context = StartContext(
+    def _context(self) -> StartContext:
+        return StartContext(
             agent_id=self.id,
             env=self.options.env,
             builder=self.options.builder,
@@ -413,6 +426,11 @@ class Agent:
             on_exit=self.waker.wake,
             progress=self.options.progress,
         )
+
+    def _start(self, run: Row) -> Active | None:
+        run_id = run["id"]
+        store = self._thread_store()
+        context = self._context()
         try:
             if run["cancel_requested"]:
                 raise Cancelled(run_id)
