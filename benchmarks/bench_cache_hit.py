@@ -74,7 +74,7 @@ def build_first(env: dict[str, str], tmp: Path, launch: list[str]) -> dict[str, 
 def baseline_build(tmp: Path, code: Path, job: str, image: str) -> list[str]:
     """The builder's own Dockerfile for ``code``, rendered by ``plan_build``, as a build command
     with the flags the builder passes (tagged apart); checks it names the agent's image."""
-    from launchctl.build import BuildRequest, plan_build
+    from launchctl.images import BuildRequest, plan_build
 
     request = BuildRequest(
         job_name=job,
@@ -229,7 +229,7 @@ def add_cache_hit_rows(
         " train.py'` (CLI start, snapshot of the folder, commit) through the idle agent (`--poll"
         " 30`: watch wake-up, claim, working copy, Dockerfile render + content hash, image"
         " lookup, container create + start) to the stamp. Baselines: `DOCKER_BUILDKIT=1"
-        " /usr/bin/docker build` of the Dockerfile that `launchctl.build.plan_build` renders"
+        " /usr/bin/docker build` of the Dockerfile that `launchctl.images.plan_build` renders"
         " for the job (its tag checked equal to the agent's image; the builder's flags:"
         " --progress plain, labels, the engine's default network as the queue sets no"
         " builder.network; context the job folder; tagged apart),"

@@ -35,7 +35,7 @@ CLI = "launchctl.cli"
 STORE = "launchctl.store"
 AGENT = "launchctl.agent"
 RUNNERS = "launchctl.runners"
-BUILDER = "launchctl.build"
+BUILDER = "launchctl.images"
 # What the store may import besides itself: leaves with no policy in them.
 STORE_MAY_IMPORT = frozenset(
     {"launchctl", "launchctl.errors", "launchctl.paths", "launchctl.identity", "launchctl.states"}

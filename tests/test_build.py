@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from launchctl.build import BuildError, BuildRequest, BuiltImage, ensure_image, plan_build
+from launchctl.images import BuildError, BuildRequest, BuiltImage, ensure_image, plan_build
 from tests.pkgindex import PACKAGE, PACKAGE_VALUE, Index
 
 PY_BASE = "launchctl-test/python:bookworm"
@@ -459,7 +459,7 @@ def _fake_docker(folder: Path, script: str) -> Path:
 
 @pytest.fixture
 def fresh_discovery() -> Iterator[None]:
-    from launchctl.build import engine as build_engine
+    from launchctl.images import engine as build_engine
 
     build_engine.build_cli.cache_clear()
     yield
@@ -470,7 +470,7 @@ def fresh_discovery() -> Iterator[None]:
 def test_buildx_is_preferred_and_a_client_without_it_falls_back_to_builtin_buildkit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from launchctl.build import engine as build_engine
+    from launchctl.images import engine as build_engine
 
     # First on PATH: a new client without buildx (refuses DOCKER_BUILDKIT=1 docker build).
     first = _fake_docker(tmp_path / "path", "")
@@ -490,7 +490,7 @@ def test_buildx_is_preferred_and_a_client_without_it_falls_back_to_builtin_build
 def test_no_docker_client_at_all_says_the_engine_is_not_reachable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from launchctl.build import engine as build_engine
+    from launchctl.images import engine as build_engine
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(build_engine, "FALLBACK_CLIENT", str(tmp_path / "missing"))

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 # Imported here, not while a plan is made (importing reads files):
-import launchctl.build.model
+import launchctl.images.model
 import launchctl.store.gpus  # noqa: F401
 from launchctl import runas
 from launchctl.agent.plan import CACHE_ENV, AgentContext, Plan, plan

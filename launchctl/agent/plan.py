@@ -34,7 +34,7 @@ from launchctl.runners.base import CacheMount, Launch
 from launchctl.secrets import is_secret_ref, secret_refs
 
 if TYPE_CHECKING:
-    from launchctl.build.model import BuildRequest
+    from launchctl.images.model import BuildRequest
 
 LOG_FILE = "output.log"  # in the run's folder: everything the run and its build print
 WORKDIR = "code"  # in the run's folder: the working copy (snapshot or clone)
@@ -139,7 +139,7 @@ class Plan:
 
     def build_request(self, secrets: Mapping[str, str]) -> BuildRequest:
         """What to ask the builder for; only for a plan with a ``build``."""
-        from launchctl.build.model import BuildRequest
+        from launchctl.images.model import BuildRequest
 
         if self.build is None:
             raise ValueError("this run's plan has no build")

@@ -218,7 +218,7 @@ class Starter:
         move(self.store, planned.run["id"], State.BUILDING, agent_id=self.ctx.agent_id,
              expect=frozenset({State.CLAIMED}))  # fmt: skip
         notes.append(workspace.prepare(self.store, planned.run, planned.version, planned.workdir))
-        from launchctl.build import ensure_image
+        from launchctl.images import ensure_image
 
         request = planned.build_request(secrets)
         try:

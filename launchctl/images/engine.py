@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from launchctl.build.model import BuildError
+from launchctl.images.model import BuildError
 
 if TYPE_CHECKING:
     import docker

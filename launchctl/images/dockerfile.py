@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from launchctl.build.model import BuildError, BuildRequest
+from launchctl.images.model import BuildError, BuildRequest
 from launchctl.jobfiles import read_inside
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ registry, and otherwise builds it with BuildKit and pushes it.
 
 from __future__ import annotations
 
-from launchctl.build.builder import BuildPlan, ensure_image, plan_build
-from launchctl.build.engine import build_cli
-from launchctl.build.model import DEFAULT_BASE_IMAGE, BuildError, BuildRequest, BuiltImage
+from launchctl.images.builder import BuildPlan, ensure_image, plan_build
+from launchctl.images.engine import build_cli
+from launchctl.images.model import DEFAULT_BASE_IMAGE, BuildError, BuildRequest, BuiltImage
 
 __all__ = [
     "DEFAULT_BASE_IMAGE",

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launchctl import jobfiles
-from launchctl.build import dockerfile as dockerfiles
-from launchctl.build import engine
-from launchctl.build.dockerfile import Dockerfile
-from launchctl.build.model import BuildError, BuildRequest, BuiltImage
-from launchctl.build.tag import context_digest, image_tag, repository
+from launchctl.images import dockerfile as dockerfiles
+from launchctl.images import engine
+from launchctl.images.dockerfile import Dockerfile
+from launchctl.images.model import BuildError, BuildRequest, BuiltImage
+from launchctl.images.tag import context_digest, image_tag, repository
 
 
 @dataclass(frozen=True)
