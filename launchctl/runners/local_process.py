@@ -28,6 +28,7 @@ from launchctl import paths, procfs
 from launchctl.errors import RunnerError
 from launchctl.runners import logfile
 from launchctl.runners.base import Exit, Launch
+from launchctl.runners.copier import EXIT_DISK_FULL, EXIT_LOG_FAILED
 from launchctl.runners.registry import register
 
 if TYPE_CHECKING:
@@ -39,13 +40,13 @@ OPTIONS = frozenset({"env", "cpus", "memory", "gpus", "max_run_time"})
 # After the run's process group is gone, how long its log copier may take to finish (a
 # process that left the group can hold the pipe open); then it is stopped.
 DRAIN_S = 10.0
-_CHUNK = 65536
+# The copier runs as a script (see copier.py), not as `-c "import ..."`: it starts in a fifth
+# of the time, and every process run starts one.
+COPIER = str(Path(__file__).with_name("copier.py"))
 
 
 # When the log cannot be written (see logfile) and the copier could not leave its note,
 # its exit code says why (sysexits' EX_IOERR, and the next):
-EXIT_LOG_FAILED = 74  # the log could not be written
-EXIT_DISK_FULL = 75  # ... because the disk (or the user's quota) is full
 UNNOTED = {
     EXIT_LOG_FAILED: "the run's log could not be written; the run was stopped",
     EXIT_DISK_FULL: "disk full: the run's log could not be written; the run was stopped",
@@ -73,7 +74,7 @@ class LogCopier:
         control_r, control_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _COPIER, str(log_path), str(control_r)],
+                [sys.executable, "-I", "-S", COPIER, str(log_path), str(control_r)],
                 stdin=out_r,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -130,62 +131,6 @@ class LogCopier:
 
 def _write_line(fd: int, value: dict[str, Any]) -> None:
     logfile.write_all(fd, json.dumps(value).encode("utf-8") + b"\n")
-
-
-def _read_line(fh: Any, read_all: bool = False) -> dict[str, Any]:
-    raw = fh.read() if read_all else fh.readline()
-    try:
-        value = json.loads(raw.decode("utf-8")) if raw.strip() else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-_COPIER = "from launchctl.runners.local_process import copy_masked; copy_masked()"
-
-
-def copy_masked(argv: Sequence[str] | None = None) -> None:
-    """The copier process: stdin, masked, appended to the log file, until end of input.
-
-    A write that fails (a full disk, a quota) stops the run's group, cuts the log to free
-    space, records why beside it (``logfile``), and ends with ``EXIT_LOG_FAILED``
-    once the run's output is drained.
-    """
-    from launchctl.masking import Masker
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit: an error, not death
-    log_path, control_fd = argv or sys.argv[1:3]
-    control = os.fdopen(int(control_fd), "rb")
-    masker = Masker(_read_line(control).get("secrets") or [])  # before the run starts
-    failed: OSError | None = None
-    with open(log_path, "ab", buffering=0) as log:
-        while chunk := os.read(0, _CHUNK):
-            out = masker.feed(chunk)
-            if out and failed is None:
-                try:
-                    logfile.write_all(log.fileno(), out)
-                except OSError as exc:  # keep draining after it, so nothing gets SIGPIPE
-                    failed = exc
-                    # The note first (the run is blocked on the pipe meanwhile), so an
-                    # agent that sees the run end finds why.
-                    logfile.give_back_space(log.fileno(), Path(log_path), exc)
-                    run = _read_line(control, read_all=True)  # sent once the run started
-                    _stop_group(run.get("group"), run.get("run_id"))
-        if failed is None:
-            try:
-                logfile.write_all(log.fileno(), masker.flush())
-            except OSError as exc:
-                failed = exc
-                logfile.give_back_space(log.fileno(), Path(log_path), exc)
-    if failed is not None:
-        sys.exit(EXIT_DISK_FULL if logfile.disk_full(failed) else EXIT_LOG_FAILED)
-
-
-def _stop_group(group: Any, run_id: Any) -> None:
-    """Kill the run's process group, if it is still that run's (its pid not reused)."""
-    if isinstance(group, int) and isinstance(run_id, str) and _belongs_to(group, run_id):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
 
 
 class ProcessHandle:
