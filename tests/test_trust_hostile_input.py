@@ -268,12 +268,12 @@ def _launch(queue: str, code: Path, entry: str) -> str:
 
 
 def _flood_while_another_run_waits(
-    tmp_path: Path, start_agent: StartAgent, resource: str = "local-process"
+    tmp_path: Path, start_agent: StartAgent, resource: str = "local-process", *config: str
 ) -> tuple[AgentProcess, str]:
     """An agent serving two queues: a run waits in one, and a run floods its log in the other.
 
     Returns the agent and the waiting run, once the flood has failed as "disk full"."""
-    cli("queue", "create", "flood", "-r", resource, check=True)
+    cli("queue", "create", "flood", "-r", resource, *config, check=True)
     cli("queue", "create", "other", check=True)
     code = tmp_path / "job"
     make_script(code, "flood.py", FLOOD)
@@ -311,6 +311,20 @@ def test_a_run_that_fills_the_disk_of_the_run_logs_fails_as_disk_full_and_the_ag
     cli("queue", "list", check=True)
     small_disk(home / "runs", "2m")
     agent, waiting = _flood_while_another_run_waits(tmp_path, start_agent)
+    _the_agent_serves_on(agent, waiting, tmp_path)
+
+
+def test_a_run_with_secrets_that_fills_the_disk_fails_as_disk_full_and_the_agent_goes_on(
+    home: Path, tmp_path: Path, small_disk: Callable[[Path, str], Path], start_agent: StartAgent
+) -> None:
+    # A run with secrets writes through its masking copier, which is what sees the full
+    # disk; a run without them writes its own log and the agent's disk watch sees it.
+    cli("secret", "set", "flood-token", input="s3cr3t-flood-token", check=True)
+    config = '{"resource_args": {"local-process": {"env": {"TOKEN": {"secret": "flood-token"}}}}}'
+    small_disk(home / "runs", "2m")
+    agent, waiting = _flood_while_another_run_waits(
+        tmp_path, start_agent, "local-process", "--config", config
+    )
     _the_agent_serves_on(agent, waiting, tmp_path)
 
 

@@ -12,6 +12,7 @@ one run that fills the disk never takes the agent, or its other runs, down with 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shlex
@@ -43,6 +44,8 @@ DRAIN_S = 10.0
 # The copier runs as a script (see copier.py), not as `-c "import ..."`: it starts in a fifth
 # of the time, and every process run starts one.
 COPIER = str(Path(__file__).with_name("copier.py"))
+# How often a run that writes its own log (no secrets to mask) has its disk checked.
+DISK_CHECK_S = 0.5
 
 
 # When the log cannot be written (see logfile) and the copier could not leave its note,
@@ -140,6 +143,8 @@ class ProcessHandle:
         on_exit: object,
         copier: subprocess.Popen[bytes] | None = None,
         folder: Path | None = None,
+        *,
+        watch_log: Path | None = None,
     ) -> None:
         self.proc = proc
         self.pid: int | None = proc.pid
@@ -147,11 +152,46 @@ class ProcessHandle:
         self._killer: threading.Timer | None = None
         self._copier = copier
         self._folder = folder  # the run's folder, where the copier notes a failed log
+        self._ended = threading.Event()
+        self._disk_full: str | None = None  # why the disk watch stopped the run
         self._waiter = threading.Thread(target=self._wait, args=(on_exit,), daemon=True)
         self._waiter.start()
+        if watch_log is not None:
+            threading.Thread(target=self._watch_disk, args=(watch_log,), daemon=True).start()
+
+    def _watch_disk(self, log: Path) -> None:
+        """A run that writes its own log: stop it when its log has filled the disk.
+
+        Every ``DISK_CHECK_S``: when the log's file system has no room left and the log
+        grew since the disk last had room, the run is what filled it (or what is trying to
+        write to a full disk, as the copier would see): it is stopped, its log cut to give
+        the space back, and it fails as "disk full".
+        """
+        grown_from = _size(log)
+        while not self._ended.wait(DISK_CHECK_S):
+            size = _size(log)
+            if not logfile.no_room(log.parent):
+                grown_from = size
+            elif size > grown_from:
+                self._stop_for_full_disk(log)
+                return
+
+    def _stop_for_full_disk(self, log: Path) -> None:
+        exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._disk_full = logfile.failure(exc)
+        self._signal_group(signal.SIGKILL)
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            self._disk_full = logfile.give_back_space(fd, log, exc)
+        finally:
+            os.close(fd)
 
     def _wait(self, on_exit: object) -> None:
         self.proc.wait()
+        self._ended.set()
         if self._killer is not None:
             self._killer.cancel()
         # The leader is gone; end anything it left behind in its group.
@@ -184,6 +224,8 @@ class ProcessHandle:
             # The copier stopped the run: its log could not be written (a full disk).
             noted = logfile.read_note(self._folder) if self._folder is not None else None
             return Exit(code=None, message=noted or UNNOTED[self._copier.returncode])
+        if self._disk_full is not None:  # the disk watch stopped the run
+            return Exit(code=None, message=self._disk_full)
         if code < 0:
             sig = -code
             return Exit(code=None, signal=sig, message=f"killed by {signal.Signals(sig).name}")
@@ -228,6 +270,13 @@ def wrap(
             "exit $code"
         )
     return ["/bin/sh", "-c", script, "launchctl-run", *command]
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def _read_small(path: Path) -> str:
@@ -369,7 +418,15 @@ class LocalProcessRunner:
         command = wrap(launch.command, folder, limits.memory, in_place=launch.run_as is not None)
         with contextlib.suppress(FileNotFoundError):  # a note from an earlier attempt
             (launch.log_path.parent / logfile.LOG_ERROR_FILE).unlink()
-        # Every run's output goes through a copier: it masks secrets, and it is what sees a
+        if not launch.secrets:
+            # Nothing to mask: the run writes its log itself (no copier to start: a trivial
+            # run costs milliseconds), and a watch of the log's disk stands in for the
+            # copier's write errors (see ProcessHandle._watch_disk).
+            proc = _popen(command, launch, None)
+            if limits.cpus is not None:
+                _pin_cpus(proc.pid, limits.cpus)
+            return ProcessHandle(proc, launch.on_exit, None, folder, watch_log=launch.log_path)
+        # With secrets, the output goes through a copier that masks them, and that sees a
         # full disk (the run could ignore its own write errors, and fill the disk for ever).
         copier = LogCopier.start(launch.log_path, launch.secrets)
         try:
@@ -382,7 +439,7 @@ class LocalProcessRunner:
         copier.follow(proc.pid, launch.run["id"])
         if limits.cpus is not None:
             _pin_cpus(proc.pid, limits.cpus)
-        return ProcessHandle(proc, launch.on_exit, copier.proc, launch.log_path.parent)
+        return ProcessHandle(proc, launch.on_exit, copier.proc, folder)
 
 
 def _files_for(folder: Path, user: RunAs) -> None:

@@ -29,6 +29,17 @@ def disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def no_room(folder: Path, least: int = 64 * 1024) -> bool:
+    """Whether the file system of ``folder`` has less than ``least`` bytes free for us
+    (root may use the blocks kept back for it; others may not)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < least
+
+
 def failure(exc: OSError) -> str:
     """Why a run failed when its log could not be written, in words for ``runs show``."""
     what = exc.strerror or type(exc).__name__
