@@ -127,6 +127,20 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         agent.stop()
 
 
+StartAgent = Callable[..., AgentProcess]
+
+
+def git(*args: str, cwd: Path) -> str:
+    """Run git in ``cwd`` with a throwaway identity; its output, stripped."""
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def make_script(folder: Path, name: str, body: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name

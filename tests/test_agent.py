@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,7 @@ import pytest
 from launchctl.agent import Agent, AgentOptions
 from launchctl.launch import LaunchRequest, prepare_spec, submit
 from launchctl.store import Store
-from tests.conftest import AgentProcess, cli, make_script, wait_for
-
-StartAgent = Callable[..., AgentProcess]
+from tests.conftest import StartAgent, cli, make_script, wait_for
 
 
 @pytest.fixture

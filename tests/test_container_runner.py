@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,7 @@ import pytest
 from launchctl.runners import Launch
 from launchctl.runners.local_container import LocalContainerRunner, container_options
 from launchctl.store import Store
-from tests.conftest import BUSYBOX, AgentProcess, cli, cli_json, wait_for
-
-StartAgent = Callable[..., AgentProcess]
+from tests.conftest import BUSYBOX, StartAgent, cli, cli_json, wait_for
 
 
 def container_queue(name: str = "box", config: dict[str, Any] | None = None) -> None:

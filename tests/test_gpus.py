@@ -12,7 +12,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,8 @@ from launchctl.gpus.policy import (
 from launchctl.launch import LaunchRequest, prepare_spec, submit
 from launchctl.runners.base import Launch
 from launchctl.store import Store
-from tests.conftest import BUSYBOX, AgentProcess, cli, cli_json, make_script, wait_for
+from tests.conftest import BUSYBOX, StartAgent, cli, cli_json, make_script, wait_for
 
-StartAgent = Callable[..., AgentProcess]
 HELD = {"claimed", "building", "starting", "running"}
 GPU_QUEUE = {
     "resource_args": {"local-process": {"gpus": "{{gpus}}"}},

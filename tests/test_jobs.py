@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from tests.conftest import cli, cli_json, make_script
+from tests.conftest import cli, cli_json, git, make_script
 
 
 def test_same_content_gives_the_same_version_and_a_change_a_new_one(tmp_path: Path) -> None:
@@ -68,26 +67,16 @@ def test_image_job_is_recorded_but_not_run_as_a_local_process() -> None:
     assert proc.returncode == 2 and "use a local-container queue" in proc.stderr
 
 
-def _git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
 def test_git_job_is_cloned_at_run_time_at_its_commit(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git("init", "-q", "-b", "main", cwd=repo)
+    git("init", "-q", "-b", "main", cwd=repo)
     make_script(repo, "train.py", "print('first commit')\n")
-    _git("add", ".", cwd=repo)
-    _git("commit", "-qm", "one", cwd=repo)
-    first = _git("rev-parse", "HEAD", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("commit", "-qm", "one", cwd=repo)
+    first = git("rev-parse", "HEAD", cwd=repo)
     (repo / "train.py").write_text("print('second commit')\n")
-    _git("commit", "-qam", "two", cwd=repo)
+    git("commit", "-qam", "two", cwd=repo)
 
     pinned = cli_json(
         "job",

@@ -9,13 +9,11 @@ import contextlib
 import json
 import re
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 from launchctl.store import Store
-from tests.conftest import EXAMPLES, AgentProcess, cli, cli_json, make_script, wait_for
+from tests.conftest import EXAMPLES, AgentProcess, StartAgent, cli, cli_json, make_script, wait_for
 
-StartAgent = Callable[..., AgentProcess]
 CHECKPOINT = str(EXAMPLES / "checkpoint")
 LONG = ["--set", "steps=100", "--set", "step_s=0.05"]
 

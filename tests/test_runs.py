@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from launchctl.store import Store
-from tests.conftest import EXAMPLES, AgentProcess, cli, cli_json, make_script, wait_for
-
-StartAgent = Callable[..., AgentProcess]
+from tests.conftest import EXAMPLES, StartAgent, cli, cli_json, make_script, wait_for
 
 
 def _alive(pid: int) -> bool:

@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,13 @@ from launchctl.runners.local_process import LocalProcessRunner
 from launchctl.store import Store
 from tests.conftest import (
     BUSYBOX,
-    AgentProcess,
+    StartAgent,
     cli,
     cli_json,
     make_script,
     table_counts,
     wait_for,
 )
-
-StartAgent = Callable[..., AgentProcess]
 
 # Prints the secret whole, in two writes with a pause between (a value split across
 # chunks), on stderr, and a lot of other output around it; then writes it to a file, so

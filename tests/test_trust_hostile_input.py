@@ -17,28 +17,26 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BUSYBOX, AgentProcess, cli, cli_json, make_script, table_counts, wait_for
-
-StartAgent = Callable[..., AgentProcess]
-
-
-def _git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+from tests.conftest import (
+    BUSYBOX,
+    AgentProcess,
+    StartAgent,
+    cli,
+    cli_json,
+    git,
+    make_script,
+    table_counts,
+    wait_for,
+)
 
 
 def _repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
-    _git("init", "-q", "-b", "main", cwd=repo)
+    git("init", "-q", "-b", "main", cwd=repo)
     make_script(repo, "train.py", "print('trained')\n")
-    _git("add", ".", cwd=repo)
-    _git("commit", "-qm", "one", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("commit", "-qm", "one", cwd=repo)
     return repo
 
 

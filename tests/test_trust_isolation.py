@@ -33,15 +33,13 @@ from launchctl.store.migrations import NAMES
 from tests.conftest import (
     BUSYBOX,
     ROOT,
-    AgentProcess,
+    StartAgent,
     cli,
     cli_json,
     make_script,
     table_counts,
     wait_for,
 )
-
-StartAgent = Callable[..., AgentProcess]
 
 RUN_USER = "launchctl-run-test"
 SYSTEM_PYTHON = "/usr/bin/python3"

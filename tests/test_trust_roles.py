@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,13 @@ from launchctl.store import Store
 from tests.conftest import (
     BUSYBOX,
     EXAMPLES,
-    AgentProcess,
+    StartAgent,
     cli,
     make_script,
     table_counts,
     wait_for,
 )
 
-StartAgent = Callable[..., AgentProcess]
 ALICE = {"LAUNCHCTL_USER": "alice"}
 BOB = {"LAUNCHCTL_USER": "bob"}
 MALLORY = {"LAUNCHCTL_USER": "mallory"}
