@@ -330,6 +330,25 @@ def m007_run_states(db: Database) -> None:
     db.execute(free_gpus_trigger())
 
 
+@step
+def m008_wandb_shapes(db: Database) -> None:
+    """W&B's shapes (issue 11): a job's own aliases (``wandb job create -a``) beside
+    ``latest`` and ``vN``; a version's description and W&B job metadata (runtime, build
+    context, base image); a queue config kept as its admin wrote it (the resource args
+    body alone, as W&B's queue editor holds it) beside the canonical form runs read."""
+    db.execute(
+        "CREATE TABLE job_aliases ("
+        " job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " alias TEXT NOT NULL,"
+        " version_id INTEGER NOT NULL REFERENCES job_versions(id) ON DELETE CASCADE,"
+        " created_at REAL NOT NULL,"
+        " PRIMARY KEY (job_id, alias))"
+    )
+    db.execute("ALTER TABLE job_versions ADD COLUMN description TEXT")
+    db.execute("ALTER TABLE job_versions ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE queues ADD COLUMN config_written TEXT")
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 
