@@ -77,8 +77,8 @@ def image_ref_problem(value: str) -> str | None:
         return "holds white space"
     name_tag, at, digest = value.partition("@")
     if at:
-        algorithm, colon, hexpart = digest.partition(":")
-        if not colon or not _ALGORITHM.fullmatch(algorithm) or not _HEX.fullmatch(hexpart):
+        algorithm, sep, hexpart = digest.partition(":")
+        if not sep or not _ALGORITHM.fullmatch(algorithm) or not _HEX.fullmatch(hexpart):
             return "has a digest that is not algorithm:hex (32 hex digits or more)"
         want = _DIGEST_HEX.get(algorithm)
         if want is not None and len(hexpart) != want:
