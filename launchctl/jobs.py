@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import posixpath
 import re
 import shlex
 import tarfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from launchctl import identity, paths
@@ -259,11 +260,18 @@ def extract_snapshot(data: bytes, dest: Path) -> list[str]:
     return jobfiles.extract(data, dest)
 
 
-def _check_entrypoint_in(entrypoint: list[str], root: Path, files: set[str]) -> None:
+def _check_entrypoint_in(
+    entrypoint: list[str], root: Path, files: set[str], context: str | None = None
+) -> None:
     if len(entrypoint) >= 2 and _PY.match(Path(entrypoint[0]).name):
         script = entrypoint[1]
-        if script.endswith(".py") and not script.startswith("-") and script not in files:
-            raise LaunchctlError(f"entry point file {script} not found in {root}")
+        if (
+            script.endswith(".py")
+            and not script.startswith("-")
+            and _in_context(context, script) not in files
+        ):
+            where = f" (relative to the build context {context})" if context else ""
+            raise LaunchctlError(f"entry point file {script} not found in {root}{where}")
 
 
 def _version_key(*parts: Any) -> str:
@@ -279,20 +287,45 @@ def create_code_job(
     project: str | None = None,
     entity: str | None = None,
     dockerfile: str | None = None,
+    build_context: str | None = None,
+    base_image: str | None = None,
+    runtime: str | None = None,
+    description: str | None = None,
+    aliases: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[Row, bool]:
+    """A code job: ``path`` snapshotted into the store.
+
+    As W&B's ``job create code``: ``build_context`` is a folder of the job (relative to its
+    root) that images are built from; ``dockerfile`` and the entry point's script are
+    relative to it. ``base_image`` replaces the builder's default base image, ``runtime``
+    (``3.N``) is the Python version the job wants; ``aliases`` name this version beside
+    ``latest`` and ``vN``.
+    """
     root = paths.user_path(path)
     if not _is_dir(root):
         raise LaunchctlError(f"code directory {path} does not exist or is not a directory")
     if not entrypoint:
         raise UsageError("a code job needs an entry point: pass -E, e.g. -E 'python train.py'")
+    meta = _metadata(build_context=build_context, base_image=base_image, runtime=runtime)
+    dockerfile = _check_dockerfile_path(dockerfile)
+    aliases = _check_aliases(aliases)
     root = root.resolve()
     special: list[dict[str, str]] = []  # links and FIFOs, and what became of each
     digest, data, count = snapshot_directory(root, special)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         names = set(tar.getnames())
-    _check_entrypoint_in(entrypoint, root, names)
-    if dockerfile and dockerfile not in names:
-        raise LaunchctlError(f"dockerfile {dockerfile} not found in {root}")
+        dirs = {m.name for m in tar.getmembers() if m.isdir()}
+    context = meta.get("build_context")
+    if (
+        context is not None
+        and context not in dirs
+        and not any(n.startswith(context + "/") for n in names)
+    ):
+        raise LaunchctlError(f"build context {context} is not a folder of {root}")
+    _check_entrypoint_in(entrypoint, root, names, context)
+    if dockerfile and _in_context(context, dockerfile) not in names:
+        where = f" (relative to the build context {context})" if context else ""
+        raise LaunchctlError(f"dockerfile {dockerfile} not found in {root}{where}")
     job_name = check_job_name(name) if name else _job_name(root.name)
     return _add_version(
         store,
@@ -301,11 +334,14 @@ def create_code_job(
         source_type="code",
         entity=entity,
         project=project or DEFAULT_PROJECT,
-        digest=_version_key("code", digest, entrypoint, dockerfile),
+        digest=_version_key("code", digest, entrypoint, dockerfile, *_meta_key(meta)),
         source={"snapshot": digest, "path": str(root), "files": count}
         | ({"special": special} if special else {}),
         entrypoint=entrypoint,
         dockerfile=dockerfile,
+        description=description,
+        metadata=meta,
+        aliases=aliases,
     )
 
 
@@ -317,9 +353,12 @@ def create_image_job(
     name: str | None = None,
     project: str | None = None,
     entity: str | None = None,
+    description: str | None = None,
+    aliases: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[Row, bool]:
     if not image or any(c.isspace() for c in image):
         raise UsageError(f"invalid image name {image!r}")
+    aliases = _check_aliases(aliases)
     default = _job_name(image.rsplit("/", 1)[-1].replace(":", "_"))
     return _add_version(
         store,
@@ -331,6 +370,8 @@ def create_image_job(
         source={"image": image},
         entrypoint=entrypoint,
         dockerfile=None,
+        description=description,
+        aliases=aliases,
     )
 
 
@@ -344,11 +385,22 @@ def create_git_job(
     project: str | None = None,
     entity: str | None = None,
     dockerfile: str | None = None,
+    build_context: str | None = None,
+    base_image: str | None = None,
+    runtime: str | None = None,
+    description: str | None = None,
+    aliases: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[Row, bool]:
+    """A git job: ``remote`` cloned at run time, at ``commit`` (W&B's ``-g/--git-hash``, or
+    ``launch -g/--git-version``: a commit, branch or tag; default the remote's HEAD).
+    ``build_context``, ``dockerfile``, ``base_image``, ``runtime`` as for a code job."""
     if not entrypoint:
         raise UsageError("a git job needs an entry point: pass -E, e.g. -E 'python train.py'")
     check_git_remote(remote, UsageError)
     check_git_commit(commit, UsageError)
+    meta = _metadata(build_context=build_context, base_image=base_image, runtime=runtime)
+    dockerfile = _check_dockerfile_path(dockerfile)
+    aliases = _check_aliases(aliases)
     base = remote.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
     return _add_version(
         store,
@@ -356,11 +408,99 @@ def create_git_job(
         source_type="git",
         entity=entity,
         project=project or DEFAULT_PROJECT,
-        digest=_version_key("git", remote, commit, entrypoint, dockerfile),
+        digest=_version_key("git", remote, commit, entrypoint, dockerfile, *_meta_key(meta)),
         source={"git": {"remote": remote, "commit": commit}},
         entrypoint=entrypoint,
         dockerfile=dockerfile,
+        description=description,
+        metadata=meta,
+        aliases=aliases,
     )
+
+
+_META_KEYS = ("build_context", "base_image", "runtime")
+
+
+def _meta_key(meta: dict[str, Any]) -> list[Any]:
+    """What of a version's metadata makes it a different version (none: the old digest)."""
+    return [meta] if meta else []
+
+
+def _metadata(
+    *, build_context: str | None, base_image: str | None, runtime: str | None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if build_context is not None:
+        meta["build_context"] = check_build_context(build_context)
+    if base_image is not None:
+        meta["base_image"] = check_base_image(base_image)
+    if runtime is not None:
+        meta["runtime"] = check_runtime(runtime)
+    return meta
+
+
+def _in_context(context: str | None, rel: str) -> str:
+    """``rel`` (relative to the build context) as a path from the job's root."""
+    joined = PurePosixPath(context or ".", rel).as_posix()
+    return posixpath.normpath(joined)
+
+
+def _relative_path(value: str, what: str) -> str | None:
+    """A path inside the job, normalised (``./a/`` -> ``a``, ``.`` -> None); refused when it
+    is absolute or climbs out with ``..``."""
+    if not value.strip() or "\0" in value or any(ord(c) < 32 for c in value):
+        raise UsageError(f"invalid {what} {value!r}")
+    if value.startswith("/"):
+        raise UsageError(f"{what} {value} must be a path relative to the job's root")
+    norm = posixpath.normpath(value)
+    if norm == ".." or norm.startswith("../") or ".." in PurePosixPath(value).parts:
+        raise UsageError(f"{what} {value} climbs out of the job ('..')")
+    return None if norm == "." else norm
+
+
+def check_build_context(value: str) -> str | None:
+    """W&B's ``-b/--build-context``: a folder of the job, relative to its root."""
+    return _relative_path(value, "build context")
+
+
+def _check_dockerfile_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    rel = _relative_path(value, "dockerfile")
+    if rel is None:
+        raise UsageError(f"dockerfile {value!r} names a folder, not a file")
+    return rel
+
+
+def check_runtime(value: str) -> str:
+    """W&B's ``-r/--runtime``: a minor version of Python 3 (``3.10``)."""
+    if not re.fullmatch(r"3\.\d+", value):
+        raise UsageError(
+            "runtime (-r, --runtime) must be a minor version of Python 3, e.g. 3.10 or"
+            f" 3.11, received {value!r}"
+        )
+    return value
+
+
+def check_base_image(value: str) -> str:
+    """W&B's ``-B/--base-image``: an image reference by Docker's grammar (it becomes a FROM)."""
+    from launchctl import imageref
+
+    return imageref.check_image_ref(value, "base image (-B, --base-image)")
+
+
+def _check_aliases(aliases: list[str] | tuple[str, ...] | None) -> list[str]:
+    """W&B's ``-a/--alias``: names beside ``latest`` and ``vN`` (which stay launchctl's)."""
+    out = []
+    for alias in aliases or ():
+        if not alias or not re.fullmatch(r"[A-Za-z0-9_.-]+", alias):
+            raise UsageError(f"invalid alias {alias!r}: letters, digits, '-', '_' and '.' only")
+        if alias == "latest" or re.fullmatch(r"v\d+", alias):
+            if alias == "latest":
+                continue  # W&B adds latest itself; it always names the newest version
+            raise UsageError(f"alias {alias!r} is a version name: pick another alias")
+        out.append(alias)
+    return out
 
 
 def check_git_remote(remote: str, error: type[Exception]) -> str:

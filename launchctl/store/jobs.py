@@ -15,6 +15,10 @@ def _decode_version(row: Row | None) -> Row | None:
     if row is not None:
         row["source"] = loads(row["source"])
         row["entrypoint"] = loads(row["entrypoint"])
+        if "metadata" in row:
+            row["metadata"] = loads(row["metadata"] or "{}")
+        if "aliases" in row:
+            row["aliases"] = loads(row["aliases"] or "[]")
     return row
 
 
@@ -42,6 +46,9 @@ class JobTable:
         author: str,
         authorize: Callable[[Row | None], object] | None = None,
         snapshot: tuple[str, bytes, int] | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        aliases: list[str] | tuple[str, ...] = (),
     ) -> tuple[Row, bool]:
         """Record a version of job ``entity/name`` written by ``author``; the same digest
         gives back the existing version.
@@ -50,6 +57,11 @@ class JobTable:
         with the job's row (None when the job is new): a permission checked is a permission
         still held when the version commits. An existing version with no recorded author
         (made before authors were recorded) takes ``author``, who vouches for its content.
+
+        ``description`` and ``metadata`` (W&B's runtime, build context, base image...) go
+        with a new version; a description given again for an existing version replaces its
+        own. ``aliases``: the job's own aliases (``wandb job create -a``), each moved to this
+        version as W&B moves an artifact alias.
 
         Returns the version row (with the job's fields) and whether it is new.
         """
@@ -91,6 +103,12 @@ class JobTable:
                         "UPDATE job_versions SET author = ? WHERE id = ? AND author IS NULL",
                         [author, existing["id"]],
                     )
+                if description is not None:
+                    self.db.execute(
+                        "UPDATE job_versions SET description = ? WHERE id = ?",
+                        [description, existing["id"]],
+                    )
+                version_id = existing["id"]
             else:
                 nxt = self.db.one(
                     "SELECT COALESCE(MAX(version) + 1, 0) AS v FROM job_versions WHERE job_id = ?",
@@ -98,9 +116,10 @@ class JobTable:
                 )
                 version = nxt["v"] if nxt else 0
                 try:
-                    self.db.execute(
+                    cur = self.db.execute(
                         "INSERT INTO job_versions (job_id, version, digest, source, entrypoint,"
-                        " dockerfile, author, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " dockerfile, author, created_at, description, metadata)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             job_id,
                             version,
@@ -110,16 +129,28 @@ class JobTable:
                             dockerfile,
                             author,
                             now,
+                            description,
+                            dumps(metadata or {}),
                         ],
                     )
+                    version_id = cur.lastrowid
                 except sqlite3.IntegrityError as exc:  # pragma: no cover - guarded above
                     raise LaunchctlError(f"could not record job '{name}': {exc}") from None
                 created = True
+            for alias in dict.fromkeys(aliases):
+                self.db.execute(
+                    "INSERT INTO job_aliases (job_id, alias, version_id, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (job_id, alias) DO UPDATE SET"
+                    " version_id = excluded.version_id, created_at = excluded.created_at",
+                    [job_id, alias, version_id, now],
+                )
         return self.version(name, f"v{version}", entity=entity), created
 
     _VERSION_SELECT = (
         "SELECT v.*, j.name, j.source_type, j.entity, j.project,"
-        " (SELECT MAX(version) FROM job_versions WHERE job_id = j.id) AS latest"
+        " (SELECT MAX(version) FROM job_versions WHERE job_id = j.id) AS latest,"
+        " (SELECT json_group_array(alias) FROM (SELECT alias FROM job_aliases"
+        "  WHERE version_id = v.id ORDER BY alias)) AS aliases"
         " FROM job_versions v JOIN jobs j ON j.id = v.job_id"
     )
 
@@ -152,22 +183,31 @@ class JobTable:
         return self._job_id(name, found[0])
 
     def version(self, name: str, alias: str = "latest", *, entity: str | None = None) -> Row:
-        """A version of job ``entity/name`` by alias: ``latest`` or ``vN``.
+        """A version of job ``entity/name`` by alias: ``latest``, ``vN`` or one of the
+        job's own aliases (``job create -a``).
 
         Without ``entity``, the one job of that name in the store (refused when several
         entities have one).
         """
         job_id = self._job_id(name, entity)
+        params: list[Any]
         if alias == "latest":
             where, params = "j.id = ? ORDER BY v.version DESC LIMIT 1", [job_id]
         elif alias.startswith("v") and alias[1:].isdigit():
             where, params = "j.id = ? AND v.version = ?", [job_id, int(alias[1:])]
         else:
-            raise LaunchctlError(f"unknown alias '{alias}' for job '{name}': use latest or vN")
+            where = "j.id = ? AND v.id = (SELECT version_id FROM job_aliases"
+            where += " WHERE job_id = ? AND alias = ?)"
+            params = [job_id, job_id, alias]
         row = _decode_version(self.db.one(f"{self._VERSION_SELECT} WHERE {where}", params))
         if row is None:
             where_ = f" in entity '{entity}'" if entity is not None else ""
-            raise NotFound(f"job '{name}' has no version {alias}{where_}")
+            if alias == "latest" or (alias.startswith("v") and alias[1:].isdigit()):
+                raise NotFound(f"job '{name}' has no version {alias}{where_}")
+            raise NotFound(
+                f"job '{name}' has no alias '{alias}'{where_} (aliases: latest, vN, and those"
+                " given with `job create -a`)"
+            )
         return row
 
     def version_by_id(self, version_id: int) -> Row:
