@@ -21,6 +21,7 @@ from launchctl.store import Row, Store, dumps
 SOURCE_TYPES = ("code", "image", "git")
 MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 DEFAULT_PROJECT = "uncategorized"
+DEFAULT_ENTRYPOINT = "main.py"  # W&B's job create, when -E is not given
 _PY = re.compile(r"^python(\d+(\.\d+)?)?$")
 
 
@@ -91,8 +92,28 @@ def find_version(
 
 
 def listing(store: Store) -> list[Row]:
-    """Every job with its ``latest`` version number and its count of ``versions``."""
-    return store.jobs.all()
+    """Every job with its ``latest`` version number, its count of ``versions``, its own
+    ``aliases`` (alias -> ``vN``) and its latest version's ``description`` and
+    ``metadata`` (build context, base image, runtime)."""
+    rows = store.jobs.all()
+    for row in rows:
+        latest = store.jobs.version(str(row["name"]), "latest", entity=str(row["entity"]))
+        row["aliases"] = store.jobs.aliases(int(row["id"]))
+        row["description"] = latest.get("description")
+        row["metadata"] = latest.get("metadata") or {}
+        row["dockerfile"] = latest.get("dockerfile")
+    return rows
+
+
+def check_entrypoint_stays(entrypoint: list[str]) -> list[str]:
+    """W&B's job create refuses an entry point that climbs out of the job (``..``)."""
+    for arg in entrypoint:
+        if ".." in PurePosixPath(arg.split("=", 1)[-1]).parts:
+            raise UsageError(
+                f"entry point {shlex.join(entrypoint)!r} climbs out of the job ('..'):"
+                " name a file inside it"
+            )
+    return entrypoint
 
 
 def show(store: Store, ref: str, *, prefer: str | None = None) -> tuple[Row, list[Row]]:
@@ -526,4 +547,12 @@ def check_git_commit(commit: str | None, error: type[Exception]) -> str | None:
 
 
 def check_job_name(name: str) -> str:
+    """W&B's rule for job (artifact) names first, with its suggestion; then launchctl's
+    identifier rule (a leading letter or digit, at most 64 characters)."""
+    safe = re.sub(r"[^a-zA-Z0-9_\-.]", "_", name)
+    if name and safe != name:
+        raise UsageError(
+            "job names may only contain alphanumeric characters, dashes, underscores and"
+            f" dots: {name!r} is refused; did you mean {safe!r}?"
+        )
     return check_identifier(name, "job")

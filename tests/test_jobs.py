@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.conftest import cli, cli_json, git, make_script
@@ -51,11 +52,13 @@ def test_missing_paths_and_entrypoints_are_refused(tmp_path: Path) -> None:
     make_script(tmp_path / "p", "main.py", "")
     proc = cli("job", "create", "code", str(tmp_path / "p"), "-E", "python train.py")
     assert proc.returncode == 1 and "entry point file train.py not found" in proc.stderr
-    proc = cli("job", "create", "code", str(tmp_path / "p"))
-    assert proc.returncode == 2 and "needs an entry point" in proc.stderr
     proc = cli("job", "show", "ghost")
     assert proc.returncode == 1 and "job 'ghost' does not exist" in proc.stderr
     assert cli_json("job", "list") == []
+    # No -E: W&B's job create defaults to main.py, and says so (issue 11; it used to be refused)
+    proc = cli("job", "create", "code", str(tmp_path / "p"), "--json")
+    assert proc.returncode == 0 and "defaulting to main.py" in proc.stderr
+    assert json.loads(proc.stdout)["entrypoint"] == ["main.py"]
 
 
 def test_image_job_is_recorded_but_not_run_as_a_local_process() -> None:

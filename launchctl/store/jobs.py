@@ -221,6 +221,15 @@ class JobTable:
         rows = self.db.all(f"{self._VERSION_SELECT} WHERE j.id = ? ORDER BY v.version", [job_id])
         return [r for r in (_decode_version(row) for row in rows) if r is not None]
 
+    def aliases(self, job_id: int) -> dict[str, str]:
+        """A job's own aliases and the version each names (``vN``)."""
+        rows = self.db.all(
+            "SELECT a.alias, v.version FROM job_aliases a JOIN job_versions v"
+            " ON v.id = a.version_id WHERE a.job_id = ? ORDER BY a.alias",
+            [job_id],
+        )
+        return {str(r["alias"]): f"v{r['version']}" for r in rows}
+
     def all(self) -> list[Row]:
         return self.db.all(
             "SELECT j.*, MAX(v.version) AS latest, COUNT(v.id) AS versions"
