@@ -116,6 +116,45 @@ def check_builder(builder: Any, where: str, *, literal_ok: bool = False) -> None
                 f" {_SECRET_HINT}"
             )
     check_network(builder.get("network"), where)
+    check_base_images(builder, where)
+
+
+# Where a builder section names a base image: the default one, and the accelerator's (W&B's
+# ``accelerator`` key, or its older name ``cuda``; wandb/sdk/launch/_project_spec.py).
+BASE_IMAGE_FIELDS = (("base_image",), ("accelerator", "base_image"), ("cuda", "base_image"))
+
+
+def check_base_images(builder: Any, where: str) -> None:
+    """Each base image a ``builder`` section names is an image reference (Docker's grammar,
+    launchctl.imageref); None or "" means not set, as W&B reads it. The value goes into a
+    Dockerfile's FROM line, so a newline, a space or ``AS stage`` is refused here, before
+    anything is stored."""
+    from launchctl.imageref import check_image_ref
+
+    if not isinstance(builder, dict):
+        return
+    for path in BASE_IMAGE_FIELDS:
+        section: Any = builder
+        for key in path[:-1]:
+            section = section.get(key)
+            if section is None:
+                break
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}: builder.{key} must be a mapping (base_image: IMAGE)")
+        if not isinstance(section, dict):
+            continue
+        value = section.get(path[-1])
+        if value is None or value == "":
+            continue
+        if isinstance(value, str) and _has_fields(value):
+            continue  # a queue's {{template field}}: checked once filled, before the build
+        check_image_ref(value, f"{where}: builder.{'.'.join(path)}")
+
+
+def _has_fields(value: str) -> bool:
+    from launchctl.variables import fields
+
+    return bool(fields(value))
 
 
 def check_registry(registry: Any, where: str, *, literal_ok: bool = False) -> None:
@@ -155,8 +194,20 @@ def check_config(config: dict[str, Any], where: str, *, literal_ok: bool = False
     """The builder and registry sections of a queue (or, ``literal_ok``, an agent) config."""
     if "builder" in config:
         check_builder(config["builder"], where, literal_ok=literal_ok)
+    check_spec_images(config, where)
     if "registry" in config:
         check_registry(config["registry"], where, literal_ok=literal_ok)
+
+
+def check_spec_images(config: Mapping[str, Any], where: str) -> None:
+    """The base images of a queue config or a launch spec: its ``builder`` and each
+    ``resource_args.<resource>.builder``. Nothing is stored when this raises."""
+    check_base_images(config.get("builder"), where)
+    resource_args = config.get("resource_args")
+    if isinstance(resource_args, dict):
+        for resource, args in resource_args.items():
+            if isinstance(args, dict) and "builder" in args:
+                check_base_images(args["builder"], f"{where}: resource_args.{resource}")
 
 
 def masked(config: Any) -> Any:

@@ -8,7 +8,7 @@ The grammar (github.com/distribution/reference, regexp.go and normalize.go; dock
     domain     := host [ ":" port ]          host: DNS labels joined by ".", or [ipv6]
     path-comp  := [a-z0-9]+ ( separator [a-z0-9]+ )*     separator: "." "_" "__" "-"+
     tag        := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
-    digest     := algorithm ":" hex{32,}
+    digest     := algorithm ":" hex{32,}   (go-digest: sha256, sha384 or sha512, full length)
     name       <= 255 characters
 
 The first part of a name is its domain only when it holds a "." or a ":", is
@@ -81,7 +81,11 @@ def image_ref_problem(value: str) -> str | None:
         if not sep or not _ALGORITHM.fullmatch(algorithm) or not _HEX.fullmatch(hexpart):
             return "has a digest that is not algorithm:hex (32 hex digits or more)"
         want = _DIGEST_HEX.get(algorithm)
-        if want is not None and len(hexpart) != want:
+        if want is None:  # go-digest: only the registered algorithms parse
+            return (
+                f"has a digest algorithm {_shown(algorithm)} that is not sha256, sha384 or sha512"
+            )
+        if len(hexpart) != want:
             return f"has a {algorithm} digest that is not {want} hex digits"
     # A tag follows the last ":" that comes after the last "/" (a port's ":" comes before).
     slash = name_tag.rfind("/")

@@ -279,6 +279,9 @@ def submit(
     if not spec.get("queue") and claim_for is None:
         raise UsageError("a direct launch (no --queue) needs an agent to claim it")
     names.check_run_names(spec)  # before anything is written: a code dir's job is written
+    from launchctl.buildconfig import check_spec_images
+
+    check_spec_images(spec, "launch spec")  # its base images are image references (issue 11)
     queue = store.queues.get(spec["queue"]) if spec.get("queue") else None
     priority = parse_priority(spec.get("priority"))
     if queue is not None:

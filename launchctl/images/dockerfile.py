@@ -224,6 +224,18 @@ def packaged_templates() -> Path:
     return Path(str(resources.files("launchctl.templates")))
 
 
+def _check_base(image: str, field: str) -> None:
+    """The base image goes into the FROM line: checked again here, so that a value that
+    did not pass the CLI's check (a run row edited by hand) fails the build, not injects."""
+    from launchctl.errors import ConfigError
+    from launchctl.imageref import check_image_ref
+
+    try:
+        check_image_ref(image, field)
+    except ConfigError as exc:
+        raise BuildError(str(exc)) from None
+
+
 def render(req: BuildRequest, name: str = TEMPLATE) -> Dockerfile:
     """Render the Dockerfile of a code or git job from the template ``name``."""
     import jinja2
@@ -231,6 +243,7 @@ def render(req: BuildRequest, name: str = TEMPLATE) -> Dockerfile:
     reqs, files = requirements(req.source_dir)
     env = template_environment(req.template_dir)
     base = req.base_image or req.default_base_image
+    _check_base(base, "builder.accelerator.base_image" if req.base_image else "builder.base_image")
     try:
         template = env.get_template(name)
         text = template.render(
