@@ -70,6 +70,8 @@ class Build:
     builder: dict[str, Any]  # the agent's, the queue's, then (direct launch) the run's own
     network: str | None  # checked: None (the engine's default bridge), host or none
     special: tuple[dict[str, Any], ...] = ()  # what job create did with special files
+    build_context: str | None = None  # the job version's (job create -b), in its files
+    job_base_image: str | None = None  # the job version's (job create -B)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class Plan:
             source_dir=self.workdir,
             entrypoint=self.entrypoint,
             dockerfile=self.build.dockerfile,
+            build_context=self.build.build_context,
             base_image=self.build.base_image,
             registry=registry,
             registry_auth=auth,
@@ -162,6 +165,8 @@ class Plan:
         )
         if builder.get("base_image"):
             request.default_base_image = str(builder["base_image"])
+        if self.build.job_base_image:  # the job's own -B, over the builder's default
+            request.default_base_image = self.build.job_base_image
         return request
 
     def with_image(self, image: str | None) -> Plan:
@@ -357,6 +362,8 @@ def _build(
         builder=builder,
         network=_build_network(builder),
         special=tuple(version["source"].get("special") or ()),
+        build_context=(version.get("metadata") or {}).get("build_context"),
+        job_base_image=(version.get("metadata") or {}).get("base_image"),
     )
 
 

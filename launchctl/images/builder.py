@@ -41,7 +41,9 @@ def plan_build(req: BuildRequest) -> BuildPlan:
         # (not when they hold credentials: build args stay in the image's history).
         args = {**_pip_build_args(req), **args}
     # What the build context will hold: links leaving the job, FIFOs and such are left out.
-    tree = jobfiles.scan(req.source_dir, skip=frozenset(chosen.files))
+    # A user Dockerfile builds from the build context; the template from the whole job (W&B).
+    root = dockerfiles.context_root(req) if chosen.path is not None else req.source_dir
+    tree = jobfiles.scan(root, skip=frozenset(chosen.files))
     tag = image_tag(
         dockerfile_text=chosen.text,
         dockerfile_path=chosen.path,

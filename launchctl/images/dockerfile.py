@@ -47,17 +47,37 @@ class Dockerfile:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+def context_root(req: BuildRequest) -> Path:
+    """The folder a user Dockerfile builds from: the job's build context (W&B's
+    ``job create -b``, relative to the job's root), else the job's root. A context that is
+    absolute, climbs out with ``..`` or leaves the job through a link is refused."""
+    root = req.source_dir
+    if not req.build_context:
+        return root
+    given = req.build_context
+    if PurePosixPath(given).is_absolute() or ".." in PurePosixPath(given).parts:
+        raise BuildError(f"build context {given} must be a folder inside the job")
+    full = (root / given).resolve()
+    if not full.is_relative_to(root.resolve()):
+        raise BuildError(f"build context {given} points outside the job's files")
+    if not full.is_dir():
+        raise BuildError(f"build context {given} is not a folder of the job")
+    return full
+
+
 def choose(req: BuildRequest) -> Dockerfile:
     """W&B's order: the override (-D), the job's Dockerfile, Dockerfile.wandb beside the
-    entrypoint; else a Dockerfile rendered from the template."""
-    root = req.source_dir
+    entrypoint; else a Dockerfile rendered from the template. Each path is read in the build
+    context (``context_root``), as W&B's builder reads it; the template takes the whole job."""
+    root = context_root(req)
+    where = f"the build context {req.build_context}" if req.build_context else "the job's root"
     if req.dockerfile:
         rel = _inside(root, req.dockerfile)
         data = read_inside(root, rel)
         if data is None:
             raise BuildError(
                 f"dockerfile {req.dockerfile} (the `dockerfile` override / -D) is not among the"
-                " job's files; the path is relative to the job's root"
+                f" job's files; the path is relative to {where}"
             )
         return _user(rel, data, f"override (-D {req.dockerfile})")
     if (data := read_inside(root, "Dockerfile")) is not None:

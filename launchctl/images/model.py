@@ -17,7 +17,10 @@ class BuildRequest:
     job_name: str  # used in the image repository name
     source_dir: Path  # the run's working copy: the job's files (snapshot or git clone)
     entrypoint: list[str]  # e.g. ["python", "train.py"]; the generated image's ENTRYPOINT
-    dockerfile: str | None = None  # the `dockerfile` override / -D, relative to source_dir
+    dockerfile: str | None = None  # the `dockerfile` override / -D, relative to the context
+    # W&B's build context (job create -b): a folder of source_dir; a user Dockerfile (-D, the
+    # job's Dockerfile, Dockerfile.wandb) is found in it and the build sends only it
+    build_context: str | None = None
     base_image: str | None = None  # an accelerator base image (builder.accelerator.base_image)
     default_base_image: str = DEFAULT_BASE_IMAGE  # base for ordinary code and git jobs
     registry: str | None = None  # e.g. "localhost:5000": push there and run by that name
