@@ -6,6 +6,7 @@ import copy
 import json
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +19,27 @@ from launchctl.resolve import resolve
 from launchctl.store import Row, Store
 
 DEFAULT_RESOURCE = "local-process"
-# Keys a launch spec (-c) may hold, in W&B's names.
+# Keys a launch spec (-c) may hold, in W&B's names (W&B: utils.construct_launch_spec and
+# LaunchProject.from_launch_spec in wandb/sdk/launch/_project_spec.py), plus queue and priority.
 SPEC_KEYS = frozenset(
     {"uri", "job", "entry_point", "docker", "resource", "resource_args", "overrides", "name",
      "project", "entity", "priority", "queue", "builder", "registry", "template_variables",
-     "git", "author"}
+     "git", "author", "run_id", "sweep_id", "additional_services"}
 )  # fmt: skip
-OVERRIDE_KEYS = frozenset({"args", "run_config", "entry_point", "dockerfile"})
+# Keys W&B's spec holds that mean nothing here: accepted, said once on stderr, not stored.
+UNUSED_SPEC_KEYS = {
+    "run_id": "launchctl gives each run a new id (W&B uses it to resume a run on its server)",
+    "sweep_id": "launchctl has no sweeps",
+    "additional_services": "it starts side containers on Kubernetes, which this build does not run",
+}
+OVERRIDE_KEYS = frozenset({"args", "run_config", "entry_point", "dockerfile", "artifacts", "files"})
+UNUSED_OVERRIDE_KEYS = {
+    "artifacts": "launchctl has no W&B artifacts to swap",
+    "files": "launchctl has no W&B run files to swap",
+}
+GIT_KEYS = frozenset({"version", "repo", "commit"})
+# Where the flags for the job a -u launch creates travel to submit; never stored.
+CREATE_KEY = "_create"
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -69,6 +84,22 @@ def parse_set(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     return out
 
 
+def parse_set_vars(pairs: list[str]) -> dict[str, str]:
+    """``--set-var`` values as W&B reads them (utils.fetch_and_validate_template_variables):
+    exactly one ``=`` per flag, the name as written, the value as text (the queue's field
+    type converts it). A later flag for the same name wins."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        parts = pair.split("=")
+        if len(parts) != 2 or not parts[0]:
+            raise UsageError(
+                f"--set-var expects key=value, one '=' per flag (e.g. --set-var key1=value1),"
+                f" got {pair!r:.80}"
+            )
+        out[parts[0]] = parts[1]
+    return out
+
+
 def parse_priority(value: str | int | None) -> int | None:
     if value is None:
         return None
@@ -100,9 +131,41 @@ class LaunchRequest:
     sets: list[str] = field(default_factory=list)
     args: str | None = None
     set_vars: list[str] = field(default_factory=list)
+    # For the job a -u launch creates (W&B: launch --job-name, -g, --build-context, -B).
+    job_name: str | None = None
+    git_version: str | None = None
+    build_context: str | None = None
+    base_image: str | None = None
 
 
-def _merge_config(req: LaunchRequest) -> dict[str, Any]:
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def _check_git(spec: dict[str, Any], say: Callable[[str], None]) -> None:
+    """W&B's ``git`` object: ``version`` (a commit, branch or tag for a git ``-u``); the
+    older ``commit`` is read the same way; ``repo`` is said and dropped (``-u`` names it)."""
+    git = spec.get("git")
+    if git is None:
+        return
+    if not isinstance(git, dict):
+        raise ConfigError("launch config (-c): git must be an object")
+    bad = sorted(set(git) - GIT_KEYS)
+    if bad:
+        raise ConfigError(
+            f"launch config (-c): unknown key git.{bad[0]} (allowed: {', '.join(sorted(GIT_KEYS))})"
+        )
+    for key, value in git.items():
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"launch config (-c): git.{key} must be a string")
+    if "repo" in git:
+        git.pop("repo")
+        say("note: launch config (-c): git.repo is accepted but not used here: -u names the repo")
+
+
+def _merge_config(req: LaunchRequest, say: Callable[[str], None]) -> dict[str, Any]:
     """Start from the ``-c`` launch spec; flags given on the command line win."""
     spec: dict[str, Any] = {}
     if req.config:
@@ -113,6 +176,10 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
                 f"launch config (-c): unknown key {unknown[0]!r}"
                 f" (allowed: {', '.join(sorted(SPEC_KEYS))})"
             )
+        for key, why in UNUSED_SPEC_KEYS.items():
+            if key in spec:
+                spec.pop(key)
+                say(f"note: launch config (-c): {key} is accepted but not used here: {why}")
         overrides = spec.get("overrides", {})
         if not isinstance(overrides, dict):
             raise ConfigError("launch config (-c): overrides must be an object")
@@ -122,6 +189,10 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
                 f"launch config (-c): unknown override {bad[0]!r}"
                 f" (allowed: {', '.join(sorted(OVERRIDE_KEYS))})"
             )
+        for key, why in UNUSED_OVERRIDE_KEYS.items():
+            if key in overrides:
+                overrides.pop(key)
+                say(f"note: launch config (-c): overrides.{key} is accepted but not used: {why}")
         for key in ("uri", "job", "name", "project", "entity", "resource", "queue"):
             if key in spec and spec[key] is not None and not isinstance(spec[key], str):
                 raise ConfigError(f"launch config (-c): {key} must be a string")
@@ -132,6 +203,7 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
             and all(isinstance(a, str) for a in overrides["args"])
         ):
             raise ConfigError("launch config (-c): overrides.args must be a list of strings")
+        _check_git(spec, say)
     docker = spec.get("docker") or {}
     if not isinstance(docker, dict):
         raise ConfigError("launch config (-c): docker must be an object")
@@ -150,6 +222,12 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
         spec["docker"] = docker
     if req.priority is not None:
         spec["priority"] = req.priority
+    if req.git_version is not None:  # W&B's construct_launch_spec: git.version
+        spec["git"] = {**(spec.get("git") or {}), "version": req.git_version}
+    create = {"name": req.job_name, "build_context": req.build_context,
+              "base_image": req.base_image}  # fmt: skip
+    if any(v is not None for v in create.values()):
+        spec[CREATE_KEY] = {k: v for k, v in create.items() if v is not None}
     overrides = spec.setdefault("overrides", {})
     if req.entry_point is not None:
         overrides["entry_point"] = jobs.parse_entrypoint(req.entry_point)
@@ -172,10 +250,22 @@ def _merge_config(req: LaunchRequest) -> dict[str, Any]:
         overrides["args"] = [*overrides.get("args", []), *extra]
     if req.resource_args is not None:
         spec["resource_args"] = load_mapping(req.resource_args, "resource args (-R)")
+    if req.set_vars:  # W&B's _launch_add: the flags' values over the spec's
+        given = spec.get("template_variables")
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            raise UsageError("template_variables must be an object of name: value")
+        spec["template_variables"] = {**given, **parse_set_vars(req.set_vars)}
+    if spec.get("resource_args") and spec.get("template_variables"):
+        # W&B's utils.strip_resource_args_and_template_vars: template_variables win.
+        spec.pop("resource_args")
+        say(
+            "warning: the launch holds both resource_args and template_variables; only one"
+            " can be set: using template_variables, resource_args dropped (as W&B does)"
+        )
     if "resource_args" in spec:
         validate_resource_args(spec["resource_args"], where="resource args")
-    if req.set_vars:
-        spec.setdefault("template_variables", {}).update(parse_set(req.set_vars, "--set-var"))
     return spec
 
 
@@ -198,6 +288,16 @@ def _check_combination(spec: dict[str, Any]) -> None:
         raise UsageError("--uri (-u) needs --entry-point (-E), e.g. -E 'python train.py'")
     if not (spec.get("uri") or spec.get("job") or image):
         raise UsageError("nothing to launch: pass --uri (-u), --job (-j) or --docker-image (-d)")
+    create = spec.get(CREATE_KEY) or {}
+    if "base_image" in create and image:
+        raise UsageError("cannot use both --base-image (-B) and --docker-image (-d): pick one")
+    flags = {"name": "--job-name (-J)", "build_context": "--build-context",
+             "base_image": "--base-image (-B)"}  # fmt: skip
+    for key, flag in flags.items():
+        if key in create and not spec.get("uri"):
+            raise UsageError(f"{flag} names the job that --uri (-u) creates: it needs -u")
+        if key in create and not str(create[key]).strip():
+            raise UsageError(f"{flag} needs a value; it was given an empty one")
 
 
 def _default_name(base: str, run_id: str) -> str:
@@ -224,11 +324,15 @@ def _find_job(store: Store, spec: dict[str, Any], queue: Row | None) -> Row:
     return jobs.find_version(store, spec["job"], entity=str(entity))
 
 
-def _resolve_job(store: Store, spec: dict[str, Any], queue: Row | None) -> Row | None:
+def _resolve_job(
+    store: Store, spec: dict[str, Any], queue: Row | None, create: dict[str, Any]
+) -> Row | None:
     """Find or create the job version the spec names (None for a bare image).
 
     ``-u`` snapshots the launcher's code as a job of their own entity (``-e`` names the
     run's entity, not the job's), after checking that they may run in the run's entities.
+    ``create`` holds W&B's ``--job-name``, ``--build-context`` and ``--base-image``; a git
+    ``-u`` is taken at ``git.version`` (``-g``).
     """
     overrides = spec["overrides"]
     if spec.get("uri"):
@@ -238,13 +342,16 @@ def _resolve_job(store: Store, spec: dict[str, Any], queue: Row | None) -> Row |
             store, identity.current_user(), job=f"from {uri}", job_entity=None,
             run_entity=spec.get("entity"), queue=queue,
         )  # fmt: skip
-        common = {"project": spec.get("project"), "entity": None}
+        common: dict[str, Any] = {"project": spec.get("project"), "entity": None, **create}
+        git: dict[str, Any] = spec["git"] if isinstance(spec.get("git"), dict) else {}
+        commit = git.get("version") or git.get("commit")
         if jobs.is_git_uri(uri):
-            commit = (
-                (spec.get("git") or {}).get("commit") if isinstance(spec.get("git"), dict) else None
-            )
             version, _ = jobs.create_git_job(store, uri, entrypoint=entry, commit=commit, **common)
         else:
+            if commit:
+                raise UsageError(
+                    "--git-version (-g) is a git ref: it needs a git --uri (-u), not a folder"
+                )
             version, _ = jobs.create_code_job(
                 store, uri, entrypoint=entry, dockerfile=overrides.get("dockerfile"), **common
             )
@@ -254,10 +361,17 @@ def _resolve_job(store: Store, spec: dict[str, Any], queue: Row | None) -> Row |
     return None
 
 
-def prepare_spec(req: LaunchRequest) -> dict[str, Any]:
-    """Merge ``-c`` and the flags into one launch spec and check the flags fit together."""
-    spec = _merge_config(req)
+def prepare_spec(req: LaunchRequest, say: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    """Merge ``-c`` and the flags into one launch spec and check the flags fit together.
+
+    ``say`` gets the notes W&B would print: spec keys accepted but not used here, and
+    resource_args dropped for template_variables."""
+    spec = _merge_config(req, say)
     _check_combination(spec)
+    if req.base_image is not None:
+        from launchctl.imageref import check_image_ref
+
+        check_image_ref(req.base_image, "--base-image (-B)")
     try:
         json.dumps(spec, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -276,6 +390,7 @@ def submit(
     embedded agent ``claim_for``, so no other agent can take it.
     """
     spec = copy.deepcopy(spec)
+    create = spec.pop(CREATE_KEY, None) or {}
     if not spec.get("queue") and claim_for is None:
         raise UsageError("a direct launch (no --queue) needs an agent to claim it")
     names.check_run_names(spec)  # before anything is written: a code dir's job is written
@@ -307,7 +422,7 @@ def submit(
     if given:
         spec["template_variables"] = {name: resolved.values[name] for name in given}
     image = (spec.get("docker") or {}).get("docker_image")
-    version = _resolve_job(store, spec, queue)
+    version = _resolve_job(store, spec, queue, create)
     runs_image = image or (version is not None and version["source_type"] == "image")
     if resource == "local-process" and runs_image:
         where = f"queue '{queue['name']}'" if queue else "a direct launch"
@@ -348,6 +463,86 @@ def submit(
         "priority": DEFAULT_PRIORITY if priority is None else priority,
     }
     return store.runs.insert(run, claim_for=claim_for, lease_s=lease_s)
+
+
+# -- launch --async: a direct launch that does not wait ------------------------------------
+# The states a run passes through before its process runs.
+NOT_YET_RUNNING = frozenset({"claimed", "building", "starting"})
+
+
+def start_detached(store: Store, spec: dict[str, Any]) -> tuple[Row, Any]:
+    """Store a direct launch claimed for a detached agent process and start that process
+    (``python -m launchctl.cli.launch RUN AGENT``, in its own session so that the terminal's
+    Ctrl-C does not reach it). It builds, starts and follows the run and records how it
+    ended, then exits. Returns the run and the process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    agent_id = f"{socket.gethostname()}-async-{os.getpid()}-{os.urandom(2).hex()}"
+    run = submit(store, spec, claim_for=agent_id, lease_s=120.0)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "launchctl.cli.launch", run["id"], agent_id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        _fail_unstarted(store, run, f"could not start its agent: {exc}")
+        raise LaunchctlError(f"run {run['id']} failed: could not start its agent: {exc}") from None
+    return run, child
+
+
+def wait_started(store: Store, run: Row, child: Any) -> Row:
+    """Wait until the detached agent's run runs (or ended); a run whose agent died before
+    it ran is failed at stage ``agent``, never left held."""
+    import time
+
+    while True:
+        now = store.runs.get(run["id"])
+        if now["state"] not in NOT_YET_RUNNING:
+            return now
+        if child.poll() is not None:
+            _fail_unstarted(store, run, f"its agent exited ({child.returncode}) before it ran")
+            return store.runs.get(run["id"])
+        time.sleep(0.05)
+
+
+def _fail_unstarted(store: Store, run: Row, reason: str) -> None:
+    import contextlib
+
+    from launchctl.errors import StateConflict
+    from launchctl.states import ACTIVE, State, move
+
+    with contextlib.suppress(StateConflict):  # it moved meanwhile: that is the truth
+        held_by = store.runs.get(run["id"])["agent_id"]
+        move(store, run["id"], State.FAILED, agent_id=held_by, stage="agent",
+             reason=reason, expect=frozenset(ACTIVE))  # fmt: skip
+
+
+def serve_detached(store: Store, run_id: str, agent_id: str) -> None:
+    """The detached agent of ``launch --async``: runs the one run it was handed, then exits."""
+    import signal
+
+    from launchctl.agent import Agent, AgentOptions
+
+    agent = Agent(store, [], AgentOptions(max_jobs=1), say=lambda _line: None)
+    agent.id = agent_id  # the id the run was claimed for
+    agent.start()
+    agent.start_claimed(store.runs.get(run_id))
+    interrupts = 0
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        agent.stop_all("interrupted" if interrupts == 1 else "killed")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    agent.run(burst=True)
 
 
 def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = None) -> Row:

@@ -78,6 +78,8 @@ def main() -> None:
     try:
         # launchctl's own files are private (or group-shared): see launchctl/paths.py.
         paths.apply_umask()
+        if sys.argv[1:2] == ["launch"]:  # W&B's bare `launch --queue` (issue 11)
+            sys.argv[2:] = launch_cmd.bare_queue(sys.argv[2:])
         app(prog_name="launchctl")
     except LaunchctlError as exc:
         # One line, always: a value the user typed may itself hold newlines.

@@ -23,7 +23,10 @@ def launch(
         None, "--docker-image", "-d", help="Run this prebuilt image."
     ),
     queue: str | None = typer.Option(
-        None, "--queue", "-q", help="Queue the run instead of running it now."
+        None,
+        "--queue",
+        "-q",
+        help="Queue the run instead of running it now; a bare -q is the queue 'default'.",
     ),
     config: str | None = typer.Option(
         None, "--config", "-c", help="Launch spec: a JSON/YAML file or JSON string."
@@ -45,7 +48,22 @@ def launch(
     ),
     project: str | None = typer.Option(None, "--project", "-p", help="Project name."),
     entity: str | None = typer.Option(None, "--entity", "-e", help="Entity name."),
-    name: str | None = typer.Option(None, "--name", help="Run name."),
+    name: str | None = typer.Option(None, "--name", envvar="WANDB_NAME", help="Run name."),
+    job_name: str | None = typer.Option(
+        None, "--job-name", "-J", help="Name of the job that -u creates."
+    ),
+    git_version: str | None = typer.Option(
+        None, "--git-version", "-g", help="Git ref (commit, branch or tag) of a git -u."
+    ),
+    build_context: str | None = typer.Option(
+        None, "--build-context", help="Folder of -u that images are built from."
+    ),
+    base_image: str | None = typer.Option(
+        None, "--base-image", "-B", help="Base image to build the -u job's code on."
+    ),
+    run_async: bool = typer.Option(
+        False, "--async", help="Direct launch: start the run, print its id and return."
+    ),
     set_: list[str] = typer.Option(
         [], "--set", help="run_config override key=value; JSON values are typed (repeatable)."
     ),
@@ -62,6 +80,7 @@ def launch(
       launchctl launch -u examples/hello -E 'python train.py' --set lr=0.5
       launchctl launch -q default -j hello:latest -P high --set epochs=3
       launchctl launch -q default -u . -E 'python train.py' --wait   # in CI
+      launchctl launch -u . -E 'python train.py' --async   # prints the run id, returns
     """
     from launchctl.launch import LaunchRequest, prepare_spec, submit
 
@@ -82,11 +101,26 @@ def launch(
         sets=set_,
         args=args,
         set_vars=set_var,
+        job_name=job_name,
+        git_version=git_version,
+        build_context=build_context,
+        base_image=base_image,
     )
-    spec = prepare_spec(req)
+    if run_async and queue is not None:  # as W&B's cli.py launch refuses it
+        from launchctl.errors import UsageError
+
+        raise UsageError(
+            "cannot use both --async and --queue (-q): a queued run is already asynchronous"
+        )
+    notes: list[str] = []  # said once the launch is taken: a refusal stays one line
+    spec = prepare_spec(req, say=notes.append)
     store = open_store()
+    if run_async:
+        _run_async(store, spec, as_json, notes)
+        return
     if spec.get("queue"):
         run = submit(store, spec)
+        _say(notes)
         if not wait:
             if as_json:
                 emit_json(run)
@@ -97,7 +131,40 @@ def launch(
         err(f"queued run {run['id']} on queue {run['queue_name']}")
         _wait_queued(store, run["id"], as_json)
         return
-    _run_direct(store, spec, as_json)
+    _run_direct(store, spec, as_json, notes)
+
+
+def _say(notes: list[str]) -> None:
+    for line in notes:
+        err(line)
+
+
+_NO_VALUE = frozenset({"--wait", "--json", "--async", "-h", "--help"})
+
+
+def bare_queue(argv: list[str]) -> list[str]:
+    """``launch``'s arguments with a bare ``-q``/``--queue`` (no value: the end, or another
+    option next) given W&B's value, the queue ``default`` (W&B: click's ``flag_value``;
+    Typer has no optional values, so the CLI's main rewrites the arguments). A token that
+    is another option's value (``--args -q``) is left alone."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        out.append(token)
+        i += 1
+        if token == "--":
+            out.extend(argv[i:])
+            break
+        if token in ("-q", "--queue"):
+            if i >= len(argv) or (argv[i].startswith("-") and argv[i] != "-"):
+                out.append("default")
+        elif token.startswith("-") and token not in _NO_VALUE and i < len(argv):
+            attached = "=" in token if token.startswith("--") else len(token) > 2
+            if not attached:  # the next token is this option's value
+                out.append(argv[i])
+                i += 1
+    return out
 
 
 def _hint_if_unserved(store: Any, run: dict[str, Any]) -> None:
@@ -153,7 +220,36 @@ def _wait_queued(store: Any, run_id: str, as_json: bool) -> None:
     _finish(run, as_json)
 
 
-def _run_direct(store: Any, spec: dict[str, Any], as_json: bool) -> None:
+def _run_async(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str]) -> None:
+    """W&B's ``launch --async``: a direct launch that does not wait for the run to end
+    (launchctl.launch.start_detached). Waits until the run has started, prints its id and
+    exits 0; a run that ended before that exits with its status, as a direct launch does."""
+    from launchctl.launch import start_detached, wait_started
+
+    run, child = start_detached(store, spec)
+    _say(notes)
+    if not as_json:
+        err(f"starting {run['id']} ({run['name']}) in the background")
+
+    def stop_waiting(_sig: int, _frame: Any) -> None:
+        err(f"stopped waiting; run {run['id']} goes on (`launchctl logs {run['id']}`)")
+        raise typer.Exit(130)
+
+    signal.signal(signal.SIGINT, stop_waiting)
+    signal.signal(signal.SIGTERM, stop_waiting)
+    now = wait_started(store, run, child)
+    if now["state"] != "running":  # it ended already
+        if not as_json:
+            print(now["id"], flush=True)
+        _finish(now, as_json)
+    if as_json:
+        emit_json(now)
+    else:
+        print(now["id"])
+        err(f"run {now['id']} is running; `launchctl logs {now['id']}` follows it")
+
+
+def _run_direct(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str]) -> None:
     """W&B's direct launch: an embedded agent runs this one run in the foreground."""
     from launchctl.agent import Agent, AgentOptions
     from launchctl.follow import follow
@@ -161,6 +257,7 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool) -> None:
 
     agent = Agent(store, [], AgentOptions(max_jobs=1), say=lambda _line: None)
     run = submit(store, spec, claim_for=agent.id, lease_s=agent.options.lease_s)
+    _say(notes)
     agent.start()
     if not as_json:
         err(f"running {run['id']} ({run['name']}) directly; Ctrl-C stops it")
@@ -184,3 +281,9 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool) -> None:
     )
     loop.join(timeout=30)
     _finish(final, as_json)
+
+
+if __name__ == "__main__":  # the detached agent of `launch --async`
+    from launchctl.launch import serve_detached
+
+    serve_detached(open_store(), sys.argv[1], sys.argv[2])

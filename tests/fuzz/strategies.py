@@ -230,6 +230,8 @@ LAUNCH_SPEC_FIELDS: dict[str, st.SearchStrategy[Any]] = {
                 "run_config": st.one_of(st.dictionaries(SHORT_TEXT, ANY_VALUE), ANY_VALUE),
                 "entry_point": st.one_of(SHORT_TEXT, st.lists(SHORT_TEXT), ANY_VALUE),
                 "dockerfile": st.one_of(SHORT_TEXT, ANY_VALUE),
+                "artifacts": ANY_VALUE,
+                "files": ANY_VALUE,
             },
         ),
         ANY_VALUE,
@@ -243,13 +245,21 @@ LAUNCH_SPEC_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         st.dictionaries(TEMPLATE_NAMES, st.one_of(NUMBERISH, JSON_VALUES), max_size=3),
         ANY_VALUE,
     ),
-    "git": st.one_of(st.fixed_dictionaries({"commit": SHORT_TEXT}), ANY_VALUE),
+    "git": st.one_of(
+        st.fixed_dictionaries(
+            {}, optional={"commit": SHORT_TEXT, "version": SHORT_TEXT, "repo": SHORT_TEXT}
+        ),
+        ANY_VALUE,
+    ),
     "builder": ANY_VALUE,
     "registry": ANY_VALUE,
     "author": ANY_VALUE,
+    "run_id": ANY_VALUE,  # W&B's spec keys that mean nothing here: accepted with a note
+    "sweep_id": ANY_VALUE,
+    "additional_services": ANY_VALUE,
 }
 assert set(LAUNCH_SPEC_FIELDS) >= SPEC_KEYS, sorted(SPEC_KEYS - set(LAUNCH_SPEC_FIELDS))
-assert {"args", "run_config", "entry_point", "dockerfile"} >= OVERRIDE_KEYS
+assert {"args", "run_config", "entry_point", "dockerfile", "artifacts", "files"} >= OVERRIDE_KEYS
 LAUNCH_SPEC = st.one_of(
     st.fixed_dictionaries({}, optional=LAUNCH_SPEC_FIELDS),
     st.dictionaries(SHORT_TEXT, ANY_VALUE, max_size=3),  # unknown keys
