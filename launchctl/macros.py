@@ -1,7 +1,10 @@
 """Macros in queue configs, by W&B's rule: ``${name}`` with ``name`` word characters.
 
 Built-ins first (``project_name``, ``entity_name``, ``run_id``, ``run_name``,
-``image_uri``), then the agent's environment. Only string leaves are touched, never
+``image_uri``, ``author``: W&B's list, wandb/sdk/launch/_project_spec.py
+``LaunchProject.fill_macros``), then the agent's environment. (W&B lets an agent variable
+of a built-in's name win; here the built-in does, so that no variable of the agent's can
+stand for a run's name in a host path.) Only string leaves are touched, never
 keys. An unknown name stays as written and is reported, so it can be shown as a
 warning on the run.
 
@@ -18,10 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 MACRO = re.compile(r"\$\{(\w+)\}")
-BUILTINS = ("project_name", "entity_name", "run_id", "run_name", "image_uri")
+BUILTINS = ("project_name", "entity_name", "run_id", "run_name", "image_uri", "author")
 # Built-ins whose values a launcher chose: data, checked like template values where they
 # make a host path (launchctl.resolve).
-FROM_LAUNCHER = frozenset({"project_name", "entity_name", "run_name"})
+# ``author`` is the launching user, whom LAUNCHCTL_USER names: a launcher's choice too.
+FROM_LAUNCHER = frozenset({"project_name", "entity_name", "run_name", "author"})
 
 
 class Macros:
@@ -61,12 +65,20 @@ class Macros:
 
 
 def builtins_for(run: Mapping[str, Any], image_uri: str | None = None) -> dict[str, str]:
+    """The built-ins' values for a run (a stored run row): ``author`` is the user who
+    launched it (its spec's), checked by the rule for names, as the run's names are."""
+    from launchctl import names
+
+    author = (run.get("spec") or {}).get("author")
+    if author is not None:
+        names.check_name(author, "author", path_safe_only=True)
     values = {
         "project_name": run.get("project"),
         "entity_name": run.get("entity"),
         "run_id": run.get("id"),
         "run_name": run.get("name"),
         "image_uri": image_uri,
+        "author": author,
     }
     return {k: str(v) for k, v in values.items() if v is not None}
 

@@ -12,7 +12,8 @@ from launchctl import guardrails, variables
 from launchctl.errors import ConfigError, LaunchctlError
 from launchctl.gpus.policy import check_sharing
 from launchctl.names import check_identifier
-from launchctl.runners import registry
+from launchctl.runenv import ENV_NAME
+from launchctl.runners import local_container, registry
 from launchctl.store import Row, Store
 
 # Top-level keys a queue config may hold, beside W&B's `resource_args`.
@@ -32,6 +33,83 @@ CONFIG_KEYS = (
 def check_name(name: str, what: str = "queue") -> str:
     """Queue (and entity, job) names: the rule lives in launchctl.names."""
     return check_identifier(name, what)
+
+
+def canonical(config: Any, resource: str, *, where: str = "queue config") -> dict[str, Any]:
+    """A queue config in its one stored form, from either shape an admin may write.
+
+    W&B's queue editor holds a queue's resource args body alone (a docker queue's
+    ``{"env": [...], "gpus": "all"}``, a Kubernetes queue's Job manifest); launchctl's
+    form wraps it in ``resource_args: {<resource>: ...}`` beside the queue's own keys
+    (builder, template_variables, ceilings...). The rule, read in this order:
+
+    1. a config holding ``resource_args`` is the wrapped form, whatever else it holds;
+       one holding only the resource's own name (``{"kubernetes": {"kind": ...}}``, as
+       W&B's docs show a Kubeflow queue) is that body, wrapped;
+    2. a config whose keys are all queue keys (``CONFIG_KEYS``) is the wrapped form with
+       no resource args (so ``{"builder": ...}`` alone is the queue's builder);
+    3. anything else is a bare body for the queue's resource: every key must then be one
+       of the resource's options (a key that is both, like a docker queue's ``builder``,
+       is read as the body's, as W&B reads it); a body that also holds a queue-only key
+       (``{"env": [...], "ceilings": {...}}``) is refused: nothing says which one is meant.
+
+    Returns ``{"resource_args": {resource: body}, **queue keys}``; a local-container body's
+    options each under their one name (``--shm_size`` -> ``shm-size``, ``m`` -> ``memory``).
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: must be an object")
+    if "resource_args" in config or all(key in CONFIG_KEYS for key in config):
+        out = dict(config)
+    elif list(config) == [resource] and isinstance(config[resource], dict):
+        out = {"resource_args": dict(config)}
+    else:
+        # A resource with no runner in this build (kubernetes) is refused before this, at
+        # create; its shape is read as for a runner that takes its cluster's own schema.
+        known = registry.types().get(resource)
+        allowed = known.options if known is not None else None
+        if allowed is None:  # the runner takes its cluster's own schema: any key but ours
+            mixed = sorted(key for key in config if key in CONFIG_KEYS)
+        else:
+            names = {key: _option_name(resource, key) for key in config}
+            mixed = sorted(k for k, n in names.items() if n not in allowed and k in CONFIG_KEYS)
+        if allowed is not None and resource != "local-container":  # (docker: W&B's words)
+            unknown = sorted(k for k in config if k not in CONFIG_KEYS and k not in allowed)
+            if unknown:
+                raise ConfigError(
+                    f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(CONFIG_KEYS)};"
+                    f" or, alone, {resource} options: {', '.join(sorted(allowed))})"
+                )
+        if mixed:
+            body = sorted(key for key in config if key not in CONFIG_KEYS)
+            raise ConfigError(
+                f"{where}: {mixed[0]!r} is a queue setting but {body[0]!r} is a"
+                f" {resource} option: write the options under resource_args.{resource}"
+                " (or the body alone, as W&B's queue editor holds it)"
+            )
+        out = {"resource_args": {resource: dict(config)}}
+    args = out.get("resource_args")
+    if resource == "local-container" and isinstance(args, dict):
+        options = args.get(resource)
+        if isinstance(options, dict):
+            out["resource_args"] = {**args, resource: local_container.canonical_options(options)}
+    return out
+
+
+def _option_name(resource: str, key: str) -> str:
+    return local_container.option_name(key) if resource == "local-container" else key
+
+
+def notes(config: dict[str, Any]) -> list[str]:
+    """What `queue show` says of a stored config: the options accepted that do nothing."""
+    found: list[str] = []
+    options = (config.get("resource_args") or {}).get("local-container")
+    if isinstance(options, dict):
+        for name, why in local_container.NO_OPS.items():
+            if name in options:
+                found.append(
+                    f"resource_args.local-container.{name}: accepted, changes nothing: {why}"
+                )
+    return found
 
 
 def check_resource(resource: str) -> str:
@@ -54,12 +132,19 @@ def validate_resource_args(args: Any, *, where: str, resource: str | None = None
         if not isinstance(options, dict):
             raise ConfigError(f"{where}: resource_args.{key} must be an object")
         allowed = registry.find(key).options
-        if allowed is not None:
+        if key == "local-container":  # W&B's names and refusals for docker run's options
+            seen: set[str] = set()
+            for option, value in options.items():
+                why = local_container.option_problem(option, value, seen)
+                if why is not None:
+                    raise ConfigError(f"{where}: {why}")
+            options = local_container.canonical_options(options)
+        elif allowed is not None:
             for option in options:
                 if option not in allowed:
                     raise ConfigError(
-                        f"{where}: resource_args.{key} does not allow {option!r}"
-                        f" (allowed: {', '.join(sorted(allowed))})"
+                        f"{where}: Unsupported resource_args.{key} option {option!r}."
+                        f" Supported options are: {', '.join(sorted(allowed))}"
                     )
         # A queue's config names its resource; a launch's own resource args do not, and
         # only a queue (an admin) may refer to secrets. `e` is docker's alias: plain values.
@@ -99,12 +184,30 @@ def _check_env(env: Any, where: str, *, secrets: bool = False) -> None:
             elif not isinstance(v, str | int | float | bool):
                 what = ', or {"secret": "NAME"}' if secrets else ""
                 raise ConfigError(f"{where}: value of {k!r} must be a string or number{what}")
-    elif isinstance(env, list):
-        for item in env:
-            if not isinstance(item, str) or "=" not in item:
-                raise ConfigError(f"{where}: list items must be 'NAME=value' strings")
+    elif isinstance(env, list | str):
+        # W&B's docker shape: NAME=value, or a bare NAME that passes the agent's value on
+        # (docker run -e NAME); one string is one item.
+        for item in env if isinstance(env, list) else [env]:
+            if not isinstance(item, str):
+                raise ConfigError(f"{where}: list items must be 'NAME=value' or 'NAME' strings")
+            name, equals, _ = item.partition("=")
+            if not ENV_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"{where}: {_shown(name)} is not a variable name (letters, digits and"
+                    " '_', not starting with a digit): items are 'NAME=value' or 'NAME'"
+                )
+            if not equals and name.startswith("LAUNCHCTL_"):
+                raise ConfigError(
+                    f"{where}: {name} is launchctl's own setting: the agent never passes it"
+                    " to a run"
+                )
     else:
-        raise ConfigError(f"{where}: must be an object or a list of 'NAME=value'")
+        raise ConfigError(f"{where}: must be an object or a list of 'NAME=value' or 'NAME'")
+
+
+def _shown(text: str) -> str:
+    shown = ascii(text)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def queue_secret_refs(config: dict[str, Any]) -> list[str]:
@@ -200,13 +303,19 @@ def create(
     config: dict[str, Any] | None = None,
     entity: str | None = None,
     description: str | None = None,
+    written: str | None = None,
 ) -> Row:
-    """Create a queue owned by ``entity`` (default: the user's own), by one of its admins."""
+    """Create a queue owned by ``entity`` (default: the user's own), by one of its admins.
+
+    ``config`` in either shape (``canonical``); ``written``: its text as the admin wrote
+    it, kept for `queue show` (default: the config as JSON).
+    """
     from launchctl import teams
 
     check_name(name)
     check_resource(resource)
-    config = config or {}
+    given = config
+    config = canonical(config or {}, resource)
     validate_config(config, resource)
     if store.queues.find(name) is not None:
         raise LaunchctlError(f"queue '{name}' already exists")
@@ -217,8 +326,24 @@ def create(
         entity = teams.ensure_personal(store)
         teams.require_admin(store, entity, action="create queues in")
     return store.queues.create(
-        name, resource=resource, entity=entity, config=_normalized(config), description=description
+        name,
+        resource=resource,
+        entity=entity,
+        config=_normalized(config),
+        description=description,
+        config_written=_written(given, written),
     )
+
+
+def _written(config: dict[str, Any] | None, written: str | None) -> str | None:
+    """The config's text as its admin wrote it (None: no config given)."""
+    if written is not None:
+        return written
+    if config is None:
+        return None
+    import json
+
+    return json.dumps(config, indent=2)
 
 
 def _admin_queue(store: Store, name: str, action: str) -> Row:
@@ -231,13 +356,21 @@ def _admin_queue(store: Store, name: str, action: str) -> Row:
 
 
 def edit(
-    store: Store, name: str, *, config: dict[str, Any] | None = None, description: str | None = None
+    store: Store,
+    name: str,
+    *,
+    config: dict[str, Any] | None = None,
+    description: str | None = None,
+    written: str | None = None,
 ) -> Row:
+    """Replace a queue's config (either shape, as ``create``) or description."""
     queue = _admin_queue(store, name, "edit the queues of")
     fields: dict[str, Any] = {}
     if config is not None:
-        validate_config(config, queue["resource"])
-        fields["config"] = _normalized(config)
+        stored = canonical(config, queue["resource"])
+        validate_config(stored, queue["resource"])
+        fields["config"] = _normalized(stored)
+        fields["config_written"] = _written(config, written)
     if description is not None:
         fields["description"] = description
     if not fields:
@@ -254,6 +387,7 @@ def show(store: Store, name: str) -> Row:
     """One queue with ``runs``: its count of runs in each state."""
     row = store.queues.get(name)
     row["runs"] = store.queues.counts(row["id"])
+    row["notes"] = notes(row["config"])
     return row
 
 
@@ -290,7 +424,8 @@ def set_template(
     current.update(definitions)
     config["template_variables"] = current
     validate_config(config, queue["resource"])
-    return store.queues.update(name, config=_normalized(config))
+    # The text as written no longer says what is stored: `queue show` shows the config.
+    return store.queues.update(name, config=_normalized(config), config_written=None)
 
 
 def unset_template(store: Store, name: str, variable: str) -> Row:
@@ -304,7 +439,7 @@ def unset_template(store: Store, name: str, variable: str) -> Row:
     if not current:
         del config["template_variables"]
     validate_config(config, queue["resource"])
-    return store.queues.update(name, config=config)
+    return store.queues.update(name, config=config, config_written=None)
 
 
 def render(store: Store, name: str, set_vars: dict[str, Any]) -> dict[str, Any]:

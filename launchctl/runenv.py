@@ -1,12 +1,32 @@
-"""The environment a run sees: W&B's variables, so an unmodified ``wandb.init()`` works."""
+"""The environment a run sees: W&B's variables, so an unmodified ``wandb.init()`` works.
+
+The names and values follow W&B's ``LaunchProject.get_env_vars_dict``
+(wandb/sdk/launch/_project_spec.py), for what launchctl knows: no W&B server's address
+or API key (``WANDB_BASE_URL``, ``WANDB_API_KEY``) is made up; a queue passes the agent's
+own through by naming them in its ``env`` list (``env: [WANDB_API_KEY]``).
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
+# What ``docker run -e NAME`` takes as a variable's name (POSIX's portable names).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-def run_environment(run: dict[str, Any], *, resumed: bool = False) -> dict[str, str]:
+
+def run_environment(
+    run: dict[str, Any],
+    *,
+    resumed: bool = False,
+    docker_image: str | None = None,
+    queue_entity: str | None = None,
+) -> dict[str, str]:
+    """W&B's variables for ``run``. ``docker_image``: the image the run names (``-d``, or
+    its image job's), which W&B gives as ``WANDB_DOCKER`` (not an image built for it);
+    ``queue_entity``: the entity of the queue it came from."""
     spec = run["spec"]
     overrides = spec.get("overrides") or {}
     env = {
@@ -17,9 +37,21 @@ def run_environment(run: dict[str, Any], *, resumed: bool = False) -> dict[str, 
         "WANDB_ENTITY": run["entity"],
         "WANDB_LAUNCH": "True",
         "LAUNCHCTL_RUN_ID": run["id"],
+        # W&B always sets both; launchctl's job is not a W&B artifact, so no "_wandb_job"
+        # slot (wandb.init would ask W&B's server for it, and fail offline).
+        "WANDB_ARTIFACTS": json.dumps(overrides.get("artifacts") or {}),
+        "WANDB_LAUNCH_FILE_OVERRIDES": json.dumps(overrides.get("files") or {}),
     }
+    if docker_image:
+        env["WANDB_DOCKER"] = docker_image
+    if spec.get("author"):
+        env["WANDB_USERNAME"] = str(spec["author"])
     if run.get("queue_name"):
         env["WANDB_LAUNCH_QUEUE_NAME"] = run["queue_name"]
+        # W&B's trace id is the queue item's id: here the run's own.
+        env["WANDB_LAUNCH_TRACE_ID"] = run["id"]
+    if queue_entity:
+        env["WANDB_LAUNCH_QUEUE_ENTITY"] = queue_entity
     if spec.get("job"):
         env["WANDB_JOB_NAME"] = str(spec["job"])
     if resumed or run.get("resume_count"):
@@ -27,10 +59,28 @@ def run_environment(run: dict[str, Any], *, resumed: bool = False) -> dict[str, 
     return env
 
 
-def env_from_option(value: Any) -> dict[str, str]:
-    """``env`` in resource args: an object, or a list of ``NAME=value`` strings."""
+def env_items(value: Any) -> list[Any]:
+    """``env`` (or ``e``) as a list of items: a list as it is, one string as one item."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return [value]
+    return []
+
+
+def env_from_option(value: Any, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` in resource args: an object, or a list of ``NAME=value`` strings (or one).
+
+    A bare ``NAME`` item takes ``environ``'s value, as ``docker run -e NAME`` takes the
+    caller's: absent from ``environ`` (or with no ``environ``), the run does not get it.
+    """
     if isinstance(value, dict):
         return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return dict(str(item).split("=", 1) for item in value)
-    return {}
+    env: dict[str, str] = {}
+    for item in env_items(value):
+        name, equals, text = str(item).partition("=")
+        if equals:
+            env[name] = text
+        elif environ is not None and name in environ:
+            env[name] = environ[name]
+    return env

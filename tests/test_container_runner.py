@@ -134,8 +134,9 @@ def test_an_option_outside_the_list_is_refused() -> None:
         '{"resource_args": {"local-container": {"privileged": true}}}',
     )
     assert proc.returncode == 1
-    assert "does not allow 'privileged'" in proc.stderr
-    assert "allowed: builder, cpus, e, env, gpus" in proc.stderr
+    # W&B's words (wandb/sdk/launch/utils.py validate_local_container_resource_args)
+    assert "Unsupported resource_args.local-container option 'privileged'" in proc.stderr
+    assert "Supported options are: builder, cpu-period" in proc.stderr
 
 
 def test_cancel_stops_a_running_container(

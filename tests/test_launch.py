@@ -139,7 +139,7 @@ def test_queued_launch_prints_the_run_id_and_json_prints_the_record() -> None:
         (
             ["-u", HELLO, "-E", "python train.py", "-R", '{"local-process": {"shm-size": 2}}'],
             1,
-            "does not allow 'shm-size'",
+            "Unsupported resource_args.local-process option 'shm-size'",
         ),
     ],
 )

@@ -56,7 +56,7 @@ def test_edit_replaces_the_config_after_validating_it() -> None:
     [
         (
             '{"resource_args": {"local-process": {"privileged": true}}}',
-            "does not allow 'privileged'",
+            "Unsupported resource_args.local-process option 'privileged'",
         ),
         ('{"resource_args": {"local-container": {}}}', "this queue runs local-process"),
         ('{"bogus": 1}', "unknown key 'bogus'"),

@@ -98,7 +98,7 @@ def test_a_registered_runner_is_accepted_where_the_name_was_refused(
     assert queues.check_resource("slurm") == "slurm"
     assert registry.get("slurm").__class__ is SlurmRunner
     queues.validate_config({"resource_args": {"slurm": {"partition": "gpu"}}}, "slurm")
-    with pytest.raises(ConfigError, match=r"resource_args.slurm does not allow 'gres'"):
+    with pytest.raises(ConfigError, match=r"Unsupported resource_args.slurm option 'gres'"):
         queues.validate_config({"resource_args": {"slurm": {"gres": "gpu:1"}}}, "slurm")
 
     class FreeRunner:

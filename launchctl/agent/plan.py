@@ -193,7 +193,9 @@ class Plan:
     ) -> Launch:
         """The runner's ``Launch``: the secrets (by name) filled in, ``run_as`` the account
         the queue's run_as names (looked up by the agent)."""
-        own_env = env_with_secrets(self.resource_args.get("env"), secrets)
+        own_env = env_with_secrets(self.resource_args.get("env"), secrets, self.agent.environ)
+        if not self.process:  # docker's short name for env: plain values and bare names
+            own_env.update(env_from_option(self.resource_args.get("e"), _passed(self)))
         env = process_env(self, own_env, run_as) if self.process else container_env(self, own_env)
         _, auth = self.registry_settings(secrets)
         return Launch(
@@ -413,20 +415,33 @@ def without_store(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("LAUNCHCTL_") or k in RUN_VARIABLES}
 
 
-def env_with_secrets(value: Any, secrets: Mapping[str, str]) -> dict[str, str]:
-    """``env`` from resource args, its secret references replaced by their values."""
+def env_with_secrets(
+    value: Any, secrets: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``env`` from resource args, its secret references replaced by their values; a bare
+    ``NAME`` in a list takes ``environ``'s value (the agent's), as ``docker run -e NAME``
+    does, never one of launchctl's own settings (``without_store``)."""
     if not isinstance(value, dict):
-        return env_from_option(value)
+        return env_from_option(value, without_store(environ or {}))
     env: dict[str, str] = {}
     for key, item in value.items():
         env[str(key)] = secrets[item["secret"]] if is_secret_ref(item) else str(item)
     return env
 
 
+def _passed(plan: Plan) -> dict[str, str]:
+    """The agent's variables a bare ``NAME`` in an env list may pass on."""
+    return without_store(plan.agent.environ)
+
+
 def _run_env(plan: Plan, own_env: dict[str, str]) -> dict[str, str]:
     env = without_store(plan.agent.env)
     env.update(own_env)  # resource_args env, its secrets filled in
-    env.update(run_environment(plan.run))
+    # W&B's variables: WANDB_DOCKER names the image a run was given (-d, an image job),
+    # never one built for it, and only a container has one.
+    given = None if plan.process else _given_image(plan.run["spec"], plan.version)
+    queue_entity = (plan.queue or {}).get("entity")
+    env.update(run_environment(plan.run, docker_image=given, queue_entity=queue_entity))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -19,18 +19,35 @@ app = typer.Typer(
 
 
 def _masked(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with its config's credentials in plain text (an old store's) shown as ***."""
+    """``row`` with its config's credentials in plain text (an old store's) shown as ***.
+    Its text as written needs none: a config holding one in plain text is refused when
+    written, and stores from before that rule kept no text."""
     from launchctl.buildconfig import masked
 
     return {**row, "config": masked(row.get("config"))}
 
 
-def _load(config: str | None) -> dict | None:
+def _load(config: str | None) -> tuple[dict | None, str | None]:
+    """The config (``--config``: a file or inline text) and its text as written."""
     if config is None:
-        return None
+        return None, None
     from launchctl.configfile import load_mapping
 
-    return load_mapping(config, "queue config (--config)")
+    data = load_mapping(config, "queue config (--config)")
+    return data, _text(config)
+
+
+def _text(value: str) -> str:
+    """``--config``'s text: the file's (load_mapping has just read it), or the value."""
+    from launchctl.paths import user_path
+
+    try:
+        path = user_path(value)
+        if len(value) < 4096 and path.is_file():
+            return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        pass
+    return value
 
 
 @app.command("create")
@@ -59,13 +76,15 @@ def create(
     """
     from launchctl import queues
 
+    data, written = _load(config)
     row = queues.create(
         open_store(),
         name,
         resource=resource,
-        config=_load(config),
+        config=data,
         entity=entity,
         description=description,
+        written=written,
     )
     if as_json:
         emit_json(_masked(row))
@@ -128,8 +147,14 @@ def show(name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
     line(f"created:     {when(row['created_at'])}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "none"
     line(f"runs:        {counts}")
-    line("config:")
+    written = row.get("config_written")
+    if written is not None:
+        line("config (as written):")
+        print(written.rstrip("\n"))
+    line("config (as runs read it):" if written is not None else "config:")
     print(json.dumps(row["config"], indent=2, sort_keys=True))
+    for note in row.get("notes") or ():
+        line(f"note: {note}")
 
 
 @app.command("edit")
@@ -148,7 +173,8 @@ def edit(
     """
     from launchctl import queues
 
-    row = queues.edit(open_store(), name, config=_load(config), description=description)
+    data, written = _load(config)
+    row = queues.edit(open_store(), name, config=data, description=description, written=written)
     print(f"updated queue {row['name']}")
 
 

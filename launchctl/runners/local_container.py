@@ -30,14 +30,24 @@ LOG_START_FILE = "container_log_start"  # where in the run's log its container's
 ENGINE_HINT = "start it (e.g. `dockerd`, or scripts/services.sh docker) and relaunch"
 
 # What a queue (or a launch) may set in ``resource_args.local-container``: docker run's
-# options as W&B's local-container runner takes them.
+# options as W&B's local-container runner takes them (W&B's allow-list,
+# wandb/sdk/launch/utils.py _DOCKER_ALLOWED_RESOURCE_ARGS, less the names docker run has
+# no option for), and launchctl's own: volume and network (an admin's, checked), builder
+# and max_run_time.
 OPTIONS = frozenset(
     {
         "env",
         "e",
         "gpus",
         "cpus",
+        "cpu-period",
+        "cpu-quota",
+        "cpu-shares",
+        "cpuset-cpus",
+        "cpuset-mems",
         "memory",
+        "memory-reservation",
+        "memory-swap",
         "shm-size",
         "ulimit",
         "workdir",
@@ -48,8 +58,76 @@ OPTIONS = frozenset(
         "network",
         "builder",
         "max_run_time",
+        "rm",
     }
 )
+# docker run's short names that W&B's allow-list takes, and the option each stands for.
+SHORT = {"m": "memory", "w": "workdir"}
+# Options W&B's docs show for docker queues that change nothing here, with why: accepted,
+# and noted in `queue show`.
+NO_OPS = {
+    "rm": "launchctl removes a run's container once its end is recorded"
+    " (the container stays until then, for its exit code)",
+}
+# Names W&B's allow-list takes that are no docker run option: docker run refuses them
+# when W&B's runner passes them on, so they are refused here when written, saying so.
+NOT_DOCKER = {
+    "cpu": "docker run has no --cpu option (W&B passes it on and docker refuses it); write cpus",
+    "command": "docker run has no --command option (W&B passes it on and docker refuses"
+    " it); the command is the job's entry point and the launch's args",
+}
+
+
+def option_name(raw: Any) -> str:
+    """An option's name as W&B's validator reads it: ``--shm_size``, ``SHM-SIZE`` and
+    ``shm-size`` are one option, ``m`` is ``memory`` and ``w`` is ``workdir``; launchctl's
+    own names (``max_run_time``) stay as they are."""
+    text = str(raw)
+    if text in OPTIONS:
+        return text
+    name = text.strip().lstrip("-").replace("_", "-").lower()
+    if name == "max-run-time":
+        return "max_run_time"
+    return SHORT.get(name, name)
+
+
+def canonical_options(options: Any) -> Any:
+    """``resource_args.local-container`` with each option under its one name (a mapping
+    is returned as given when two of its names mean one option: validation refuses it)."""
+    if not isinstance(options, dict):
+        return options
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        name = option_name(key)
+        if name in out:
+            return options
+        out[name] = value
+    return out
+
+
+def option_problem(raw: Any, value: Any, seen: set[str]) -> str | None:
+    """Why option ``raw`` (with ``value``) cannot be in ``resource_args.local-container``,
+    in W&B's words where W&B refuses it too; ``seen`` collects the names read so far."""
+    name = option_name(raw)
+    if name in NOT_DOCKER:
+        return f"option {name!r}: {NOT_DOCKER[name]}"
+    if name not in OPTIONS:
+        supported = ", ".join(sorted(n for n in OPTIONS if n != "e"))
+        return (
+            f"Unsupported resource_args.local-container option {name!r}."
+            f" Supported options are: {supported}"
+        )
+    if name in seen:
+        return f"option {name!r} is given twice (as {raw!r} and under another name)"
+    seen.add(name)
+    if name in NO_OPS:
+        return None
+    if isinstance(value, bool):  # W&B: every option it takes has a value
+        return (
+            f"resource_args.local-container option {name!r} must be a single string or"
+            " numeric value"
+        )
+    return None
 
 
 def docker_client() -> Any:
@@ -110,6 +188,15 @@ def _size(value: Any, what: str) -> str | int:
     if not _SIZE.match(text):
         raise RunnerError(f"{what} must be a size like 512m or 4g; got {value!r}", stage="agent")
     return text
+
+
+def _whole(value: Any, what: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(str(value).strip())
+    except ValueError:
+        raise RunnerError(f"{what} must be a whole number; got {value!r}", stage="agent") from None
 
 
 def _ulimits(value: Any) -> list[Any]:
@@ -201,8 +288,10 @@ def config_mount_problem(config: dict[str, Any]) -> str | None:
 
 def container_options(launch: Launch) -> dict[str, Any]:
     """docker-py ``containers.create`` keyword arguments for a launch."""
-    args = launch.resource_args
+    args = canonical_options(launch.resource_args)
     env = dict(launch.env)
+    # A bare NAME in the list passes the agent's value through: the agent put it (or,
+    # absent there, nothing) in launch.env already, as `docker run -e NAME` does.
     env.update(_plain_env(args.get("env")))
     env.update(env_from_option(args.get("e")))
     labels = {LABEL_RUN: launch.run["id"], LABEL_QUEUE: launch.run.get("queue_name") or ""}
@@ -236,6 +325,18 @@ def container_options(launch: Launch) -> dict[str, Any]:
         opts["mem_limit"] = limits.memory
     elif "memory" in args:
         opts["mem_limit"] = _size(args["memory"], "memory")
+    for option, keyword in (("cpu-period", "cpu_period"), ("cpu-quota", "cpu_quota"),
+                            ("cpu-shares", "cpu_shares")):  # fmt: skip
+        if option in args:
+            opts[keyword] = _whole(args[option], option)
+    for option, keyword in (("cpuset-cpus", "cpuset_cpus"), ("cpuset-mems", "cpuset_mems")):
+        if option in args:
+            opts[keyword] = str(args[option])
+    if "memory-reservation" in args:
+        opts["mem_reservation"] = _size(args["memory-reservation"], "memory-reservation")
+    if "memory-swap" in args:  # -1: no limit on swap, as docker run reads it
+        swap = args["memory-swap"]
+        opts["memswap_limit"] = -1 if str(swap).strip() == "-1" else _size(swap, "memory-swap")
     if "shm-size" in args:
         opts["shm_size"] = _size(args["shm-size"], "shm-size")
     if "ulimit" in args:

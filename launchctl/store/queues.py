@@ -31,15 +31,18 @@ class QueueTable:
         entity: str,
         config: dict[str, Any],
         description: str | None,
+        config_written: str | None = None,
     ) -> Row:
+        """``config``: the one form runs read; ``config_written``: its text as written."""
         now = time.time()
         try:
             with self.db.write():
                 self.db.execute(
-                    "INSERT INTO queues (name, entity, resource, config, description,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [name, entity, resource, dumps(config), description, now, now],
-                )
+                    "INSERT INTO queues (name, entity, resource, config, config_written,"
+                    " description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [name, entity, resource, dumps(config), config_written, description,
+                     now, now],
+                )  # fmt: skip
         except sqlite3.IntegrityError:
             raise LaunchctlError(f"queue '{name}' already exists") from None
         return self.get(name)
