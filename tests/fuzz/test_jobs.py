@@ -15,7 +15,9 @@ from .strategies import ARG_TEXT, mostly
 def _job_created(seed: Seed, name: str | None) -> Callable[[Result], None]:
     def verify(result: Result) -> None:
         match = re.fullmatch(
-            r"(?:created|unchanged, reusing) job (\S+)/([^/\s]+):v(\d+) \(code\)\n", result.out
+            r"(?:created|unchanged, reusing) job (\S+)/([^/\s]+):v(\d+) \(code\)"
+            r"(?: \(aliases: [^\n]*\))?\n",
+            result.out,
         )
         assert match, f"unexpected output:\n{result}"
         store = seed.store()
@@ -30,6 +32,10 @@ def _job_created(seed: Seed, name: str | None) -> Callable[[Result], None]:
     return verify
 
 
+FLAGS = ["--name", "--project", "--entity", "--dockerfile", "--build-context", "--alias",
+         "--runtime", "--base-image", "--description", "--git-hash"]  # fmt: skip
+
+
 @SETTINGS
 @given(
     path=mostly(
@@ -41,15 +47,16 @@ def _job_created(seed: Seed, name: str | None) -> Callable[[Result], None]:
         st.one_of(st.none(), st.just("python missing.py"), ARG_TEXT),
     ),
     flags=st.dictionaries(
-        st.sampled_from(["--name", "--project", "--entity", "--dockerfile"]),
-        mostly(st.sampled_from(["train.py", "link", "ok-name"]), ARG_TEXT, 2),
-        max_size=3,
+        st.sampled_from(FLAGS),
+        mostly(st.sampled_from(["train.py", "link", "ok-name", ".", "3.11"]), ARG_TEXT, 2),
+        max_size=4,
     ),
 )
 def test_job_create_code_bad_input_gets_one_line_and_no_write(
     seed: Seed, path: str, entry: str | None, flags: dict[str, str]
 ) -> None:
-    """`job create code PATH -E CMD` with odd paths, entry points, names and Dockerfiles."""
+    """`job create code PATH -E CMD` with odd paths, entry points, names, Dockerfiles, and
+    W&B's options (build context, alias, runtime, base image, description, git hash)."""
     argv = ["job", "create", "code"]
     if entry is not None:
         argv.append("--entry-point=" + entry)
