@@ -82,18 +82,30 @@ def render(
     values = variables.resolve_values(name, definitions, given)
     written = {k: v for k, v in config.items() if k != "template_variables"}
     body = variables.render(written, values, macros)
-    own = ((spec.get("resource_args") or {}).get(resource)) or {}
+    own = _one_name(resource, ((spec.get("resource_args") or {}).get(resource)) or {})
     host_paths = check_mounts(name, written, values, macros, resource)
     if own and macros is not None:
         host_paths += check_mounts(name, {"resource_args": {resource: own}}, {}, macros, resource)
         own = variables.render(own, {}, macros)
     merged: dict[str, Any] = {}
-    merged.update(((body.get("resource_args") or {}).get(resource)) or {})
-    merged.update(own)
+    merged.update(_one_name(resource, (body.get("resource_args") or {}).get(resource)))
+    merged.update(_one_name(resource, own))
     limits = guardrails.apply_ceilings(name, body.get("ceilings") or {}, guardrails.asks(merged))
     return Resolved(
         config=body, values=values, resource_args=merged, limits=limits, host_paths=host_paths
     )
+
+
+def _one_name(resource: str, options: Any) -> dict[str, Any]:
+    """A container's options each under its one name (W&B's ``m`` is ``memory``,
+    ``--shm_size`` is ``shm-size``), so that the ceilings read what the container gets."""
+    if not isinstance(options, dict):
+        return {}
+    if resource == "local-container":
+        from launchctl.runners.local_container import canonical_options
+
+        return dict(canonical_options(options))
+    return options
 
 
 def _written_mounts(config: dict[str, Any], resource: str) -> list[tuple[str, str, bool]]:

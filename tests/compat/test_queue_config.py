@@ -327,3 +327,17 @@ def test_env_bare_name_on_a_process_queue_passes_the_agents_value(tmp_path: Path
     proc = cli("agent", "-q", "pq", "--burst", env={"FROM_AGENT": "agent-value"})
     assert proc.returncode == 0, proc.stderr
     assert "seen=agent-value/1" in cli("logs", run_id, check=True).stdout
+
+
+@pytest.mark.parametrize("written", ["m", "--memory", "MEMORY"])
+def test_a_wandb_spelling_of_memory_is_held_to_the_queues_ceiling(written: str) -> None:
+    # W&B's validator reads these as memory (utils.py _docker_arg_name, its allow-list's
+    # "m"); the queue's ceiling reads the same option, so a spelling cannot step past it.
+    assert wandb_verdict({written: "8g"}) is None
+    config = {"ceilings": {"memory": "1g"}}
+    cli("queue", "create", "capped", "-r", "local-container", "-c", json.dumps(config),
+        check=True)  # fmt: skip
+    proc = cli("launch", "-q", "capped", "-d", BUSYBOX, "-E", "true",
+               "-R", json.dumps({"local-container": {written: "8g"}}))  # fmt: skip
+    assert proc.returncode != 0 and "memory" in proc.stderr, proc.stderr
+    assert cli_json("runs", "list") == []
