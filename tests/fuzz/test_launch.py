@@ -82,6 +82,10 @@ def _launched(seed: Seed, queue: str, sets: list[str]) -> Callable[[Result], Non
                 "--entry-point",
                 "--dockerfile",
                 "--resource",
+                "--job-name",  # W&B's flags for the job -u creates (issue 11)
+                "--git-version",
+                "--build-context",
+                "--base-image",
             ]
         ),
         mostly(st.sampled_from([*PRIORITIES, "python train.py", "x"]), ARG_TEXT, 2),
