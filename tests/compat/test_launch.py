@@ -375,3 +375,18 @@ def test_full_job_reference_and_project(code: Path, extra: list[str], project: s
     entity = cli_json("job", "list")[0]["entity"]
     proc = cli("launch", "-j", f"{entity}/proj/hello:latest", *extra, check=True)
     assert seen(proc.stdout)["env"]["WANDB_PROJECT"] == project
+
+
+def test_docs_prebuilt_image_on_a_queue_without_project(docker: Any) -> None:
+    """docs.wandb.ai/support/build_container_launch: `wandb launch -d <docker-image-uri> -q
+    <queue-name> -E <entrypoint>`. W&B's code (cli.py) refuses -q with -d and no -p ("Cannot
+    use --queue and --docker together without a project"): it must make an image job in a
+    project. launchctl has a default project, so the documented command works (a deliberate
+    difference, in the README's table)."""
+    cli("queue", "create", "dq", "-r", "local-container", check=True)
+    run_id = cli("launch", "-d", BUSYBOX, "-q", "dq", "-E", "echo from-the-image",
+                 check=True).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "dq", "--burst", check=True)
+    run = cli_json("runs", "show", run_id)
+    assert run["state"] == "finished" and run["project"] == "uncategorized"
+    assert "from-the-image" in cli("logs", run_id, check=True).stdout
