@@ -61,7 +61,11 @@ def create(
         " (kubernetes and slurm are not in this build).",
     ),
     config: str | None = typer.Option(
-        None, "--config", "-c", help="Queue config: a JSON/YAML file or JSON string."
+        None,
+        "--config",
+        "-c",
+        help="Queue config: a JSON/YAML file or JSON string; the resource's options alone"
+        " (as W&B's queue editor holds them) or wrapped in resource_args.",
     ),
     entity: str | None = typer.Option(None, "--entity", "-e", help="Owning entity (team)."),
     description: str | None = typer.Option(None, "--description", help="What the queue is for."),
@@ -70,9 +74,10 @@ def create(
     """Create a queue.
 
     \b
-    Example:
+    Examples:
       launchctl queue create cpu --resource local-process \\
           --config '{"resource_args": {"local-process": {"env": {"OMP_NUM_THREADS": "2"}}}}'
+      launchctl queue create gpu -r local-container -c '{"env": ["HF_TOKEN"], "gpus": "all"}'
     """
     from launchctl import queues
 
@@ -161,7 +166,10 @@ def show(name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
 def edit(
     name: str = typer.Argument(...),
     config: str | None = typer.Option(
-        None, "--config", "-c", help="New queue config: a JSON/YAML file or JSON string."
+        None,
+        "--config",
+        "-c",
+        help="New queue config: a JSON/YAML file or JSON string, in either shape.",
     ),
     description: str | None = typer.Option(None, "--description"),
 ) -> None:
