@@ -305,3 +305,32 @@ def test_direct_launch_refuses_a_bad_base_image_before_any_build(
                "-E", "python main.py", "-c", str(spec))  # fmt: skip
     _refused(proc, "builder.accelerator.base_image")
     assert table_counts(ready) == before
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        # W&B docs, "How to make W&B Launch work with TensorFlow on GPU" (the queue config
+        # as W&B's queue editor holds it: the body alone, "gpus" beside "builder"),
+        # https://docs.wandb.ai/platform/launch/launch-faq/launch_tensorflow_gpu.md, with the
+        # base image of W&B's test_get_base_setup_rejects_invalid_accelerator_base_image_refs.
+        pytest.param(
+            {"gpus": "all", "builder": {"accelerator": {"base_image": "ubuntu:22.04 as base"}}},
+            "builder.accelerator.base_image",
+            id="editor-shape-tf-faq-as-base",
+        ),
+        # The same page's note: before W&B 0.15.6 the key was cuda.
+        pytest.param(
+            {"gpus": "all", "builder": {"cuda": {"base_image": INJECTION}}},
+            "builder.cuda.base_image",
+            id="editor-shape-legacy-cuda-injection",
+        ),
+    ],
+)
+def test_queue_config_in_the_editor_s_shape_refuses_a_bad_base_image(
+    ready: Path, config: dict[str, Any], field: str
+) -> None:
+    before = table_counts(ready)
+    proc = cli("queue", "create", "q", "-r", "local-container", "--config", json.dumps(config))
+    _refused(proc, field)
+    assert table_counts(ready) == before
