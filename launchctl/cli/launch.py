@@ -15,7 +15,9 @@ from launchctl.cli.output import emit_json, err
 
 def launch(
     uri: str | None = typer.Option(None, "--uri", "-u", help="A code directory or a git URL."),
-    job: str | None = typer.Option(None, "--job", "-j", help="A job: NAME[:ALIAS]."),
+    job: str | None = typer.Option(
+        None, "--job", "-j", help="A job: [ENTITY/[PROJECT/]]NAME[:ALIAS]."
+    ),
     entry_point: str | None = typer.Option(
         None, "--entry-point", "-E", help="Command to run, e.g. 'python train.py'."
     ),
