@@ -212,6 +212,22 @@ def _job_name(text: str) -> str:
     return name[:64]
 
 
+def image_job_name(image: str) -> tuple[str, str | None]:
+    """W&B's name for an image job (its job builder): ``job-`` and the image without its
+    tag, made artifact-safe; the tag becomes an alias of the version. A tag that is a
+    launchctl version name (``latest``, ``vN``) is no extra alias; a name is cut to 64
+    characters (W&B keeps 128)."""
+    raw, tag = image, None
+    if ":" in image:
+        last = image.rsplit(":", 1)[-1]
+        if re.fullmatch(r"[a-zA-Z0-9_\-.]+", last):
+            raw, tag = image.replace(f":{last}", ""), last
+    name = re.sub(r"[^a-zA-Z0-9_\-.]", "_", f"job-{raw}")[:64]
+    if tag is not None and (tag == "latest" or re.fullmatch(r"v\d+", tag)):
+        tag = None
+    return name, tag
+
+
 def _is_dir(path: str | Path) -> bool:
     """``Path.is_dir`` that says no, rather than raising, for names the OS refuses."""
     try:
@@ -380,7 +396,9 @@ def create_image_job(
     if not image or any(c.isspace() for c in image):
         raise UsageError(f"invalid image name {image!r}")
     aliases = _check_aliases(aliases)
-    default = _job_name(image.rsplit("/", 1)[-1].replace(":", "_"))
+    default, tag = image_job_name(image)
+    if tag is not None and tag not in aliases:
+        aliases.append(tag)
     return _add_version(
         store,
         name=check_job_name(name) if name else default,

@@ -295,3 +295,35 @@ def test_paths_leaving_the_job_are_refused(
     assert proc.returncode != 0 and said in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1
     assert table_counts(home).get("jobs", 0) == 0
+
+
+# -- the name of an image job: W&B's job builder as the oracle -------------------------------
+
+
+def wandb_image_job(image: str) -> tuple[str, list[str]]:
+    """W&B's name and extra aliases for ``wandb job create image IMAGE``
+    (wandb/sdk/internal/job_builder.py, JobBuilder._build_image_job_source)."""
+    import wandb
+    from wandb.sdk.internal.job_builder import JobBuilder
+
+    builder = JobBuilder(settings=wandb.Settings(), verbose=False, files_dir="/nonexistent")
+    _, name = builder._build_image_job_source({"docker": image})
+    return name, list(builder._aliases)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        # W&B docs, "Create a launch job" (wandb job create image <image-name> ...)
+        pytest.param("localhost:5000/train:1", id="image-registry-port-tag"),
+        pytest.param("nvidia/cuda:12.4.1-runtime-ubuntu22.04", id="image-cuda-tag"),
+        pytest.param("ubuntu", id="image-no-tag"),
+    ],
+)
+def test_image_job_is_named_and_aliased_as_wandb_names_it(image: str) -> None:
+    name, aliases = wandb_image_job(image)
+    made = cli_json("job", "create", "image", image, "-E", "true")
+    assert made["name"] == name
+    assert made["aliases"] == aliases
+    for alias in aliases:  # the tag names the version, as -j NAME:TAG
+        assert cli_json("job", "show", f"{name}:{alias}")["version"] == made["version"]
