@@ -225,19 +225,22 @@ def test_the_agent_records_any_start_failure_at_its_stage(
 # -- the agent's settings: one definition -------------------------------------------------
 def test_agent_settings_default_to_the_one_definition() -> None:
     queue_names, options = load_agent_config(
-        None, queues=["a,b", "a"], max_jobs=None, grace=None, poll=None
+        None, queues=["a,b", "a"], max_jobs=None, grace=None, poll=None, environ={}
     )
     assert queue_names == ["a", "b"]
     assert options == AgentOptions()
 
 
-def test_agent_config_keys_set_the_options_and_entity_is_accepted_but_not_read() -> None:
+def test_agent_config_keys_set_the_options_and_entity_is_read() -> None:
+    # The entity is read now, as W&B's agent reads it (issue 11): its queues must be its.
     config = (
         '{"queues": ["q"], "max_jobs": 3, "grace_s": 4, "poll_s": 0.5, "env": {"A": 1},'
         ' "registry": "127.0.0.1:5000", "builder": {"index_url": "http://x/simple"},'
         ' "entity": "vision"}'
     )
-    queue_names, options = load_agent_config(config, queues=[], max_jobs=None, grace=2, poll=None)
+    queue_names, options = load_agent_config(
+        config, queues=[], max_jobs=None, grace=2, poll=None, environ={}
+    )
     assert queue_names == ["q"] and "entity" in AGENT_KEYS
     assert options == AgentOptions(
         max_jobs=3,
@@ -246,4 +249,5 @@ def test_agent_config_keys_set_the_options_and_entity_is_accepted_but_not_read()
         env={"A": "1"},
         registry="127.0.0.1:5000",
         builder={"index_url": "http://x/simple"},
+        entity="vision",
     )

@@ -1,20 +1,46 @@
-"""The agent's settings, their defaults, and how flags over a config file set them.
+"""The agent's settings, their defaults, and how flags, environment and a config file set them.
 
-The config file takes W&B's launch-config keys (``-c``). ``entity`` is accepted, so that
-a W&B agent config loads, but not read: a queue names its own entity.
+The config file is W&B's launch-config.yaml (``-c``; without it W&B's default file
+``~/.config/wandb/launch-config.yaml`` when there is one), checked by W&B's rules (its
+``AgentConfig`` model, wandb/sdk/launch/agent/config.py): W&B's keys, plus launchctl's own
+``env``, ``grace_s`` and ``poll_s``; any other top-level key is refused. Precedence is W&B's
+(``resolve_agent_config`` in wandb/sdk/launch/_launch.py): the command line over the
+environment (``WANDB_ENTITY``, ``WANDB_LAUNCH_MAX_JOBS``) over the file over the defaults;
+queues named with ``-q`` replace the file's, as W&B's do.
+
+Keys that mean nothing on one machine (a kaniko builder, a cloud environment, an ECR/GCR/ACR
+registry type, sweep schedulers...) are accepted and listed in ``AgentOptions.unused``, which
+the agent says once at start: never silently dropped.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from launchctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from launchctl.gpus.allocator import GpuOptions
+    from launchctl.store import Store
 
-AGENT_KEYS = ("queues", "max_jobs", "env", "grace_s", "poll_s", "builder", "registry", "entity")
+# W&B's keys (AgentConfig, wandb/sdk/launch/agent/config.py), then launchctl's extensions.
+WANDB_KEYS = (
+    "entity", "queues", "max_jobs", "max_schedulers", "secure_mode", "verbosity",
+    "stopped_run_timeout", "registry", "environment", "builder",
+)  # fmt: skip
+OWN_KEYS = ("env", "grace_s", "poll_s")
+AGENT_KEYS = WANDB_KEYS + OWN_KEYS
+DEFAULT_CONFIG_FILE = "~/.config/wandb/launch-config.yaml"  # W&B's LAUNCH_CONFIG_FILE
+BUILDER_TYPES = ("docker", "kaniko", "noop")  # W&B's BuilderType
+REGISTRY_TYPES = ("ecr", "acr", "gcr")  # W&B's RegistryType
+ENVIRONMENT_TYPES = ("aws", "gcp", "azure")  # W&B's EnvironmentType
+PLATFORMS = ("linux/amd64", "linux/arm64")  # W&B's TargetPlatform
+_TRUE = ("1", "on", "t", "true", "y", "yes")  # how pydantic reads a bool from text
+_FALSE = ("0", "off", "f", "false", "n", "no")
 
 
 @dataclass
@@ -32,66 +58,306 @@ class AgentOptions:
     gpus: GpuOptions | None = None  # GPU scheduling (launchctl.gpus); None: off
     requeue_running: bool = False  # on stop, requeue running runs (drain for maintenance)
     resume_queues: bool = False  # after an unclean stop, keep claiming from its queues
+    entity: str | None = None  # the entity whose queues it serves; None: any it may serve
+    max_schedulers: int = 1  # W&B's sweep schedulers: none run here
+    verbosity: int = 0  # 0: a status line every 5 minutes; 1: every 20 s; 2: also details
+    config_file: str | None = None  # the agent config file read, if any
+    unused: list[str] = field(default_factory=list)  # settings read but not used here
+    sources: dict[str, str] = field(default_factory=dict, compare=False)  # setting -> where from
 
 
 def load_agent_config(
     config: str | None,
     *,
     queues: list[str],
-    max_jobs: int | None,
+    max_jobs: int | str | None,
     grace: float | None,
     poll: float | None,
+    entity: str | None = None,
+    max_schedulers: int | str | None = None,
+    verbosity: int = 0,
+    environ: Mapping[str, str] | None = None,
 ) -> tuple[list[str], AgentOptions]:
-    """The queues to serve and the options, from the flags over the config file's keys."""
+    """The queues to serve and the options: flags over environment over the file's keys."""
+    environ = os.environ if environ is None else environ
     defaults = AgentOptions()
-    data: dict[str, Any] = {}
-    if config is not None:
-        from launchctl.configfile import load_mapping
+    data, where, config_file = _read_file(config, environ)
+    unknown = [k for k in data if k not in AGENT_KEYS]
+    if unknown:
+        hint = " (W&B names the list 'queues')" if unknown[0] == "queue" else ""
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}{hint} (allowed: {', '.join(WANDB_KEYS)};"
+            f" launchctl's own: {', '.join(OWN_KEYS)})"
+        )
+    sources: dict[str, str] = {}
+    unused: list[str] = []
+    value: Any  # each setting's candidates, in order: the first set one wins
+    source: str
 
-        data = load_mapping(config, "agent config (-c)")
-        unknown = sorted(set(data) - set(AGENT_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"agent config (-c): unknown key {unknown[0]!r} (allowed: {', '.join(AGENT_KEYS)})"
-            )
-    file_queues = data.get("queues", [])
-    if isinstance(file_queues, str):
-        file_queues = [file_queues]
+    # -- queues: -q replaces the file's list, as W&B's resolve_agent_config does
+    file_queues = data.get("queues")
+    if file_queues is None:
+        file_queues = []
     if not isinstance(file_queues, list) or not all(isinstance(q, str) for q in file_queues):
-        raise ConfigError("agent config (-c): queues must be a list of queue names")
-    all_queues = list(dict.fromkeys([*queue_list(queues), *file_queues]))
+        raise ConfigError(f"{where}: queues must be a list of queue names")
+    if queues:
+        all_queues, sources["queues"] = queue_list(queues), "command line"
+    else:
+        all_queues, sources["queues"] = queue_list(file_queues), where
+    all_queues = list(dict.fromkeys(all_queues))
     if not all_queues:
-        raise UsageError("no queue to serve: pass -q QUEUE (repeatable) or queues in --config")
-    jobs = max_jobs if max_jobs is not None else data.get("max_jobs", defaults.max_jobs)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or (jobs < 1 and jobs != -1):
-        raise UsageError(f"max_jobs must be a positive number or -1 (unlimited), got {jobs!r}")
-    env = data.get("env", {})
-    if not isinstance(env, dict):
-        raise ConfigError("agent config (-c): env must be an object")
-    grace = grace if grace is not None else data.get("grace_s", defaults.grace_s)
+        raise UsageError("no queue to serve: pass -q QUEUE (repeatable) or queues in the config")
+
+    # -- entity
+    file_entity = data.get("entity")
+    if file_entity is not None and not isinstance(file_entity, str):
+        raise ConfigError(f"{where}: entity must be a name (text)")
+    agent_entity: str | None = None
+    for value, source in (
+        (entity, "command line"),
+        (environ.get("WANDB_ENTITY"), "WANDB_ENTITY"),
+        (file_entity, where),
+    ):
+        if value is not None:
+            agent_entity, sources["entity"] = value.strip() or None, source
+            break
+
+    # -- max_jobs
+    jobs: Any = defaults.max_jobs
+    for value, source in (
+        (max_jobs, "command line"),
+        (environ.get("WANDB_LAUNCH_MAX_JOBS"), "WANDB_LAUNCH_MAX_JOBS"),
+        (data.get("max_jobs"), where),
+    ):
+        if value is not None:
+            jobs, sources["max_jobs"] = _integer(value, "max_jobs", source), source
+            break
+    if jobs < 1 and jobs != -1:
+        raise UsageError(f"max_jobs must be a positive number or -1 (unlimited), got {jobs}")
+
+    # -- max_schedulers: W&B's sweep schedulers; kept and said, none run here
+    schedulers = defaults.max_schedulers
+    for value, source in ((max_schedulers, "command line"), (data.get("max_schedulers"), where)):
+        if value is not None:
+            schedulers = _integer(value, "max_schedulers", source)
+            sources["max_schedulers"] = source
+            if schedulers < 1 and schedulers != -1:
+                raise UsageError(
+                    f"max_schedulers must be a positive number or -1, got {schedulers}"
+                )
+            unused.append(
+                f"max_schedulers {schedulers} ({source}): W&B's sweep schedulers do not run here"
+            )
+            break
+
+    # -- verbosity: -v (counted) over the file
+    level = _integer(data.get("verbosity", 0) or 0, "verbosity", where)
+    if verbosity:
+        level, sources["verbosity"] = verbosity, "command line"
+    elif "verbosity" in data:
+        sources["verbosity"] = where
+
+    # -- secure_mode: W&B locks the entry point; not enforced here, so said
+    if data.get("secure_mode") is not None and _boolean(data["secure_mode"], "secure_mode", where):
+        unused.append(
+            f"secure_mode ({where}): not enforced here; a run's launcher may set its entry point"
+        )
+
+    # -- grace (launchctl's grace_s, else W&B's stopped_run_timeout), poll
+    stopped = data.get("stopped_run_timeout")
+    if stopped is not None:
+        stopped = _integer(stopped, "stopped_run_timeout", where)
+        if stopped < 0:
+            raise UsageError(f"stopped_run_timeout must be 0 or more seconds, got {stopped}")
+    for value, source in (
+        (grace, "command line"),
+        (data.get("grace_s"), where),
+        (stopped, f"{where} (stopped_run_timeout)"),
+    ):
+        if value is not None:
+            grace_value, sources["grace"] = value, source
+            break
+    else:
+        grace_value = defaults.grace_s
+    grace_s = _seconds(grace_value, "grace")
     poll = poll if poll is not None else data.get("poll_s", defaults.fallback_poll_s)
-    grace_s = _seconds(grace, "grace")
     poll_s = _seconds(poll, "poll")
     if poll_s <= 0:
         raise UsageError("poll must be more than 0 seconds")
-    extra: dict[str, Any] = {k: data[k] for k in ("builder", "registry") if k in data}
-    if "builder" in extra and not isinstance(extra["builder"], dict):
-        raise ConfigError("agent config (-c): builder must be an object")
-    if "registry" in extra and not isinstance(extra["registry"], dict | str):
-        raise ConfigError("agent config (-c): registry must be host:port or an object with url")
+
+    env = data.get("env") or {}
+    if not isinstance(env, dict):
+        raise ConfigError(f"{where}: env must be an object")
+
+    builder = data.get("builder")
+    if builder is None:
+        builder = {}
+    if not isinstance(builder, dict):
+        raise ConfigError(f"{where}: builder must be an object")
+    registry = data.get("registry")
+    if registry is not None and not isinstance(registry, dict | str):
+        raise ConfigError(f"{where}: registry must be host:port or an object with url")
+    unused += _check_builder(builder, where)
+    unused += _check_registry(registry, where)
+    unused += _check_environment(data.get("environment"), where)
     from launchctl.buildconfig import check_config
 
     # The agent's own file may hold credentials in plain text (it is its owner's); they
     # are masked in what the builder prints all the same.
-    check_config(extra, "agent config (-c)", literal_ok=True)
+    extra: dict[str, Any] = {"builder": builder} if builder else {}
+    if registry is not None:
+        extra["registry"] = registry
+    check_config(extra, where, literal_ok=True)
     return all_queues, AgentOptions(
         max_jobs=jobs,
         grace_s=grace_s,
         fallback_poll_s=poll_s,
         env={k: str(v) for k, v in env.items()},
-        builder=extra.get("builder") or {},
-        registry=extra.get("registry"),
+        builder=builder,
+        registry=registry if registry else None,
+        entity=agent_entity,
+        max_schedulers=schedulers,
+        verbosity=level,
+        config_file=config_file,
+        unused=unused,
+        sources=sources,
     )
+
+
+def _read_file(
+    config: str | None, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], str, str | None]:
+    """The config's keys, how to name it in messages, and its path (None: inline or none).
+
+    Without ``-c``, W&B's default file is read when there is one (W&B does the same)."""
+    from launchctl.configfile import load_mapping
+
+    if config is None:
+        home = environ.get("HOME") or os.path.expanduser("~")
+        path = Path(home) / DEFAULT_CONFIG_FILE.removeprefix("~/")
+        if not path.is_file():
+            return {}, "agent config", None
+        where = f"agent config {DEFAULT_CONFIG_FILE}"
+        _check_tabs(path, where)
+        return _mapping(load_mapping(str(path), where), where), where, str(path)
+    candidate = Path(os.path.expanduser(config)) if len(config) < 4096 else None
+    is_file = False
+    try:
+        is_file = candidate is not None and candidate.is_file()
+    except OSError:
+        is_file = False
+    where = f"agent config {config}" if is_file else "agent config (-c)"
+    if is_file:
+        assert candidate is not None
+        _check_tabs(candidate, where)
+        return _mapping(load_mapping(config, where), where), where, str(candidate)
+    if "\t" in config and "{" not in config:
+        _tab_line(config, where)
+    return _mapping(load_mapping(config, where), where), where, None
+
+
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a mapping of keys")
+    return data
+
+
+def _check_tabs(path: Path, where: str) -> None:
+    """A TAB where YAML wants indentation: one line naming it (YAML's own error is obscure)."""
+    if path.suffix.lower() == ".json":
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # load_mapping says what is wrong
+    _tab_line(text, where)
+
+
+def _tab_line(text: str, where: str) -> None:
+    for number, line in enumerate(text.splitlines(), 1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent and line.strip() and not line.lstrip().startswith("#"):
+            raise ConfigError(f"{where}: line {number} is indented with a tab; YAML needs spaces")
+
+
+def _check_builder(builder: dict[str, Any], where: str) -> list[str]:
+    """W&B's BuilderConfig checks; returns what is read but not used here."""
+    unused: list[str] = []
+    kind = builder.get("type")
+    if kind is not None and kind not in BUILDER_TYPES:
+        raise ConfigError(
+            f"{where}: builder.type must be one of {', '.join(BUILDER_TYPES)}, got {kind!r}"
+        )
+    if kind == "kaniko":
+        unused.append(f"builder.type kaniko ({where}): images are built with the local docker")
+    platform = builder.get("platform")
+    if platform is not None:
+        if platform not in PLATFORMS:
+            raise ConfigError(
+                f"{where}: builder.platform must be one of {', '.join(PLATFORMS)}, got {platform!r}"
+            )
+        unused.append(f"builder.platform ({where}): images are built for this machine")
+    for key in ("destination", "build-context-store", "build-job-name", "secret-name",
+                "secret-key", "kaniko-image"):  # fmt: skip
+        value = builder.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: builder.{key} must be text")
+        if key == "build-context-store" and not value.startswith(("s3://", "gs://", "https://")):
+            raise ConfigError(
+                f"{where}: builder.build-context-store must be the URI of an S3 bucket, a GCS"
+                " bucket or an Azure blob"
+            )
+        unused.append(f"builder.{key} ({where}): no cloud builder here")
+    return unused
+
+
+def _check_registry(registry: Any, where: str) -> list[str]:
+    if not isinstance(registry, dict):
+        return []
+    kind = registry.get("type")
+    if kind is None:
+        return []
+    if kind not in REGISTRY_TYPES:
+        raise ConfigError(
+            f"{where}: registry.type must be one of {', '.join(REGISTRY_TYPES)}, got {kind!r}"
+        )
+    return [
+        f"registry.type {kind} ({where}): no cloud registry login here; images are pushed to"
+        " registry.uri (or url) only when it names one"
+    ]
+
+
+def _check_environment(environment: Any, where: str) -> list[str]:
+    if environment is None:
+        return []
+    if not isinstance(environment, dict):
+        raise ConfigError(f"{where}: environment must be an object with type and region")
+    kind = environment.get("type")
+    if kind is not None and kind not in ENVIRONMENT_TYPES:
+        raise ConfigError(
+            f"{where}: environment.type must be one of {', '.join(ENVIRONMENT_TYPES)}, got {kind!r}"
+        )
+    if "region" not in environment:  # W&B's EnvironmentConfig requires the key
+        raise ConfigError(f"{where}: environment needs a region (W&B requires it)")
+    return [f"environment {kind or ''} ({where}): no cloud environment here".replace("  ", " ")]
+
+
+def check_entity(store: Store, queues: list[str], entity: str | None, source: str) -> None:
+    """Each queue belongs to the agent's entity, when it has one (``-e``, WANDB_ENTITY or
+    the file's ``entity``): W&B's agent serves the queues of its one entity."""
+    if entity is None:
+        return
+    for name in queues:
+        owner = store.queues.get(name)["entity"]
+        if owner != entity:
+            raise UsageError(
+                f"queue '{name}' belongs to entity '{owner}', not '{entity}' (the agent's"
+                f" entity, from {source}); serve it with -e {owner}, or leave the entity out"
+            )
 
 
 def queue_list(queues: list[str]) -> list[str]:
@@ -100,6 +366,32 @@ def queue_list(queues: list[str]) -> list[str]:
     for q in queues:
         out.extend(part.strip() for part in q.split(",") if part.strip())
     return out
+
+
+def _integer(value: Any, what: str, source: str) -> int:
+    """A whole number as W&B reads one (pydantic's int): 4, 4.0, "4", true (1)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise UsageError(f"{what} must be a whole number, got {value!r} (from {source})")
+
+
+def _boolean(value: Any, what: str, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{where}: {what} must be true or false, got {value!r}")
 
 
 def _seconds(value: Any, what: str) -> float:

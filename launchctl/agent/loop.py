@@ -67,6 +67,7 @@ class Agent:
         self._unrecorded: dict[str, tuple[str, str]] = {}
         self._rr = 0
         self._renewed_at = 0.0
+        self._status_at = time.monotonic()  # the start banner says it all first
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
@@ -255,6 +256,7 @@ class Agent:
                         break
                     wait = self.next_wake()
                     self._store_trouble(None)
+                    self._status()
                 except LaunchctlError as exc:  # the store cannot be written (a full disk)...
                     self._store_trouble(exc)  # ...: say so, and try again; never die of it
                     if not self.busy and self.draining:
@@ -265,6 +267,22 @@ class Agent:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
             self.store.agents.stopped(self.id)
+
+    def _status(self) -> None:
+        """A status line now and then, as W&B's agent prints one: every 5 minutes, every
+        20 seconds with -v (its DEFAULT_PRINT_INTERVAL and VERBOSE_PRINT_INTERVAL)."""
+        every = 20.0 if self.options.verbosity >= 1 else 300.0
+        now = time.monotonic()
+        if now - self._status_at < every:
+            return
+        self._status_at = now
+        limit = "unlimited" if self.options.max_jobs < 0 else str(self.options.max_jobs)
+        polling = (
+            f"polling on queues {', '.join(self.queue_names)}, "
+            if self.options.max_jobs < 0 or len(self.active) < self.options.max_jobs
+            else ""
+        )
+        self.say(f"agent {self.id} {polling}running {len(self.active)} of at most {limit} runs")
 
     def _store_trouble(self, exc: LaunchctlError | None) -> None:
         """A pass that failed on the store: said once (not every pass), then retried.

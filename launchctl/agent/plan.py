@@ -72,6 +72,7 @@ class Build:
     special: tuple[dict[str, Any], ...] = ()  # what job create did with special files
     build_context: str | None = None  # the job version's (job create -b), in its files
     job_base_image: str | None = None  # the job version's (job create -B)
+    ignored: tuple[str, ...] = ()  # builder keys of a queued run's spec that are the admin's
 
 
 @dataclass(frozen=True)
@@ -342,6 +343,15 @@ def _given_image(spec: Mapping[str, Any], version: Row | None) -> str | None:
     return str(given) if given else None
 
 
+# The builder keys a queued run's launcher may set, in its spec's ``builder`` or its resource
+# args' ``builder``: the base images (W&B's builder.accelerator.base_image, the older cuda key,
+# and builder.base_image). A launcher may already run any image with -d, so choosing what a
+# build starts FROM gives nothing new. The rest stays the queue admin's (or the agent
+# owner's): the build network, the package indexes and their credentials, build_args (they
+# reach HTTP_PROXY and the like) and template_dir (a host path) (issue 9, issue 11).
+RUN_BUILDER_KEYS = ("base_image", "accelerator", "cuda")
+
+
 def _build(
     run: Row,
     version: Row,
@@ -351,11 +361,18 @@ def _build(
 ) -> Build:
     spec = run["spec"]
     builder = {**agent.builder, **(config.get("builder") or {})}
-    if run["queue_id"] is None:  # a direct launch: its own launch spec may say how to build
-        builder.update(_dig(spec, "builder") or {})
-    base = accelerator_base_image(
-        resource_args.get("builder"), _dig(spec, "builder"), config.get("builder"), agent.builder
-    )
+    own = _dig(spec, "builder") if isinstance(_dig(spec, "builder"), dict) else {}
+    args_builder = resource_args.get("builder")
+    args_builder = args_builder if isinstance(args_builder, dict) else {}
+    ignored: list[str] = []
+    if run["queue_id"] is None:  # a direct launch: its own launch spec says how to build
+        builder.update(own)
+    else:  # queued: the launcher picks base images; the rest stays the admin's
+        builder.update({k: v for k, v in own.items() if k in RUN_BUILDER_KEYS})
+        ignored = sorted(k for k in own if k not in RUN_BUILDER_KEYS)
+    # The resource args' builder (W&B's place for accelerator.base_image), most specific.
+    builder.update({k: v for k, v in args_builder.items() if k in RUN_BUILDER_KEYS})
+    base = accelerator_base_image(args_builder, own, config.get("builder"), agent.builder)
     overrides = spec.get("overrides") or {}
     return Build(
         job_name=str(version["name"]),
@@ -366,11 +383,13 @@ def _build(
         special=tuple(version["source"].get("special") or ()),
         build_context=(version.get("metadata") or {}).get("build_context"),
         job_base_image=(version.get("metadata") or {}).get("base_image"),
+        ignored=tuple(ignored),
     )
 
 
 def accelerator_base_image(*builders: Any) -> str | None:
-    """``builder.accelerator.base_image`` (or the older ``builder.cuda.base_image``)."""
+    """``builder.accelerator.base_image`` (or the older ``builder.cuda.base_image``), from
+    the first builder section that names one."""
     for builder in builders:
         image = _dig(builder, "accelerator", "base_image") or _dig(builder, "cuda", "base_image")
         if image:

@@ -215,8 +215,21 @@ class Starter:
     def _build(self, planned: Plan, secrets: dict[str, str], notes: list[str]) -> str:
         """Make (or find) the run's image from the job's code; returns its name."""
         assert planned.build is not None and planned.version is not None
+        if planned.build.builder.get("type") == "noop":  # W&B's NoOpBuilder: never builds
+            raise RunnerError(
+                "the agent does not build images (builder.type noop): this run's job needs"
+                " a build; launch an image job or -d IMAGE, or serve it with a builder",
+                stage="build",
+            )
         move(self.store, planned.run["id"], State.BUILDING, agent_id=self.ctx.agent_id,
              expect=frozenset({State.CLAIMED}))  # fmt: skip
+        for key in planned.build.ignored:  # said, never silently dropped
+            self.store.runs.note(
+                planned.run["id"],
+                f"warning: builder.{key} in the run's launch spec is not used: only the"
+                " queue's admin sets it (a queued run may set builder.base_image and"
+                " builder.accelerator.base_image)",
+            )
         notes.append(workspace.prepare(self.store, planned.run, planned.version, planned.workdir))
         from launchctl.images import ensure_image
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -12,15 +13,48 @@ from launchctl.cli.output import err
 
 
 def agent(
-    queue: list[str] = typer.Option([], "--queue", "-q", help="Queue to serve (repeatable)."),
-    max_jobs: int | None = typer.Option(
-        None, "--max-jobs", "-j", help="Runs at once; -1 for unlimited (default 1, as W&B)."
+    queue: list[str] = typer.Option(
+        [], "--queue", "-q", help="Queue to serve (repeatable; -q a,b names two)."
+    ),
+    entity: str | None = typer.Option(
+        None,
+        "--entity",
+        "-e",
+        help="The entity whose queues it serves (default: WANDB_ENTITY, the config's entity);"
+        " a queue of another entity is refused.",
+    ),
+    max_jobs: str | None = typer.Option(
+        None,
+        "--max-jobs",
+        "-j",
+        help="Runs at once; -1 for unlimited (default: WANDB_LAUNCH_MAX_JOBS, the config's,"
+        " 1 as W&B).",
     ),
     config: str | None = typer.Option(
         None,
         "--config",
         "-c",
-        help="Agent config: JSON/YAML file or string (queues, max_jobs, env).",
+        help="Agent config (W&B's launch-config.yaml keys): a JSON/YAML file or string;"
+        " default ~/.config/wandb/launch-config.yaml when present.",
+    ),
+    max_schedulers: str | None = typer.Option(
+        None,
+        "--max-schedulers",
+        help="W&B's sweep schedulers at once (accepted; no sweep scheduler runs here).",
+    ),
+    log_file: str | None = typer.Option(
+        None,
+        "--log-file",
+        "-l",
+        help="Also write the agent's own log lines to this file (- for stdout).",
+    ),
+    verbose: int = typer.Option(
+        0,
+        "--verbose",
+        "-v",
+        count=True,
+        help="More detail: -v a status line every 20 s (else every 5 min); -vv also every"
+        " setting read at start.",
     ),
     burst: bool = typer.Option(False, "--burst", help="Exit once nothing is left to claim."),
     gpus: str | None = typer.Option(
@@ -68,45 +102,119 @@ def agent(
     \b
     Examples:
       launchctl agent -q default
+      launchctl agent -e my-team -q default -j 4   # as W&B's launch-agent
+      launchctl agent -c ~/.config/wandb/launch-config.yaml -l agent.log -v
       launchctl agent -q gpu -q cpu -j 4
       launchctl agent -q default --burst      # drain the queue, then exit
       launchctl agent -q gpu --gpus 0,1,2,3   # each run gets its own GPUs
       launchctl agent -q gpu --requeue-running  # Ctrl-C requeues running runs
     """
     from launchctl.agent import Agent
-    from launchctl.agent.config import load_agent_config
+    from launchctl.agent.config import check_entity, load_agent_config
 
     queues, opts = load_agent_config(
-        config, queues=queue, max_jobs=max_jobs, grace=grace, poll=poll
+        config,
+        queues=queue,
+        max_jobs=max_jobs,
+        grace=grace,
+        poll=poll,
+        entity=entity,
+        max_schedulers=max_schedulers,
+        verbosity=verbose,
     )
     store = open_store()
+    check_entity(store, queues, opts.entity, opts.sources.get("entity", ""))
+    say = _logger(log_file)  # opened once the settings are known good: nothing written before
     opts.requeue_running = requeue_running
     opts.resume_queues = resume_queues
     from launchctl.gpus.allocator import options_from_flags
 
     opts.gpus = options_from_flags(gpus, busy_mb=gpu_busy_mb, backfill_s=gpu_backfill_s)
-    if opts.gpus is not None and max_jobs is None and config is None:
+    if opts.gpus is not None and "max_jobs" not in opts.sources:
         opts.max_jobs = len(opts.gpus.devices)  # a run per GPU, unless -j says otherwise
-    worker = Agent(store, queues, opts, say=err)
+    worker = Agent(store, queues, opts, say=say)
     worker.start()
-    limit = "unlimited" if opts.max_jobs < 0 else str(opts.max_jobs)
-    err(
-        f"agent {worker.id} serving {', '.join(queues)} with max_jobs {limit}"
-        + (" (burst)" if burst else "")
-    )
+    for line in banner(worker.id, queues, opts, burst=burst, log_file=log_file):
+        say(line)
     if worker.gpus is not None:
         from launchctl.cli.gpus import startup_lines
 
         for line in startup_lines(worker.gpus):
-            err(line)
+            say(line)
     signals = 0
 
     def on_signal(sig: int, _frame: Any) -> None:
         nonlocal signals
         signals += 1
-        err(worker.on_signal(signals))
+        say(worker.on_signal(signals))
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     worker.run(burst=burst)
-    err(f"agent {worker.id} stopped")
+    say(f"agent {worker.id} stopped")
+
+
+def banner(
+    agent_id: str, queues: list[str], opts: Any, *, burst: bool, log_file: str | None
+) -> list[str]:
+    """What the agent says at start: the settings it resolved, and where each came from
+    (W&B's agent prints its resolved config too), then each setting it does not use here."""
+    limit = "unlimited" if opts.max_jobs < 0 else str(opts.max_jobs)
+    src = opts.sources
+
+    def where(key: str) -> str:
+        return f" ({src[key]})" if key in src else ""
+
+    builder = opts.builder.get("type") or "docker"
+    lines = [
+        f"agent {agent_id} serving {', '.join(queues)} with max_jobs {limit}"
+        + (" (burst)" if burst else ""),
+        f"  queues: {', '.join(queues)}{where('queues')}",
+        f"  entity: {opts.entity or '(any the user may serve)'}{where('entity')}",
+        f"  max_jobs: {limit}{where('max_jobs')}",
+        f"  config file: {opts.config_file or '(none)'}",
+        f"  builder: {builder}" + (" (the agent never builds)" if builder == "noop" else ""),
+        f"  grace: {opts.grace_s:g} s{where('grace')}, verbosity {opts.verbosity}",
+    ]
+    if log_file:
+        lines.append(f"  log file: {'stdout' if log_file == '-' else log_file}")
+    if opts.verbosity >= 2:
+        from launchctl.buildconfig import masked
+
+        lines.append(f"  builder settings: {masked(opts.builder)}")
+        lines.append(f"  registry: {masked(opts.registry)}")
+        lines.append(f"  env for runs: {', '.join(sorted(opts.env)) or '(none)'}")
+    lines += [f"not used here: {line}" for line in opts.unused]
+    return lines
+
+
+def _logger(log_file: str | None) -> Any:
+    """``say``: a line on stderr, and in the log file (``-l``; ``-``: stdout) with the time."""
+    if log_file is None:
+        return err
+    import sys
+    import time
+
+    from launchctl.errors import UsageError
+
+    if log_file == "-":
+        stream = sys.stdout
+    else:
+        try:
+            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            stream = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot open the log file {log_file} for writing: {exc.strerror}"
+            ) from None
+
+    def say(line: str) -> None:
+        err(line)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            stream.write(f"{stamp} {line}\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # the log file went away: the line is on stderr all the same
+
+    return say
