@@ -570,7 +570,7 @@ def check_job_name(name: str) -> str:
     safe = re.sub(r"[^a-zA-Z0-9_\-.]", "_", name)
     if name and safe != name:
         raise UsageError(
-            "job names may only contain alphanumeric characters, dashes, underscores and"
-            f" dots: {name!r} is refused; did you mean {safe!r}?"
+            f"invalid job name {name!r}: job names may only contain alphanumeric characters,"
+            f" dashes, underscores and dots; did you mean {safe!r}?"
         )
     return check_identifier(name, "job")
