@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import (
     BUSYBOX,
     PYTHON_IMAGE,
@@ -149,7 +147,6 @@ def test_walkthrough_from_local_source_code(home: Path, tmp_path: Path) -> None:
 # -- Create a queue, connect an agent, submit ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="needs part A: agent --entity")
 def test_walkthrough_queue_agent_and_submit(
     docker: Any, home: Path, tmp_path: Path, start_agent: StartAgent
 ) -> None:
@@ -160,7 +157,7 @@ def test_walkthrough_queue_agent_and_submit(
     # WALKTHROUGH, "Connect an agent to the queue":
     #   wandb launch-agent --queue <queue-name> --entity <entity-name>
     entity = cli_json("queue", "show", "quickstart")["entity"]
-    agent = start_agent("agent", "--queue", "quickstart", "--entity", entity)
+    agent = start_agent("--queue", "quickstart", "--entity", entity)  # start_agent adds 'agent'
     # WALKTHROUGH, "Submit a job to the queue":
     #   wandb launch --docker-image wandb/job_hello_world:main --project launch-quickstart
     #     --queue <queue-name>
