@@ -356,7 +356,8 @@ def check_entity(store: Store, queues: list[str], entity: str | None, source: st
         if owner != entity:
             raise UsageError(
                 f"queue '{name}' belongs to entity '{owner}', not '{entity}' (the agent's"
-                f" entity, from {source}); serve it with -e {owner}, or leave the entity out"
+                f" entity, from {'the ' if source == 'command line' else ''}{source}); serve it"
+                f" with -e {owner}, or leave the entity out"
             )
 
 

@@ -326,3 +326,34 @@ def test_noop_builder_code_job_fails_at_build(
     run = cli_json("runs", "show", run_id)
     assert (run["state"], run["stage"]) == ("failed", "build"), run
     assert "does not build" in run["reason"] and "builder.type noop" in run["reason"]
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "says"),
+    [
+        # RESOLVE: int(os.environ["WANDB_LAUNCH_MAX_JOBS"]); W&B raises ValueError on "four"
+        # (a traceback); launchctl refuses in one line naming where the value came from.
+        pytest.param({"WANDB_LAUNCH_MAX_JOBS": "four"}, [], "WANDB_LAUNCH_MAX_JOBS", id="env-text"),
+        # agent.py _max_from_config: below -1 is refused ("-2")
+        pytest.param({}, ["-j", "-2"], "max_jobs", id="flag-below-minus-one"),
+        # A deliberate difference: W&B takes max_jobs 0 (an agent that never runs anything);
+        # launchctl refuses it, as it always has.
+        pytest.param({}, ["-j", "0"], "max_jobs", id="flag-zero"),
+    ],
+)
+def test_bad_max_jobs_is_one_line(
+    agent_home: Path, ready: Path, env: dict[str, str], flags: list[str], says: str
+) -> None:
+    before = table_counts(ready)
+    proc = cli("agent", "-q", "q", *flags, "--burst", env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+    assert table_counts(ready) == before
+
+
+def test_log_file_dash_is_stdout(agent_home: Path) -> None:
+    # CLI: -l "Use - for stdout"
+    proc = cli("agent", "-q", "q", "-l", "-", "--burst")
+    assert proc.returncode == 0, proc.stderr
+    assert "serving q" in proc.stdout and "serving q" in proc.stderr
