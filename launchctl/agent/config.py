@@ -238,8 +238,7 @@ def _read_file(
         if not path.is_file():
             return {}, "agent config", None
         where = f"agent config {DEFAULT_CONFIG_FILE}"
-        _check_tabs(path, where)
-        return _mapping(load_mapping(str(path), where), where), where, str(path)
+        return _load_file(path, str(path), where), where, str(path)
     candidate = Path(os.path.expanduser(config)) if len(config) < 4096 else None
     is_file = False
     try:
@@ -249,11 +248,25 @@ def _read_file(
     where = f"agent config {config}" if is_file else "agent config (-c)"
     if is_file:
         assert candidate is not None
-        _check_tabs(candidate, where)
-        return _mapping(load_mapping(config, where), where), where, str(candidate)
+        return _load_file(candidate, config, where), where, str(candidate)
     if "\t" in config and "{" not in config:
         _tab_line(config, where)
     return _mapping(load_mapping(config, where), where), where, None
+
+
+def _load_file(path: Path, given: str, where: str) -> dict[str, Any]:
+    """A config file's keys. One with nothing but blank lines and comments is no keys, as
+    W&B's ``yaml.safe_load(f) or {}`` reads it."""
+    from launchctl.configfile import load_mapping
+
+    _check_tabs(path, where)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = "x"  # load_mapping says what is wrong
+    if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+        return {}
+    return _mapping(load_mapping(given, "agent config"), where)
 
 
 def _mapping(data: Any, where: str) -> dict[str, Any]:

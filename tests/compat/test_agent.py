@@ -357,3 +357,20 @@ def test_log_file_dash_is_stdout(agent_home: Path) -> None:
     proc = cli("agent", "-q", "q", "-l", "-", "--burst")
     assert proc.returncode == 0, proc.stderr
     assert "serving q" in proc.stdout and "serving q" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("# queues come from -q\n\n", id="comments-only"),
+    ],
+)
+def test_an_empty_config_file_is_no_keys(agent_home: Path, tmp_path: Path, text: str) -> None:
+    # RESOLVE: `launch_config = yaml.safe_load(f)`, `if launch_config is None: launch_config
+    # = {}`: an empty file (or one of comments) is no keys, not an error.
+    path = tmp_path / "launch-config.yaml"
+    path.write_text(text)
+    proc = cli("agent", "-c", str(path), "-q", "q", "--burst")
+    assert proc.returncode == 0, proc.stderr
+    assert f"config file: {path}" in proc.stderr
