@@ -3,7 +3,8 @@
 Each case is an input W&B documents or its code reads, with W&B's verdict. Where W&B has a
 validator (``AgentConfig``, wandb/sdk/launch/agent/config.py) the case asks it too, as an
 oracle, and launchctl must agree. Sources:
-  DOCS_AGENT  https://docs.wandb.ai/guides/launch/setup-agent-advanced ("Agent configuration")
+  DOCS_AGENT  https://docs.wandb.ai/guides/launch/run-agent ("Advanced agent setup": builders,
+              registries, agent configuration)
   DOCS_DOCKER https://docs.wandb.ai/guides/launch/setup-launch-docker ("Configure an agent")
   CLI         wandb/cli/cli.py, launch_agent (its options)
   RESOLVE     wandb/sdk/launch/_launch.py, resolve_agent_config (file, env, flags)
