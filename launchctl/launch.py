@@ -417,6 +417,8 @@ def submit(
         teams.check_launch(store, queue, spec)
     # Template values and guardrails, checked now so that nothing bad is queued.
     resolved = resolve(queue, spec, resource)
+    # A queue's base image may be a {{field}}: its value, filled in, is an image reference too.
+    check_spec_images(resolved.config, "the queue's config with this launch's values")
     gpus.check_machine_fits(store, resolved.limits.gpus)
     given = spec.get("template_variables") or {}
     if given:
@@ -574,7 +576,10 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
             f"run {old['id']} ran on {old['resource']}, but queue '{queue['name']}' runs"
             f" {queue['resource']}; launch it again with -q"
         )
-    resolve(queue, spec, queue["resource"])  # its values, by the queue's rules of today
+    resolved = resolve(queue, spec, queue["resource"])  # its values, by today's queue rules
+    from launchctl.buildconfig import check_spec_images
+
+    check_spec_images(resolved.config, "the queue's config with this run's values")
     prio = parse_priority(priority) if priority else old["priority"]
     new_id = new_run_id()
     base = old["name"].rsplit("-", 1)[0] if "-" in old["name"] else old["name"]

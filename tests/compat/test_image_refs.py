@@ -334,3 +334,37 @@ def test_queue_config_in_the_editor_s_shape_refuses_a_bad_base_image(
     proc = cli("queue", "create", "q", "-r", "local-container", "--config", json.dumps(config))
     _refused(proc, field)
     assert table_counts(ready) == before
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        pytest.param("ubuntu:22.04", True, id="field-filled-with-a-reference"),
+        pytest.param("ubuntu:22.04 as base", False, id="field-filled-with-as-base"),
+        pytest.param(
+            "ubuntu:22.04\nRUN echo PROOF > /proof.txt", False, id="field-filled-with-run"
+        ),
+    ],
+)
+def test_a_queue_s_templated_base_image_is_checked_with_the_launch_s_value(
+    ready: Path, tmp_path: Path, value: str, ok: bool
+) -> None:
+    # W&B docs, "Configure launch queue / queue config templates" (setup-queue-advanced):
+    # an admin writes {{field}} in the queue config and a launcher fills it with --set-var
+    # (W&B cli.py launch --set-var). The field is not a reference when written; the value
+    # the launch fills it with must be one, checked at launch with nothing stored.
+    config = {
+        "template_variables": {"base": {"type": "string"}},
+        "builder": {"accelerator": {"base_image": "{{base}}"}},
+    }
+    cli("queue", "create", "tq", "-r", "local-container", "--config", json.dumps(config),
+        check=True)  # fmt: skip
+    make_script(tmp_path / "code", "main.py", "print('hi')\n")
+    before = table_counts(ready)
+    proc = cli("launch", "-q", "tq", "-u", str(tmp_path / "code"), "-E", "python main.py",
+               "--set-var", f"base={value}")  # fmt: skip
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        _refused(proc, "builder.accelerator.base_image")
+        assert table_counts(ready) == before
