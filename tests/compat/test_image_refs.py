@@ -368,3 +368,17 @@ def test_a_queue_s_templated_base_image_is_checked_with_the_launch_s_value(
     else:
         _refused(proc, "builder.accelerator.base_image")
         assert table_counts(ready) == before
+
+
+def test_queue_edit_refuses_a_bad_base_image_and_keeps_the_old_config(ready: Path) -> None:
+    # The same check when a queue's config is replaced (W&B's queue editor saves the whole
+    # config, docs: setup-launch-docker "Define your Docker queue configuration"), with
+    # W&B's injection value (test_build.py, rejects_invalid_accelerator_base_image_refs).
+    good = {"builder": {"accelerator": {"base_image": "ubuntu:22.04"}}}
+    cli("queue", "create", "q", "-r", "local-container", "--config", json.dumps(good),
+        check=True)  # fmt: skip
+    shown = cli_json("queue", "show", "q")["config"]
+    bad = {"builder": {"accelerator": {"base_image": INJECTION}}}
+    proc = cli("queue", "edit", "q", "--config", json.dumps(bad))
+    _refused(proc, "builder.accelerator.base_image")
+    assert cli_json("queue", "show", "q")["config"] == shown
