@@ -8,9 +8,10 @@ The config file is W&B's launch-config.yaml (``-c``; without it W&B's default fi
 environment (``WANDB_ENTITY``, ``WANDB_LAUNCH_MAX_JOBS``) over the file over the defaults;
 queues named with ``-q`` replace the file's, as W&B's do.
 
-Keys that mean nothing on one machine (a kaniko builder, a cloud environment, an ECR/GCR/ACR
-registry type, sweep schedulers...) are accepted and listed in ``AgentOptions.unused``, which
-the agent says once at start: never silently dropped.
+``secure_mode`` is enforced as W&B's agent does it: a run whose spec overrides the entry point
+fails at stage agent. Keys that mean nothing on one machine (a kaniko builder, a cloud
+environment, an ECR/GCR/ACR registry type, sweep schedulers...) are accepted and listed in
+``AgentOptions.unused``, which the agent says once at start: never silently dropped.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class AgentOptions:
     entity: str | None = None  # the entity whose queues it serves; None: any it may serve
     max_schedulers: int = 1  # W&B's sweep schedulers: none run here
     verbosity: int = 0  # 0: a status line every 5 minutes; 1: every 20 s; 2: also details
+    secure_mode: bool = False  # W&B's: a run that overrides its entry point is refused
     config_file: str | None = None  # the agent config file read, if any
     unused: list[str] = field(default_factory=list)  # settings read but not used here
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # setting -> where from
@@ -157,11 +159,11 @@ def load_agent_config(
     elif "verbosity" in data:
         sources["verbosity"] = where
 
-    # -- secure_mode: W&B locks the entry point; not enforced here, so said
-    if data.get("secure_mode") is not None and _boolean(data["secure_mode"], "secure_mode", where):
-        unused.append(
-            f"secure_mode ({where}): not enforced here; a run's launcher may set its entry point"
-        )
+    # -- secure_mode: as W&B's agent (_assert_secure), a run may not override its entry point
+    secure = False
+    if data.get("secure_mode") is not None:
+        secure = _boolean(data["secure_mode"], "secure_mode", where)
+        sources["secure_mode"] = where
 
     # -- grace (launchctl's grace_s, else W&B's stopped_run_timeout), poll
     stopped = data.get("stopped_run_timeout")
@@ -218,6 +220,7 @@ def load_agent_config(
         entity=agent_entity,
         max_schedulers=schedulers,
         verbosity=level,
+        secure_mode=secure,
         config_file=config_file,
         unused=unused,
         sources=sources,

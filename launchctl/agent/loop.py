@@ -443,6 +443,7 @@ class Agent:
             registry=self.options.registry,
             on_exit=self.waker.wake,
             progress=self.options.progress,
+            secure_mode=self.options.secure_mode,
         )
 
     def _start(self, run: Row) -> Active | None:

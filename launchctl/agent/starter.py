@@ -52,6 +52,7 @@ class StartContext:
     registry: Any  # the agent config's registry
     on_exit: Callable[[], None]
     progress: bool = False
+    secure_mode: bool = False  # the agent config's (W&B's): no entry point overrides
 
 
 def agent_context(ctx: StartContext, home: Path) -> AgentContext:
@@ -121,6 +122,13 @@ class Starter:
 
     def _start(self, run: Row, secrets: list[str]) -> Started:
         run_id = run["id"]
+        if self.ctx.secure_mode and (run["spec"].get("overrides") or {}).get("entry_point"):
+            # W&B's agent in secure_mode (agent.py, _assert_secure) refuses the same run.
+            raise RunnerError(
+                "the agent runs in secure_mode: a run may not override its job's entry point"
+                " (overrides.entry_point, launch -E); launch the job with its own entry point",
+                stage="agent",
+            )
         version, queue = self._read(run)
         planned = plan(run, version, queue, self.agent)
         _check_host_paths(planned)

@@ -176,6 +176,8 @@ def banner(
         f"  builder: {builder}" + (" (the agent never builds)" if builder == "noop" else ""),
         f"  grace: {opts.grace_s:g} s{where('grace')}, verbosity {opts.verbosity}",
     ]
+    if opts.secure_mode:
+        lines.append(f"  secure_mode: on{where('secure_mode')} (no entry point overrides)")
     if log_file:
         lines.append(f"  log file: {'stdout' if log_file == '-' else log_file}")
     if opts.verbosity >= 2:

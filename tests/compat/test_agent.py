@@ -130,8 +130,10 @@ FILE_CASES = [
     ("queues-as-text", "queues: q\n", False, "queues"),
     # MODEL: entity is text
     ("entity-number", "queues: [q]\nentity: 5\n", False, "entity"),
-    # MODEL: secure_mode is a bool; not enforced here, and said so
-    ("secure-mode", "queues: [q]\nsecure_mode: true\n", True, "not used here: secure_mode"),
+    # MODEL: secure_mode is a bool (pydantic reads "yes" as true); the banner says it is on
+    ("secure-mode", "queues: [q]\nsecure_mode: yes\n", True, "secure_mode: on"),
+    # MODEL: a bool, so "sometimes" is refused
+    ("secure-mode-not-bool", "queues: [q]\nsecure_mode: sometimes\n", False, "secure_mode"),
     # MODEL: verbosity and stopped_run_timeout are ints ("2" read as 2); the timeout is the
     # stop grace
     (
@@ -375,3 +377,27 @@ def test_an_empty_config_file_is_no_keys(agent_home: Path, tmp_path: Path, text:
     proc = cli("agent", "-c", str(path), "-q", "q", "--burst")
     assert proc.returncode == 0, proc.stderr
     assert f"config file: {path}" in proc.stderr
+
+
+def test_secure_mode_refuses_an_entry_point_override(agent_home: Path, tmp_path: Path) -> None:
+    # agent.py _assert_secure: in secure_mode a launch spec with overrides.entry_point is
+    # refused; DOCS (AgentConfig's description): secure mode rejects runs that override the
+    # entry point. A run of the job as created still runs.
+    code = make_script(tmp_path / "code", "main.py", "print('ran')\n").parent
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "locked", check=True)
+    plain = cli("launch", "-q", "q", "-j", "locked", check=True).stdout.strip()
+    overridden = cli("launch", "-q", "q", "-j", "locked", "-E", "python -c 'print(1)'",
+                     check=True).stdout.strip()  # fmt: skip
+    path = tmp_path / "launch-config.yaml"
+    path.write_text("queues: [q]\nsecure_mode: true\n")
+    proc = cli("agent", "-c", str(path), "--burst", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert cli_json("runs", "show", plain)["state"] == "finished"
+    run = cli_json("runs", "show", overridden)
+    assert (run["state"], run["stage"]) == ("failed", "agent"), run
+    assert "secure_mode" in run["reason"] and "entry point" in run["reason"]
+    # Without secure_mode the same override runs.
+    again = cli("launch", "-q", "q", "-j", "locked", "-E", "python -c 'print(1)'",
+                check=True).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "q", "--burst", timeout=120, check=True)
+    assert cli_json("runs", "show", again)["state"] == "finished"
