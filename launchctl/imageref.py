@@ -11,9 +11,9 @@ The grammar (github.com/distribution/reference, regexp.go and normalize.go; dock
     digest     := algorithm ":" hex{32,}   (go-digest: sha256, sha384 or sha512, full length)
     name       <= 255 characters
 
-The first part of a name is its domain only when it holds a "." or a ":", is
-``localhost``, or has an upper-case letter (as Docker's ``splitDockerDomain``);
-otherwise it is a path component, and path components are lower-case.
+A name is valid when each of its parts is a path component, or when its first part is a
+registry host and the others are path components (as the grammar's regular expression
+matches it); path components are lower-case.
 
 The string is split on its separators first and each short piece is matched on its own,
 so a long hostile input costs linear time (no regular expression runs on the whole of it).
@@ -101,12 +101,12 @@ def image_ref_problem(value: str) -> str | None:
         return f"has a repository name longer than {NAME_MAX} characters"
     parts = name.split("/")
     first = parts[0]
-    if len(parts) > 1 and (
-        "." in first or ":" in first or first == "localhost" or first.lower() != first
-    ):
-        if not _domain_ok(first):
-            return f"has a registry host {_shown(first)} that is not host[:port]"
-        parts = parts[1:]
+    if all(_PATH_COMPONENT.fullmatch(part) for part in parts):
+        return None  # no registry host: each part a path component (the grammar's reading)
+    if len(parts) > 1 and _domain_ok(first):
+        parts = parts[1:]  # a registry host, then path components
+    elif len(parts) > 1 and _looks_like_host(first):
+        return f"has a registry host {_shown(first)} that is not host[:port]"
     for part in parts:
         if not _PATH_COMPONENT.fullmatch(part):
             if part.lower() != part and _PATH_COMPONENT.fullmatch(part.lower()):
@@ -116,6 +116,12 @@ def image_ref_problem(value: str) -> str | None:
                 " joined by . _ __ or -"
             )
     return None
+
+
+def _looks_like_host(first: str) -> bool:
+    """Docker's ``splitDockerDomain``: the first part names a registry when it holds a "."
+    or a ":", is ``localhost``, or has an upper-case letter."""
+    return "." in first or ":" in first or first == "localhost" or first.lower() != first
 
 
 def is_image_ref(value: Any) -> bool:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from launchctl.imageref import REFERENCE_MAX, image_ref_problem
 from tests.conftest import PYTHON_IMAGE, cli, cli_json, make_script, table_counts
@@ -71,6 +74,9 @@ CORPUS: list[Any] = [
     pytest.param("localhost:5000/lab/base", True, True, id="docker-localhost-port"),
     pytest.param("127.0.0.1:5000/lab/base:v1", True, True, id="docker-ip-port"),
     pytest.param("my_org/my-img__x.y:v1.0_rc-1", True, True, id="docker-separators"),
+    # A dotted first part that is no valid host is read as a path component (the grammar's
+    # regular expression backtracks; so does W&B's docker_image_regex).
+    pytest.param("team_a.v2/app:1", True, True, id="docker-dotted-first-part-not-a-host"),
     pytest.param("ubuntu:.hidden", False, False, id="docker-tag-starting-with-dot"),
     pytest.param("ubuntu:" + "t" * 129, False, False, id="docker-tag-over-128"),
     pytest.param("-ubuntu", False, False, id="docker-name-leading-dash"),
@@ -382,3 +388,48 @@ def test_queue_edit_refuses_a_bad_base_image_and_keeps_the_old_config(ready: Pat
     proc = cli("queue", "edit", "q", "--config", json.dumps(bad))
     _refused(proc, "builder.accelerator.base_image")
     assert cli_json("queue", "show", "q")["config"] == shown
+
+
+# -- properties: Docker's grammar against W&B's validator ---------------------------------------
+
+_COMPONENT = st.from_regex(r"\A[a-z0-9]{1,6}(?:(?:[._]|__|-{1,2})[a-z0-9]{1,6}){0,2}\Z")
+_LABEL = st.from_regex(r"\A[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?\Z")
+_DOMAIN = st.builds(
+    lambda labels, port: ".".join(labels) + (f":{port}" if port is not None else ""),
+    st.lists(_LABEL, min_size=2, max_size=3),
+    st.one_of(st.none(), st.integers(1, 65535)),
+)
+_TAG_TEXT = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}\Z")
+_SHA256 = st.text("0123456789abcdef", min_size=64, max_size=64)
+REFERENCES = st.builds(
+    lambda domain, parts, tag, digest: (
+        (f"{domain}/" if domain else "")
+        + "/".join(parts)
+        + (f":{tag}" if tag else "")
+        + (f"@sha256:{digest}" if digest else "")
+    ),
+    st.one_of(st.none(), _DOMAIN),
+    st.lists(_COMPONENT, min_size=1, max_size=3),
+    st.one_of(st.none(), _TAG_TEXT),
+    st.one_of(st.none(), _SHA256),
+)
+_QUICK = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@_QUICK
+@given(REFERENCES)
+def test_every_reference_the_grammar_makes_is_accepted_by_both(ref: str) -> None:
+    # References built from Docker's grammar (host[:port]/, components with . _ __ -,
+    # a tag, a sha256 digest): launchctl and W&B's _validate_accelerator_base_image agree.
+    assert image_ref_problem(ref) is None, ref
+    assert wandb_verdict(ref), ref
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text("aAz09._-/:@ \n#", max_size=24))
+def test_what_launchctl_accepts_w_and_b_accepts(text: str) -> None:
+    # Any short text over the characters that matter: launchctl is never looser than W&B
+    # (the documented differences need a digest other than sha256, or a port of 6 digits).
+    assume(not re.search(r":\d{6,}(/|$)", text))
+    if image_ref_problem(text) is None:
+        assert wandb_verdict(text), text
