@@ -94,6 +94,10 @@ CORPUS: list[Any] = [
     # sha384 and sha512, and so does launchctl. Unknown algorithms are refused by both.
     pytest.param(f"ubuntu@sha512:{'b' * 128}", True, False, id="differs-sha512-digest"),
     pytest.param(f"ubuntu@md5:{'c' * 32}", False, False, id="docker-unknown-digest-algorithm"),
+    # Deliberate differences, Docker's grammar takes any number of port digits and a
+    # bracketed IPv6 host; W&B's regex takes a port of 1-5 digits and no IPv6 host.
+    pytest.param("[::1]:5000/lab/base", True, False, id="differs-ipv6-host"),
+    pytest.param("registry:123456/lab/base", True, False, id="differs-six-digit-port"),
     # Docker: a sha256 digest has exactly 64 hex digits.
     pytest.param(f"ubuntu@sha256:{'a' * 63}", False, False, id="docker-short-sha256"),
 ]
