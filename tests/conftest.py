@@ -23,10 +23,17 @@ EXAMPLES = ROOT / "examples"
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, real store per test."""
+    """A fresh, real store per test, and a HOME of its own: an agent reads W&B's
+    ``~/.config/wandb/launch-config.yaml`` when no ``-c`` is given, and W&B's variables
+    (``WANDB_ENTITY``, ``WANDB_NAME``, ...) set where the suite runs would change runs."""
     path = tmp_path / "home"
     monkeypatch.setenv("LAUNCHCTL_HOME", str(path))
     monkeypatch.delenv("LAUNCHCTL_USER", raising=False)
+    user_home = tmp_path / "user-home"
+    user_home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(user_home))
+    for name in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(name)
     return path
 
 
