@@ -22,7 +22,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from launchctl import buildconfig, gpus, macros, names, paths, runas
@@ -108,6 +108,15 @@ class Plan:
     @property
     def workdir(self) -> Path:
         return self.folder / WORKDIR
+
+    @property
+    def entry_dir(self) -> Path:
+        """Where a process run starts: the job's build context (``job create -b``), as
+        W&B reads the entry point relative to it, else the working copy's root."""
+        context = ((self.version or {}).get("metadata") or {}).get("build_context")
+        if not context:
+            return self.workdir
+        return self.workdir / str(context)
 
     @property
     def process(self) -> bool:
@@ -204,7 +213,7 @@ class Plan:
             entrypoint=list(self.entrypoint),
             args=list(self.args),
             env=env,
-            workdir=self.workdir,
+            workdir=self.entry_dir if self.process else self.workdir,
             log_path=self.log_path,
             resource_args=self.resource_args,
             image=self.image,
@@ -253,6 +262,15 @@ def plan(run: Row, version: Row | None, queue: Row | None, agent: AgentContext) 
     if process:
         if not [*entrypoint, *args]:
             raise RunnerError("the run has no entry point to execute", stage="agent")
+        context = ((version or {}).get("metadata") or {}).get("build_context")
+        if context and (
+            not isinstance(context, str)
+            or PurePosixPath(context).is_absolute()
+            or ".." in PurePosixPath(context).parts
+        ):  # checked at job create; a row edited by hand must not start a run elsewhere
+            raise RunnerError(
+                f"the job's build context {context!r} is not inside it", stage="agent"
+            )
     elif image is None:
         if version is None:
             raise RunnerError("the run names no image and no job to build", stage="agent")

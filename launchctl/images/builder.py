@@ -41,8 +41,10 @@ def plan_build(req: BuildRequest) -> BuildPlan:
         # (not when they hold credentials: build args stay in the image's history).
         args = {**_pip_build_args(req), **args}
     # What the build context will hold: links leaving the job, FIFOs and such are left out.
-    # A user Dockerfile builds from the build context; the template from the whole job (W&B).
-    root = dockerfiles.context_root(req) if chosen.path is not None else req.source_dir
+    # Every build sends only the build context (the job's root when it has none). W&B's
+    # builder sends the whole job for its template, though its `job create -E` help says the
+    # entry point is relative to the context: launchctl keeps that promise for both.
+    root = dockerfiles.context_root(req)
     tree = jobfiles.scan(root, skip=frozenset(chosen.files))
     tag = image_tag(
         dockerfile_text=chosen.text,

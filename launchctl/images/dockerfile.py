@@ -68,7 +68,8 @@ def context_root(req: BuildRequest) -> Path:
 def choose(req: BuildRequest) -> Dockerfile:
     """W&B's order: the override (-D), the job's Dockerfile, Dockerfile.wandb beside the
     entrypoint; else a Dockerfile rendered from the template. Each path is read in the build
-    context (``context_root``), as W&B's builder reads it; the template takes the whole job."""
+    context (``context_root``), as W&B's builder reads it. The template builds from the
+    build context too: the entry point is relative to it (W&B's ``job create -E`` help)."""
     root = context_root(req)
     where = f"the build context {req.build_context}" if req.build_context else "the job's root"
     if req.dockerfile:
@@ -260,7 +261,7 @@ def render(req: BuildRequest, name: str = TEMPLATE) -> Dockerfile:
     """Render the Dockerfile of a code or git job from the template ``name``."""
     import jinja2
 
-    reqs, files = requirements(req.source_dir)
+    reqs, files = requirements(context_root(req))  # the template builds the context too
     env = template_environment(req.template_dir)
     base = req.base_image or req.default_base_image
     _check_base(base, "builder.accelerator.base_image" if req.base_image else "builder.base_image")

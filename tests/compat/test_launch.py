@@ -225,12 +225,6 @@ def test_job_name_names_the_job(code: Path) -> None:
     assert env["WANDB_NAME"] == run["name"] and env["WANDB_PROJECT"] == "test"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="W&B (create_job.py: the entry point is relative to the build context); a"
-    " local-process run starts in the job's root, not its build context (issue 11, left to"
-    " the runner's owner)",
-)
 def test_build_context_is_where_a_process_entry_point_runs(code: Path) -> None:
     """cli.py / docs: --build-context, the path of the build context within the source."""
     proc = cli("launch", "-u", str(code), "--build-context", "sub", "-E", "python train.py",
@@ -248,11 +242,6 @@ def test_build_context_and_base_image_make_the_job(code: Path) -> None:
     assert shown["entrypoint"] == ["python", "train.py"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the image build from a job's build context is part A/D's work, in progress at"
-    " this commit (the image copies the job's root)",
-)
 def test_build_context_and_base_image_build_the_container(docker: Any, code: Path) -> None:
     """cli.py: -B/--base-image, "Docker image to run job code in", and --build-context: the
     image is built from the base, the entry point relative to the build context."""
