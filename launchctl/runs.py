@@ -39,6 +39,11 @@ def check_filters(states: Sequence[str], limit: int) -> int:
     return min(limit, _MAX_LIMIT)
 
 
+def get(store: Store, run_id: str) -> Row:
+    """One run; a unique id prefix is enough."""
+    return store.runs.get(run_id)
+
+
 def details(store: Store, run_id: str) -> Row:
     """One run (a unique id prefix is enough) with its ``events``, its ``attempts`` (one per
     claim) and its ``log_path``."""
@@ -57,6 +62,39 @@ def cancel(store: Store, run_id: str) -> tuple[Row, str]:
     run = store.runs.get(run_id)
     user = require_canceller(store, run)
     return run, store.runs.request_cancel(run["id"], by=user)
+
+
+def waiting_reason(store: Store, run: Row) -> str:
+    """Why a queued run has not started, in words: its queue paused, a retry backoff, no
+    live agent serving its queue, or the runs ahead of it."""
+    import time
+
+    if str(run.get("reason") or "").startswith("waiting"):  # an agent's note: a GPU wait
+        return str(run["reason"])
+    queue = run.get("queue_name")
+    if run.get("queue_id") is None or not queue:
+        return "waiting to be claimed by the launch that made it"
+    row = store.queues.by_id(run["queue_id"])
+    if row is not None and row.get("paused"):
+        return f"queue {queue} is paused (resume it with `launchctl queue resume {queue}`)"
+    if run.get("not_before") and run["not_before"] > time.time():
+        left = int(run["not_before"] - time.time()) + 1
+        return f"waiting out a retry backoff ({left}s left) in queue {queue}"
+    if not serving_agents(store, queue):
+        return (
+            f"waiting for an agent: none is serving queue {queue}"
+            f" (start one with `launchctl agent -q {queue}`)"
+        )
+    ahead = sum(
+        1
+        for r in store.runs.select(queue=queue, states=[State.QUEUED], limit=None)
+        if r["id"] != run["id"]
+        and (r["priority"], r["enqueued_at"] or 0, r["seq"])
+        < (run["priority"], run["enqueued_at"] or 0, run["seq"])
+    )
+    if ahead:
+        return f"waiting in queue {queue} behind {ahead} run{'s' if ahead != 1 else ''}"
+    return f"waiting for a free slot on an agent serving queue {queue}"
 
 
 def serving_agents(store: Store, queue: str) -> list[Row]:

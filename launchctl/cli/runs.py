@@ -172,7 +172,8 @@ def logs(
         False, "--follow", "-f", help="Keep following until the run ends."
     ),
 ) -> None:
-    """Print a run's log; -f follows a live run until it ends.
+    """Print a run's log; -f follows a live run until it ends and exits with its status
+    (0 finished, the run's exit code when it failed, 130 stopped).
 
     \b
     Example:
@@ -180,7 +181,9 @@ def logs(
     """
     import signal
 
-    from launchctl.follow import follow
+    from launchctl import runs
+    from launchctl.follow import exit_status, follow
+    from launchctl.states import State
 
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
@@ -188,6 +191,20 @@ def logs(
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
 
-    run = follow(open_store(), run_id, write, follow=follow_)
+    store = open_store()
+    run = runs.get(store, run_id)
+    if not follow_ and run["state"] == State.QUEUED:
+        err(f"run {run['id']} has not started: {runs.waiting_reason(store, run)}")
+        return
+
+    def waiting(r: dict[str, object]) -> None:
+        why = runs.waiting_reason(store, runs.get(store, run["id"]))
+        err(f"run {run['id']} is queued and has not started: {why}")
+
+    run = follow(store, run["id"], write, follow=follow_, on_wait=waiting)
     if follow_:
-        err(f"run {run['id']} {run['state']}")
+        detail = f"exit code {run['exit_code']}" if run["exit_code"] is not None else ""
+        if run["state"] in ("failed", "stopped") and run["reason"]:
+            detail = run["reason"]
+        err(f"run {run['id']} {run['state']}" + (f" ({detail})" if detail else ""))
+        raise typer.Exit(exit_status(run))
