@@ -6,6 +6,7 @@ a run's log in ``follow``; the agent moves runs through their states.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from launchctl.errors import UsageError
 from launchctl.follow import log_path
@@ -20,11 +21,147 @@ _MAX_LIMIT = 1 << 62
 
 
 def listing(
-    store: Store, *, queue: str | None = None, states: Sequence[str] = (), limit: int = 50
+    store: Store,
+    *,
+    queue: str | None = None,
+    states: Sequence[str] = (),
+    limit: int = 50,
+    job: str | None = None,
+    project: str | None = None,
+    since: str | None = None,
 ) -> list[Row]:
-    """Runs, newest first: only ``queue``'s, only in ``states``; ``limit`` 0 means all."""
+    """Runs, newest first: only ``queue``'s, only in ``states``, only of ``job`` (NAME for
+    every version, NAME:vN or NAME:ALIAS for one), of ``project``, created ``since`` (an
+    age such as ``2h`` or ``7d``, or an ISO date); ``limit`` 0 means all. Each row also
+    has ``attempts`` (how many times an agent claimed it)."""
+    from launchctl.store import housekeeping
+
     limit = check_filters(states, limit)
-    return store.runs.select(queue=queue, states=states, limit=limit or None)
+    start = parse_since(since) if since is not None else None
+    job_id = version_id = None
+    if job is not None:
+        from launchctl import identity
+        from launchctl.jobs import find_version
+
+        version = find_version(store, job, prefer=identity.current_user())
+        if ":" in job.rpartition("/")[2]:  # NAME:vN or NAME:ALIAS names one version
+            version_id = int(version["id"])
+        else:
+            job_id = int(version["job_id"])
+    rows = housekeeping.select_runs(
+        store.db, queue=queue, states=states, project=project, job_id=job_id,
+        version_id=version_id, since=start, limit=limit or None,
+    )  # fmt: skip
+    counts = housekeeping.attempt_counts(store.db, [r["id"] for r in rows])
+    for row in rows:
+        row["attempts"] = counts.get(row["id"], 0)
+    return rows
+
+
+def run_config(run: Row) -> dict[str, Any]:
+    """The run-config values a run was launched with (``--set``)."""
+    config = (run["spec"].get("overrides") or {}).get("run_config")
+    return config if isinstance(config, dict) else {}
+
+
+def config_value(run: Row, key: str) -> str | None:
+    """One run-config value as a table shows it; None where the run has no such key."""
+    import json
+
+    config = run_config(run)
+    if key not in config:
+        return None
+    value = config[key]
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+# At most this many run-config columns are chosen automatically.
+AUTO_COLUMNS = 6
+
+
+def differing_keys(rows: Sequence[Row]) -> list[str]:
+    """The run-config keys whose values differ among ``rows`` (a key some runs lack
+    counts), in name order, at most ``AUTO_COLUMNS``."""
+    if len(rows) < 2:
+        return []
+    keys = sorted({k for r in rows for k in run_config(r)})
+    return [k for k in keys if len({config_value(r, k) for r in rows}) > 1][:AUTO_COLUMNS]
+
+
+def parse_columns(text: str | None) -> list[str] | None:
+    """``--columns``: a comma-separated list of run-config keys, or ``none``; None when
+    not given (choose the differing keys)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    keys = [k.strip() for k in text.split(",")]
+    if not all(keys) or any(not k.isprintable() for k in keys):
+        raise UsageError(
+            f"invalid --columns {text!r}: expected run-config keys separated by commas,"
+            " e.g. lr,batch_size"
+        )
+    return list(dict.fromkeys(keys))
+
+
+_TIMES = ("created_at", "updated_at", "started_at", "ended_at", "enqueued_at", "not_before",
+          "lease_expires_at")  # fmt: skip
+
+
+def iso(ts: float | None) -> str | None:
+    """A time as ISO 8601 in local time with its offset, to the second."""
+    import datetime as dt
+
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def for_json(run: Row) -> Row:
+    """A listed run as ``--json`` prints it: times in ISO 8601 and the priority by name,
+    as the table shows them."""
+    from launchctl.priority import PRIORITY_NAMES
+
+    out = dict(run)
+    for key in _TIMES:
+        if key in out:
+            out[key] = iso(out[key])
+    out["priority"] = PRIORITY_NAMES.get(run["priority"], run["priority"])
+    return out
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str, option: str = "--older-than") -> float:
+    """An age in seconds: ``90s``, ``45m``, ``12h``, ``30d``, ``2w``."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:]) if value else None
+    if unit is None or not value[:-1].isdigit():
+        raise UsageError(
+            f"invalid {option} value {text!r}: expected a number and a unit (s, m, h, d, w),"
+            " e.g. 30d or 12h"
+        )
+    return float(int(value[:-1]) * unit)
+
+
+def parse_since(text: str) -> float:
+    """A point in time: an age back from now (``2h``, ``7d``) or an ISO date or date and
+    time (``2026-11-20``, ``2026-11-20T09:00``; local time unless it names a zone)."""
+    import datetime as dt
+    import time
+
+    value = text.strip()
+    if value[-1:].lower() in _UNITS and value[:-1].isdigit():
+        return time.time() - parse_age(value, "--since")
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"invalid --since value {text!r}: expected an age (2h, 7d) or an ISO date"
+            " (2026-11-20 or 2026-11-20T09:00)"
+        ) from None
+    return moment.timestamp()
 
 
 def check_filters(states: Sequence[str], limit: int) -> int:

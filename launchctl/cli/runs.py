@@ -24,26 +24,63 @@ def list_(
     state: list[str] = typer.Option(
         [], "--state", "-s", help="Only runs in this state (repeatable)."
     ),
+    job: str | None = typer.Option(
+        None, "--job", "-j", metavar="JOB", help="Only runs of this job (NAME, or NAME:vN)."
+    ),
+    project: str | None = typer.Option(
+        None, "--project", "-p", metavar="PROJECT", help="Only runs of this project."
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        metavar="WHEN",
+        help="Only runs created since then: an age (2h, 7d) or an ISO date (2026-11-20).",
+    ),
+    columns: str | None = typer.Option(
+        None,
+        "--columns",
+        "-c",
+        metavar="KEYS",
+        help="Run-config keys to show as columns, comma-separated (default: the keys"
+        " whose values differ among the listed runs; 'none' for no such columns).",
+    ),
     limit: int = typer.Option(
         50, "--limit", "-n", help="At most this many, newest first (0: all)."
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List runs, newest first.
+    """List runs, newest first, with the run-config values that tell them apart.
+
+    GPU, attempt and rerun-of columns appear when a listed run has one.
 
     \b
     Example:
-      launchctl runs list -q default --state failed --json
+      launchctl runs list -j hello --since 1d --columns lr,batch_size
     """
     from launchctl import runs
 
     runs.check_filters(state, limit)  # before the store is opened: a refusal creates nothing
-    rows = runs.listing(open_store(), queue=queue, states=state, limit=limit)
+    if since is not None:
+        runs.parse_since(since)
+    keys = runs.parse_columns(columns)
+    rows = runs.listing(
+        open_store(), queue=queue, states=state, limit=limit, job=job, project=project,
+        since=since,
+    )  # fmt: skip
     if as_json:
-        emit_json(rows)
+        emit_json([runs.for_json(r) for r in rows])
         return
     from launchctl.priority import PRIORITY_NAMES
 
+    if keys is None:
+        keys = runs.differing_keys(rows)
+    extra: list[tuple[str, object]] = []
+    if any(r.get("devices") for r in rows):
+        extra.append(("gpus", lambda r: ",".join(map(str, r["devices"] or [])) or None))
+    if any(r["attempts"] > 1 for r in rows):
+        extra.append(("attempts", lambda r: r["attempts"]))
+    if any(r["rerun_of"] for r in rows):
+        extra.append(("rerun-of", lambda r: r["rerun_of"]))
     table(
         (
             [
@@ -52,14 +89,17 @@ def list_(
                 r["queue_name"] or "(direct)",
                 r["state"],
                 PRIORITY_NAMES.get(r["priority"], r["priority"]),
+                *(runs.config_value(r, k) for k in keys),
+                *(get(r) for _, get in extra),  # type: ignore[operator]
                 r["exit_code"],
                 duration(r["started_at"], r["ended_at"]),
                 ago(r["created_at"]),
             ]
             for r in rows
         ),
-        ["run", "name", "queue", "state", "priority", "exit", "runtime", "created"],
-    )
+        ["run", "name", "queue", "state", "priority", *keys, *(h for h, _ in extra),
+         "exit", "runtime", "created"],
+    )  # fmt: skip
 
 
 @app.command("show")

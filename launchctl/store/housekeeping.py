@@ -1,0 +1,71 @@
+"""SQL for looking back over runs and cleaning up: the filtered run listing (by job,
+project, age), attempt counts, and deleting runs and job versions (issue 12)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from launchctl.states import State
+from launchctl.store.db import Database, Row
+from launchctl.store.runs import _decode
+
+
+def select_runs(
+    db: Database,
+    *,
+    queue: str | None = None,
+    states: Iterable[str] = (),
+    project: str | None = None,
+    job_id: int | None = None,
+    version_id: int | None = None,
+    since: float | None = None,
+    before: float | None = None,
+    limit: int | None = 50,
+) -> list[Row]:
+    """Runs, newest first, filtered; ``since``/``before`` compare the creation time."""
+    where: list[str] = []
+    params: list[Any] = []
+    if queue is not None:
+        where.append("queue_name = ?")
+        params.append(queue)
+    states = list(states)
+    if states:
+        where.append(f"state IN ({', '.join('?' for _ in states)})")
+        params.extend(states)
+    if project is not None:
+        where.append("project = ?")
+        params.append(project)
+    if version_id is not None:
+        where.append("job_version_id = ?")
+        params.append(version_id)
+    if job_id is not None:
+        where.append("job_version_id IN (SELECT id FROM job_versions WHERE job_id = ?)")
+        params.append(job_id)
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if before is not None:
+        where.append("COALESCE(ended_at, created_at) < ?")
+        params.append(before)
+    sql = "SELECT * FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [r for r in (_decode(row) for row in db.all(sql, params)) if r is not None]
+
+
+def attempt_counts(db: Database, run_ids: Sequence[str]) -> dict[str, int]:
+    """How many times each run was claimed (one attempt per claim)."""
+    if not run_ids:
+        return {}
+    rows = db.all(
+        "SELECT run_id, COUNT(*) AS n FROM events"
+        " WHERE to_state = ? AND COALESCE(from_state, '') != ?"
+        f" AND run_id IN ({', '.join('?' for _ in run_ids)}) GROUP BY run_id",
+        [State.CLAIMED.value, State.CLAIMED.value, *run_ids],
+    )
+    return {str(r["run_id"]): int(r["n"]) for r in rows}
