@@ -1,6 +1,6 @@
 """The one exception root for errors a user caused, and its few kinds.
 
-The CLI turns any ``LaunchctlError`` into one line on stderr and a non-zero exit. The
+The CLI turns any ``LaunchctlError`` into one line on stderr and exit 1. The
 agent records one that ends a run as the run's failure, at the stage a ``RunnerError``
 names (any other kind fails it at stage ``agent``).
 """
@@ -14,15 +14,18 @@ Stage = Literal["agent", "build", "run"]
 
 
 class LaunchctlError(Exception):
-    """An error the user can act on; its message is shown as it is."""
+    """An error the user can act on; its message is shown as it is.
+
+    Every kind exits 1: launchctl parsed the command line and refused what it asked.
+    Exit 2 is kept for what Click refuses before launchctl runs (an unknown option, a
+    missing argument); see launchctl/cli/__init__.py (issue 12, item 12)."""
 
     exit_code = 1
 
 
 class UsageError(LaunchctlError):
-    """Flags or arguments that do not fit together (exit 2, like a usage error)."""
-
-    exit_code = 2
+    """Flags or arguments that do not fit together, or a value in the wrong form
+    (exit 1, like every refusal launchctl itself makes)."""
 
 
 class NotFound(LaunchctlError):

@@ -65,9 +65,9 @@ def test_python_dash_m_and_version_work() -> None:
 
 def test_unknown_command_and_option_are_usage_errors() -> None:
     proc = cli("frobnicate")
-    assert proc.returncode == 2 and "No such command" in proc.stderr
+    assert proc.returncode == 2 and "no such command" in proc.stderr
     proc = cli("runs", "list", "--bogus")
-    assert proc.returncode == 2 and "No such option" in proc.stderr
+    assert proc.returncode == 2 and "no such option" in proc.stderr
 
 
 def test_an_unreadable_store_is_one_line_not_a_traceback(home) -> None:  # type: ignore[no-untyped-def]

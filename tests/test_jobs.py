@@ -65,9 +65,9 @@ def test_image_job_is_recorded_but_not_run_as_a_local_process() -> None:
     job = cli_json("job", "create", "image", "localhost:5000/train:1", "-E", "python train.py")
     assert job["source"] == {"image": "localhost:5000/train:1"}
     proc = cli("launch", "-j", job["name"], "-r", "local-process")
-    assert proc.returncode == 2 and "cannot run a docker image" in proc.stderr
+    assert proc.returncode == 1 and "cannot run a docker image" in proc.stderr
     proc = cli("launch", "-q", "default", "-j", job["name"])
-    assert proc.returncode == 2 and "use a local-container queue" in proc.stderr
+    assert proc.returncode == 1 and "use a local-container queue" in proc.stderr
 
 
 def test_git_job_is_cloned_at_run_time_at_its_commit(tmp_path: Path) -> None:

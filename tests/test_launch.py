@@ -197,5 +197,5 @@ def test_an_empty_queue_name_is_refused_not_taken_as_a_direct_launch(home: Path)
     cli("queue", "list", check=True)
     before = table_counts(home)
     proc = cli("launch", "-q", "", "-u", HELLO, "-E", "python train.py")
-    assert proc.returncode == 2 and "--queue (-q) needs a value" in proc.stderr
+    assert proc.returncode == 1 and "--queue (-q) needs a value" in proc.stderr
     assert table_counts(home) == before

@@ -34,7 +34,7 @@ def test_check_filters_refuses_unknown_states_and_negative_limits() -> None:
 
 def test_a_refused_runs_list_creates_no_store(home: Path) -> None:
     proc = cli("runs", "list", "--state", "done")
-    assert proc.returncode == 2 and "unknown state 'done'" in proc.stderr
+    assert proc.returncode == 1 and "unknown state 'done'" in proc.stderr
     assert not home.exists()
 
 

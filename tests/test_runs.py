@@ -145,4 +145,4 @@ def test_runs_list_filters_and_show_has_the_history(store: Store) -> None:
     for piece in ("state:      finished", "exit code:  0", "queued -> claimed", "output.log"):
         assert piece in shown
     proc = cli("runs", "list", "--state", "done")
-    assert proc.returncode == 2 and "unknown state 'done'" in proc.stderr
+    assert proc.returncode == 1 and "unknown state 'done'" in proc.stderr

@@ -171,7 +171,7 @@ def test_bad_values_are_refused_with_wandb_wording_and_nothing_is_queued(
     cli("job", "create", "code", HELLO, "-E", "python train.py", check=True)
     before = table_counts(home)
     proc = cli("launch", "-q", "gpu", "-j", "hello", "--set-var", pair)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 1, proc.stderr
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert table_counts(home) == before
@@ -184,13 +184,13 @@ def test_a_field_without_default_must_be_given() -> None:
     }
     cli("queue", "create", "q", "--config", json.dumps(config), check=True)
     proc = cli("launch", "-q", "q", "-u", HELLO, "-E", "python train.py")
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "needs a value for template variable team" in proc.stderr
 
 
 def test_set_var_without_a_queue_is_refused() -> None:
     proc = cli("launch", "-u", HELLO, "-E", "python train.py", "-v", "gpus=2")
-    assert proc.returncode == 2 and "--set-var (-v) needs --queue (-q)" in proc.stderr
+    assert proc.returncode == 1 and "--set-var (-v) needs --queue (-q)" in proc.stderr
 
 
 def test_template_commands_list_and_define_fields(tmp_path: Path) -> None:

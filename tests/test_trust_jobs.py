@@ -145,7 +145,7 @@ def test_job_references_take_wandbs_entity_project_name_alias_form(vision: str) 
     assert run["spec"]["job"] == "vision/train:v0"
     message = refused(BOB, "launch", "-q", vision, "-j", "vision/elsewhere/train")
     assert "job 'vision/train' is in project 'uncategorized', not 'elsewhere'" in message
-    message = refused(BOB, "launch", "-q", vision, "-j", "a/b/c/train", code=2)
+    message = refused(BOB, "launch", "-q", vision, "-j", "a/b/c/train")
     assert "expected NAME, ENTITY/NAME or ENTITY/PROJECT/NAME" in message
 
 

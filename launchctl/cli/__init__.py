@@ -1,13 +1,18 @@
 """The command line: thin Typer commands over the core API, one module per noun.
 
-Errors a user caused (``LaunchctlError``) become one line on stderr and exit 1
-(2 for usage errors); nothing here prints a traceback unless LAUNCHCTL_DEBUG is set.
+One exit-code rule for refusals (issue 12): a command line Click cannot parse (an
+unknown command or option, a missing argument, a value of the wrong type or not among
+the choices) exits 2, before any launchctl code runs; everything launchctl itself refuses
+(``LaunchctlError``: an unknown queue, an invalid name, flags that cannot go together)
+exits 1. Both print one line on stderr, ``launchctl: error: ...``; nothing here prints a
+traceback unless LAUNCHCTL_DEBUG is set.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -21,6 +26,14 @@ from launchctl.cli import runs as runs_cmd
 from launchctl.cli import secret as secret_cmd
 from launchctl.cli import team as team_cmd
 from launchctl.errors import LaunchctlError
+
+try:  # typer 0.28 carries its own copy of Click; its exceptions are the ones raised
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - an older typer runs on Click itself
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+PROG = "launchctl"
+USAGE_EXIT = 2  # Click could not parse the command line; a LaunchctlError exits 1
 
 app = typer.Typer(
     name="launchctl",
@@ -80,12 +93,25 @@ def main() -> None:
         paths.apply_umask()
         if sys.argv[1:2] == ["launch"]:  # W&B's bare `launch --queue` (issue 11)
             sys.argv[2:] = launch_cmd.bare_queue(sys.argv[2:])
-        app(prog_name="launchctl")
+        code = app(prog_name=_prog_name(), standalone_mode=False)
     except LaunchctlError as exc:
-        # One line, always: a value the user typed may itself hold newlines.
-        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        sys.stderr.write(f"launchctl: error: {message}\n")
+        _error(str(exc))
         sys.exit(exc.exit_code)
+    except click_errors.NoArgsIsHelpError as exc:  # `launchctl queue`: its help, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click_errors.UsageError as exc:
+        _error(click_message(exc) + _hint(exc.ctx))
+        sys.exit(USAGE_EXIT)
+    except click_errors.ClickException as exc:  # a file Click could not open...
+        _error(click_message(exc))
+        sys.exit(exc.exit_code)
+    except typer.Abort as exc:  # a prompt declined or closed (EOF)
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            sys.stderr.write("launchctl: interrupted\n")
+            sys.exit(130)
+        _error("aborted")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("launchctl: interrupted\n")
         sys.exit(130)
@@ -99,3 +125,46 @@ def main() -> None:
             " (set LAUNCHCTL_DEBUG=1 to see the traceback)\n"
         )
         sys.exit(1)
+    # Not standalone, Click returns the code a typer.Exit carried (commands return None).
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _prog_name() -> str:
+    """``lctl`` when run as the short entry point (issue 12 item 16), so help and hints
+    name the command the user typed; ``launchctl`` otherwise."""
+    return "lctl" if os.path.basename(sys.argv[0] or "") == "lctl" else PROG
+
+
+def click_message(exc: click_errors.ClickException) -> str:
+    """Click's message in launchctl's style: lower-case start, no closing full stop."""
+    text = exc.format_message().strip()
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text.removesuffix(".")
+
+
+def _hint(ctx: Any) -> str:
+    path = ctx.command_path if ctx is not None else _command_path(sys.argv[1:])
+    return f" (try '{path} --help')"
+
+
+def _command_path(args: list[str]) -> str:
+    """The command the arguments name (``launchctl queue create``), for an error Click
+    raised without its context (an option missing its value)."""
+    command: Any = typer.main.get_command(app)
+    path = [_prog_name()]
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command = sub
+        path.append(arg)
+    return " ".join(path)
+
+
+def _error(message: str) -> None:
+    # One line, always: a value the user typed may itself hold newlines.
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    sys.stderr.write(f"launchctl: error: {message}\n")
