@@ -329,6 +329,7 @@ def create_code_job(
     runtime: str | None = None,
     description: str | None = None,
     aliases: list[str] | tuple[str, ...] | None = None,
+    keep_job_entrypoint: bool = False,
 ) -> tuple[Row, bool]:
     """A code job: ``path`` snapshotted into the store.
 
@@ -337,6 +338,9 @@ def create_code_job(
     relative to it. ``base_image`` replaces the builder's default base image, ``runtime``
     (``3.N``) is the Python version the job wants; ``aliases`` name this version beside
     ``latest`` and ``vN``.
+
+    ``keep_job_entrypoint`` (a ``launch -u DIR -E CMD``): an existing job keeps its entry
+    point, and ``entrypoint`` is the run's alone (see ``_kept_entrypoint``).
     """
     root = paths.user_path(path)
     if not _is_dir(root):
@@ -364,6 +368,20 @@ def create_code_job(
         where = f" (relative to the build context {context})" if context else ""
         raise LaunchctlError(f"dockerfile {dockerfile} not found in {root}{where}")
     job_name = check_job_name(name) if name else _job_name(root.name)
+    if keep_job_entrypoint:
+        entrypoint = _kept_entrypoint(
+            store,
+            entity,
+            job_name,
+            entrypoint,
+            kind="code",
+            same=lambda v: (
+                v["source"].get("snapshot") == digest
+                and v["dockerfile"] == dockerfile
+                and (v.get("metadata") or {}) == meta
+            ),
+            fits=lambda ep: _fits(ep, root, names, context),
+        )
     return _add_version(
         store,
         name=job_name,
@@ -429,6 +447,7 @@ def create_git_job(
     runtime: str | None = None,
     description: str | None = None,
     aliases: list[str] | tuple[str, ...] | None = None,
+    keep_job_entrypoint: bool = False,
 ) -> tuple[Row, bool]:
     """A git job: ``remote`` cloned at run time, at ``commit`` (W&B's ``-g/--git-hash``, or
     ``launch -g/--git-version``: a commit, branch or tag; default the remote's HEAD).
@@ -441,9 +460,25 @@ def create_git_job(
     dockerfile = _check_dockerfile_path(dockerfile)
     aliases = _check_aliases(aliases)
     base = remote.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    job_name = check_job_name(name) if name else _job_name(base)
+    if keep_job_entrypoint:
+        git = {"remote": remote, "commit": commit}
+        entrypoint = _kept_entrypoint(
+            store,
+            entity,
+            job_name,
+            entrypoint,
+            kind="git",
+            same=lambda v: (
+                v["source"].get("git") == git
+                and v["dockerfile"] == dockerfile
+                and (v.get("metadata") or {}) == meta
+            ),
+            fits=lambda _ep: True,  # the code is cloned at run time: nothing to check here
+        )
     return _add_version(
         store,
-        name=check_job_name(name) if name else _job_name(base),
+        name=job_name,
         source_type="git",
         entity=entity,
         project=project or DEFAULT_PROJECT,
@@ -458,6 +493,80 @@ def create_git_job(
 
 
 _META_KEYS = ("build_context", "base_image", "runtime")
+
+
+def _fits(entrypoint: list[str], root: Path, files: set[str], context: str | None) -> bool:
+    try:
+        _check_entrypoint_in(entrypoint, root, files, context)
+    except LaunchctlError:
+        return False
+    return True
+
+
+def _kept_entrypoint(
+    store: Store,
+    entity: str | None,
+    name: str,
+    given: list[str],
+    *,
+    kind: str,
+    same: Callable[[Row], bool],
+    fits: Callable[[list[str]], bool],
+) -> list[str]:
+    """The entry point the version a ``launch -u ... -E CMD`` uses records (issue 12).
+
+    A new job takes CMD, as W&B's ``wandb launch -u`` makes it. An existing job keeps
+    what ``-j NAME`` means: CMD is the run's entry point (its ``overrides.entry_point``),
+    not a change of the job's. So the launch uses the newest version with the same code
+    (and Dockerfile, build context, base image, runtime), whatever its entry point, and
+    makes no version for a changed entry point alone; code that changed makes a new
+    version with the job's current entry point, or CMD where that one is not in the new
+    code (a job whose script was renamed)."""
+    owner = entity or identity.current_user()
+    try:
+        latest = store.jobs.version(name, "latest", entity=owner)
+    except NotFound:
+        return given
+    if latest["source_type"] != kind:
+        return given  # refused when it is written, with the reason
+    if same(latest):
+        return list(latest["entrypoint"])
+    for version in reversed(store.jobs.versions(int(latest["job_id"]))):
+        if same(version):
+            return list(version["entrypoint"])
+    kept = list(latest["entrypoint"])
+    return kept if kept and fits(kept) else given
+
+
+_CHANGES = (
+    ("code", lambda v: {k: x for k, x in v["source"].items() if k not in ("path", "files")}),
+    ("entry point", lambda v: v["entrypoint"]),
+    ("dockerfile", lambda v: v["dockerfile"]),
+    ("build context", lambda v: (v.get("metadata") or {}).get("build_context")),
+    ("base image", lambda v: (v.get("metadata") or {}).get("base_image")),
+    ("runtime", lambda v: (v.get("metadata") or {}).get("runtime")),
+)
+
+
+def new_version_line(store: Store, version: Row) -> str | None:
+    """``job NAME: new version vN (entry point changed)`` for a version just made of a job
+    that had one before (None for a job's first version): what differs from the version
+    that was ``latest`` until now."""
+    number = int(version["version"])
+    if number == 0:
+        return None
+    try:
+        before = store.jobs.version(
+            str(version["name"]), f"v{number - 1}", entity=str(version["entity"])
+        )
+    except NotFound:
+        return f"job {version['name']}: new version v{number}"
+    changed = [what for what, part in _CHANGES if part(before) != part(version)]
+    if version["source_type"] == "image" and "code" in changed:
+        changed[changed.index("code")] = "image"
+    listed = " and ".join([", ".join(changed[:-1]), changed[-1]] if len(changed) > 1 else changed)
+    why = f" ({listed} changed)" if changed else ""
+    return f"job {version['name']}: new version v{number}{why}"
 
 
 def _meta_key(meta: dict[str, Any]) -> list[Any]:

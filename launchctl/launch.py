@@ -325,7 +325,11 @@ def _find_job(store: Store, spec: dict[str, Any], queue: Row | None) -> Row:
 
 
 def _resolve_job(
-    store: Store, spec: dict[str, Any], queue: Row | None, create: dict[str, Any]
+    store: Store,
+    spec: dict[str, Any],
+    queue: Row | None,
+    create: dict[str, Any],
+    say: Callable[[str], None] = _stderr,
 ) -> Row | None:
     """Find or create the job version the spec names (None for a bare image).
 
@@ -333,6 +337,10 @@ def _resolve_job(
     run's entity, not the job's), after checking that they may run in the run's entities.
     ``create`` holds W&B's ``--job-name``, ``--build-context`` and ``--base-image``; a git
     ``-u`` is taken at ``git.version`` (``-g``).
+
+    ``-E`` is this run's entry point: a job that exists keeps its own (issue 12, see
+    ``jobs._kept_entrypoint``); ``say`` gets one line when the launch made a new version of
+    an existing job, and one when the run's entry point is not the job's.
     """
     overrides = spec["overrides"]
     if spec.get("uri"):
@@ -345,20 +353,42 @@ def _resolve_job(
         common: dict[str, Any] = {"project": spec.get("project"), "entity": None, **create}
         git: dict[str, Any] = spec["git"] if isinstance(spec.get("git"), dict) else {}
         commit = git.get("version") or git.get("commit")
+        common["keep_job_entrypoint"] = True
         if jobs.is_git_uri(uri):
-            version, _ = jobs.create_git_job(store, uri, entrypoint=entry, commit=commit, **common)
+            version, created = jobs.create_git_job(
+                store, uri, entrypoint=entry, commit=commit, **common
+            )
         else:
             if commit:
                 raise UsageError(
                     "--git-version (-g) is a git ref: it needs a git --uri (-u), not a folder"
                 )
-            version, _ = jobs.create_code_job(
+            version, created = jobs.create_code_job(
                 store, uri, entrypoint=entry, dockerfile=overrides.get("dockerfile"), **common
             )
+        _say_version(store, version, created, entry, say)
         return version
     if spec.get("job"):
         return _find_job(store, spec, queue)
     return None
+
+
+def _say_version(
+    store: Store, version: Row, created: bool, entry: list[str], say: Callable[[str], None]
+) -> None:
+    """What a ``-u`` launch did to its job, in one line, when it did more than reuse it."""
+    import shlex
+
+    made = jobs.new_version_line(store, version) if created else None
+    if list(version["entrypoint"]) != list(entry):
+        stays = (
+            "-E applies to this run only; the job's entry point stays"
+            f" {shlex.join(version['entrypoint'])!r} (`job create -E` changes it)"
+        )
+        ref = f"job {version['name']}:v{version['version']}"
+        say(f"{made}; {stays}" if made else f"{ref} unchanged: {stays}")
+    elif made:
+        say(made)
 
 
 def prepare_spec(req: LaunchRequest, say: Callable[[str], None] = _stderr) -> dict[str, Any]:
@@ -382,9 +412,16 @@ def prepare_spec(req: LaunchRequest, say: Callable[[str], None] = _stderr) -> di
 
 
 def submit(
-    store: Store, spec: dict[str, Any], *, claim_for: str | None = None, lease_s: float = 60.0
+    store: Store,
+    spec: dict[str, Any],
+    *,
+    claim_for: str | None = None,
+    lease_s: float = 60.0,
+    say: Callable[[str], None] = _stderr,
 ) -> Row:
     """Store a launch spec as a run. Nothing is written when this raises.
+
+    ``say`` gets one line when a ``-u`` launch made a new version of an existing job.
 
     A spec without a queue is a direct launch: it must be claimed at once by the
     embedded agent ``claim_for``, so no other agent can take it.
@@ -424,7 +461,7 @@ def submit(
     if given:
         spec["template_variables"] = {name: resolved.values[name] for name in given}
     image = (spec.get("docker") or {}).get("docker_image")
-    version = _resolve_job(store, spec, queue, create)
+    version = _resolve_job(store, spec, queue, create, say)
     runs_image = image or (version is not None and version["source_type"] == "image")
     if resource == "local-process" and runs_image:
         where = f"queue '{queue['name']}'" if queue else "a direct launch"
