@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from typing import Any
 
 import typer
 
@@ -204,6 +205,98 @@ def rerun(
         emit_json(run)
     else:
         print(run["id"])
+
+
+def confirm(question: str, yes: bool) -> bool:
+    """``--yes`` or, on a terminal, the user's answer; a delete that nobody can answer
+    for (stdin not a terminal, no ``--yes``) is refused with nothing removed."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        from launchctl.errors import UsageError
+
+        raise UsageError(f"{question} (no terminal to ask on: pass --yes to go ahead)")
+    return typer.confirm(question, default=False)
+
+
+YES_OPTION = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+
+
+def _report(store: Any, plan: Any, yes: bool, what: str) -> None:
+    from launchctl import housekeeping as hk
+
+    for run, why in plan.skipped:
+        err(f"skipping run {run['id']}: {why}")
+    if not plan.runs:
+        print(f"no runs to {what}")
+        return
+    n = len(plan.runs)
+    question = f"delete {n} run{'s' if n != 1 else ''} and their logs ({hk.human_size(plan.size)})?"
+    if not confirm(question, yes):
+        err("nothing deleted")
+        raise typer.Exit(1)
+    deleted, freed, problems = hk.execute(store, plan)
+    for problem in problems:
+        err(f"could not remove {problem}")
+    print(
+        f"deleted {len(deleted)} run{'s' if len(deleted) != 1 else ''},"
+        f" {hk.human_size(freed)} freed"
+    )
+    if len(deleted) < n:
+        err(f"{n - len(deleted)} run(s) changed state meanwhile and were kept")
+
+
+@app.command("delete")
+def delete(
+    run_ids: list[str] = typer.Argument(..., metavar="RUN...", help="Run ids (prefixes)."),
+    yes: bool = YES_OPTION,
+) -> None:
+    """Delete ended runs with their logs and work folders, and say how much space came back.
+
+    A queued or running run is refused (cancel it first); only a run's author or an
+    admin of its entity may delete it. Asks first on a terminal.
+
+    \b
+    Example:
+      launchctl runs delete 3kx9q2ab 7hd2k1pq --yes
+    """
+    from launchctl import housekeeping
+
+    store = open_store()
+    _report(store, housekeeping.plan_delete(store, run_ids), yes, "delete")
+
+
+@app.command("prune")
+def prune(
+    older_than: str = typer.Option(
+        "0s",
+        "--older-than",
+        metavar="AGE",
+        help="Only runs that ended longer ago than this: 30d, 12h, 45m (default: any).",
+    ),
+    state: list[str] = typer.Option(
+        [],
+        "--state",
+        "-s",
+        metavar="STATES",
+        help="Only runs in these ended states, comma-separated (default: finished,failed,stopped).",
+    ),
+    yes: bool = YES_OPTION,
+) -> None:
+    """Delete ended runs (with their logs and work folders) older than --older-than.
+
+    Never touches a queued or running run; skips (and names) runs you may not delete.
+
+    \b
+    Example:
+      launchctl runs prune --older-than 30d --state finished,failed
+    """
+    from launchctl import housekeeping, runs
+
+    age = runs.parse_age(older_than)
+    states = housekeeping.check_prune_states(state)
+    store = open_store()
+    _report(store, housekeeping.plan_prune(store, older_than_s=age, states=states), yes, "prune")
 
 
 def logs(

@@ -69,3 +69,21 @@ def attempt_counts(db: Database, run_ids: Sequence[str]) -> dict[str, int]:
         [State.CLAIMED.value, State.CLAIMED.value, *run_ids],
     )
     return {str(r["run_id"]): int(r["n"]) for r in rows}
+
+
+def delete_ended_runs(db: Database, run_ids: Sequence[str]) -> list[str]:
+    """Delete the runs among ``run_ids`` that have ended, with their events (in one
+    transaction, re-checking the state there: a run that was requeued or rerun meanwhile
+    stays). Returns the ids deleted."""
+    from launchctl.states import TERMINAL
+    from launchctl.store.runs import sql_states
+
+    done: list[str] = []
+    with db.write():
+        for run_id in run_ids:
+            cur = db.execute(
+                f"DELETE FROM runs WHERE id = ? AND state IN {sql_states(TERMINAL)}", [run_id]
+            )
+            if cur.rowcount:
+                done.append(run_id)
+    return done
