@@ -24,6 +24,7 @@ from launchctl.cli import launch as launch_cmd
 from launchctl.cli import queue as queue_cmd
 from launchctl.cli import runs as runs_cmd
 from launchctl.cli import secret as secret_cmd
+from launchctl.cli import status as status_cmd
 from launchctl.cli import team as team_cmd
 from launchctl.errors import LaunchctlError
 
@@ -72,6 +73,7 @@ app.command("launch", no_args_is_help=True)(launch_cmd.launch)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)
 app.command("gpus")(gpus_cmd.gpus)
+app.command("status")(status_cmd.status)
 
 
 def main() -> None:
