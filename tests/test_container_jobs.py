@@ -60,7 +60,11 @@ def test_code_job_is_built_with_its_requirements_and_runs_in_a_container(
         run = cli_json("runs", "show", first)
         assert run["state"] == "finished", run
         log = cli("logs", first, check=True).stdout
-        assert f"Successfully installed {PACKAGE}-1.0" in log  # the whole build is in the log
+        # The run's log shows the build's steps; BuildKit's own output is in build.log.
+        assert "launchctl: build step 5/7: RUN pip install" in log
+        assert "Successfully installed" not in log
+        build_log = Path(run["log_path"]).with_name("build.log").read_text()
+        assert f"Successfully installed {PACKAGE}-1.0" in build_log
         assert f"value: {PACKAGE_VALUE}" in log
         # ${image_uri} is the image the run used.
         assert f'config: {{"lr": 0.5}} image: {run["image"]}' in log
@@ -131,6 +135,7 @@ def test_direct_launch_of_a_code_job_in_a_container_streams_the_build(
                    "-c", str(spec))  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert "launchctl: building" in proc.stdout
+        assert "launchctl: build step 5/7: RUN pip install" in proc.stdout  # as it goes
         assert f"value: {PACKAGE_VALUE}" in proc.stdout
     finally:
         remove_images(docker, store)

@@ -31,6 +31,13 @@ ALICE = {"LAUNCHCTL_USER": "alice"}
 BOB = {"LAUNCHCTL_USER": "bob"}
 
 
+def logs_and_build(run_id: str) -> str:
+    """The run's log and its build.log: BuildKit's own output is there (issue 12, item 9)."""
+    text = cli("logs", run_id).stdout
+    build = Path(cli_json("runs", "show", run_id)["log_path"]).with_name("build.log")
+    return text + (build.read_text() if build.exists() else "")
+
+
 def as_alice(*args: str, **kwargs: Any) -> Any:
     return cli(*args, env=ALICE, **kwargs)
 
@@ -83,7 +90,7 @@ def test_a_build_cannot_reach_the_hosts_loopback_unless_the_queue_admin_allows_h
         run_burst("bridged")
         run = store.runs.get(first)
         assert (run["state"], run["stage"]) == ("failed", "build"), run
-        log = cli("logs", first, check=True).stdout
+        log = logs_and_build(first)
         assert "REACHED-THE-HOST" not in log
         assert "Connection refused" in log  # the build's own loopback has no index on it
 
@@ -91,7 +98,7 @@ def test_a_build_cannot_reach_the_hosts_loopback_unless_the_queue_admin_allows_h
                      env=BOB, check=True).stdout.strip()  # fmt: skip
         run_burst("hosted")
         assert store.runs.state(second) == "finished"
-        assert "REACHED-THE-HOST" in cli("logs", second, check=True).stdout
+        assert "REACHED-THE-HOST" in logs_and_build(second)
     finally:
         remove_images(docker, store)
 
@@ -164,7 +171,7 @@ def test_a_code_jobs_link_to_a_host_file_is_not_written_through_by_the_build(
             assert not os.path.lexists(victim)
         run = store.runs.get(run_id)
         assert run["state"] == "finished", run
-        log = cli("logs", run_id, check=True).stdout
+        log = logs_and_build(run_id)
         assert f"value: {PACKAGE_VALUE}" in log  # the generated requirements were installed
         assert (
             f"job file .launchctl-requirements.txt: link leaving the job (-> {victim}):"
@@ -201,7 +208,7 @@ def test_a_git_jobs_link_to_a_host_file_is_left_out_of_the_build_context(
         run_burst("box")
         assert victim.read_text() == ORIGINAL
         assert store.runs.state(run_id) == "finished", store.runs.get(run_id)
-        log = cli("logs", run_id, check=True).stdout
+        log = logs_and_build(run_id)
         assert f"value: {PACKAGE_VALUE}" in log
         assert f".launchctl-requirements.txt: link leaving the job (-> {victim})" in log
     finally:
@@ -363,7 +370,7 @@ def test_index_token_and_registry_password_are_secrets_kept_out_of_outputs_logs_
         run_burst("private")
         run = store.runs.get(run_id)
         assert run["state"] == "finished", run
-        log = cli("logs", run_id, check=True).stdout
+        log = logs_and_build(run_id)
         assert f"value: {PACKAGE_VALUE}" in log  # installed from the index that needs the token
         assert "ok" in auth_index.answers
         assert run["image"].startswith(f"{registry_up}/")  # pushed with the secret password
@@ -405,7 +412,7 @@ def test_a_user_dockerfile_mounts_the_index_secret_and_gets_no_token_in_build_ar
         run_burst("private")
         run = store.runs.get(run_id)
         assert run["state"] == "finished", run
-        log = cli("logs", run_id, check=True).stdout
+        log = logs_and_build(run_id)
         assert f"value: {PACKAGE_VALUE}" in log
         assert f"{nonce} index=[]" in log  # no PIP_INDEX_URL build arg: history keeps those
         for text in (log, docker_cli("history", "--no-trunc", run["image"])):

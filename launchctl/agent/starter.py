@@ -33,6 +33,8 @@ from launchctl.secrets import MissingSecret, SecretStore
 from launchctl.states import State, move
 from launchctl.store import Row, Store
 
+BUILD_LOG = "build.log"  # BuildKit's raw output, beside the run's output.log
+
 
 @dataclass
 class Started:
@@ -53,6 +55,7 @@ class StartContext:
     on_exit: Callable[[], None]
     progress: bool = False
     secure_mode: bool = False  # the agent config's (W&B's): no entry point overrides
+    say: Callable[[str], None] | None = None  # the agent's terminal: build steps as they go
 
 
 def agent_context(ctx: StartContext, home: Path) -> AgentContext:
@@ -242,16 +245,44 @@ class Starter:
         from launchctl.images import ensure_image
 
         request = planned.build_request(secrets)
+        # BuildKit's raw lines go to build.log beside the run's log; the run's log (and so
+        # `logs -f`) and the agent's terminal get one line per build step (issue 12, item 9).
+        build_log = planned.log_path.with_name(BUILD_LOG)
+        run_id = planned.run["id"]
+
+        def say(line: str) -> None:
+            text = f"run {run_id}: {line.removeprefix('launchctl: ')}"
+            if self.ctx.say is not None:
+                self.ctx.say(text)
+            else:  # on stderr, as the agent's command prints its own lines
+                print(text, file=sys.stderr, flush=True)
+
         try:
-            with open(planned.log_path, "ab", buffering=0) as log:
+            paths.make_file(build_log)
+            with (
+                open(planned.log_path, "ab", buffering=0) as log,
+                open(build_log, "ab", buffering=0) as raw,
+            ):
                 for entry in planned.build.special:  # what job create did
                     log.write(
                         f"launchctl: job file {entry['path']}: {entry['what']}:"
                         f" {entry['action']} (at job create)\n".encode()
                     )
-                built = ensure_image(request, log.write, progress=self.ctx.progress)
+                told = False
+
+                def to_build_log(chunk: bytes) -> None:
+                    nonlocal told
+                    if not told:  # said once a build starts (not for an image reused)
+                        told = True
+                        log.write(f"launchctl: BuildKit's own output: {build_log}\n".encode())
+                    raw.write(chunk)
+
+                built = ensure_image(
+                    request, log.write, build_log=to_build_log, progress=self.ctx.progress or say
+                )
         except LaunchctlError as exc:  # a BuildError, an engine that does not answer...
-            raise RunnerError(str(exc), stage="build") from None
+            detail = f" (build log: {build_log})" if str(exc).startswith("image build") else ""
+            raise RunnerError(f"{exc}{detail}", stage="build") from None
         what = "built" if built.built else "reused"
         notes.append(f"image {built.uri} {what} ({built.dockerfile_source})")
         return built.uri

@@ -69,35 +69,64 @@ def _pip_build_args(req: BuildRequest) -> dict[str, str]:
     return args
 
 
+Progress = bool | Callable[[str], object]
+
+
 def ensure_image(
-    req: BuildRequest, log: Callable[[bytes], object], *, progress: bool = False
+    req: BuildRequest,
+    log: Callable[[bytes], object],
+    *,
+    progress: Progress = False,
+    build_log: Callable[[bytes], object] | None = None,
 ) -> BuiltImage:
     """The image for ``req``: reused when its tag exists locally or in the registry, else
-    built with BuildKit (and pushed when there is a registry). Every byte of output goes to
-    ``log``; its first line names the image and the Dockerfile. Credentials (an index URL's
-    password, the registry's) are masked (``***``) in the output and in errors."""
+    built with BuildKit (and pushed when there is a registry).
+
+    ``log`` gets launchctl's own lines; its first names the image and the Dockerfile. With
+    ``build_log``, BuildKit's raw output (and the push's) goes there, and ``log`` gets one
+    line per build step as it goes (``launchctl: build step 5/7: RUN ...``, ``... done in
+    8.2s``); without it, the raw output goes to ``log`` too. ``progress``: the step lines
+    also go to stderr (True) or to this callable. Credentials (an index URL's password, the
+    registry's) are masked (``***``) in every output and in errors."""
+    say = _stderr_line if progress is True else (progress or None)
     masks = _credentials(req)
     if not masks:
-        return _ensure(req, log, progress=progress)
+        return _ensure(req, log, build_log, say)
     from launchctl.masking import Masker
 
-    masker = Masker(masks)
+    maskers = [Masker(masks), Masker(masks)]
 
-    def masked(chunk: bytes) -> None:
-        if out := masker.feed(chunk):
-            log(out)
-            if progress:
-                engine.to_stderr(out)
+    def masking(masker: Masker, out: Callable[[bytes], object]) -> Callable[[bytes], object]:
+        def masked(chunk: bytes) -> None:
+            if data := masker.feed(chunk):
+                out(data)
+
+        return masked
+
+    def masked_say(line: str) -> None:
+        if say is not None:
+            say(maskers[0].mask_text(line))
 
     try:
-        return _ensure(req, masked, progress=False)
+        return _ensure(
+            req,
+            masking(maskers[0], log),
+            masking(maskers[1], build_log) if build_log is not None else None,
+            masked_say if say is not None else None,
+        )
     except BuildError as exc:
-        raise BuildError(masker.mask_text(exc.reason), masker.mask_text(exc.log_tail)) from None
+        raise BuildError(
+            maskers[0].mask_text(exc.reason), maskers[0].mask_text(exc.log_tail)
+        ) from None
     finally:
-        if tail := masker.flush():
+        if tail := maskers[0].flush():
             log(tail)
-            if progress:
-                engine.to_stderr(tail)
+        if build_log is not None and (tail := maskers[1].flush()):
+            build_log(tail)
+
+
+def _stderr_line(line: str) -> None:
+    engine.to_stderr(f"{line}\n".encode())
 
 
 def _credentials(req: BuildRequest) -> list[str]:
@@ -110,12 +139,18 @@ def _credentials(req: BuildRequest) -> list[str]:
     return list(dict.fromkeys(masks))
 
 
-def _ensure(req: BuildRequest, log: Callable[[bytes], object], *, progress: bool) -> BuiltImage:
+def _ensure(
+    req: BuildRequest,
+    log: Callable[[bytes], object],
+    build_log: Callable[[bytes], object] | None,
+    say: Callable[[str], object] | None,
+) -> BuiltImage:
     plan = plan_build(req)
     source = plan.dockerfile.source
     notes = [
         f"launchctl: job file {s.line()}\n".encode() for s in plan.tree.special
     ]  # shown after the first line, which names the image
+    raw = build_log or log
     client = engine.connect()
     try:
         where = engine.find(
@@ -132,7 +167,7 @@ def _ensure(req: BuildRequest, log: Callable[[bytes], object], *, progress: bool
                 and req.registry
                 and not engine.exists_in_registry(client, plan.uri, req.registry_auth)
             ):
-                engine.push(client, plan.uri, log, req.registry_auth)
+                _push(client, plan.uri, req, log, build_log)
                 pushed = True
             return BuiltImage(
                 plan.uri, plan.tag, built=False, pushed=pushed, dockerfile_source=source
@@ -140,9 +175,23 @@ def _ensure(req: BuildRequest, log: Callable[[bytes], object], *, progress: bool
         log(f"launchctl: building {plan.uri} with {source}\n".encode())
         for line in notes:
             log(line)
-        _build(req, plan, log, progress=progress)
+        if build_log is not None:
+            raw(f"launchctl: building {plan.uri} with {source}\n".encode())
+
+        def step(line: str) -> None:
+            if build_log is not None:  # the run's log shows the steps, not BuildKit's lines
+                log(f"{line}\n".encode())
+            if say is not None:
+                say(line)
+
+        try:
+            _build(req, plan, raw, step)
+        except BuildError as exc:
+            if build_log is not None:  # the run's log ends with why, as the agent says it
+                log(f"launchctl: {exc}\n".encode())
+            raise
         if req.registry:
-            engine.push(client, plan.uri, log, req.registry_auth)
+            _push(client, plan.uri, req, log, build_log)
         return BuiltImage(
             plan.uri, plan.tag, built=True, pushed=bool(req.registry), dockerfile_source=source
         )
@@ -150,11 +199,26 @@ def _ensure(req: BuildRequest, log: Callable[[bytes], object], *, progress: bool
         client.close()
 
 
+def _push(
+    client: object,
+    uri: str,
+    req: BuildRequest,
+    log: Callable[[bytes], object],
+    build_log: Callable[[bytes], object] | None,
+) -> None:
+    if build_log is not None:
+        log(f"launchctl: pushing {uri}\n".encode())
+    engine.push(client, uri, build_log or log, req.registry_auth)
+
+
 _WHERE = {"local": "locally", "registry": "in the registry"}
 
 
 def _build(
-    req: BuildRequest, plan: BuildPlan, log: Callable[[bytes], object], *, progress: bool
+    req: BuildRequest,
+    plan: BuildPlan,
+    log: Callable[[bytes], object],
+    say: Callable[[str], object],
 ) -> None:
     """Build from a context laid out afresh in a folder of the builder's own: the job's files
     copied without following a link, the generated files written new, so nothing in the
@@ -192,7 +256,8 @@ def _build(
             labels={"launchctl.job": req.job_name, "launchctl.build": plan.tag},
             network=req.network,
             log=log,
-            progress=progress,
+            say=say,
+            base_images=dockerfiles.from_images(chosen.text),
             secrets=secrets,
         )
 

@@ -91,6 +91,22 @@ def choose(req: BuildRequest) -> Dockerfile:
     return render(req)
 
 
+_FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE | re.MULTILINE)
+
+
+def from_images(text: str) -> list[str]:
+    """The images a Dockerfile's FROM lines name (a FROM of an earlier stage left out)."""
+    images: list[str] = []
+    stages: set[str] = set()
+    for m in _FROM.finditer(text):
+        image, stage = m.group(1), m.group(2)
+        if image.lower() not in stages and image not in images:
+            images.append(image)
+        if stage:
+            stages.add(stage.lower())
+    return images
+
+
 def entrypoint_dir(entrypoint: list[str]) -> str:
     """The folder of the script a python-like entrypoint runs ("" for the job's root)."""
     if len(entrypoint) < 2 or not _PY.match(PurePosixPath(entrypoint[0]).name):

@@ -3,10 +3,8 @@ CLI to build with BuildKit (docker-py's build uses the classic builder: no RUN -
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,14 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from launchctl.images.model import BuildError
+from launchctl.images.progress import StepReader, seconds
 
 if TYPE_CHECKING:
     import docker
 
-TAIL_LINES = 20
 FALLBACK_CLIENT = "/usr/bin/docker"  # Debian's docker.io client: BuildKit without buildx
-# An error our Dockerfile template explains, as BuildKit's plain output shows it.
-_OURS = re.compile(rb"^#\d+ [\d.]+ launchctl error: (.*)$")
 
 
 def connect() -> docker.DockerClient:
@@ -94,40 +90,6 @@ def _works(argv: list[str], env: dict[str, str] | None = None) -> bool:
     return done.returncode == 0
 
 
-class LogTail:
-    """The last lines of a byte stream, for error messages."""
-
-    def __init__(self, lines: int = TAIL_LINES) -> None:
-        self._lines: collections.deque[bytes] = collections.deque(maxlen=lines)
-        self._partial = b""
-        self.ours: list[str] = []  # "launchctl error: ..." lines that a RUN step printed
-
-    def feed(self, chunk: bytes) -> None:
-        *done, self._partial = (self._partial + chunk).split(b"\n")
-        for line in done:
-            self._add(line)
-
-    def _add(self, line: bytes) -> None:
-        line = line.rstrip(b"\r")
-        self._lines.append(line)
-        if m := _OURS.match(line):
-            self.ours.append(m.group(1).decode(errors="replace"))
-
-    def text(self) -> str:
-        lines = list(self._lines)
-        if self._partial:
-            lines = [*lines, self._partial][-(self._lines.maxlen or TAIL_LINES) :]
-        return b"\n".join(lines).decode(errors="replace")
-
-    def reason(self) -> str:
-        """One line for why the build failed: our template's own message, else the last line
-        (BuildKit ends with the failing step's error)."""
-        if self.ours:
-            return self.ours[-1]
-        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
-        return lines[-1] if lines else "no output"
-
-
 def run_build(
     *,
     context: Path,
@@ -137,14 +99,21 @@ def run_build(
     labels: dict[str, str],
     network: str | None,
     log: Callable[[bytes], object],
-    progress: bool,
+    say: Callable[[str], object] | None = None,
+    base_images: list[str] | None = None,
     secrets: dict[str, Path] | None = None,
 ) -> None:
-    """Build ``uri`` with BuildKit, streaming its plain progress output to ``log`` as it comes
-    (and to stderr too when ``progress``). Raises BuildError with the log's tail on failure.
+    """Build ``uri`` with BuildKit, streaming its plain progress output to ``log`` as it comes,
+    and one line per step (``build step 5/7: RUN ...``, ``... done in 8.2s``) to ``say``.
+    Raises BuildError whose message says which step failed and why in one line (pip's own
+    error lines, a hint when pip or the engine could not reach the network), and whose
+    ``log_tail`` holds the lines that show it.
 
     ``secrets``: BuildKit secrets by id, each a file that a ``RUN --mount=type=secret`` step
-    reads; they never reach the image, its history or the log."""
+    reads; they never reach the image, its history or the log. ``base_images``: the
+    Dockerfile's FROM images, named in the hint when the machine cannot reach a registry."""
+    import select
+
     cli = build_cli()
     argv: list[str] = [*cli.argv, "--progress", "plain", "-f", str(dockerfile), "-t", uri]
     for key, value in sorted(build_args.items()):
@@ -156,7 +125,7 @@ def run_build(
     for key, path in sorted((secrets or {}).items()):
         argv += ["--secret", f"id={key},src={path}"]
     argv.append(str(context))
-    tail = LogTail()
+    steps = StepReader(say)
     try:
         proc = subprocess.Popen(
             argv,
@@ -168,12 +137,19 @@ def run_build(
     except OSError as exc:
         raise BuildError(f"cannot start {cli.describe()}: {exc}") from None
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     try:
-        while chunk := os.read(proc.stdout.fileno(), 65536):
-            tail.feed(chunk)
+        while True:
+            ready, _, _ = select.select([fd], [], [], 2.0)
+            if not ready:
+                steps.tick()  # a long quiet step still says it runs
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
             log(chunk)
-            if progress:
-                to_stderr(chunk)
+            steps.feed(chunk)
+        steps.close()
         code = proc.wait()
     finally:
         if proc.poll() is None:  # interrupted while streaming: do not leave the build running
@@ -181,7 +157,18 @@ def run_build(
             proc.wait()
         proc.stdout.close()
     if code != 0:
-        raise BuildError(f"image build of {uri} failed: {tail.reason()}", tail.text())
+        why = steps.failure(base_images)
+        if why.offline:
+            message = f"image build of {uri} failed: {why.hint} ({why.error})"
+        else:
+            message = f"image build of {uri} failed{why.where}: {why.error}"
+            if why.hint:
+                message += f"; {why.hint}"
+        raise BuildError(message, why.lines)
+    if say is not None:
+        cached = f", {steps.steps_cached} cached" if steps.steps_cached else ""
+        total = steps.steps_done + steps.steps_cached
+        say(f"launchctl: built {uri} in {seconds(steps.elapsed())} ({total} steps{cached})")
 
 
 def to_stderr(chunk: bytes) -> None:

@@ -50,14 +50,13 @@ class BuiltImage:
 
 
 class BuildError(LaunchctlError):
-    """An image could not be made; the message says what failed, then the log's last lines."""
+    """An image could not be made. The message says in one line what failed and why (the
+    step, pip's error lines, a way out); ``log_tail`` keeps the build log's lines that show
+    it, for a caller that wants them; the whole output is in the build log."""
 
     stage = "build"
 
     def __init__(self, message: str, log_tail: str = "") -> None:
         self.reason = message
         self.log_tail = log_tail
-        text = (
-            f"{message}\n--- last lines of the build log ---\n{log_tail}" if log_tail else message
-        )
-        super().__init__(text.rstrip("\n"))
+        super().__init__(message.rstrip("\n"))

@@ -28,6 +28,13 @@ from tests.conftest import PYTHON_IMAGE, cli, cli_json, make_script
 MAIN = "import sys; print('prefix', sys.prefix)\n"
 
 
+def logs_and_build(run_id: str) -> str:
+    """The run's log and its build.log: BuildKit's own output is there (issue 12, item 9)."""
+    text = cli("logs", run_id).stdout
+    build = Path(cli_json("runs", "show", run_id)["log_path"]).with_name("build.log")
+    return text + (build.read_text() if build.exists() else "")
+
+
 @pytest.fixture
 def code(tmp_path: Path) -> Path:
     """A code job without requirements: its build needs no network."""
@@ -92,7 +99,7 @@ def test_queued_run_builds_on_its_accelerator_base_image(
     run = _run("acc", code, spec, tmp_path)
     try:
         assert run["state"] == "finished", run
-        log = cli("logs", run["id"], check=True).stdout
+        log = logs_and_build(run["id"])
         assert "the base image has python3" in log
         assert "prefix /launchctl/venv" in log
     finally:
@@ -107,7 +114,7 @@ def test_queued_run_without_base_image_does_not_get_one(
     _container_queue("plain")
     run = _run("plain", code, None, tmp_path)
     try:
-        log = cli("logs", run["id"]).stdout
+        log = logs_and_build(run["id"])
         assert "the base image has python3" not in log
         assert run["state"] == "failed" or "python:3.11-slim" in log, run
     finally:
@@ -123,7 +130,7 @@ def test_queued_run_spec_builder_base_image_is_the_default_base(
     run = _run("base", code, {"builder": {"base_image": PYTHON_IMAGE}}, tmp_path)
     try:
         assert run["state"] == "finished", run
-        assert "prefix /launchctl/venv" in cli("logs", run["id"], check=True).stdout
+        assert "prefix /launchctl/venv" in logs_and_build(run["id"])
     finally:
         _cleanup(docker, run)
 
@@ -146,7 +153,7 @@ def test_queued_run_cannot_set_the_admins_builder_keys(
         assert run["state"] == "finished", run  # built as the admin set it
         notes = json.dumps(run)
         assert f"builder.{key} in the run's launch spec is not used" in notes, notes
-        log = cli("logs", run["id"], check=True).stdout
+        log = logs_and_build(run["id"])
         assert "10.0.0.1" not in log
     finally:
         _cleanup(docker, run)
