@@ -13,7 +13,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from launchctl import identity
@@ -185,3 +185,56 @@ __all__ = [
     "DEFAULT_PRUNE_STATES", "Plan", "check_prune_states", "disk_usage", "execute",
     "human_size", "may_delete", "plan_delete", "plan_prune", "run_paths",
 ]  # fmt: skip
+
+
+def delete_job(
+    store: Store,
+    ref: str,
+    *,
+    force: bool = False,
+    confirm: Callable[[str], bool] = lambda _question: True,
+) -> dict[str, object] | None:
+    """Delete job ``NAME`` (every version) or one version ``NAME:vN``/``NAME:ALIAS``.
+
+    Refused while a run that has not ended was made from it (always: a queued or running
+    run is never touched) and, unless ``force``, while ended runs were (a rerun needs the
+    version; forced, they keep their record). Only an admin of the job's entity, or the
+    author of every version deleted, may. ``confirm(question)`` is asked once the checks
+    pass; returns what was deleted, or None when it said no."""
+    from launchctl.jobs import find_version, version_ref
+    from launchctl.store.housekeeping import delete_versions, runs_of_versions
+
+    user = identity.current_user()
+    row = find_version(store, ref, prefer=user)
+    one = ":" in ref.rpartition("/")[2]
+    versions = [row] if one else store.jobs.versions(int(row["job_id"]))
+    entity = str(row["entity"])
+    if store.teams.role(entity, user) != "admin":
+        theirs = [v for v in versions if v.get("author") != user]
+        if theirs:
+            raise PermissionDenied(
+                f"user '{user}' may not delete {version_ref(theirs[0])}: only its author"
+                f" ('{theirs[0].get('author') or 'unknown'}') or an admin of entity"
+                f" '{entity}' may"
+            )
+    what = version_ref(row) if one else f"job {entity}/{row['name']}"
+    ids = [int(v["id"]) for v in versions]
+    runs = runs_of_versions(store.db, ids)
+    active = [r for r in runs if r["state"] not in TERMINAL]
+    if active:
+        raise LaunchctlError(
+            f"{what} is needed by run {active[0]['id']} ({active[0]['state']})"
+            + (f" and {len(active) - 1} more" if len(active) > 1 else "")
+            + ": wait for it to end or cancel it first"
+        )
+    if runs and not force:
+        raise LaunchctlError(
+            f"{what} is needed by {len(runs)} ended run{'s' if len(runs) != 1 else ''}"
+            f" (e.g. {runs[0]['id']}; `runs rerun` uses it): pass --force to delete it anyway"
+            " (the runs keep their record), or delete the runs first"
+        )
+    n = len(ids)
+    if not confirm(f"delete {what} ({n} version{'s' if n != 1 else ''})?"):
+        return None
+    deleted, freed = delete_versions(store.db, int(row["job_id"]), ids)
+    return {"deleted": what, "versions": deleted, "runs": len(runs), "freed": freed}

@@ -131,3 +131,47 @@ def test_runs_prune_refuses_bad_input_before_creating_anything(home: Path) -> No
         assert proc.returncode == 1, args
         assert words in proc.stderr and proc.stderr.count("\n") == 1
         assert not (home / "launchctl.db").exists()
+
+
+def _job(tmp_path: Path, name: str, body: str) -> None:
+    code = tmp_path / name
+    code.mkdir(exist_ok=True)
+    (code / "main.py").write_text(body)
+    cli("job", "create", "code", str(code), "-n", name, "-E", "python main.py", check=True)
+
+
+def test_job_delete_refuses_while_runs_need_it_unless_forced(tmp_path: Path) -> None:
+    _job(tmp_path, "train", "print(1)\n")
+    _job(tmp_path, "train", "print(2)\n")
+    assert [j["versions"] for j in cli_json("job", "list")] == [2]
+    waiting = cli("launch", "-q", "default", "-j", "train:v0", check=True).stdout.strip()
+    proc = cli("job", "delete", "train:v0", "--yes", "--force")
+    assert proc.returncode == 1
+    assert f"needed by run {waiting} (queued)" in proc.stderr  # even forced
+    cli("runs", "cancel", waiting, check=True)
+    proc = cli("job", "delete", "train:v0", "--yes")
+    assert proc.returncode == 1
+    assert "needed by 1 ended run" in proc.stderr and "--force" in proc.stderr
+    proc = cli("job", "delete", "train:v0", "--yes", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("deleted root/train:v0 (1 version,")
+    (job,) = cli_json("job", "list")
+    assert job["versions"] == 1 and job["latest"] == 1
+    assert cli("job", "show", "train:v0").returncode == 1
+    # the stopped run keeps its record
+    assert cli_json("runs", "show", waiting)["state"] == "stopped"
+    # a job no run needs goes whole, its code with it
+    proc = cli("job", "delete", "train", "--yes")
+    assert proc.returncode == 0 and "1 version" in proc.stdout and "of code freed" in proc.stdout
+    assert cli_json("job", "list") == []
+
+
+def test_job_delete_asks_first_and_only_admins_or_authors_may(tmp_path: Path, store: Store) -> None:
+    _job(tmp_path, "train", "print(1)\n")
+    proc = cli("job", "delete", "train")  # no terminal, no --yes
+    assert proc.returncode == 1 and "pass --yes" in proc.stderr
+    proc = cli("job", "delete", "root/train", "--yes", env=EVE)
+    assert proc.returncode == 1 and "user 'eve' may not delete" in proc.stderr
+    assert len(cli_json("job", "list")) == 1
+    assert store.db.one("SELECT COUNT(*) AS n FROM snapshots")["n"] == 1  # type: ignore[index]
+    assert cli("job", "delete", "nope", "--yes").returncode == 1

@@ -336,3 +336,37 @@ def show(
 
 def _author(author: str | None) -> str:
     return author if author is not None else "unknown (made before authors were recorded)"
+
+
+@app.command("delete")
+def delete(
+    ref: str = typer.Argument(..., metavar="JOB", help="NAME (every version) or NAME:vN."),
+    force: bool = typer.Option(
+        False, "--force", help="Delete even though ended runs were made from it."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a job, or one version of it, and the code no version needs any more.
+
+    Refused while a queued or running run needs it; refused while ended runs were made
+    from it (a rerun needs it) unless --force. Asks first on a terminal.
+
+    \b
+    Example:
+      launchctl job delete hello:v0 --yes
+    """
+    from launchctl import housekeeping
+    from launchctl.cli.runs import confirm
+
+    done = housekeeping.delete_job(
+        open_store(), ref, force=force, confirm=lambda question: confirm(question, yes)
+    )
+    if done is None:
+        err("nothing deleted")
+        raise typer.Exit(1)
+    n = done["versions"]
+    extra = f"; {done['runs']} ended run(s) keep their record" if done["runs"] else ""
+    print(
+        f"deleted {done['deleted']} ({n} version{'s' if n != 1 else ''},"
+        f" {housekeeping.human_size(int(str(done['freed'])))} of code freed){extra}"
+    )

@@ -87,3 +87,53 @@ def delete_ended_runs(db: Database, run_ids: Sequence[str]) -> list[str]:
             if cur.rowcount:
                 done.append(run_id)
     return done
+
+
+def runs_of_versions(db: Database, version_ids: Sequence[int]) -> list[Row]:
+    """The runs (id, state) made from any of ``version_ids``."""
+    if not version_ids:
+        return []
+    return db.all(
+        "SELECT id, state FROM runs"
+        f" WHERE job_version_id IN ({', '.join('?' for _ in version_ids)}) ORDER BY seq",
+        list(version_ids),
+    )
+
+
+def delete_versions(db: Database, job_id: int, version_ids: Sequence[int]) -> tuple[int, int]:
+    """Delete job versions (their aliases go with them) and, when none is left, the job;
+    ended runs made from them keep their record without the link. Refused (StateConflict)
+    when a run that has not ended was made from one, re-checked inside the transaction.
+    Code snapshots no version points at any more go too. Returns (versions deleted,
+    snapshot bytes freed)."""
+    from launchctl.errors import StateConflict
+    from launchctl.states import TERMINAL
+    from launchctl.store.runs import sql_states
+
+    marks = ", ".join("?" for _ in version_ids)
+    with db.write():
+        busy = db.one(
+            f"SELECT id, state FROM runs WHERE job_version_id IN ({marks})"
+            f" AND state NOT IN {sql_states(TERMINAL)} LIMIT 1",
+            list(version_ids),
+        )
+        if busy is not None:
+            raise StateConflict(f"run {busy['id']} is {busy['state']} and needs this job")
+        db.execute(
+            f"UPDATE runs SET job_version_id = NULL WHERE job_version_id IN ({marks})",
+            list(version_ids),
+        )
+        cur = db.execute(f"DELETE FROM job_versions WHERE id IN ({marks})", list(version_ids))
+        deleted = cur.rowcount
+        db.execute(
+            "DELETE FROM jobs WHERE id = ? AND NOT EXISTS"
+            " (SELECT 1 FROM job_versions WHERE job_id = ?)",
+            [job_id, job_id],
+        )
+        orphans = (
+            "FROM snapshots WHERE digest NOT IN (SELECT json_extract(source, '$.snapshot')"
+            " FROM job_versions WHERE json_extract(source, '$.snapshot') IS NOT NULL)"
+        )
+        row = db.one(f"SELECT COALESCE(SUM(size), 0) AS n {orphans}")
+        db.execute(f"DELETE {orphans}")
+    return deleted, int(row["n"]) if row else 0
