@@ -3,6 +3,8 @@ as `pueue status` gives at a glance; `--watch` refreshes it (issue 12, item 7)."
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import time
@@ -57,9 +59,11 @@ def status(
             shown = overview(store)
             if as_json:
                 sys.stdout.write(json.dumps(shown, sort_keys=True, default=str) + "\n")
-            else:
-                sys.stdout.write(_CLEAR if on_terminal else "\n")
-                _print(shown, every=interval)
+            else:  # the frame is drawn in one write, so a terminal does not flicker
+                frame = io.StringIO()
+                with contextlib.redirect_stdout(frame):
+                    _print(shown, every=interval)
+                sys.stdout.write((_CLEAR if on_terminal else "\n") + frame.getvalue())
             sys.stdout.flush()
             time.sleep(interval)
     except KeyboardInterrupt:  # Ctrl-C ends a watch: that is how it is meant to end
@@ -83,7 +87,7 @@ def _print(shown: dict[str, Any], *, every: float | None = None) -> None:
     if gpus["total"] or gpus["in_use"]:
         head += f", GPUs {gpus['in_use']}/{gpus['total']} in use"
     at = shown["at"].replace("T", " ")[:19]
-    watching = f"  (every {every:g}s, Ctrl-C to stop)" if every is not None else ""
+    watching = f"  (every {every:g}s)" if every is not None else ""
     _write(f"{at}  {head}{watching}")
 
     _write("")
