@@ -6,6 +6,7 @@ registry (``launchctl.runners.registry``), the one list of resource types.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from launchctl import guardrails, variables
@@ -355,6 +356,57 @@ def _admin_queue(store: Store, name: str, action: str) -> Row:
     return queue
 
 
+# Where a template field's definition came from (`queue show`, issue 12).
+FROM_CONFIG = "config"
+FROM_TEMPLATE_SET = "queue template set"
+FROM_UNKNOWN = "not recorded"
+
+
+def _written_definitions(queue: Row) -> dict[str, Any] | None:
+    """The template definitions of the config as its admin last wrote it (``--config``),
+    typed as stored; None when no text was kept."""
+    text = queue.get("config_written")
+    if text is None:
+        return None
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return None
+    try:
+        raw = canonical(data, str(queue["resource"])).get("template_variables") or {}
+        return {n: variables.check_definition(n, d) for n, d in dict(raw).items()}
+    except (LaunchctlError, TypeError, ValueError):
+        return None
+
+
+def template_origins(queue: Row) -> dict[str, str]:
+    """Each template definition of a queue and where it came from: ``config`` (the
+    template_variables of the config last written with ``--config``, unchanged since) or
+    ``queue template set``. A definition that neither says (a queue written before
+    launchctl kept a config's text) is ``not recorded``."""
+    config = queue["config"]
+    definitions = config.get("template_variables") or {}
+    written = _written_definitions(queue)
+    body = {k: v for k, v in config.items() if k != "template_variables"}
+    origins: dict[str, str] = {}
+    for name, definition in definitions.items():
+        if written is not None:
+            same = written.get(name) == definition
+            origins[name] = FROM_CONFIG if same else FROM_TEMPLATE_SET
+        elif queue.get("config_written") is None and not body:
+            origins[name] = FROM_TEMPLATE_SET  # a queue made with no config has no other
+        else:
+            origins[name] = FROM_UNKNOWN
+    return origins
+
+
 def edit(
     store: Store,
     name: str,
@@ -362,20 +414,73 @@ def edit(
     config: dict[str, Any] | None = None,
     description: str | None = None,
     written: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Row:
-    """Replace a queue's config (either shape, as ``create``) or description."""
+    """Replace a queue's config (either shape, as ``create``) or description.
+
+    The new config replaces the old one whole, its template_variables included; the
+    definitions made with ``queue template set`` that the new config does not define stay
+    (issue 12), and ``say`` gets one line naming them. A field the new config uses and
+    nothing defines is refused, with the old config's definition to copy when it had one.
+    """
     queue = _admin_queue(store, name, "edit the queues of")
     fields: dict[str, Any] = {}
     if config is not None:
         stored = canonical(config, queue["resource"])
+        stored, kept = _keep_template_set(queue, stored)
         validate_config(stored, queue["resource"])
         fields["config"] = _normalized(stored)
         fields["config_written"] = _written(config, written)
+        if kept and say is not None:
+            unused = [n for n in kept if n not in variables.fields(_body(stored))]
+            extra = f" ({', '.join(unused)} not used by the new config)" if unused else ""
+            say(
+                f"queue {name}: kept the definitions of {', '.join(kept)} made with `queue"
+                f" template set`{extra}; `queue template unset {name} FIELD` removes one"
+            )
     if description is not None:
         fields["description"] = description
     if not fields:
         raise LaunchctlError("nothing to change: pass --config or --description")
     return store.queues.update(name, **fields)
+
+
+def _body(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "template_variables"}
+
+
+def _keep_template_set(queue: Row, new: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``new`` with the queue's ``queue template set`` definitions it does not replace,
+    and their names; refused when ``new`` uses a field that nothing defines."""
+    import json
+
+    given = new.get("template_variables")
+    if given is not None and not isinstance(given, dict):
+        return new, []  # validate_config says what is wrong with it
+    given = given or {}
+    old = queue["config"].get("template_variables") or {}
+    origins = template_origins(queue)
+    kept = {n: d for n, d in old.items() if origins.get(n) != FROM_CONFIG and n not in given}
+    if kept:
+        new = {**new, "template_variables": {**given, **kept}}
+    missing = [f for f in variables.fields(_body(new)) if f not in given and f not in kept]
+    if missing:
+        field = missing[0]
+        had = old.get(field)
+        copy = (
+            f', e.g. "template_variables": {{"{field}": {json.dumps(had)}}}'
+            " (the old config's definition)"
+            if had is not None
+            else f', e.g. "template_variables": {{"{field}": {{"type": "string"}}}}'
+        )
+        raise ConfigError(
+            f"queue config (--config) uses {{{{{field}}}}} but defines it nowhere:"
+            " `queue edit --config` replaces the whole config, its template_variables"
+            f" included (definitions made with `queue template set` stay); define {field}"
+            f" under template_variables in the new config (beside resource_args){copy};"
+            f" or first with `launchctl queue template set {queue['name']} {field} --type ...`"
+        )
+    return new, list(kept)
 
 
 def listing(store: Store) -> list[Row]:
@@ -388,6 +493,7 @@ def show(store: Store, name: str) -> Row:
     row = store.queues.get(name)
     row["runs"] = store.queues.counts(row["id"])
     row["notes"] = notes(row["config"])
+    row["template_origins"] = template_origins(row)
     return row
 
 
@@ -424,8 +530,9 @@ def set_template(
     current.update(definitions)
     config["template_variables"] = current
     validate_config(config, queue["resource"])
-    # The text as written no longer says what is stored: `queue show` shows the config.
-    return store.queues.update(name, config=_normalized(config), config_written=None)
+    # The text as written stays: it is what --config said, and it tells which definitions
+    # came from it and which from here (`queue show`, template_origins).
+    return store.queues.update(name, config=_normalized(config))
 
 
 def unset_template(store: Store, name: str, variable: str) -> Row:
@@ -434,12 +541,18 @@ def unset_template(store: Store, name: str, variable: str) -> Row:
     current = dict(config.get("template_variables") or {})
     if variable not in current:
         raise LaunchctlError(f"queue {name} has no template variable {variable}")
+    if variable in variables.fields(_body(config)):
+        raise ConfigError(
+            f"queue config uses {{{{{variable}}}}} but has no definition for it without this"
+            f" one: edit the config first so that it no longer uses {{{{{variable}}}}}"
+            f" (`launchctl queue edit {name} --config ...`)"
+        )
     del current[variable]
     config["template_variables"] = current
     if not current:
         del config["template_variables"]
     validate_config(config, queue["resource"])
-    return store.queues.update(name, config=config, config_written=None)
+    return store.queues.update(name, config=config)
 
 
 def render(store: Store, name: str, set_vars: dict[str, Any]) -> dict[str, Any]:

@@ -159,9 +159,10 @@ def check_definitions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     body = {k: v for k, v in config.items() if k != "template_variables"}
     missing = [name for name in fields(body) if name not in definitions]
     if missing:
+        name = missing[0]
         raise ConfigError(
-            f"queue config uses {{{{{missing[0]}}}}} but has no definition for it: add it to"
-            f" template_variables or run `launchctl queue template set QUEUE {missing[0]} ...`"
+            f"queue config uses {{{{{name}}}}} but has no definition for it: define it under"
+            f' template_variables, e.g. "template_variables": {{"{name}": {{"type": "string"}}}}'
         )
     return definitions
 

@@ -158,8 +158,20 @@ def show(name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
         print(written.rstrip("\n"))
     line("config (as runs read it):" if written is not None else "config:")
     print(json.dumps(row["config"], indent=2, sort_keys=True))
+    origins = row.get("template_origins") or {}
+    if origins:
+        line("template definitions (where each came from):")
+        width = max(len(n) for n in origins)
+        for field, origin in origins.items():
+            line(f"  {field:<{width}}  {_ORIGIN_SHOWN.get(origin, origin)}")
     for note in row.get("notes") or ():
         line(f"note: {note}")
+
+
+_ORIGIN_SHOWN = {
+    "config": "the config (queue create/edit --config)",
+    "queue template set": "queue template set",
+}
 
 
 @app.command("edit")
@@ -173,16 +185,26 @@ def edit(
     ),
     description: str | None = typer.Option(None, "--description"),
 ) -> None:
-    """Replace a queue's config (validated before it is written).
+    """Replace a queue's config (validated before it is written). Template definitions
+    made with `queue template set` stay unless the new config defines the same field.
 
     \b
     Example:
       launchctl queue edit cpu --config queue.yaml
     """
+    import sys
+
     from launchctl import queues
 
     data, written = _load(config)
-    row = queues.edit(open_store(), name, config=data, description=description, written=written)
+    row = queues.edit(
+        open_store(),
+        name,
+        config=data,
+        description=description,
+        written=written,
+        say=lambda text: print(text, file=sys.stderr),
+    )
     print(f"updated queue {row['name']}")
 
 
