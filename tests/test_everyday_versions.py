@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import EXAMPLES, cli, cli_json
+from tests.conftest import EXAMPLES, cli, cli_json, git
 
 HELLO = str(EXAMPLES / "hello")
 FAIL = 'python -c "import sys; sys.exit(3)"'
@@ -144,3 +144,19 @@ def test_a_refused_launch_u_says_nothing_and_makes_no_version(tmp_path: Path) ->
     assert proc.returncode != 0
     assert proc.stderr.count("\n") == 1 and "new version" not in proc.stderr
     assert cli_json("job", "show", "hello")["versions"] == ["v0"]
+
+
+def test_a_git_launch_u_keeps_the_jobs_entry_point_too(tmp_path: Path) -> None:
+    repo = _copy_of_hello(tmp_path)
+    git("init", "-q", cwd=repo)
+    git("add", ".", cwd=repo)
+    git("commit", "-q", "-m", "hello", cwd=repo)
+    url = f"file://{repo}"
+    cli("launch", "-q", "default", "-u", url, "-E", "python train.py", check=True)
+    proc = cli("launch", "-q", "default", "-u", url, "-E", "python train.py --x", check=True)
+    assert proc.stderr.splitlines()[0].startswith("job hello:v0 unchanged: -E applies to this run")
+    commit = git("rev-parse", "HEAD", cwd=repo)
+    pinned = cli("launch", "-q", "default", "-u", url, "-g", commit, "-E", "python train.py",
+                 check=True)  # fmt: skip
+    assert pinned.stderr.splitlines()[0] == "job hello: new version v1 (code changed)"
+    assert cli_json("job", "show", "hello")["entrypoint"] == ["python", "train.py"]
