@@ -11,9 +11,10 @@ cancel``, ``job show``, ``queue render``, ``queue template unset``, and random a
 to every command that neither runs nor waits. The property, for every input:
 
 - the exit status is 0, 1 or 2, and no exception escapes ``main()``;
-- a non-zero exit prints exactly one line on stderr, ``launchctl: error: ...`` (or, for
-  exit 2 only, click's own usage error: ``Usage:``/``Try`` lines, then one ``Error:`` line,
-  or a group's help), never a traceback and never ``internal error``;
+- a non-zero exit prints exactly one line on stderr, ``launchctl: error: ...``: exit 2
+  when the command line could not be read (Click refused it, or an argument is not
+  UTF-8), exit 1 when launchctl refused what it asked; only a group given no command
+  prints its help instead (exit 2); never a traceback and never ``internal error``;
 - a non-zero exit writes nothing: every table's rows (content, not only counts), the files
   under ``$LAUNCHCTL_HOME`` and the secrets file are as they were;
 - a zero exit writes something sane: the store's JSON is strict (no NaN) and valid text
