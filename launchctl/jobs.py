@@ -550,17 +550,13 @@ _CHANGES = (
 
 def new_version_line(store: Store, version: Row) -> str | None:
     """``job NAME: new version vN (entry point changed)`` for a version just made of a job
-    that had one before (None for a job's first version): what differs from the version
+    that had one before (None for a job's only version): what differs from the version
     that was ``latest`` until now."""
     number = int(version["version"])
-    if number == 0:
+    older = [v for v in store.jobs.versions(int(version["job_id"])) if v["version"] < number]
+    if not older:
         return None
-    try:
-        before = store.jobs.version(
-            str(version["name"]), f"v{number - 1}", entity=str(version["entity"])
-        )
-    except NotFound:
-        return f"job {version['name']}: new version v{number}"
+    before = older[-1]  # the newest one before it (a deleted version leaves a gap)
     changed = [what for what, part in _CHANGES if part(before) != part(version)]
     if version["source_type"] == "image" and "code" in changed:
         changed[changed.index("code")] = "image"
