@@ -77,6 +77,18 @@ def test_a_refusal_by_launchctl_exits_1_in_one_line(
     assert table_counts(home) == before
 
 
+def test_an_argument_that_is_not_utf8_is_a_usage_error(home: Path) -> None:
+    """A command line that cannot be read is refused as Click's errors are: exit 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "launchctl", "queue", "create", b"q\xff"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("launchctl: error: argument 'q")
+    assert proc.stderr.endswith("' is not valid UTF-8\n") and proc.stderr.count("\n") == 1
+    assert table_counts(home) == {}
+
+
 def test_a_group_without_its_command_prints_its_help_and_exits_2() -> None:
     proc = cli("queue")
     assert proc.returncode == 2
