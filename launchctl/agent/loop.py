@@ -28,9 +28,15 @@ from launchctl.agent.starter import Cancelled, StartContext, Starter, agent_cont
 from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict, stage_of
 from launchctl.gpus.allocator import GpuAllocator
-from launchctl.runners import Exit, Handle
-from launchctl.states import ACTIVE, State, move
+from launchctl.gpus.waiting import WAITING, Passed, live_gpu_agents, without_gpus
+from launchctl.history import attempts
+from launchctl.runners import Exit, Handle, logfile
+from launchctl.runners.local_process import EXIT_FILE, PID_FILE
+from launchctl.states import ACTIVE, TERMINAL, State, move
 from launchctl.store import Row, Store, loads
+
+# How many passed-over runs an agent remembers (to leave them out of "is there work").
+PASSED_KEPT = 500
 
 
 @dataclass
@@ -72,6 +78,10 @@ class Agent:
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
         self.gpus = GpuAllocator(store, self.options.gpus, self.id) if self.options.gpus else None
+        # Runs this agent cannot give the GPUs they ask for, with why: they wait for another
+        # agent (launchctl.gpus.waiting); a --burst agent fails them.
+        self._passed = Passed()
+        self._burst = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,17 +171,48 @@ class Agent:
             lost = "agent lost: the run's process is gone and its exit code is unknown"
             self._fail(self.store, run["id"], "agent", lost)
             return
+        folder = log_path(self.store.root, run["id"]).parent
         if state == State.STARTING:
+            # It started while no agent watched: from when its wrapper began, if known.
+            began = _within(logfile.mtime(folder / PID_FILE), run["updated_at"], time.time())
             with _quiet_conflict():
                 move(self.store, run["id"], State.RUNNING, agent_id=self.id,
-                     message="adopted after its agent was lost", started_at=time.time(),
+                     message="adopted after its agent was lost", started_at=began,
                      expect=frozenset({State.STARTING}))  # fmt: skip
         if isinstance(found, Exit):
             self._finish(run["id"], found, None)
+            self._ended_unwatched(run["id"], logfile.mtime(folder / EXIT_FILE))
             return
         self.store.runs.note(run["id"], "adopted: following it again after its agent was lost")
         deadline = self._deadline_of(run, planned)
         self.active[run["id"]] = Active(run["id"], found, deadline=deadline)
+
+    def _ended_unwatched(self, run_id: str, at: float | None) -> None:
+        """A run that ended while no agent watched it ends when it ended (its exit-code
+        file's time), not when an agent found it: its runtime leaves out the gap."""
+        run = self.store.runs.get(run_id)
+        if at is None or run["state"] not in TERMINAL or run["ended_at"] is None:
+            return
+        ended = _within(at, run["started_at"] or at, run["ended_at"])
+        if run["ended_at"] - ended < 1.0:
+            return
+        self.store.runs.update(run_id, ended_at=ended)
+        gap = run["ended_at"] - ended
+        self.store.runs.note(
+            run_id, f"it ended {gap:.0f}s before this agent took it over, while no agent"
+            " watched it: its runtime counts to its real end"
+        )  # fmt: skip
+
+    def _mark_attempt(self, store: Store, run: Row) -> None:
+        """The log of a run's second and later attempts says where each begins, and why
+        the one before ended (its log keeps every attempt's output). In a worker thread:
+        ``store`` is that thread's."""
+        if not (run["resume_count"] or run["retries"] or log_path(store.root, run["id"]).exists()):
+            return  # a first attempt: no event read
+        tries = attempts(store.runs.events(run["id"]))
+        if len(tries) < 2:
+            return
+        logfile.append_line(log_path(store.root, run["id"]), attempt_mark(tries))
 
     def _plan_of(self, run: Row) -> Plan | None:
         """An adopted run's plan, made again as its start made it (launchctl.agent.plan):
@@ -246,6 +287,7 @@ class Agent:
     def run(self, *, burst: bool = False) -> None:
         """Loop until drained (or, with ``burst``, until nothing is left to claim)."""
         threading.excepthook = self._thread_failed
+        self._burst = burst
         self.waker.start()
         try:
             while True:
@@ -405,10 +447,33 @@ class Agent:
         return claimed_count
 
     def _claim(self, queue: Row) -> Row | None:
-        """The queue's next run; with GPUs, the next that fits, claimed with its devices."""
+        """The queue's next run this agent can give what it asks for; with GPUs, the next
+        that fits, claimed with its devices. A run asking for GPUs it cannot have waits,
+        saying why (see ``launchctl.gpus.waiting``)."""
+        passed = Passed()
         if self.gpus is not None:
-            return self.gpus.claim(queue["id"], self.options.lease_s)
-        return self.store.runs.claim_next(queue["id"], self.id, self.options.lease_s)
+            claimed = self.gpus.claim(queue["id"], self.options.lease_s, passed)
+        else:
+            choose = without_gpus(self.id, passed)
+            claimed = self.store.runs.claim_first(
+                queue["id"], self.id, self.options.lease_s, choose
+            )
+        for run_id, why in passed.reasons.items():
+            self._pass_over(queue, run_id, why)
+        return claimed
+
+    def _pass_over(self, queue: Row, run_id: str, why: str) -> None:
+        """A run this agent cannot give its GPUs: it waits, saying why; with --burst it
+        fails, unless another live agent serving its queue may have them."""
+        if len(self._passed.reasons) >= PASSED_KEPT:
+            self._passed.reasons.clear()  # found again by the next claims that pass them
+        self._passed.reasons[run_id] = why
+        if self._burst and not live_gpu_agents(self.store, queue["name"], self.id):
+            if self.store.runs.claim(run_id, self.id, self.options.lease_s) is not None:
+                self._fail(self.store, run_id, "agent", why)
+            return
+        if self.store.runs.note_once(run_id, WAITING + why):
+            self.say(f"run {run_id} waits: {why}")
 
     def _work_left(self) -> bool:
         """For --burst: runs to claim now, or runs waiting out a retry backoff."""
@@ -416,7 +481,9 @@ class Agent:
         return self._claimable() or self.store.runs.next_retry_at(ids) is not None
 
     def _claimable(self) -> bool:
-        return self.store.runs.has_queued(q["id"] for q in self.queues)
+        """Whether a waiting run may be claimed now, besides those left to other agents."""
+        ids = [q["id"] for q in self.queues]
+        return self.store.runs.has_queued(ids, besides=self._passed.reasons)
 
     # -- one run --------------------------------------------------------------------------
     def start_claimed(self, run: Row) -> None:
@@ -453,6 +520,7 @@ class Agent:
         try:
             if run["cancel_requested"]:
                 raise Cancelled(run_id)
+            self._mark_attempt(store, run)
             started = Starter(store, context).start(run)
         except Cancelled:
             with _quiet_conflict():
@@ -495,6 +563,24 @@ class Agent:
         self._unrecorded.pop(run_id, None)
         first = reason.splitlines()[0] if reason else ""
         self.say(f"run {run_id} failed at stage {stage}: {first}")
+
+
+def attempt_mark(tries: list[dict[str, Any]]) -> str:
+    """The log line where attempt N (the last of ``tries``) begins:
+    ``--- attempt 2 on agent Y (attempt 1 on agent X ended: requeued: ...) ---``."""
+    now, before = tries[-1], tries[-2]
+    why = before["message"] or before["outcome"] or "ended"
+    return (
+        f"--- attempt {now['attempt']} on agent {now['agent']} (attempt {before['attempt']}"
+        f" on agent {before['agent']} ended: {why}) ---"
+    )
+
+
+def _within(value: float | None, low: float, high: float) -> float:
+    """``value`` kept between ``low`` and ``high`` (``high`` when unknown)."""
+    if value is None:
+        return high
+    return min(max(value, low), high)
 
 
 def _quiet_conflict() -> Any:

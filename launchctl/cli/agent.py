@@ -136,11 +136,10 @@ def agent(
     worker.start()
     for line in banner(worker.id, queues, opts, burst=burst, log_file=log_file):
         say(line)
-    if worker.gpus is not None:
-        from launchctl.cli.gpus import startup_lines
+    from launchctl.cli.gpus import gpus_off_line, startup_lines
 
-        for line in startup_lines(worker.gpus):
-            say(line)
+    for line in startup_lines(worker.gpus) if worker.gpus is not None else [gpus_off_line(gpus)]:
+        say(line)
     signals = 0
 
     def on_signal(sig: int, _frame: Any) -> None:

@@ -66,3 +66,12 @@ def startup_lines(allocator: GpuAllocator) -> list[str]:
             + (f" ({held})" if held else "")
         )
     return lines
+
+
+def gpus_off_line(flag: str | None) -> str:
+    """The banner's line for an agent that schedules no GPUs, and what that means."""
+    why = f"--gpus {flag}" if flag is not None else "no GPU found by NVML or nvidia-smi"
+    return (
+        f"GPU scheduling is off ({why}): runs that ask for GPUs are left waiting for an"
+        " agent that has them (with --burst they fail)"
+    )

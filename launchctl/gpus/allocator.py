@@ -19,15 +19,14 @@ from launchctl.gpus.devices import Device
 from launchctl.gpus.policy import (
     DEFAULT_BACKFILL_S,
     DEFAULT_BUSY_MB,
-    Ask,
     Plan,
-    parse_ask,
     plan,
     sharing_of,
     slots_for,
     walk,
 )
-from launchctl.store.db import Row, loads
+from launchctl.gpus.waiting import Passed, ask_of, lacking
+from launchctl.store.db import Row
 
 if TYPE_CHECKING:
     from launchctl.store import Store
@@ -112,29 +111,24 @@ class GpuAllocator:
             self._probed_at = now
         return self._used
 
-    def claim(self, queue_id: int, lease_s: float) -> Row | None:
-        """Claim the queue's next run that fits, with its devices (see ``policy.plan``)."""
+    def claim(self, queue_id: int, lease_s: float, passed: Passed | None = None) -> Row | None:
+        """Claim the queue's next run that fits, with its devices (see ``policy.plan``).
+
+        Runs this agent's devices can never hold go into ``passed``, with why they wait."""
         used = self.used()
 
         def planner(
             queue: Row, rows: list[Row], allocations: list[Row], reservations: list[Row], now: float
         ) -> Plan:
             slots = slots_for(self.indices, allocations, reservations, used, self.options.busy_mb)
-            candidates = walk(rows, _asker(queue), sharing_of(queue["config"]), now)
-            return plan(candidates, slots, self.options.backfill_s)
+            candidates = walk(rows, ask_of(queue), sharing_of(queue["config"]), now)
+            chosen = plan(candidates, slots, self.options.backfill_s)
+            if passed is not None:
+                for run_id, ask in chosen.unservable.items():
+                    passed.reasons[run_id] = lacking(ask, self.agent_id, self.indices)
+            return chosen
 
         run_id = self.store.gpus.claim_with_devices(
             queue_id, self.agent_id, lease_s, host=self.host, planner=planner
         )
         return self.store.runs.get(run_id) if run_id is not None else None
-
-
-def _asker(queue: Row) -> Callable[[Row], Ask]:
-    """What a waiting run of ``queue`` asks for, as the agent will resolve it."""
-    from launchctl.resolve import resolve
-
-    def ask(row: Row) -> Ask:
-        spec = loads(row["spec"]) if isinstance(row["spec"], str) else row["spec"]
-        return parse_ask(resolve(queue, spec or {}, row["resource"]).limits.gpus)
-
-    return ask

@@ -128,6 +128,8 @@ class Plan:
     devices: list[int] = field(default_factory=list)
     sharing: int = 1
     reserve: dict[str, list[int]] = field(default_factory=dict)
+    # Runs passed over because this agent's devices can never hold what they ask for.
+    unservable: dict[str, Ask] = field(default_factory=dict)
 
 
 def servable(ask: Ask, slots: list[Slot]) -> bool:
@@ -170,12 +172,13 @@ def plan(candidates: Iterable[Candidate], slots: list[Slot], backfill_s: float) 
     by_index = {s.index: s for s in slots}
     for cand in candidates:
         if cand.ask is None or cand.ask.none:
-            return Plan(cand.run_id, [], cand.sharing, out.reserve)
+            return Plan(cand.run_id, [], cand.sharing, out.reserve, out.unservable)
         if not servable(cand.ask, slots):
+            out.unservable[cand.run_id] = cand.ask
             continue
         got = place(cand.ask, slots, cand.sharing, cand.run_id)
         if got is not None:
-            return Plan(cand.run_id, got, cand.sharing, out.reserve)
+            return Plan(cand.run_id, got, cand.sharing, out.reserve, out.unservable)
         if cand.waited_s < backfill_s:
             continue
         held = sorted(s.index for s in slots if s.reserved_for == cand.run_id)

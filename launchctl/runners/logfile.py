@@ -71,3 +71,34 @@ def read_note(folder: Path) -> str | None:
     except OSError:
         return None
     return text or None
+
+
+def mtime(path: Path) -> float | None:
+    """When ``path`` was last written (a run's exit-code or pid file); None if it is not
+    there. For a run that ended, or started, while no agent watched it."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime
+    except OSError:
+        return None
+
+
+def append_line(path: Path, text: str) -> bool:
+    """Append one line to an existing log (never create one, never through a link), on a
+    line of its own; returns whether it was written. A write error is left to the run."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        lead = b""
+        if size:
+            with open(path, "rb") as fh:
+                fh.seek(size - 1)
+                lead = b"" if fh.read(1) == b"\n" else b"\n"
+        write_all(fd, lead + text.encode() + b"\n")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

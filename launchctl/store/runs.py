@@ -8,7 +8,7 @@ states is built from ``launchctl.states``' sets.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from launchctl.errors import NotFound, StateConflict
@@ -148,16 +148,20 @@ class RunTable:
         rows = self.db.all(f"SELECT * FROM runs WHERE agent_id = ? AND state IN {HELD}", [agent_id])
         return [r for r in (_decode(row) for row in rows) if r is not None]
 
-    def has_queued(self, queue_ids: Iterable[int]) -> bool:
+    def has_queued(self, queue_ids: Iterable[int], *, besides: Iterable[str] = ()) -> bool:
+        """Whether a run of ``queue_ids`` may be claimed now, leaving out the ``besides``
+        runs (those an agent cannot give what they ask for: they wait for another)."""
         ids = list(queue_ids)
         if not ids:
             return False
+        skip = list(besides)
+        not_in = f" AND r.id NOT IN ({', '.join('?' for _ in skip)})" if skip else ""
         row = self.db.one(
             "SELECT EXISTS (SELECT 1 FROM runs r JOIN queues q ON q.id = r.queue_id"
             f" WHERE r.state IN {WAITING} AND q.paused = 0"
             " AND (r.not_before IS NULL OR r.not_before <= ?)"
-            f" AND r.queue_id IN ({', '.join('?' for _ in ids)})) AS e",
-            [time.time(), *ids],
+            f" AND r.queue_id IN ({', '.join('?' for _ in ids)}){not_in}) AS e",
+            [time.time(), *ids, *skip],
         )
         return bool(row and row["e"])
 
@@ -191,6 +195,67 @@ class RunTable:
                 fields={"agent_id": agent_id, "lease_expires_at": now + lease_s},
             )  # fmt: skip
         return self.get(row["id"])
+
+    def claim_first(
+        self,
+        queue_id: int,
+        agent_id: str,
+        lease_s: float,
+        choose: Callable[[Row, list[Row]], str | None],
+        *,
+        scan: int = 200,
+    ) -> Row | None:
+        """Claim the waiting run of an unpaused queue that ``choose`` picks, atomically.
+
+        ``choose`` gets the queue (its config decoded) and its first ``scan`` waiting runs
+        in claim order (id, spec, resource) and returns the id to claim, or None. The read
+        and the claim happen in one write transaction, as in ``claim_next``.
+        """
+        now = time.time()
+        with self.db.write():
+            queue = self.db.one("SELECT * FROM queues WHERE id = ? AND paused = 0", [queue_id])
+            if queue is None:
+                return None
+            queue["config"] = loads(queue["config"]) or {}
+            rows = self.db.all(waiting_sql("r.id, r.spec, r.resource"), [queue_id, now, scan])
+            if not rows:
+                return None
+            run_id = choose(queue, rows)
+            if run_id is None:
+                return None
+            transition(
+                self.db, run_id, [State.QUEUED], State.CLAIMED, by=agent_id, at=now,
+                fields={"agent_id": agent_id, "lease_expires_at": now + lease_s},
+            )  # fmt: skip
+        return self.get(run_id)
+
+    def claim(self, run_id: str, agent_id: str, lease_s: float) -> Row | None:
+        """Claim one named waiting run (to fail it at once, saying why); None if it is no
+        longer waiting."""
+        now = time.time()
+        with self.db.write():
+            try:
+                transition(
+                    self.db, run_id, [State.QUEUED], State.CLAIMED, by=agent_id, at=now,
+                    fields={"agent_id": agent_id, "lease_expires_at": now + lease_s},
+                )  # fmt: skip
+            except StateConflict:
+                return None
+        return self.get(run_id)
+
+    def note_once(self, run_id: str, message: str) -> bool:
+        """A note on a run, unless its latest event already says the same; returns whether
+        it was written."""
+        now = time.time()
+        with self.db.write():
+            last = self.db.one(
+                "SELECT message FROM events WHERE run_id = ? ORDER BY id DESC LIMIT 1", [run_id]
+            )
+            row = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+            if row is None or (last is not None and last["message"] == message):
+                return False
+            self._event(run_id, row["state"], row["state"], None, message, now)
+        return True
 
     def renew_leases(self, agent_id: str, lease_s: float) -> int:
         now = time.time()
@@ -377,7 +442,10 @@ def transition(
     if to == State.QUEUED:
         # Back in the queue (requeue, retry, release): at its end, and held by nobody.
         fields.setdefault("enqueued_at", now)
-        fields.update(lease_expires_at=None, pid=None, pid_started=None, agent_id=None)
+        # Its runtime starts again with its next start: a waiting run's does not grow.
+        fields.update(
+            lease_expires_at=None, pid=None, pid_started=None, agent_id=None, started_at=None
+        )
     sets = ", ".join(f"{k} = ?" for k in fields)
     guard = f"state IN ({', '.join('?' for _ in froms)})"
     params: list[Any] = [str(to), *fields.values(), run_id, *froms]
