@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from launchctl import identity
 from launchctl.errors import LaunchctlError, UsageError
@@ -183,7 +184,8 @@ def execute(store: Store, plan: Plan) -> tuple[list[str], int, list[str]]:
 
 __all__ = [
     "DEFAULT_PRUNE_STATES", "Plan", "check_prune_states", "disk_usage", "execute",
-    "human_size", "may_delete", "plan_delete", "plan_prune", "run_paths",
+    "human_size", "list_images", "may_delete", "plan_delete", "plan_prune", "prune_images",
+    "run_paths",
 ]  # fmt: skip
 
 
@@ -193,7 +195,7 @@ def delete_job(
     *,
     force: bool = False,
     confirm: Callable[[str], bool] = lambda _question: True,
-) -> dict[str, object] | None:
+) -> dict[str, Any] | None:
     """Delete job ``NAME`` (every version) or one version ``NAME:vN``/``NAME:ALIAS``.
 
     Refused while a run that has not ended was made from it (always: a queued or running
@@ -238,3 +240,169 @@ def delete_job(
         return None
     deleted, freed = delete_versions(store.db, int(row["job_id"]), ids)
     return {"deleted": what, "versions": deleted, "runs": len(runs), "freed": freed}
+
+
+# -- images (issue 12 item 6) ------------------------------------------------------------
+IMAGE_KEPT_ELSEWHERE = "built elsewhere"
+
+
+def _image_key(uri: str) -> str:
+    """An image name without its registry: ``127.0.0.1:5000/launchctl/job:tag`` and
+    ``launchctl/job:tag`` are the same build (a pushed image runs by its registry name)."""
+    at = uri.find("launchctl/")
+    return uri[at:] if at >= 0 else uri
+
+
+def _engine() -> object:
+    from launchctl.images.engine import connect
+
+    return connect()
+
+
+def list_images(store: Store, client: object | None = None) -> list[dict[str, Any]]:
+    """The images launchctl built on this engine (label ``launchctl.build``), newest first,
+    each with its size, the job versions and runs of this home that point at it, and its
+    status: ``in use`` (a run that has not ended names it), ``kept`` (a job version of this
+    home points at it), ``unused`` (``images prune`` removes it) or ``built elsewhere``
+    (another home's, or built before images said which home built them: never pruned)."""
+    from launchctl.images.tag import BUILD_LABEL, HOME_LABEL, JOB_LABEL, home_label, repository
+    from launchctl.store.housekeeping import image_references
+
+    engine: Any = client or _engine()
+    mine = home_label(store.root)
+    images = engine.images.list(filters={"label": BUILD_LABEL})
+    usage = _image_usage(engine)
+    refs: dict[str, list[Row]] = {}
+    for ref in image_references(store.db):
+        refs.setdefault(_image_key(str(ref["image"])), []).append(ref)
+    out: list[dict[str, Any]] = []
+    for image in images:
+        labels = image.labels or {}
+        job, build = str(labels.get(JOB_LABEL, "")), str(labels.get(BUILD_LABEL, ""))
+        keys = {_image_key(n) for n in image.tags}
+        if job and build:
+            keys.add(f"{repository(job, None)}:{build}")
+        found = [r for k in sorted(keys) for r in refs.get(k, [])]
+        active = sorted(
+            {str(r["run_id"]) for r in found if r["state"] and r["state"] not in TERMINAL}
+        )
+        versions = sorted(
+            {f"{r['entity']}/{r['name']}:v{r['version']}" for r in found if r["name"] is not None}
+        )
+        home = labels.get(HOME_LABEL)
+        if home != mine:
+            status = IMAGE_KEPT_ELSEWHERE
+        elif active:
+            status = "in use"
+        elif versions:
+            status = "kept"
+        else:
+            status = "unused"
+        size, unique, containers = usage.get(image.id, (image.attrs.get("Size", 0), None, None))
+        out.append({
+            "id": image.short_id.removeprefix("sha256:"),
+            "image_id": image.id,
+            "names": list(image.tags),
+            "job": job or None,
+            "build": build or None,
+            "home": "this" if home == mine else ("other" if home else None),
+            "size": int(size or 0),
+            "unique_size": None if unique is None else int(unique),
+            "containers": containers,
+            "created": image.attrs.get("Created"),
+            "versions": versions,
+            "active_runs": active,
+            "runs": sorted({str(r["run_id"]) for r in found if r["run_id"]}),
+            "status": status,
+        })  # fmt: skip
+    out.sort(key=lambda i: str(i["created"] or ""), reverse=True)
+    return out
+
+
+def _image_usage(engine: Any) -> dict[str, tuple[int, int | None, int | None]]:
+    """Each image's size, the bytes only it holds (not shared with another image) and the
+    containers using it, from the engine's ``system df``; empty when the engine says no."""
+    try:
+        df = engine.df()
+    except Exception:  # an engine without df: sizes from the image list, no shared sizes
+        return {}
+    usage: dict[str, tuple[int, int | None, int | None]] = {}
+    for entry in df.get("Images") or []:
+        size = int(entry.get("Size") or 0)
+        shared = entry.get("SharedSize")
+        unique = size - int(shared) if isinstance(shared, int) and shared >= 0 else None
+        containers = entry.get("Containers")
+        usage[str(entry.get("Id"))] = (
+            size,
+            unique,
+            int(containers) if isinstance(containers, int) and containers >= 0 else None,
+        )
+    return usage
+
+
+def prune_images(
+    store: Store,
+    confirm: Callable[[str], bool] = lambda _question: True,
+    client: object | None = None,
+) -> dict[str, Any] | None:
+    """Remove this home's launchctl-built images that no job version of this home points
+    at any more and no run that has not ended names (``list_images``' ``unused``); never
+    another home's or one a container still uses. ``confirm(question)`` is asked once, with
+    what would go; returns what was removed (``removed``, ``freed`` bytes, ``kept`` with the
+    reasons), or None when it said no."""
+    engine: Any = client or _engine()
+    listed = list_images(store, engine)
+    candidates = [i for i in listed if i["status"] == "unused"]
+    kept: list[tuple[dict[str, Any], str]] = []
+    chosen: list[dict[str, Any]] = []
+    for image in candidates:
+        if image["containers"]:
+            kept.append((image, f"{image['containers']} container(s) use it"))
+        else:
+            chosen.append(image)
+    result: dict[str, Any] = {"removed": [], "freed": 0, "kept": kept, "planned": chosen}
+    if not chosen:
+        return result
+    size = sum(_own_size(i) for i in chosen)
+    n = len(chosen)
+    if not confirm(f"remove {n} unused image{'s' if n != 1 else ''} ({human_size(size)})?"):
+        return None
+    # Looked at again just before removing: a run may have been launched meanwhile.
+    again = {str(i["image_id"]): i for i in list_images(store, engine)}
+    removed: list[dict[str, Any]] = []
+    for image in chosen:
+        now = again.get(str(image["image_id"]))
+        if now is None:
+            continue  # gone already
+        if now["status"] != "unused":
+            kept.append((image, f"it is {now['status']} now"))
+            continue
+        why = _remove_image(engine, now)
+        if why:
+            kept.append((image, why))
+        else:
+            removed.append(image)
+    result["removed"] = removed
+    result["freed"] = sum(_own_size(i) for i in removed)
+    return result
+
+
+def _own_size(image: dict[str, Any]) -> int:
+    unique = image.get("unique_size")
+    return int(unique if isinstance(unique, int) else image.get("size") or 0)
+
+
+def _remove_image(engine: Any, image: dict[str, Any]) -> str | None:
+    """Remove an image by each of its names, never forced (the engine refuses one a
+    container uses); the reason when it could not."""
+    import docker
+
+    names = list(image["names"]) or [str(image["image_id"])]
+    try:
+        for name in names:
+            engine.images.remove(name, force=False)
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as exc:
+        return str(exc.explanation or exc).strip().splitlines()[-1][:200]
+    return None

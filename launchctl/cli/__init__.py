@@ -19,6 +19,7 @@ import typer
 from launchctl import __version__, paths
 from launchctl.cli import agent as agent_cmd
 from launchctl.cli import gpus as gpus_cmd
+from launchctl.cli import images as images_cmd
 from launchctl.cli import job as job_cmd
 from launchctl.cli import launch as launch_cmd
 from launchctl.cli import queue as queue_cmd
@@ -69,6 +70,7 @@ app.add_typer(job_cmd.app, name="job")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(secret_cmd.app, name="secret")
 app.add_typer(team_cmd.app, name="team")
+app.add_typer(images_cmd.app, name="images")
 app.command("launch", no_args_is_help=True)(launch_cmd.launch)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)

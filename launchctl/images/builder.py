@@ -10,12 +10,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from launchctl import jobfiles
+from launchctl import jobfiles, paths
 from launchctl.images import dockerfile as dockerfiles
 from launchctl.images import engine
 from launchctl.images.dockerfile import Dockerfile
 from launchctl.images.model import BuildError, BuildRequest, BuiltImage
-from launchctl.images.tag import context_digest, image_tag, repository
+from launchctl.images.tag import (
+    BUILD_LABEL,
+    HOME_LABEL,
+    JOB_LABEL,
+    context_digest,
+    home_label,
+    image_tag,
+    repository,
+)
 
 
 @dataclass(frozen=True)
@@ -253,7 +261,11 @@ def _build(
             dockerfile=dockerfile,
             uri=plan.uri,
             build_args=plan.build_args,
-            labels={"launchctl.job": req.job_name, "launchctl.build": plan.tag},
+            labels={
+                JOB_LABEL: req.job_name,
+                BUILD_LABEL: plan.tag,
+                HOME_LABEL: req.home_label or home_label(paths.home()),
+            },
             network=req.network,
             log=log,
             say=say,

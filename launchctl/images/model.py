@@ -36,6 +36,9 @@ class BuildRequest:
     # docker-py auth_config ({"username": ..., "password": ...}) for the registry; None: the
     # engine client's own credentials (~/.docker/config.json, from `docker login`)
     registry_auth: dict[str, str] | None = field(default=None, repr=False)
+    # The launchctl.home label of a built image (images/tag.py's home_label); None: that of
+    # $LAUNCHCTL_HOME, the home the agent serves. `images prune` removes only its home's.
+    home_label: str | None = None
 
 
 @dataclass

@@ -268,6 +268,16 @@ def offline_hint(host: str | None, base_images: list[str]) -> str:
     )
 
 
+def unreachable_registry(error: str) -> tuple[str | None, str] | None:
+    """For an engine's pull error: (the registry host or None, the error's last cause) when
+    it failed for lack of network (DNS, routing, a refused connection, a timeout); None for
+    any other failure (a missing image, denied access)."""
+    if not _NO_NETWORK.search(error):
+        return None
+    host = _HOST.search(error)
+    return (host.group(1) if host else None), _short_error(error)
+
+
 def index_hint(output: list[str]) -> str:
     hosts = list(dict.fromkeys(m.group(1) for line in output for m in _HOST.finditer(line)))
     where = f" ({', '.join(hosts[:2])})" if hosts else ""

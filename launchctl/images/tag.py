@@ -13,6 +13,17 @@ from launchctl.jobfiles import Tree, open_nofollow, scan
 TAG_LENGTH = 16
 _CHUNK = 1 << 20
 
+# The labels of every image launchctl builds (issue 12, item 6: `images list` / `prune`).
+JOB_LABEL = "launchctl.job"  # the job's name
+BUILD_LABEL = "launchctl.build"  # the content tag (the image name's tag)
+HOME_LABEL = "launchctl.home"  # which launchctl home built it: ``home_label(root)``
+
+
+def home_label(root: Path) -> str:
+    """A short hash of a launchctl home's real path: the engine is shared by every home on
+    the machine, and ``images prune`` removes only the images its own home built."""
+    return hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:TAG_LENGTH]
+
 
 def context_digest(root: Path | Tree, skip: frozenset[str] = frozenset()) -> str:
     """sha256 over each entry's path, executable bit and content (links: their target).

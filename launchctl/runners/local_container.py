@@ -612,13 +612,13 @@ class LocalContainerRunner:
                 repo, tag=tag, stream=True, decode=True, auth_config=auth or None
             ):
                 if "error" in line:
-                    raise RunnerError(f"pull of {image} failed: {line['error']}")
+                    raise RunnerError(pull_failed(image, str(line["error"])))
                 key = (str(line.get("id", "")), str(line.get("status", "")))
                 if key not in seen and "Downloading" not in key[1] and "Extracting" not in key[1]:
                     seen.add(key)
                     log(f"  {key[0]}: {key[1]}\n".encode() if key[0] else f"  {key[1]}\n".encode())
         except DockerException as exc:
-            raise RunnerError(f"pull of {image} failed: {_short(exc)}") from None
+            raise RunnerError(pull_failed(image, _short(exc))) from None
 
     def create(self, launch: Launch) -> Any:
         from docker.errors import DockerException
@@ -718,6 +718,26 @@ def _copied_so_far(log_path: Path) -> int | None:
     if not text.isdigit() or int(text) > size:
         return None
     return size - int(text)
+
+
+def pull_failed(image: str, error: str) -> str:
+    """The one line for a failed pull: for lack of network (issue 12, item 4), that this
+    machine cannot reach the registry and the ways out (an image the engine has, a local
+    registry), in the words the builder uses for a FROM; else the engine's own error."""
+    from launchctl.images.progress import unreachable_registry
+
+    offline = unreachable_registry(error)
+    if offline is None:
+        return f"pull of {image} failed: {error}"
+    host, cause = offline
+    where = f"the registry {host}" if host else "the image's registry"
+    return (
+        f"pull of {image} failed: this machine cannot reach {where} (offline?): run an image"
+        " this engine already has (`docker images` lists them; `scripts/services.sh images`"
+        " makes launchctl-test/python:bookworm), or push the image to a local registry"
+        " (`scripts/services.sh registry` starts one on 127.0.0.1:5000) and run it by that"
+        f" name ({cause})"
+    )
 
 
 def _split(image: str) -> tuple[str, str]:

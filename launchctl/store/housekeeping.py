@@ -137,3 +137,25 @@ def delete_versions(db: Database, job_id: int, version_ids: Sequence[int]) -> tu
         row = db.one(f"SELECT COALESCE(SUM(size), 0) AS n {orphans}")
         db.execute(f"DELETE {orphans}")
     return deleted, int(row["n"]) if row else 0
+
+
+def image_references(db: Database) -> list[Row]:
+    """Every image a run or an image job of this store names, for ``images list`` and
+    ``images prune`` (issue 12 item 6): the image a run used (``runs.image``) or asked for
+    (``-d``, queued runs included), with the run's state and the job version it was made
+    from (None once that version is deleted); and each image job version's image (no run).
+    Columns: image, run_id, state, entity, name, version."""
+    runs = db.all(
+        "SELECT i.image, i.run_id, i.state, j.entity, j.name, v.version FROM ("
+        " SELECT image, id AS run_id, state, job_version_id FROM runs WHERE image IS NOT NULL"
+        " UNION SELECT json_extract(spec, '$.docker.docker_image'), id, state, job_version_id"
+        " FROM runs WHERE json_extract(spec, '$.docker.docker_image') IS NOT NULL"
+        ") AS i LEFT JOIN job_versions v ON v.id = i.job_version_id"
+        " LEFT JOIN jobs j ON j.id = v.job_id"
+    )
+    jobs = db.all(
+        "SELECT json_extract(v.source, '$.image') AS image, NULL AS run_id, NULL AS state,"
+        " j.entity, j.name, v.version FROM job_versions v JOIN jobs j ON j.id = v.job_id"
+        " WHERE j.source_type = 'image' AND json_extract(v.source, '$.image') IS NOT NULL"
+    )
+    return [dict(r) for r in runs + jobs]
