@@ -265,7 +265,14 @@ def list_images(store: Store, client: object | None = None) -> list[dict[str, An
     status: ``in use`` (a run that has not ended names it), ``kept`` (a job version of this
     home points at it), ``unused`` (``images prune`` removes it) or ``built elsewhere``
     (another home's, or built before images said which home built them: never pruned)."""
-    from launchctl.images.tag import BUILD_LABEL, HOME_LABEL, JOB_LABEL, home_label, repository
+    from launchctl.images.tag import (
+        BUILD_LABEL,
+        HOME_LABEL,
+        HOME_TAG,
+        JOB_LABEL,
+        home_label,
+        repository,
+    )
     from launchctl.store.housekeeping import image_references
 
     engine: Any = client or _engine()
@@ -279,7 +286,10 @@ def list_images(store: Store, client: object | None = None) -> list[dict[str, An
     for image in images:
         labels = image.labels or {}
         job, build = str(labels.get(JOB_LABEL, "")), str(labels.get(BUILD_LABEL, ""))
-        keys = {_image_key(n) for n in image.tags}
+        # REPO:TAG.home-HOME: the name a home gave the image when it reused another's build
+        marks = {n: n.rpartition(HOME_TAG)[2] for n in image.tags if HOME_TAG in n}
+        names = [n for n in image.tags if n not in marks]
+        keys = {_image_key(n) for n in names}
         if job and build:
             keys.add(f"{repository(job, None)}:{build}")
         found = [r for k in sorted(keys) for r in refs.get(k, [])]
@@ -290,19 +300,31 @@ def list_images(store: Store, client: object | None = None) -> list[dict[str, An
             {f"{r['entity']}/{r['name']}:v{r['version']}" for r in found if r["name"] is not None}
         )
         home = labels.get(HOME_LABEL)
-        if home != mine:
+        others = {h for h in marks.values() if h != mine}
+        if home and home != mine:
+            others.add(str(home))
+        own_marks = [n for n, h in marks.items() if h == mine]
+        remove: list[str] = []
+        if home != mine and not own_marks:
             status = IMAGE_KEPT_ELSEWHERE
         elif active:
             status = "in use"
         elif versions:
             status = "kept"
+        elif home == mine and others:
+            status = "kept"  # another home reused it: it goes once that home lets it go
         else:
             status = "unused"
+            # Built here: all its names; another home's build: only this home's own name.
+            remove = names + own_marks if home == mine else own_marks
         size, unique, containers = usage.get(image.id, (image.attrs.get("Size", 0), None, None))
         out.append({
             "id": image.short_id.removeprefix("sha256:"),
             "image_id": image.id,
-            "names": list(image.tags),
+            "names": names,
+            "other_homes": len(others),
+            "remove": remove,
+            "frees": home == mine,
             "job": job or None,
             "build": build or None,
             "home": "this" if home == mine else ("other" if home else None),
@@ -363,7 +385,7 @@ def prune_images(
     result: dict[str, Any] = {"removed": [], "freed": 0, "kept": kept, "planned": chosen}
     if not chosen:
         return result
-    size = sum(_own_size(i) for i in chosen)
+    size = sum(_own_size(i) for i in chosen if i["frees"])
     n = len(chosen)
     if not confirm(f"remove {n} unused image{'s' if n != 1 else ''} ({human_size(size)})?"):
         return None
@@ -383,7 +405,7 @@ def prune_images(
         else:
             removed.append(image)
     result["removed"] = removed
-    result["freed"] = sum(_own_size(i) for i in removed)
+    result["freed"] = sum(_own_size(i) for i in removed if i["frees"])
     return result
 
 
@@ -397,7 +419,7 @@ def _remove_image(engine: Any, image: dict[str, Any]) -> str | None:
     container uses); the reason when it could not."""
     import docker
 
-    names = list(image["names"]) or [str(image["image_id"])]
+    names = list(image["remove"]) or [str(image["image_id"])]
     try:
         for name in names:
             engine.images.remove(name, force=False)

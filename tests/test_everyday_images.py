@@ -175,3 +175,35 @@ def test_an_image_run_whose_pull_cannot_reach_the_registry_says_so_in_one_line(
     assert "scripts/services.sh registry" in reason and "docker images" in reason
     assert "no such host" in reason  # the engine's cause, once, at the end
     assert reason.count("registry.invalid/lab/train:1") == 1
+
+
+def test_an_image_two_homes_share_goes_only_once_neither_needs_it(
+    docker: Any, tmp_path: Path, cleanup: list[str]
+) -> None:
+    """The same job and code in two homes is one image (its tag is a content hash): the
+    home that reused it names it too, so the home that built it keeps it meanwhile."""
+    other = {"LAUNCHCTL_HOME": str(tmp_path / "other-home")}
+    _queue()
+    cli("queue", "create", "build", "-r", "local-container", "--config",
+        json.dumps({"builder": {"base_image": PYTHON_IMAGE}}), check=True, env=other)  # fmt: skip
+    code = _code(tmp_path, "shared")
+    image = _build(code)["image"]
+    cleanup.append(image)
+    assert _build(code, env=other)["image"] == image  # reused, not built again
+    assert _listed(image, env=other)["status"] == "kept"  # type: ignore[index]
+
+    cli("job", "delete", code.name, "--force", "--yes", check=True)
+    listed = _listed(image)
+    assert listed is not None and (listed["status"], listed["other_homes"]) == ("kept", 1)
+    assert "no unused images" in cli("images", "prune", "--yes", check=True).stdout
+    assert _exists(docker, image)
+
+    # The other home lets it go: only its own name goes, the image stays...
+    cli("job", "delete", code.name, "--force", "--yes", check=True, env=other)
+    out = cli("images", "prune", "--yes", check=True, env=other).stdout
+    assert "another home built the image: it stays" in out and "removed 0 images" in out
+    assert _exists(docker, image)
+    # ... until the home that built it prunes it.
+    out = cli("images", "prune", "--yes", check=True).stdout
+    assert f"removed {image}" in out and "removed 1 image, " in out
+    assert not _exists(docker, image)

@@ -20,7 +20,8 @@ def list_(as_json: bool = JSON_OPTION) -> None:
     """List the images launchctl built on this Docker engine, newest first.
 
     STATUS: 'in use' (a queued or running run names it), 'kept' (a job version of this
-    home points at it), 'unused' (images prune removes it), 'built elsewhere' (another
+    home points at it, or another home reused it), 'unused' (images prune removes it, or
+    only this home's name for it when another home built it), 'built elsewhere' (another
     launchctl home built it, or it carries no home label: never pruned here). SIZE is the
     image's whole size; OWN the bytes no other image shares (what a prune gives back).
 
@@ -45,7 +46,8 @@ def list_(as_json: bool = JSON_OPTION) -> None:
                 hk.human_size(int(i["size"])),
                 "-" if i["unique_size"] is None else hk.human_size(int(i["unique_size"])),
                 i["status"],
-                ", ".join(i["versions"]) or "-",
+                ", ".join(i["versions"])
+                or (f"{i['other_homes']} other home(s)" if i["other_homes"] else "-"),
                 ", ".join(i["active_runs"]) or "-",
             )
             for i in images
@@ -82,6 +84,9 @@ def prune(
         print("no unused images to remove")
         return
     for image in removed:
-        print(f"removed {', '.join(image['names']) or image['id']}")
-    n = len(removed)
+        if image["frees"]:
+            print(f"removed {', '.join(image['remove']) or image['id']}")
+        else:
+            print(f"removed {', '.join(image['remove'])} (another home built the image: it stays)")
+    n = sum(1 for i in removed if i["frees"])
     print(f"removed {n} image{'s' if n != 1 else ''}, {hk.human_size(int(result['freed']))} freed")

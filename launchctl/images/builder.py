@@ -164,6 +164,8 @@ def _ensure(
         where = engine.find(
             client, plan.uri, registry=req.registry is not None, auth=req.registry_auth
         )
+        if where == "local":  # another home's build: this home uses it too (images prune)
+            engine.mark_used(client, plan.uri, req.home_label or home_label(paths.home()))
         if where is not None:
             note = f"launchctl: {plan.uri} exists {_WHERE[where]} ({source}): nothing to build\n"
             log(note.encode())

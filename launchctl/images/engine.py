@@ -203,6 +203,24 @@ def exists_locally(client: docker.DockerClient, uri: str) -> bool:
     return True
 
 
+def mark_used(client: docker.DockerClient, uri: str, home: str) -> None:
+    """Note that the launchctl home ``home`` (its ``home_label``) uses the local image
+    ``uri`` that another home built: a second name, ``REPO:TAG.home-HOME``, so that the
+    home that built it does not prune it while this one may need it (issue 12, item 6).
+    Best effort: an image gone meanwhile is built again by the run that needs it."""
+    import docker
+
+    from launchctl.images.tag import HOME_LABEL, home_tag
+
+    try:
+        image = client.images.get(uri)
+        if (image.labels or {}).get(HOME_LABEL) != home:
+            repo, tag = split_uri(uri)
+            image.tag(repo, home_tag(tag, home))
+    except docker.errors.DockerException:
+        pass
+
+
 def exists_in_registry(
     client: docker.DockerClient, uri: str, auth: dict[str, str] | None = None
 ) -> bool:

@@ -25,6 +25,14 @@ def home_label(root: Path) -> str:
     return hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:TAG_LENGTH]
 
 
+def home_tag(tag: str, home: str) -> str:
+    """The second name a home gives an image another home built when it reuses it."""
+    return f"{tag}{HOME_TAG}{home}"
+
+
+HOME_TAG = ".home-"  # REPO:TAG.home-HOME: see home_tag
+
+
 def context_digest(root: Path | Tree, skip: frozenset[str] = frozenset()) -> str:
     """sha256 over each entry's path, executable bit and content (links: their target).
 
