@@ -214,7 +214,8 @@ def mark_used(client: docker.DockerClient, uri: str, home: str) -> None:
 
     try:
         image = client.images.get(uri)
-        if (image.labels or {}).get(HOME_LABEL) != home:
+        built_by = (image.labels or {}).get(HOME_LABEL)
+        if built_by and built_by != home:  # an image without the label is never pruned
             repo, tag = split_uri(uri)
             image.tag(repo, home_tag(tag, home))
     except docker.errors.DockerException:
