@@ -19,7 +19,11 @@ LONG = ["--set", "steps=100", "--set", "step_s=0.05"]
 
 
 def _progress(run_id: str) -> int:
-    steps = re.findall(r"^step (\d+):", cli("logs", run_id).stdout, re.M)
+    # The log file itself: `logs` on a requeued (queued) run prints that it waits, not
+    # what its earlier attempts wrote.
+    path = Path(cli_json("runs", "show", run_id)["log_path"])
+    text = path.read_text() if path.exists() else ""
+    steps = re.findall(r"^step (\d+):", text, re.M)
     return int(steps[-1]) if steps else 0
 
 
@@ -46,6 +50,9 @@ def test_a_preempted_run_resumes_from_its_checkpoint_and_the_sixth_preemption_fa
     log = cli("logs", run_id, check=True).stdout
     resumed = [int(n) for n in re.findall(r"^resuming \S+ from step (\d+)", log, re.M)]
     assert len(resumed) == 5
+    # Each attempt after the first begins with its mark (issue 12, item 13).
+    marks = re.findall(r"^--- attempt (\d+) on agent ", log, re.M)
+    assert marks == ["2", "3", "4", "5", "6"]
     assert all(step > 0 for step in resumed) and resumed == sorted(resumed)
     # Same run id and name every time; every attempt is in the history.
     shown = cli_json("runs", "show", run_id)
