@@ -83,14 +83,17 @@ def test_a_gpu_run_waits_with_its_reason_then_runs_on_an_agent_with_gpus(
     assert "GPU scheduling is off (--gpus none)" in plain.output()
     run = cli_json("runs", "show", gpu_run)
     assert run["state"] == "queued" and run["agent_id"] is None  # not claimed and held
+    assert run["reason"].startswith("waiting: needs 2 GPUs, agent ") and "has none" in run["reason"]
     shown = cli("runs", "show", gpu_run, check=True).stdout
-    assert "waiting: needs 2 GPUs, agent " in shown and " has none" in shown
+    assert "reason:     waiting: needs 2 GPUs, agent " in shown and " has none" in shown
+    assert "has not started: waiting: needs 2 GPUs" in cli("logs", gpu_run).stderr
     time.sleep(1.5)  # more passes of the agent: the reason is said once, not every pass
     assert len(notes(gpu_run)) == 1
     assert "visible=<unset>" in cli("logs", cpu_run, check=True).stdout
     start_agent("-q", "gpu", "--gpus", "0,1")
     wait_for(lambda: state(gpu_run) == "finished", what="the GPU run to finish")
-    assert cli_json("runs", "show", gpu_run)["devices"] == [0, 1]
+    run = cli_json("runs", "show", gpu_run)
+    assert run["devices"] == [0, 1] and run["reason"] is None  # the wait's reason is gone
     out = cli("logs", gpu_run, check=True).stdout
     assert "visible=0,1" in out
 

@@ -472,7 +472,7 @@ class Agent:
             if self.store.runs.claim(run_id, self.id, self.options.lease_s) is not None:
                 self._fail(self.store, run_id, "agent", why)
             return
-        if self.store.runs.note_once(run_id, WAITING + why):
+        if self.store.runs.note_waiting(run_id, WAITING + why):
             self.say(f"run {run_id} waits: {why}")
 
     def _work_left(self) -> bool:

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 from launchctl.gpus.policy import Ask, parse_ask
 from launchctl.store.db import Row, loads
+from launchctl.store.runs import WAIT_PREFIX
 
 if TYPE_CHECKING:
     from launchctl.store import Store
 
-WAITING = "waiting: "
+WAITING = WAIT_PREFIX  # "waiting: ", the start of the reason a passed-over run waits with
 
 
 @dataclass

@@ -43,6 +43,9 @@ def waiting_sql(columns: str) -> str:
     )
 
 
+# The start of the reason a queued run waits with (``note_waiting``).
+WAIT_PREFIX = "waiting: "
+
 # Columns a state move may set besides the state itself.
 MOVE_FIELDS = frozenset(
     {
@@ -243,18 +246,19 @@ class RunTable:
                 return None
         return self.get(run_id)
 
-    def note_once(self, run_id: str, message: str) -> bool:
-        """A note on a run, unless its latest event already says the same; returns whether
-        it was written."""
+    def note_waiting(self, run_id: str, why: str) -> bool:
+        """Why a queued run waits (``waiting: ...``, from an agent that cannot run it): its
+        ``reason`` while it waits, and a note, unless it says so already. Its claim clears
+        it. Returns whether it was written."""
         now = time.time()
         with self.db.write():
-            last = self.db.one(
-                "SELECT message FROM events WHERE run_id = ? ORDER BY id DESC LIMIT 1", [run_id]
-            )
-            row = self.db.one("SELECT state FROM runs WHERE id = ?", [run_id])
-            if row is None or (last is not None and last["message"] == message):
+            row = self.db.one("SELECT state, reason FROM runs WHERE id = ?", [run_id])
+            if row is None or row["state"] != State.QUEUED or row["reason"] == why:
                 return False
-            self._event(run_id, row["state"], row["state"], None, message, now)
+            self.db.execute(
+                f"UPDATE runs SET reason = ? WHERE id = ? AND state IN {WAITING}", [why, run_id]
+            )
+            self._event(run_id, row["state"], row["state"], None, why, now)
         return True
 
     def renew_leases(self, agent_id: str, lease_s: float) -> int:
@@ -461,6 +465,11 @@ def transition(
     detail = message
     if detail is None and fields.get("reason"):
         detail = str(fields["reason"])
+    if to == State.CLAIMED:  # an agent's "waiting: ..." no longer holds once it is claimed
+        db.execute(
+            f"UPDATE runs SET reason = NULL WHERE id = ? AND reason LIKE '{WAIT_PREFIX}%'",
+            [run_id],
+        )
     insert_event(db, run_id, current["state"], str(to), by, detail, now)
     return str(current["state"])
 
