@@ -182,7 +182,8 @@ def test_build_steps_show_as_they_go_in_logs_f_and_on_the_agent_terminal(
             stderr=subprocess.PIPE,
             text=True,
         )
-        agent = start_agent("-q", "steps")
+        agent_log = job.parent / "agent.log"
+        agent = start_agent("-q", "steps", "-l", str(agent_log))
         assert follower.stdout is not None
         seen: list[tuple[float, str]] = []
         for line in follower.stdout:
@@ -205,6 +206,8 @@ def test_build_steps_show_as_they_go_in_logs_f_and_on_the_agent_terminal(
         assert any(f"BuildKit's own output: {build_log}" in t for t in lines)
         wait_for(lambda: f"run {run_id}: build step 2/3 done in" in agent.output(), 30)
         assert f"run {run_id}: build step 3/3: COPY main.py /main.py" in agent.output()
+        # ... and in the agent's own log file (-l), as every other line the agent says.
+        assert f"run {run_id}: build step 2/3 done in" in agent_log.read_text()
     finally:
         remove_images(docker)
 

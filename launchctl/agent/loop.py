@@ -511,6 +511,7 @@ class Agent:
             on_exit=self.waker.wake,
             progress=self.options.progress,
             secure_mode=self.options.secure_mode,
+            say=self.say,  # build steps reach the agent's terminal and its -l log file
         )
 
     def _start(self, run: Row) -> Active | None:
