@@ -154,7 +154,7 @@ def check_prune_states(states: Sequence[str]) -> list[str]:
 def plan_prune(store: Store, *, older_than_s: float, states: Sequence[str]) -> Plan:
     """Ended runs in ``states`` that ended more than ``older_than_s`` ago; runs the user
     may not delete are skipped, with the reason."""
-    from launchctl.store.housekeeping import select_runs
+    from launchctl.store.runs import select_runs
 
     rows = select_runs(
         store.db, states=check_prune_states(states), before=time.time() - older_than_s,

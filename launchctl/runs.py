@@ -35,6 +35,7 @@ def listing(
     age such as ``2h`` or ``7d``, or an ISO date); ``limit`` 0 means all. Each row also
     has ``attempts`` (how many times an agent claimed it)."""
     from launchctl.store import housekeeping
+    from launchctl.store.runs import select_runs
 
     limit = check_filters(states, limit)
     start = parse_since(since) if since is not None else None
@@ -48,7 +49,7 @@ def listing(
             version_id = int(version["id"])
         else:
             job_id = int(version["job_id"])
-    rows = housekeeping.select_runs(
+    rows = select_runs(
         store.db, queue=queue, states=states, project=project, job_id=job_id,
         version_id=version_id, since=start, limit=limit or None,
     )  # fmt: skip

@@ -3,59 +3,10 @@ project, age), attempt counts, and deleting runs and job versions (issue 12)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from launchctl.states import State
 from launchctl.store.db import Database, Row
-from launchctl.store.runs import _decode
-
-
-def select_runs(
-    db: Database,
-    *,
-    queue: str | None = None,
-    states: Iterable[str] = (),
-    project: str | None = None,
-    job_id: int | None = None,
-    version_id: int | None = None,
-    since: float | None = None,
-    before: float | None = None,
-    limit: int | None = 50,
-) -> list[Row]:
-    """Runs, newest first, filtered; ``since``/``before`` compare the creation time."""
-    where: list[str] = []
-    params: list[Any] = []
-    if queue is not None:
-        where.append("queue_name = ?")
-        params.append(queue)
-    states = list(states)
-    if states:
-        where.append(f"state IN ({', '.join('?' for _ in states)})")
-        params.extend(states)
-    if project is not None:
-        where.append("project = ?")
-        params.append(project)
-    if version_id is not None:
-        where.append("job_version_id = ?")
-        params.append(version_id)
-    if job_id is not None:
-        where.append("job_version_id IN (SELECT id FROM job_versions WHERE job_id = ?)")
-        params.append(job_id)
-    if since is not None:
-        where.append("created_at >= ?")
-        params.append(since)
-    if before is not None:
-        where.append("COALESCE(ended_at, created_at) < ?")
-        params.append(before)
-    sql = "SELECT * FROM runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return [r for r in (_decode(row) for row in db.all(sql, params)) if r is not None]
 
 
 def attempt_counts(db: Database, run_ids: Sequence[str]) -> dict[str, int]:

@@ -124,23 +124,8 @@ class RunTable:
     def select(
         self, *, queue: str | None = None, states: Iterable[str] = (), limit: int | None = 50
     ) -> list[Row]:
-        where: list[str] = []
-        params: list[Any] = []
-        if queue is not None:
-            where.append("queue_name = ?")
-            params.append(queue)
-        states = list(states)
-        if states:
-            where.append(f"state IN ({', '.join('?' for _ in states)})")
-            params.extend(states)
-        sql = "SELECT * FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [r for r in (_decode(row) for row in self.db.all(sql, params)) if r is not None]
+        """Runs, newest first (``select_runs`` has every filter)."""
+        return select_runs(self.db, queue=queue, states=states, limit=limit)
 
     def events(self, run_id: str | None = None) -> list[Row]:
         if run_id is None:
@@ -492,3 +477,50 @@ def insert_event(
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         [run_id, at, from_state, to_state, agent_id, message, kind],
     )
+
+
+def select_runs(
+    db: Database,
+    *,
+    queue: str | None = None,
+    states: Iterable[str] = (),
+    project: str | None = None,
+    job_id: int | None = None,
+    version_id: int | None = None,
+    since: float | None = None,
+    before: float | None = None,
+    limit: int | None = 50,
+) -> list[Row]:
+    """Runs, newest first, filtered; ``since``/``before`` compare the creation time."""
+    where: list[str] = []
+    params: list[Any] = []
+    if queue is not None:
+        where.append("queue_name = ?")
+        params.append(queue)
+    states = list(states)
+    if states:
+        where.append(f"state IN ({', '.join('?' for _ in states)})")
+        params.extend(states)
+    if project is not None:
+        where.append("project = ?")
+        params.append(project)
+    if version_id is not None:
+        where.append("job_version_id = ?")
+        params.append(version_id)
+    if job_id is not None:
+        where.append("job_version_id IN (SELECT id FROM job_versions WHERE job_id = ?)")
+        params.append(job_id)
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if before is not None:
+        where.append("COALESCE(ended_at, created_at) < ?")
+        params.append(before)
+    sql = "SELECT * FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [r for r in (_decode(row) for row in db.all(sql, params)) if r is not None]
