@@ -241,7 +241,9 @@ def test_a_long_hostile_reference_is_judged_fast(hostile: str) -> None:
     started = time.perf_counter()
     problem = image_ref_problem(hostile)
     assert problem is not None
-    assert time.perf_counter() - started < 0.05
+    # A guard against catastrophic backtracking (which takes minutes), not a speed target:
+    # a bound far above the ~1 ms it takes, so a busy machine cannot fail it.
+    assert time.perf_counter() - started < 2.0
     assert len(hostile) > REFERENCE_MAX or "!" in hostile or "A" in hostile or "-" in hostile
 
 
