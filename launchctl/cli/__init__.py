@@ -19,6 +19,7 @@ import typer
 from launchctl import __version__, paths
 from launchctl.cli import agent as agent_cmd
 from launchctl.cli import gpus as gpus_cmd
+from launchctl.cli import helpstyle
 from launchctl.cli import images as images_cmd
 from launchctl.cli import job as job_cmd
 from launchctl.cli import launch as launch_cmd
@@ -43,7 +44,8 @@ app = typer.Typer(
     " in one CLI and one SQLite file.\n\n"
     "\b\nExample:\n  launchctl launch -u examples/hello -E 'python train.py' --set lr=0.5",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (issue 12, item 10)
+    cls=helpstyle.StyledGroup,  # usual metavars, whole short helps (issue 12, item 14)
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -31,7 +31,8 @@ ENTRY = typer.Option(
     "--entry-point",
     "-E",
     help="Command to run, e.g. 'python train.py' (default: main.py, as W&B's); with -b, its"
-    " script is relative to the build context.",
+    " script is relative to the build context. Split into words like a shell line but not"
+    " run through a shell: for pipes, && or $VARS use -E \"sh -c 'a && b'\".",
 )
 DOCKERFILE = typer.Option(
     None,

@@ -19,7 +19,11 @@ def launch(
         None, "--job", "-j", help="A job: [ENTITY/[PROJECT/]]NAME[:ALIAS]."
     ),
     entry_point: str | None = typer.Option(
-        None, "--entry-point", "-E", help="Command to run, e.g. 'python train.py'."
+        None,
+        "--entry-point",
+        "-E",
+        help="Command to run, e.g. 'python train.py'. Split into words like a shell line"
+        " but not run through a shell: for pipes, && or $VARS use -E \"sh -c 'a && b'\".",
     ),
     docker_image: str | None = typer.Option(
         None, "--docker-image", "-d", help="Run this prebuilt image."

@@ -129,7 +129,7 @@ def list_(as_json: bool = JSON_OPTION) -> None:
 
 
 @app.command("show")
-def show(name: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
+def show(name: str = typer.Argument(..., help="Queue name."), as_json: bool = JSON_OPTION) -> None:
     """Show one queue: its config and run counts.
 
     \b
@@ -176,14 +176,16 @@ _ORIGIN_SHOWN = {
 
 @app.command("edit")
 def edit(
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Queue name."),
     config: str | None = typer.Option(
         None,
         "--config",
         "-c",
         help="New queue config: a JSON/YAML file or JSON string, in either shape.",
     ),
-    description: str | None = typer.Option(None, "--description"),
+    description: str | None = typer.Option(
+        None, "--description", help="New description of the queue."
+    ),
 ) -> None:
     """Replace a queue's config (validated before it is written). Template definitions
     made with `queue template set` stay unless the new config defines the same field.
@@ -209,7 +211,7 @@ def edit(
 
 
 @app.command("pause")
-def pause(name: str = typer.Argument(...)) -> None:
+def pause(name: str = typer.Argument(..., help="Queue name.")) -> None:
     """Stop agents from claiming this queue's runs (running runs go on).
 
     \b
@@ -223,7 +225,7 @@ def pause(name: str = typer.Argument(...)) -> None:
 
 
 @app.command("resume")
-def resume(name: str = typer.Argument(...)) -> None:
+def resume(name: str = typer.Argument(..., help="Queue name.")) -> None:
     """Let agents claim this queue's runs again.
 
     \b
@@ -238,7 +240,7 @@ def resume(name: str = typer.Argument(...)) -> None:
 
 @app.command("delete")
 def delete(
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., help="Queue name."),
     force: bool = typer.Option(
         False, "--force", help="Delete even with queued or running runs: stop them all."
     ),
