@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from launchctl.cli.common import JSON_OPTION, open_store
-from launchctl.cli.output import clean, duration, emit_json, table
+from launchctl.cli.output import clean, colour, duration, emit_json, table
 from launchctl.errors import UsageError
 
 # Clear the screen and go home, between two frames on a terminal.
@@ -54,6 +54,7 @@ def status(
             _print(overview(store))
         return
     on_terminal = sys.stdout.isatty() and not as_json
+    colour()  # decided on the real stdout, before frames are drawn into a buffer
     try:
         while True:
             shown = overview(store)
