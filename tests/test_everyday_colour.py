@@ -110,8 +110,12 @@ def three_states(tmp_path: Path) -> dict[str, str]:
 
 
 def _columns(text: str) -> list[list[int]]:
-    """Where each cell of each line starts (cells are separated by 2+ spaces)."""
-    return [[m.start() for m in re.finditer(r"(?:(?<=  )|^)\S", ln)] for ln in text.splitlines()]
+    """On which screen column each cell of each line starts (cells are separated by 2+
+    spaces); a wide character takes two columns."""
+    return [
+        [output.width(ln[: m.start()]) for m in re.finditer(r"(?:(?<=  )|^)\S", ln)]
+        for ln in text.splitlines()
+    ]
 
 
 def test_states_coloured_on_a_terminal_and_columns_line_up(three_states: dict[str, str]) -> None:
@@ -200,7 +204,12 @@ def test_table_pads_on_visible_text(
     output.colour.cache_clear()
     try:
         output.table(
-            [["a\x1b[31mb", "failed", 1], ["x", "running", 22], ["yy", "weird", None]],
+            [
+                ["a\x1b[31mb", "failed", 1],
+                ["x", "running", 22],
+                ["训练", "weird", None],  # wide characters: two columns each
+                ["e\u0301t\u00e9", "queued", 3],  # a combining accent takes none
+            ],
             ["name", "state", "n"],
         )
     finally:
@@ -210,6 +219,13 @@ def test_table_pads_on_visible_text(
     visible = ANSI.sub("", shown)
     assert "a\\x1b[31mb" in visible
     assert len({tuple(c) for c in _columns(visible)}) == 1, visible
+    assert visible.splitlines()[3].startswith("训练" + " " * 8 + "weird")  # 4 columns + 6 + 2
+
+
+def test_runs_show_colours_its_state(three_states: dict[str, str]) -> None:
+    screen = on_pty("runs", "show", three_states["failed"])
+    assert f"state:      {RED}failed\x1b[0m" in screen
+    assert "\x1b" not in piped("runs", "show", three_states["failed"])
 
 
 def test_durations_read_as_time() -> None:

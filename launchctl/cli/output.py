@@ -40,9 +40,13 @@ def clean(text: str) -> str:
     return _UNSAFE.sub(_escape, text)
 
 
-def line(text: str) -> None:
-    """Print one line of plain output, its control characters escaped (``clean``)."""
-    sys.stdout.write(clean(text) + "\n")
+def line(text: str, *, state: str | None = None) -> None:
+    """Print one line of plain output, its control characters escaped (``clean``); a line
+    ending in the run state ``state`` shows it coloured on a terminal."""
+    shown = clean(text)
+    if state and colour() and shown.endswith(state):
+        shown = shown[: -len(state)] + paint(state, STATE_STYLES.get(state))
+    sys.stdout.write(shown + "\n")
 
 
 def _forced(name: str) -> bool:
@@ -92,9 +96,26 @@ def state(name: str) -> str:
     return paint(name, STATE_STYLES.get(name))
 
 
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: wide (East Asian) characters take two,
+    combining marks none."""
+    if text.isascii():
+        return len(text)
+    import unicodedata  # only for non-ASCII text: a C module, cheap
+
+    return sum(
+        0
+        if unicodedata.combining(ch)
+        else 2
+        if unicodedata.east_asian_width(ch) in ("W", "F")
+        else 1
+        for ch in text
+    )
+
+
 def visible_len(text: str) -> int:
     """Width of ``text`` on screen: SGR sequences take none."""
-    return len(_ANSI.sub("", text))
+    return width(_ANSI.sub("", text))
 
 
 def _cell_style(header: str, cell: str) -> str | None:
@@ -111,11 +132,11 @@ def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:
     data = [[("-" if v is None else clean(str(v))) for v in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in data:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=False)]
+        widths = [max(w, width(c)) for w, c in zip(widths, row, strict=False)]
     on = colour()
 
-    def cell(text: str, width: int, style: str | None) -> str:
-        pad = " " * (width - len(text))  # widths are of the plain text: colour takes none
+    def cell(text: str, size: int, style: str | None) -> str:
+        pad = " " * (size - width(text))  # widths are of the plain text: colour takes none
         return (paint(text, style) if on else text) + pad
 
     lines = ["  ".join(cell(h.upper(), w, _BOLD) for h, w in zip(headers, widths, strict=False))]

@@ -125,7 +125,7 @@ def show(
 
     entry = (run["spec"].get("overrides") or {}).get("entry_point")
     line(f"run:        {run['id']} ({run['name']})")
-    line(f"state:      {run['state']}")
+    line(f"state:      {run['state']}", state=run["state"])
     if run["stage"] or run["reason"]:
         line(
             f"reason:     {run['reason'] or '-'}"
