@@ -34,6 +34,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(user_home))
     for name in [k for k in os.environ if k.startswith("WANDB_")]:
         monkeypatch.delenv(name)
+    for name in ("FORCE_COLOR", "CLICOLOR_FORCE", "NO_COLOR"):  # tests compare plain text
+        monkeypatch.delenv(name, raising=False)
     return path
 
 
