@@ -21,6 +21,10 @@ blocks are output or illustration and are not run. The rules a block is run by:
   the next line runs once it has printed its first line.
   ``refused PREFIX``: the line ``launchctl PREFIX...`` must be refused (exit 1, one
   line on stderr).
+- A ```console block right after a ```bash block (only prose between) goes on with it:
+  its ``$ `` commands run in the same home, and are compared loosely with the output
+  shown: a refusal shown (``launchctl: error: ...``) must be that exact line, exit 1;
+  any other command must exit 0, and a table's header line shown must be printed.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class Block:
     line: int  # the line of the opening fence
     body: list[str]
     directives: list[tuple[str, str]] = field(default_factory=list)
+    # the ```console block right after it: (README line, `$ ` command, the output shown)
+    console: list[tuple[int, str, list[str]]] = field(default_factory=list)
 
     def get(self, name: str) -> list[str]:
         return [arg for key, arg in self.directives if key == name]
@@ -66,12 +72,16 @@ def readme_blocks(text: str) -> list[Block]:
     """The ```bash blocks of a Markdown text, with the directives of the comment before each."""
     lines = text.splitlines()
     blocks: list[Block] = []
+    last_bash = -1  # the line of the last ```bash fence, while no other fence came after it
     i = 0
     while i < len(lines):
         fence = lines[i].strip()
         if fence.startswith("```"):
             end = next(j for j in range(i + 1, len(lines)) if lines[j].strip() == "```")
+            if fence == "```console" and blocks and blocks[-1].line == last_bash:
+                blocks[-1].console = console_commands(lines, i + 1, end)
             if fence == "```bash":
+                last_bash = i + 1
                 block = Block(line=i + 1, body=lines[i + 1 : end])
                 earlier = (lines[j].strip() for j in range(i - 1, -1, -1))
                 before = next((s for s in earlier if s), "")
@@ -79,10 +89,41 @@ def readme_blocks(text: str) -> list[Block]:
                 if match:
                     block.directives = parse_directives(match.group(1), f"README.md:{i}")
                 blocks.append(block)
+            if fence != "```bash":
+                last_bash = -1
             i = end + 1
             continue
         i += 1
     return blocks
+
+
+def console_commands(lines: list[str], start: int, end: int) -> list[tuple[int, str, list[str]]]:
+    commands: list[tuple[int, str, list[str]]] = []
+    for n in range(start, end):
+        if lines[n].startswith("$ "):
+            commands.append((n + 1, lines[n][2:], []))
+        elif commands:
+            commands[-1][2].append(lines[n])
+    return commands
+
+
+def check_console(block: Block, out: Path) -> None:
+    """Loosely: a command shown refused exits 1 with exactly the error line shown; any
+    other exits 0, and a table's header line shown is the header printed."""
+    for n, (line, command, shown) in enumerate(block.console):
+        rc = int((out / f"console-{n}.rc").read_text())
+        stdout = (out / f"console-{n}.out").read_text()
+        stderr = (out / f"console-{n}.err").read_text()
+        where = f"README.md:{line}: {command!r}"
+        errors = [s for s in shown if s.startswith("launchctl: error:")]
+        if errors:
+            assert rc == 1, f"{where} exited {rc}, not 1\n{stdout}{stderr}"
+            assert stderr.strip().splitlines() == errors, f"{where}: {stderr!r}"
+            continue
+        assert rc == 0, f"{where} exited {rc}\n{stdout}{stderr}"
+        if shown and re.fullmatch(r"[A-Z_]+(\s+[A-Z_]+)+", shown[0]):
+            printed = [" ".join(s.split()) for s in stdout.splitlines()]
+            assert " ".join(shown[0].split()) in printed, f"{where}: no header {shown[0]!r}"
 
 
 def strip_comment(line: str) -> str:
@@ -110,7 +151,10 @@ def script_for(block: Block, out: Path) -> str:
         "set -m  # background commands get Ctrl-C, as at a terminal",
         "__bg=()",
         f"__newest_run() {{ launchctl runs list --json | {newest}; }}",
-        "trap 'for p in ${__bg[@]+\"${__bg[@]}\"}; do kill -TERM $p 2>/dev/null; done' EXIT",
+        "__cleanup() {",
+        '  __rc=$?; for p in ${__bg[@]+"${__bg[@]}"}; do kill -TERM $p 2>/dev/null || true; done',
+        "}",
+        "trap '__cleanup; exit $__rc' EXIT",
     ]
     for n, raw in enumerate(body):
         line = re.sub(r"\bRUN_ID\b", '"$(__newest_run)"', raw)
@@ -130,8 +174,13 @@ def script_for(block: Block, out: Path) -> str:
             ]
         else:
             script.append(line)
+    for n, (_, command, _) in enumerate(block.console):
+        files = f">{out}/console-{n}.out 2>{out}/console-{n}.err"
+        script.append(f"set +e; {command} {files}; echo $? >{out}/console-{n}.rc; set -e")
     logs = f"cat {out}/bg-*.log >&2"
     script += [
+        "if [ ${#__bg[@]} -gt 0 ]; then sleep 0.5; fi  # a command that fails, fails by now",
+        f"if grep -qs '^launchctl: error:' {out}/bg-*.log; then {logs}; exit 97; fi",
         'for p in ${__bg[@]+"${__bg[@]}"}; do',
         '  kill -0 "$p" || {',
         f'    echo "readme-test: a background command ended early" >&2; {logs}; exit 97',
@@ -199,6 +248,18 @@ def test_the_runner_fails_a_block_that_fails(tmp_path: Path) -> None:
         assert proc.returncode != 0, (block, proc.stdout, proc.stderr)
 
 
+def test_a_console_block_is_compared_with_the_output_shown(tmp_path: Path) -> None:
+    """A refusal shown with other words than the product's fails the block."""
+    command = "launchctl queue create q"
+    shown = ["launchctl: error: words the product does not print"]
+    block = Block(1, [command], console=[(3, command, shown)])
+    proc = run_block(block, tmp_path, ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "console-0.rc").read_text().strip() == "1"  # it was refused
+    with pytest.raises(AssertionError, match=r"README\.md:3"):
+        check_console(block, tmp_path)
+
+
 def run_block(
     block: Block, out: Path, cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -231,3 +292,4 @@ def test_readme_block(block: Block, request: pytest.FixtureRequest, tmp_path: Pa
         f"README.md:{block.line} failed (exit {proc.returncode})\n"
         f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     )
+    check_console(block, out)
