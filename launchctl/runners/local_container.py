@@ -576,6 +576,75 @@ class EndedContainer:
             self.container.remove(force=True)
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class PullProgress:
+    """Folds the engine's streamed pull events into a short account for the run's log: at
+    most one aggregate line every ``every_s`` seconds, and a summary at the end."""
+
+    LAYER_STATUSES = (
+        "Pulling fs layer", "Waiting", "Downloading", "Verifying Checksum",
+        "Download complete", "Extracting", "Pull complete", "Already exists",
+    )  # fmt: skip
+    DONE = ("Pull complete", "Already exists")
+
+    def __init__(
+        self, image: str, every_s: float = 2.0, clock: Callable[[], float] | None = None
+    ) -> None:
+        import time
+
+        self.image = image
+        self.every_s = every_s
+        self._clock = clock or time.monotonic
+        self._start = self._clock()
+        self._last = self._start
+        self._layers: dict[str, str] = {}  # layer id: its latest status
+        self._current: dict[str, int] = {}
+        self._total: dict[str, int] = {}
+
+    def feed(self, event: dict[str, Any]) -> str | None:
+        """Take one event; return a line for the log when one is due, else None."""
+        status = str(event.get("status", ""))
+        layer = str(event.get("id", ""))
+        if not layer or not status.startswith(self.LAYER_STATUSES):
+            return None
+        if self._layers.get(layer) not in self.DONE:
+            self._layers[layer] = status
+        detail = event.get("progressDetail") or {}
+        if status.startswith("Downloading") and isinstance(detail, dict):
+            total, current = detail.get("total"), detail.get("current")
+            if isinstance(total, int) and total > 0:
+                self._total[layer] = total
+            if isinstance(current, int):
+                self._current[layer] = current
+        elif status.startswith(("Download complete", "Extracting", "Pull complete")) and (
+            layer in self._total
+        ):
+            self._current[layer] = self._total[layer]
+        now = self._clock()
+        if now - self._last < self.every_s:
+            return None
+        self._last = now
+        return f"launchctl: pulling {self.image}: {self.state()} [{now - self._start:.1f}s]"
+
+    def state(self) -> str:
+        done = sum(1 for s in self._layers.values() if s.startswith(self.DONE))
+        current = sum(self._current.values())
+        total = sum(self._total.values())
+        return f"{done}/{len(self._layers)} layers, {_mb(current)} of {_mb(total)}"
+
+    def summary(self) -> str:
+        took = self._clock() - self._start
+        count = len(self._layers)
+        size = _mb(sum(self._total.values()))
+        return (
+            f"launchctl: pulled {self.image} in {took:.1f}s "
+            f"({count} layer{'s' if count != 1 else ''}, {size})"
+        )
+
+
 @register(options=OPTIONS, check_config=config_mount_problem)  # no mount shows the store
 class LocalContainerRunner:
     resource = "local-container"
@@ -606,19 +675,19 @@ class LocalContainerRunner:
             ) from None
         repo, tag = _split(image)
         log(f"launchctl: pulling {image}\n".encode())
+        progress = PullProgress(image)
         try:
-            seen: set[tuple[str, str]] = set()
             for line in self.client.api.pull(
                 repo, tag=tag, stream=True, decode=True, auth_config=auth or None
             ):
                 if "error" in line:
                     raise RunnerError(pull_failed(image, str(line["error"])))
-                key = (str(line.get("id", "")), str(line.get("status", "")))
-                if key not in seen and "Downloading" not in key[1] and "Extracting" not in key[1]:
-                    seen.add(key)
-                    log(f"  {key[0]}: {key[1]}\n".encode() if key[0] else f"  {key[1]}\n".encode())
+                note = progress.feed(line)
+                if note is not None:
+                    log(f"{note}\n".encode())
         except DockerException as exc:
             raise RunnerError(pull_failed(image, _short(exc))) from None
+        log(f"{progress.summary()}\n".encode())
 
     def create(self, launch: Launch) -> Any:
         from docker.errors import DockerException
