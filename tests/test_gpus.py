@@ -298,7 +298,10 @@ def test_no_gpu_is_handed_out_twice_by_agents_claiming_at_once(store: Store, job
 
 def test_a_big_run_is_not_starved_by_a_stream_of_small_ones(store: Store, job: Path) -> None:
     make_queue()
-    first = [enqueue(store, job, 1, 1.5) for _ in range(2)]
+    # The first two end 1.5 s apart, so a GPU comes free while the big run, past its 1 s
+    # backfill bound, still cannot start: the pass at that exit must reserve (when both
+    # ended at once, the big run could start without a reservation and no note).
+    first = [enqueue(store, job, 1, 1.5), enqueue(store, job, 1, 3.0)]
     big = enqueue(store, job, 2, 0.2)
     later = [enqueue(store, job, 1, 1.5) for _ in range(4)]
     cli("agent", "-q", "gpu", "--gpus", "0,1", "--gpu-backfill-s", "1", "--burst", check=True,
