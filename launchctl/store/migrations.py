@@ -349,6 +349,88 @@ def m008_wandb_shapes(db: Database) -> None:
     db.execute("ALTER TABLE queues ADD COLUMN config_written TEXT")
 
 
+@step
+def m009_sync(db: Database) -> None:
+    """Sync with a W&B-compatible server (issue 13).
+
+    ``settings``: the store's own key/value settings (``sync.base_url``, ``sync.entity``,
+    ``sync.project``, ``sync.key_secret``: the name of the secret that holds the API key,
+    never the key itself).
+
+    ``sync_cursors``: what one server has of one run, so a sync is resumable and sends
+    nothing twice: the fingerprint of the last ``UpsertBucket``, how many lines (and the
+    bytes they covered) of the run's log the ``file_stream`` has, the summary's
+    fingerprint, whether ``wandb-metadata.json`` and the final ``complete`` were sent.
+
+    ``wandb_offline_syncs``: a run's own ``wandb/offline-run-*`` folders that W&B's
+    ``wandb sync`` uploaded, and the W&B run each became.
+
+    ``remote_items``: a W&B run-queue item this store pulled (a local run now carries it)
+    or pushed; ``sync_outbox``: calls owed to a server that could not be made offline
+    (a push to a remote queue, an ack or fail of a pulled item), sent by the next sync.
+    """
+    db.execute(
+        "CREATE TABLE settings ("
+        " key TEXT PRIMARY KEY,"
+        " value TEXT NOT NULL,"
+        " updated_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE sync_cursors ("
+        " run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " base_url TEXT NOT NULL,"
+        " entity TEXT NOT NULL,"
+        " project TEXT NOT NULL,"
+        " upserted TEXT,"
+        " log_lines INTEGER NOT NULL DEFAULT 0,"
+        " log_bytes INTEGER NOT NULL DEFAULT 0,"
+        " summary TEXT,"
+        " metadata_sent INTEGER NOT NULL DEFAULT 0,"
+        " completed INTEGER NOT NULL DEFAULT 0,"
+        " remote_url TEXT,"
+        " last_error TEXT,"
+        " updated_at REAL NOT NULL,"
+        " PRIMARY KEY (run_id, base_url, entity, project))"
+    )
+    db.execute(
+        "CREATE TABLE wandb_offline_syncs ("
+        " run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " base_url TEXT NOT NULL,"
+        " folder TEXT NOT NULL,"
+        " wandb_run_path TEXT,"
+        " synced_at REAL NOT NULL,"
+        " PRIMARY KEY (run_id, base_url, folder))"
+    )
+    db.execute(
+        "CREATE TABLE remote_items ("
+        " id INTEGER PRIMARY KEY,"
+        " run_id TEXT REFERENCES runs(id) ON DELETE SET NULL,"
+        " direction TEXT NOT NULL,"
+        " base_url TEXT NOT NULL,"
+        " entity TEXT NOT NULL,"
+        " project TEXT NOT NULL,"
+        " queue TEXT NOT NULL,"
+        " item_id TEXT,"
+        " agent_id TEXT,"
+        " acked_at REAL,"
+        " failed_at REAL,"
+        " created_at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX remote_items_run ON remote_items (run_id)")
+    db.execute(
+        "CREATE TABLE sync_outbox ("
+        " id INTEGER PRIMARY KEY,"
+        " base_url TEXT NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " payload TEXT NOT NULL,"
+        " run_id TEXT REFERENCES runs(id) ON DELETE CASCADE,"
+        " created_at REAL NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " last_error TEXT,"
+        " sent_at REAL)"
+    )
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 
