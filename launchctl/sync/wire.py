@@ -245,6 +245,11 @@ class WandbServer:
         key = self.creds.api_key
         if not key:
             raise Refused(NO_KEY_HELP)
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            raise Refused(
+                f"the API key from {self.creds.key_source} holds characters no API key has"
+                " (a space, a line break, a control or non-ASCII character)"
+            )
         token = base64.b64encode(f"api:{key}".encode()).decode("ascii")
         return {"Authorization": f"Basic {token}"}
 
@@ -252,6 +257,12 @@ class WandbServer:
         self, method: str, url: str, body: bytes, *, what: str, extra: dict[str, str] | None = None
     ) -> _Answer:
         """Send with retries; a 2xx answer, or ``Unreachable``/``Refused``."""
+        for name, value in (extra or {}).items():
+            if not _header_ok(name) or not _header_ok(value, value=True):
+                raise Refused(
+                    f"the server at {self.base_url} asked for a header that cannot be sent with"
+                    f" {what}: {one_line(str(name), 60)}"
+                )
         headers = {
             "User-Agent": USER_AGENT,
             "Content-Length": str(len(body)),
@@ -260,7 +271,8 @@ class WandbServer:
         if method == "POST":
             headers.setdefault("Content-Type", "application/json")
             headers.setdefault("Accept", "application/json")
-            if user := os.environ.get("WANDB_USERNAME"):
+            user = os.environ.get("WANDB_USERNAME")  # W&B's service-account header
+            if user and _header_ok(user, value=True):
                 headers["X-WANDB-USERNAME"] = user
         headers.update(self._auth_for(url))
         tries = self.retries + 1
@@ -270,6 +282,11 @@ class WandbServer:
             try:
                 answer = self._once(method, url, body, headers)
             except (OSError, _http_errors()) as exc:
+                if _is_certificate_error(exc):  # retrying cannot fix it; not "offline"
+                    raise Refused(
+                        f"the server at {self.base_url} failed TLS certificate verification:"
+                        f" {one_line(getattr(exc, 'verify_message', '') or str(exc), 160)}"
+                    ) from None
                 last = _network_reason(exc)
             else:
                 if 200 <= answer.status < 300:
@@ -420,6 +437,24 @@ def _http_errors() -> type[Exception]:
     import http.client
 
     return http.client.HTTPException
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header_ok(text: str, *, value: bool = False) -> bool:
+    """A header name (an HTTP token) or value (printable Latin-1, no line break)."""
+    if not isinstance(text, str):
+        return False
+    if not value:
+        return _TOKEN.fullmatch(text) is not None
+    return all(" " <= c <= "~" or "\xa0" <= c <= "\xff" or c == "\t" for c in text)
+
+
+def _is_certificate_error(exc: BaseException) -> bool:
+    import ssl
+
+    return isinstance(exc, ssl.SSLCertVerificationError)
 
 
 def _network_reason(exc: BaseException) -> str:

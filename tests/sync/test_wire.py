@@ -257,6 +257,21 @@ def test_the_key_goes_only_to_the_base_url(serve: Callable[..., Scripted]) -> No
         wire.upload("file:///etc/passwd", b"x")
 
 
+def test_what_cannot_be_a_header_is_refused_before_sending(
+    serve: Callable[..., Scripted],
+) -> None:
+    server = serve((200, {}, b""))
+    with pytest.raises(Refused) as caught:  # uploadHeaders from a server are data
+        client(server.url).upload(f"{server.url}/u", b"x", {"X-A": "b\r\nX-Injected: 1"})
+    assert "asked for a header that cannot be sent" in str(caught.value)
+    pasted = KEY + "\n"  # a key pasted with its line break
+    with pytest.raises(Refused) as caught:
+        client(server.url, key=pasted).viewer()
+    assert "holds characters no API key has" in str(caught.value)
+    assert KEY not in str(caught.value)
+    assert server.got == []
+
+
 def test_file_stream_posts_to_the_runs_stream(serve: Callable[..., Scripted]) -> None:
     server = serve((200, {}, b'{"exitcode": null, "limits": {}}'))
     wire = client(server.url)
@@ -441,3 +456,24 @@ def test_only_an_admin_of_the_stores_entity_changes_the_settings(home: Path) -> 
     assert table_counts(home) == before
     shown = json.loads(sync_config("--json", env={"LAUNCHCTL_USER": "mallory"}).stdout)
     assert shown["settings"]["sync.base_url"] is None  # reading is open to every user
+
+
+# -- against the stand-in W&B server (tests/sync/standin) -----------------------------
+
+
+def test_viewer_against_the_stand_in(wandb_server: Any) -> None:
+    creds = Credentials(wandb_server.url, wandb_server.api_key, "--base-url", "WANDB_API_KEY")
+    viewer = WandbServer(creds, backoff=0.01).viewer()
+    assert viewer["username"] == wandb_server.username
+    assert viewer["entity"] == wandb_server.username
+
+
+def test_a_wrong_key_against_the_stand_in_is_refused_once(wandb_server: Any) -> None:
+    wire = client(wandb_server.url, retries=3)  # KEY is not the stand-in's user's key
+    with pytest.raises(Refused) as caught:
+        wire.viewer()
+    assert str(caught.value).startswith(
+        f"the server at {wandb_server.url} refused the API key from WANDB_API_KEY (HTTP 401)"
+    )
+    assert wire.requests_sent == 1
+    assert KEY not in str(caught.value)
