@@ -27,6 +27,7 @@ from launchctl.cli import queue as queue_cmd
 from launchctl.cli import runs as runs_cmd
 from launchctl.cli import secret as secret_cmd
 from launchctl.cli import status as status_cmd
+from launchctl.cli import sync as sync_cmd
 from launchctl.cli import team as team_cmd
 from launchctl.errors import LaunchctlError
 
@@ -73,6 +74,7 @@ app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(secret_cmd.app, name="secret")
 app.add_typer(team_cmd.app, name="team")
 app.add_typer(images_cmd.app, name="images")
+app.add_typer(sync_cmd.app, name="sync")
 app.command("launch", no_args_is_help=True)(launch_cmd.launch)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)
