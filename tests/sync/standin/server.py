@@ -117,6 +117,7 @@ class WandbStandIn:
         self._cut_remaining: int | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopper: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ life
@@ -131,6 +132,9 @@ class WandbStandIn:
 
     def start(self) -> WandbStandIn:
         """Serve (again) on the same port; state is kept across stop()/start()."""
+        stopper = self._stopper
+        if stopper is not None:  # a cut in progress ends first
+            stopper.join()
         with self._lock:
             if self._httpd is not None:
                 return self
@@ -176,7 +180,7 @@ class WandbStandIn:
         with self._lock:
             self._cut_remaining = n
         if n == 0:
-            threading.Thread(target=self.stop, daemon=True).start()
+            self._stop_in_background()
 
     # ------------------------------------------------------------ reading state
 
@@ -250,14 +254,18 @@ class WandbStandIn:
                     raise _Cut()
                 self._cut_remaining -= 1
                 if self._cut_remaining == 0:
-                    threading.Thread(target=self._stop_soon, daemon=True).start()
+                    self._stop_in_background()
             if self._fail:
                 return self._fail.pop(0)
         return None
 
-    def _stop_soon(self) -> None:
-        time.sleep(0.02)  # let the last admitted answer go out
-        self.stop()
+    def _stop_in_background(self) -> None:
+        def stop_soon() -> None:
+            time.sleep(0.02)  # let the last admitted answer go out
+            self.stop()
+
+        self._stopper = threading.Thread(target=stop_soon, daemon=True)
+        self._stopper.start()
 
     def user_for(self, header: str | None) -> str | None:
         if not header or not header.startswith("Basic "):
