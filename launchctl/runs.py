@@ -188,6 +188,9 @@ def details(store: Store, run_id: str) -> Row:
     run = store.runs.get(run_id)
     events = store.runs.events(run["id"])
     run["log_path"] = str(log_path(store, run))
+    from launchctl.sync.wandb_offline import links  # the W&B runs its wandb folders became
+
+    run["wandb_runs"] = links(store, run["id"])
     return dict(run, events=events, attempts=attempts(events))
 
 

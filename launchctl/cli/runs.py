@@ -144,6 +144,8 @@ def show(
     if run["rerun_of"]:
         line(f"rerun of:   {run['rerun_of']}")
     line(f"log:        {run['log_path']}")
+    for link in run.get("wandb_runs") or []:  # uploaded by `launchctl sync` with `wandb sync`
+        line(f"wandb run:  {link['wandb_run_path']} on {link['base_url']}")
     if run["resume_count"] or run["retries"]:
         line(f"requeued:   {run['resume_count']} after preemption, {run['retries']} retries")
     if len(tries) > 1:

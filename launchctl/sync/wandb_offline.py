@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -47,6 +48,9 @@ from launchctl.store.wandb_offline import WandbOfflineTable
 from launchctl.sync.wire import Credentials, one_line
 
 PREFIX = "offline-run-"
+# What a W&B run id may be (wandb/sdk/lib/runid.py makes [a-z0-9]{8}; users may pick
+# letters, digits, - and _); anything else in a log's name is not taken as a run id.
+RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 WANDB_FOLDER = "wandb"
 FILES_FOLDER = "files"  # the run's files, next to its transaction log (Settings.files_dir)
 RETRY_MAX = 5
@@ -183,7 +187,7 @@ def _folder(run: dict[str, Any], where: str, parent_fd: int, name: str) -> Folde
                 and entry.is_file(follow_symlinks=False)
             ):
                 logs.append(entry.name)
-        if len(logs) != 1:
+        if len(logs) != 1 or not RUN_ID.fullmatch(logs[0][len("run-") : -len(".wandb")]):
             return None
         size = 0
         for rel, dirs, files, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
@@ -445,6 +449,8 @@ def owed(store: Any, target: Any) -> list[Any]:
     from launchctl.sync.engine import Owed
 
     found = _owed_for(store, target)
+    for line in found.skipped:  # said here too: with nothing owed, send is never called
+        say(line)
     entity, project = _overrides(store, target)
     waits = ""
     if found.folders and wandb_command() is None:
