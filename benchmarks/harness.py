@@ -39,6 +39,8 @@ class Settings:
     container_reps: int
     cache_hit_reps: int
     out: Path
+    sync_runs: int = 1000
+    only: str | None = None  # one benchmark by name (run.py --only)
 
 
 def launchctl_exe() -> str:

@@ -2,8 +2,9 @@
 
     python benchmarks/run.py            full run (a few minutes)
     python benchmarks/run.py --quick    smoke run: fewer repetitions, 100 runs instead of 500
+    python benchmarks/run.py --only sync   one benchmark by name
 
-Five benchmarks, each against a baseline measured in the same run (interleaved where it
+Six benchmarks, each against a baseline measured in the same run (interleaved where it
 makes sense), reported as medians over repetitions, because the machine may be small
 and noisy:
 
@@ -17,7 +18,9 @@ and noisy:
    act, with an idle agent, against a raw ``docker run`` of the same image and command;
 5. code job cache hit: ``launchctl launch -q -u`` of unchanged code -> its container's first
    act (the image exists, nothing is built), against a warm-cache ``docker build`` of the same
-   Dockerfile and a raw ``docker run`` of the built image.
+   Dockerfile and a raw ``docker run`` of the built image;
+6. sync: ``launchctl sync`` of 1,000 finished runs (100 with --quick) into a stand-in W&B
+   server, against W&B's own ``wandb sync`` of as many offline runs, per run.
 
 4 and 5 need the Docker engine and the base images that ``scripts/services.sh all`` starts;
 when it cannot, the table says they were skipped and why.
@@ -27,11 +30,11 @@ Every LAUNCHCTL_HOME is a fresh temporary folder; every background process is st
 the way out, errors included.
 
 This file is the entry point (``nox -s bench`` runs it). Each benchmark is its own module,
-``bench_startup.py``, ``bench_dispatch.py``, ``bench_throughput.py``, ``bench_container.py``
-and ``bench_cache_hit.py``; ``containers.py`` holds what 4 and 5 share (the docker client,
-cleanup, a raw ``docker run`` and a launchctl container run, both timed); ``harness.py``
-the settings, timing, fresh stores and background processes; ``report.py`` the table and
-the files it is written to.
+``bench_startup.py``, ``bench_dispatch.py``, ``bench_throughput.py``, ``bench_container.py``,
+``bench_cache_hit.py`` and ``bench_sync.py``; ``containers.py`` holds what 4 and 5 share
+(the docker client, cleanup, a raw ``docker run`` and a launchctl container run, both
+timed); ``harness.py`` the settings, timing, fresh stores and background processes;
+``report.py`` the table and the files it is written to.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from bench_cache_hit import bench_cache_hit
 from bench_container import bench_container_latency
 from bench_dispatch import bench_dispatch
 from bench_startup import bench_startup
+from bench_sync import bench_sync
 from bench_throughput import bench_throughput
 from containers import engine_problem
 from harness import ROOT, Settings
@@ -69,11 +73,14 @@ def parse_args(argv: list[str]) -> tuple[Settings, bool]:
     """Command-line flags into settings."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 100 runs")
+    parser.add_argument(
+        "--only", help="run one benchmark: startup, dispatch, throughput, containers, sync"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
     args = parser.parse_args(argv)
     if args.quick:
-        return Settings(5, 5, 100, 1, 5, 5, args.out), True
-    return Settings(15, 20, 500, 3, 15, 10, args.out), False
+        return Settings(5, 5, 100, 1, 5, 5, args.out, sync_runs=100, only=args.only), True
+    return Settings(15, 20, 500, 3, 15, 10, args.out, sync_runs=1000, only=args.only), False
 
 
 def on_sigterm(_sig: int, _frame: object) -> None:
@@ -87,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     report = Report()
     start = time.perf_counter()
-    for bench in (bench_startup, bench_dispatch, bench_throughput, bench_containers):
-        print(f"running {bench.__name__.removeprefix('bench_')} ...", file=sys.stderr, flush=True)
+    for bench in (bench_startup, bench_dispatch, bench_throughput, bench_containers, bench_sync):
+        name = bench.__name__.removeprefix("bench_")
+        if settings.only and settings.only != name:
+            continue
+        print(f"running {name} ...", file=sys.stderr, flush=True)
         bench(settings, report)
     text = write_results(report, settings, quick, time.perf_counter() - start)
     print(text)
