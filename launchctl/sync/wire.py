@@ -307,6 +307,7 @@ class WandbServer:
 
     def _once(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> _Answer:
         import http.client
+        import socket
 
         parts = urlsplit(url)
         target = parts.path or "/"
@@ -325,6 +326,14 @@ class WandbServer:
                 self.requests_sent += 1
                 self.bytes_sent += len(body)
                 try:
+                    if conn.sock is None:
+                        conn.connect()
+                        # http.client writes headers and body apart; with Nagle's algorithm
+                        # a peer's delayed ACK can hold the body back ~40 ms on a kept-alive
+                        # connection. Go's net/http (W&B's core) sets this too.
+                        sock: socket.socket | None = conn.sock
+                        if sock is not None:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     conn.request(method, target, body=body, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
