@@ -37,7 +37,8 @@ class BackgroundSync:
     """Run ``run_pass`` every ``interval`` seconds in a daemon thread until ``stop()``.
 
     ``run_pass`` (default: one pass of ``launchctl sync`` for the store at ``home`` and
-    ``base_url``) returns what it sent: a sequence (its length is said) or a number.
+    ``base_url``) returns what it sent: a sequence (its length is said) or a number; or
+    None when nothing was owed, so the server was not asked (its condition is unknown).
     """
 
     def __init__(
@@ -123,6 +124,8 @@ class BackgroundSync:
         except Exception as exc:  # a pass must never take the agent down
             text = f"{type(exc).__name__}: {exc}"
             return self._trouble(text, f"sync: a sync pass failed: {one_line(text)}")
+        if sent is None:  # nothing was owed, so the server was not asked: nothing learnt
+            return self.interval if self._condition is None else self._delay()
         if self._condition is not None:
             self.say("sync: the server answers again; the work that waited is being sent")
         self._condition = None
@@ -132,11 +135,14 @@ class BackgroundSync:
             self.say(f"sync: sent {count} item(s)")
         return self.interval
 
+    def _delay(self) -> float:
+        return min(self.interval * 2 ** min(self._failures, 16), self.max_interval)
+
     def _trouble(self, condition: str, line: str) -> float:
         self._failures += 1
-        delay = min(self.interval * 2 ** min(self._failures, 16), self.max_interval)
+        delay = self._delay()
         if condition != self._condition:
-            self.say(f"{line}; the work waits; next try in {delay:.0f} s, then less often")
+            self.say(f"{line}; the work waits; next try in {delay:.3g} s, then less often")
             self._condition = condition
         return delay
 
@@ -169,4 +175,4 @@ def run_pass(
         store.close()
     if report.offline:
         raise wire.Unreachable(report.offline)
-    return report.sent
+    return report.sent if report.owed else None
