@@ -87,12 +87,16 @@ class _Progress:
     """Runs done out of the total, and the bytes sent, on one stderr line that rewrites
     itself; only on a terminal (a pipe or a test gets the final lines only)."""
 
-    def __init__(self, total: int, server: Any) -> None:
-        self.total = total
+    def __init__(self, server: Any) -> None:
+        self.total = 0
         self.server = server
         self.done = 0
-        self.on = total > 1 and sys.stderr.isatty()
+        self.on = False
         self.shown = False
+
+    def start(self, owed: list[Any]) -> None:
+        self.total = len(owed)
+        self.on = self.total > 1 and sys.stderr.isatty()
 
     def __call__(self, sent: Any) -> None:
         self.done += 1
@@ -148,9 +152,11 @@ def sync(
 
     creds, target = _target(base_url, entity, project, since)
     server = WandbServer(creds)
-    progress = _Progress(len(engine.owed(target.store, target)), server)
+    progress = _Progress(server)
     try:
-        report = engine.sync(server, target, progress=progress, dry_run=dry_run)
+        report = engine.sync(
+            server, target, progress=progress, dry_run=dry_run, on_start=progress.start
+        )
     finally:
         progress.close()
         server.close()

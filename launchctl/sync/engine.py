@@ -126,12 +126,16 @@ def sync(
     target: Target,
     progress: Progress | None = None,
     dry_run: bool = False,
+    on_start: Callable[[list[Owed]], None] | None = None,
 ) -> Report:
     """One pass: send what is owed, step by step. Never raises ``Unreachable``: the report
-    says the server was offline and what still waits. ``Refused`` is raised (one line)."""
+    says the server was offline and what still waits. ``Refused`` is raised (one line).
+    ``on_start`` gets what is owed before anything is sent (a progress display's total)."""
     from launchctl.sync.wire import Unreachable
 
     report = Report(target=target, owed=owed(target.store, target), dry_run=dry_run)
+    if on_start is not None:
+        on_start(report.owed)
     if not report.owed:
         return report  # nothing owed: not one request, so two syncs in a row send nothing once
 
