@@ -93,6 +93,25 @@ def agent(
     poll: float | None = typer.Option(
         None, "--poll", help="Fallback poll in seconds; new work wakes the agent at once anyway."
     ),
+    remote_queue: list[str] = typer.Option(
+        [],
+        "--remote-queue",
+        help="Also take work from a W&B run queue ENTITY/PROJECT/QUEUE (repeatable); its items"
+        " run on the local queue QUEUE (or ENTITY/PROJECT/QUEUE=LOCAL), under its rules.",
+    ),
+    sync: bool = typer.Option(
+        False,
+        "--sync",
+        help="Also sync runs to the W&B server in the background (`launchctl sync`).",
+    ),
+    sync_interval: float = typer.Option(
+        60.0, "--sync-interval", help="With --sync: seconds between two sync passes."
+    ),
+    base_url: str | None = typer.Option(
+        None,
+        "--base-url",
+        help="The W&B server for --remote-queue and --sync (default: as `launchctl sync`).",
+    ),
 ) -> None:
     """Claim runs from queues and run them, up to --max-jobs at a time.
 
@@ -108,21 +127,35 @@ def agent(
       launchctl agent -q default --burst      # drain the queue, then exit
       launchctl agent -q gpu --gpus 0,1,2,3   # each run gets its own GPUs
       launchctl agent -q gpu --requeue-running  # Ctrl-C requeues running runs
+      launchctl agent --remote-queue my-team/model-registry/gpu --sync  # serve a W&B queue
     """
     from launchctl.agent import Agent
     from launchctl.agent.config import check_entity, load_agent_config
 
-    queues, opts = load_agent_config(
-        config,
-        queues=queue,
-        max_jobs=max_jobs,
-        grace=grace,
-        poll=poll,
-        entity=entity,
-        max_schedulers=max_schedulers,
-        verbosity=verbose,
-    )
+    remotes = _remote_queues(remote_queue)
+    if sync_interval <= 0:
+        from launchctl.errors import UsageError
+
+        raise UsageError(f"--sync-interval must be over 0 seconds (got {sync_interval:g})")
+    locals_ = [rq.local for rq in remotes]
+    settings = dict(max_jobs=max_jobs, grace=grace, poll=poll, entity=entity,
+                    max_schedulers=max_schedulers, verbosity=verbose)  # fmt: skip
+    if remotes and not queue:
+        from launchctl.errors import UsageError
+
+        try:  # the file's queues, if it names any, and the remote queues' local ones
+            queues, opts = load_agent_config(config, queues=[], **settings)  # type: ignore[arg-type]
+        except UsageError:
+            queues, opts = load_agent_config(config, queues=locals_, **settings)  # type: ignore[arg-type]
+    else:
+        queues, opts = load_agent_config(config, queues=queue, **settings)  # type: ignore[arg-type]
+    queues = list(dict.fromkeys([*queues, *locals_]))
     store = open_store()
+    bridge = None
+    if remotes:
+        from launchctl.sync.remote_queue import check_local_queues
+
+        check_local_queues(store, remotes)
     check_entity(store, queues, opts.entity, opts.sources.get("entity", ""))
     say = _logger(log_file)  # opened once the settings are known good: nothing written before
     opts.requeue_running = requeue_running
@@ -133,9 +166,19 @@ def agent(
     if opts.gpus is not None and "max_jobs" not in opts.sources:
         opts.max_jobs = len(opts.gpus.devices)  # a run per GPU, unless -j says otherwise
     worker = Agent(store, queues, opts, say=say)
+    if remotes:
+        from launchctl.sync.remote_queue import RemoteBridge
+
+        bridge = RemoteBridge(
+            store, remotes, lambda: worker.capacity > 0 and not worker.draining, say,
+            base_url=base_url, agent_name=worker.id, max_jobs=opts.max_jobs,
+        )  # fmt: skip
+        bridge.register()  # a bad key or a queue the server lacks: refused before serving
     worker.start()
     for line in banner(worker.id, queues, opts, burst=burst, log_file=log_file):
         say(line)
+    for rq in remotes:
+        say(f"  W&B queue {rq}: its items run on local queue {rq.local}")
     from launchctl.cli.gpus import gpus_off_line, startup_lines
 
     for line in startup_lines(worker.gpus) if worker.gpus is not None else [gpus_off_line(gpus)]:
@@ -149,8 +192,33 @@ def agent(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    worker.run(burst=burst)
+    background = None
+    if sync:
+        from launchctl.sync.background import BackgroundSync
+
+        background = BackgroundSync(sync_interval, say, base_url=base_url)
+        background.start()
+        say(f"  sync: every {sync_interval:g} s to the W&B server (`launchctl sync status`)")
+    if bridge is not None:
+        bridge.start()
+    try:
+        worker.run(burst=burst)
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        if background is not None:
+            background.stop()
     say(f"agent {worker.id} stopped")
+
+
+def _remote_queues(values: list[str]) -> list[Any]:
+    """``--remote-queue`` values, each ENTITY/PROJECT/QUEUE[=LOCAL], once each."""
+    if not values:
+        return []
+    from launchctl.sync.remote_queue import parse_remote_queue
+
+    found = [parse_remote_queue(v) for v in values]
+    return list({str(rq): rq for rq in found}.values())
 
 
 def banner(

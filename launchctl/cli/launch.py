@@ -78,6 +78,15 @@ def launch(
         False, "--wait", help="With -q: stream the log and exit with the run's status."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON."),
+    remote_queue: str | None = typer.Option(
+        None,
+        "--remote-queue",
+        help="Push to a W&B run queue ENTITY/PROJECT/QUEUE instead (a job -j or an image -d);"
+        " offline, the push waits in the outbox for `launchctl sync`.",
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="With --remote-queue: the W&B server (default: as `sync`)."
+    ),
 ) -> None:
     """Launch a run: queue it with -q, or run it now and exit with its status.
 
@@ -118,6 +127,9 @@ def launch(
         raise UsageError(
             "cannot use both --async and --queue (-q): a queued run is already asynchronous"
         )
+    if remote_queue is not None or base_url is not None:
+        _push_remote(req, remote_queue, base_url, run_async=run_async, wait=wait, as_json=as_json)
+        return
     notes: list[str] = []  # said once the launch is taken: a refusal stays one line
     spec = prepare_spec(req, say=notes.append)
     store = open_store()
@@ -138,6 +150,46 @@ def launch(
         _wait_queued(store, run["id"], as_json)
         return
     _run_direct(store, spec, as_json, notes)
+
+
+def _push_remote(
+    req: Any, target: str | None, base_url: str | None, *, run_async: bool, wait: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``launch --remote-queue E/P/Q``: the launch spec a local launch would build, pushed to
+    a W&B run queue (launchctl.sync.remote_queue.push_launch)."""
+    from launchctl.errors import UsageError
+    from launchctl.launch import prepare_spec
+
+    if target is None:
+        raise UsageError("--base-url goes with --remote-queue (or `launchctl sync`)")
+    for given, flag in ((req.queue, "--queue (-q)"), (run_async, "--async"), (wait, "--wait")):
+        if given:
+            raise UsageError(f"cannot use both --remote-queue and {flag}: pick one")
+    from launchctl.sync.remote_queue import parse_remote_queue, push_launch
+
+    parse_remote_queue(target, local_allowed=False)  # a bad name: refused before anything else
+    priority, req.priority = req.priority, None  # W&B's priority travels beside the spec
+    notes: list[str] = []
+    spec = prepare_spec(req, say=notes.append)
+    if priority is not None:
+        from launchctl.launch import parse_priority
+        from launchctl.priority import PRIORITY_NAMES
+
+        spec["priority"] = PRIORITY_NAMES[parse_priority(priority) or 0]
+    store = open_store()
+    pushed = push_launch(store, target, spec, base_url=base_url)
+    _say(notes)
+    if as_json:
+        emit_json(pushed.as_json())
+    elif pushed.item_id is not None:
+        print(pushed.item_id)
+        err(f"pushed to W&B queue {pushed.remote_queue} on {pushed.base_url}")
+    else:
+        err(
+            f"{pushed.offline}: the push waits in the outbox as #{pushed.outbox_id};"
+            " `launchctl sync` (or an agent with --sync) sends it"
+        )
 
 
 def _say(notes: list[str]) -> None:
