@@ -55,7 +55,8 @@ WANDB_FOLDER = "wandb"
 FILES_FOLDER = "files"  # the run's files, next to its transaction log (Settings.files_dir)
 RETRY_MAX = 5
 RETRY_WAIT_MAX_S = 10
-SYNC_TIMEOUT_S = 900.0  # one folder; W&B's own uploads retry for minutes before giving up
+SYNC_TIMEOUT_S = 900.0  # per folder; W&B's own uploads retry for minutes before giving up
+BATCH = 20  # folders per ``wandb sync`` call: its start-up once, progress every batch
 NO_WANDB = (
     "the wandb package is not installed for launchctl's Python and no `wandb` is on PATH:"
     " runs' wandb offline folders wait (pip install wandb, then sync again)"
@@ -338,23 +339,49 @@ def upload(
 ) -> str:
     """Upload one folder with W&B's ``wandb sync``; the W&B run path it became. Raises
     ``WandbSyncFailed`` (one line, never the key) when it did not go."""
+    ((_, remote, error),) = upload_batch(
+        home, creds, [item], entity=entity, project=project, command=command, say=say
+    )
+    if remote is None:
+        raise WandbSyncFailed(error or "wandb sync failed")
+    return remote
+
+
+def upload_batch(
+    home: Path,
+    creds: Credentials,
+    items: list[Folder],
+    *,
+    entity: str | None = None,
+    project: str | None = None,
+    command: list[str] | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> list[tuple[Folder, str | None, str | None]]:
+    """Upload ``items`` with one ``wandb sync`` (its start-up, about a second, is paid
+    once); for each, the W&B run path it became, or None and the one-line reason."""
     command = command or wandb_command()
     if command is None:
-        raise WandbSyncFailed(NO_WANDB)
+        return [(item, None, NO_WANDB) for item in items]
     with tempfile.TemporaryDirectory(prefix="launchctl-wandb-sync-") as scratch:
-        copy = Path(scratch) / PurePosixPath(item.folder).name
-        left_out = copy_folder(home, item, copy)
-        if left_out:
-            say(
-                f"run {item.run_id}: {left_out} link(s) or special file(s) in"
-                f" {one_line(item.folder)} not uploaded"
-            )
-        argv = [*command, "sync", "--include-synced"]
+        copies = []
+        for n, item in enumerate(items):
+            copy = Path(scratch) / str(n) / PurePosixPath(item.folder).name
+            copy.parent.mkdir(mode=0o700)
+            left_out = copy_folder(home, item, copy)
+            if left_out:
+                say(
+                    f"run {item.run_id}: {left_out} link(s) or special file(s) in"
+                    f" {one_line(item.folder)} not uploaded"
+                )
+            copies.append(copy)
+        argv = [*command, "sync", "--include-synced", "-n", "4"]
         if entity:
             argv += ["--entity", entity]
         if project:
             argv += ["--project", project]
-        argv.append(str(copy))
+        argv += [str(copy) for copy in copies]
+        why = None
+        proc = None
         try:
             proc = subprocess.run(
                 argv,
@@ -364,25 +391,32 @@ def upload(
                 capture_output=True,
                 text=True,
                 errors="replace",
-                timeout=SYNC_TIMEOUT_S,
+                timeout=SYNC_TIMEOUT_S * len(items),
             )
         except subprocess.TimeoutExpired:
-            raise WandbSyncFailed(
-                f"run {item.run_id}: wandb sync of {one_line(item.folder)} took over"
-                f" {SYNC_TIMEOUT_S:.0f} s; it waits for the next sync"
-            ) from None
+            why = f"took over {SYNC_TIMEOUT_S * len(items):.0f} s; it waits for the next sync"
         except OSError as exc:
-            raise WandbSyncFailed(f"cannot start wandb sync: {exc.strerror}") from None
-        marker = copy / f"run-{item.wandb_id}.wandb.synced"
-        if proc.returncode != 0 or not marker.exists():
-            raise WandbSyncFailed(
-                f"run {item.run_id}: wandb sync of {one_line(item.folder)} failed"
-                f" (exit {proc.returncode}): {_last_line(proc, creds)}"
+            why = f"cannot start wandb sync: {exc.strerror}"
+        results: list[tuple[Folder, str | None, str | None]] = []
+        for item, copy in zip(items, copies, strict=True):
+            # W&B writes the marker only for a log it synced cleanly (runsyncer.go).
+            if proc is not None and (copy / f"run-{item.wandb_id}.wandb.synced").exists():
+                results.append((item, wandb_run_path(item, entity, project), None))
+                continue
+            reason = why or f"(exit {proc.returncode if proc else '-'}): {_last_line(proc, creds)}"
+            results.append(
+                (
+                    item,
+                    None,
+                    f"run {item.run_id}: wandb sync of {one_line(item.folder)} failed {reason}",
+                )
             )
-    return wandb_run_path(item, entity, project)
+    return results
 
 
-def _last_line(proc: subprocess.CompletedProcess[str], creds: Credentials) -> str:
+def _last_line(proc: subprocess.CompletedProcess[str] | None, creds: Credentials) -> str:
+    if proc is None:
+        return "no output"
     text = "\n".join([proc.stderr or "", proc.stdout or ""])
     if creds.api_key:
         text = text.replace(creds.api_key, "***")
@@ -486,26 +520,30 @@ def send(server: Any, target: Any, *, progress: Callable[[Any], None], dry_run: 
         say(f"{len(found.folders)} wandb offline folder(s) wait: {NO_WANDB}")
         return []
     sent = []
-    for item in found.folders:
-        remote = wandb_run_path(item, entity, project)
-        if not dry_run:
-            try:
-                remote = upload(
-                    store.root, server.creds, item, entity=entity, project=project,
-                    command=command, say=say,
-                )  # fmt: skip
-            except WandbSyncFailed as exc:
-                say(str(exc))
+    for start in range(0, len(found.folders), BATCH):
+        batch = found.folders[start : start + BATCH]
+        results: list[tuple[Folder, str | None, str | None]]
+        if dry_run:
+            results = [(item, wandb_run_path(item, entity, project), None) for item in batch]
+        else:
+            results = upload_batch(
+                store.root, server.creds, batch, entity=entity, project=project,
+                command=command, say=say,
+            )  # fmt: skip
+        for item, remote, error in results:
+            if remote is None:
+                say(error or "wandb sync failed")
                 continue
-            record(store, target.base_url, item, remote)
-        done = Sent(
-            step=STEP,
-            run_id=item.run_id,
-            what=("wandb sync",),
-            remote=remote,
-            bytes=item.size,
-            extra={"folder": item.folder},
-        )
-        progress(done)
-        sent.append(done)
+            if not dry_run:
+                record(store, target.base_url, item, remote)
+            done = Sent(
+                step=STEP,
+                run_id=item.run_id,
+                what=("wandb sync",),
+                remote=remote,
+                bytes=item.size,
+                extra={"folder": item.folder},
+            )
+            progress(done)
+            sent.append(done)
     return sent
