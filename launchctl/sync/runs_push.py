@@ -507,26 +507,31 @@ def push(server: WandbServer, store: Store, plan: Plan, tally: _Tally) -> None:
         if "metadata" in plan.what:
             tally.done("metadata", upload_metadata(server, plan))
             record(metadata_sent=1)
-        if "log" in plan.what:
-            stream_log(server, plan, record, tally)
+        # The summary and ``complete`` ride on the last log request, as W&B's core merges
+        # them (core/internal/filestream/filestreamstate.go ``Pop``: complete only once
+        # nothing more is pending); one acknowledgement records them all.
+        last: dict[str, Any] = {"files": {}}
+        fields: dict[str, Any] = {}
+        done: list[tuple[str, int]] = []
         if "summary" in plan.what and plan.summary is not None:
             content = json.dumps(plan.summary, sort_keys=True)
-            files = {SUMMARY_FILE: {"offset": 0, "content": [content]}}
-            server.file_stream(plan.entity, plan.project, run_id, {"files": files})
-            record(summary=plan.summary_fp)
-            tally.done("summary", len(content))
+            last["files"][SUMMARY_FILE] = {"offset": 0, "content": [content]}
+            fields["summary"] = plan.summary_fp
+            done.append(("summary", len(content)))
+        reassert = False
         if "complete" in plan.what:
-            server.file_stream(plan.entity, plan.project, run_id,
-                               {"complete": True, "exitcode": exit_code(plan.run)})  # fmt: skip
+            last.update(complete=True, exitcode=exit_code(plan.run))
+            fields["completed"] = 1
+            done.append(("complete", 0))
+            # The server sets the state from the exit code: say the real one again after.
             implied = "finished" if exit_code(plan.run) == 0 else "failed"
-            if plan.variables["state"] != implied:
-                # The server set the state from the exit code: say the real one again.
-                record(completed=1, upserted=None)
-                upsert(server, plan)
-                record(upserted=plan.upsert_fp)
-            else:
-                record(completed=1)
-            tally.done("complete")
+            reassert = plan.variables["state"] != implied
+            if reassert:
+                fields["upserted"] = None
+        stream_log(server, plan, record, tally, last=last, fields=fields, done=done)
+        if reassert:
+            upsert(server, plan)
+            record(upserted=plan.upsert_fp)
     except Refused as exc:
         record(last_error=str(exc))
         raise
@@ -569,42 +574,66 @@ def upload_metadata(server: WandbServer, plan: Plan) -> int:
     return len(body)
 
 
-def stream_log(server: WandbServer, plan: Plan, record: Callable[..., None], tally: _Tally) -> None:
+def stream_log(
+    server: WandbServer,
+    plan: Plan,
+    record: Callable[..., None],
+    tally: _Tally,
+    *,
+    last: dict[str, Any],
+    fields: dict[str, Any],
+    done: list[tuple[str, int]],
+) -> None:
     """The owed log lines, in chunks of at most ``MAX_CHUNK_BYTES``; the cursor moves after
-    each chunk the server acknowledged. A running run's unfinished last line waits."""
+    each chunk the server acknowledged. A running run's unfinished last line waits.
+
+    ``last`` (more files, ``complete``) goes with the last request, or alone when no line
+    is owed; once acknowledged, ``fields`` are recorded and ``done`` tallied."""
     position = int(plan.run.get("c_log_bytes") or 0)  # the byte after the lines sent
     offset = int(plan.run.get("c_log_lines") or 0)  # the lines the server has
     stamp = utc_iso(started_at(plan.run), zone="")
     chunk: list[str] = []
     size = raw_size = 0
 
-    def flush() -> None:
+    def flush(final: bool) -> None:
         nonlocal offset, chunk, size, raw_size
-        files = {OUTPUT_FILE: {"offset": offset, "content": chunk}}
-        server.file_stream(plan.entity, plan.project, plan.run["id"], {"files": files})
+        payload: dict[str, Any] = {"files": {}}
+        if final:
+            payload = {**last, "files": dict(last.get("files") or {})}
+        if chunk:
+            payload["files"][OUTPUT_FILE] = {"offset": offset, "content": chunk}
+        if not payload["files"]:
+            del payload["files"]
+        if not payload:
+            return
+        server.file_stream(plan.entity, plan.project, plan.run["id"], payload)
         offset += len(chunk)
-        record(log_lines=offset, log_bytes=position)
-        tally.done("log", raw_size)
+        record(log_lines=offset, log_bytes=position, **(fields if final else {}))
+        if chunk:
+            tally.done("log", raw_size)
+        for item, n_bytes in done if final else ():
+            tally.done(item, n_bytes)
         chunk, size, raw_size = [], 0, 0
 
-    try:
-        fh = open(plan.log, "rb")  # noqa: SIM115 - closed below, around the requests
-    except OSError:
-        return  # no log (yet), or not readable by this user: nothing to send
-    with fh:
-        fh.seek(position)
-        for raw in fh:
-            if not raw.endswith(b"\n") and not plan.terminal:
-                break
-            text = console_line(raw, stamp)
-            if chunk and size + len(text) > MAX_CHUNK_BYTES:
-                flush()
-            chunk.append(text)
-            size += len(text) + 1
-            raw_size += len(raw)
-            position += len(raw)
-    if chunk:
-        flush()
+    if "log" in plan.what:
+        try:
+            fh = open(plan.log, "rb")  # noqa: SIM115 - closed below, around the requests
+        except OSError:
+            fh = None  # no log (yet), or not readable by this user: no line to send
+        if fh is not None:
+            with fh:
+                fh.seek(position)
+                for raw in fh:
+                    if not raw.endswith(b"\n") and not plan.terminal:
+                        break
+                    text = console_line(raw, stamp)
+                    if chunk and size + len(text) > MAX_CHUNK_BYTES:
+                        flush(final=False)
+                    chunk.append(text)
+                    size += len(text) + 1
+                    raw_size += len(raw)
+                    position += len(raw)
+    flush(final=True)
 
 
 __all__ = [

@@ -155,19 +155,26 @@ def test_a_sync_cut_mid_way_and_resumed_gives_the_same_server_state(
 ) -> None:
     ids = [launch(tmp_path, f"for i in range(40):\n    print('run {n} line', i)\n", name=f"j{n}")
            for n in range(3)]  # fmt: skip
+    small = {"LAUNCHCTL_SYNC_CHUNK_BYTES": "400"}  # several log requests per run
     uncut = WandbStandIn(users={wandb_server.api_key: wandb_server.username}).start()
     try:
-        sync(uncut)
-        wandb_server.cut_after(9)  # in the middle of the second run
-        first = sync(wandb_server)
-        assert "unreachable" in first.stderr or "offline" in first.stderr
-        assert "wait in the outbox" in first.stderr
+        sync(uncut, **small)
+        per_run = [r for r in requests_of(uncut) if r.path.startswith("/files/")]
+        chunks = len({json.dumps(r.body) for r in per_run}) // 3
+        assert chunks >= 3
+        # Viewer, the first run (upsert, CreateRunFiles, upload, its chunks), then the
+        # second run's upsert, CreateRunFiles, upload and two chunks: cut mid-log.
+        wandb_server.cut_after(1 + (3 + chunks) + 5)
+        first = sync(wandb_server, **small)
+        assert "offline" in first.stderr and "2 runs wait in the outbox" in first.stderr
         assert first.stderr.count("\n") == 1
         assert "Traceback" not in first.stderr
+        second = wandb_server.run(entity_of(ids[1]), "proj", ids[1])
+        assert second is not None and 0 < len(second.output_lines) < 40
         owed = json.loads(cli("sync", "status", "--json", env=env(wandb_server)).stdout)["owed"]
         assert {o["run"] for o in owed} and {o["run"] for o in owed} <= set(ids)
         wandb_server.start()
-        sync(wandb_server)
+        sync(wandb_server, **small)
         assert snapshot(wandb_server) == snapshot(uncut)
         # Nothing sent twice: each log line went out once, each run was created once.
         streamed = [
