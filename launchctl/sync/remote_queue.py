@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from launchctl import __version__
 from launchctl.errors import LaunchctlError, UsageError
+from launchctl.states import TERMINAL
 from launchctl.store.remote import RemoteTable
 from launchctl.sync.wire import Refused, SyncError, Unreachable, one_line
 
@@ -686,6 +687,8 @@ class RemoteBridge:
     _status: str = ""
     _status_at: float = 0.0
     _offline: str | None = None  # what was said about the server being offline, once
+    # Local runs of pulled items, pushed as W&B runs once they end (None: not read yet).
+    _taken: set[str] | None = None
 
     def register(self) -> None:
         """``createLaunchAgent`` for each entity/project served. A refusal (a bad key, a
@@ -780,6 +783,7 @@ class RemoteBridge:
         if took:
             deliver(store, self._server, say=self.say)
         self._heartbeat(store, took=took)
+        self._push_ended_runs(store)
         return took
 
     def take(self, store: Store, rq: RemoteQueue, item: dict[str, Any]) -> str | None:
@@ -824,6 +828,8 @@ class RemoteBridge:
             for line in notes:
                 store.runs.note(run["id"], f"from W&B queue {rq}: {one_line(line, 300)}")
         self.say(f"W&B queue {rq}: item {shown} is run {run['id']} on queue {rq.local}")
+        if self._taken is not None:
+            self._taken.add(str(run["id"]))
         return str(run["id"])
 
     def _report_unstarted(self, store: Store) -> None:
@@ -846,6 +852,35 @@ class RemoteBridge:
                     f" {one_line(row['item_id'], 60)} failed at stage {stage} (run {row['run_id']})"
                 )
 
+    def _push_ended_runs(self, store: Store) -> None:
+        """The runs of pulled items, once ended, go to the server as W&B runs (what
+        ``launchctl sync`` sends of them: launchctl.sync.engine, for these runs only), so the
+        item's run shows there without a sync. Runs of entities the agent's user is not a
+        member of are left to that entity's members (the engine's rule)."""
+        from launchctl.sync import engine
+        from launchctl.sync.wire import Refused
+
+        base_url = self._server.base_url
+        if self._taken is None:
+            self._taken = {r["run_id"] for r in RemoteTable(store.db).pulled_open(base_url)}
+        ended = sorted(r for r in self._taken if store.runs.state(r) in _ENDED)
+        if not ended:
+            return
+        target = engine.Target(store=store, base_url=base_url, run_ids=tuple(ended))
+        try:
+            report = engine.sync(self._server, target)
+        except Refused as exc:
+            self._taken.difference_update(ended)  # said once; `launchctl sync` can retry
+            self.say(f"the runs of W&B queue items were not pushed: {exc}")
+            return
+        if report.offline is not None:
+            raise Unreachable(report.offline)
+        self._taken.difference_update(ended)
+        runs = {s.run_id for s in report.sent if s.run_id}
+        if runs:
+            shown = ", ".join(sorted(runs))
+            self.say(f"pushed {len(runs)} run(s) of W&B queue items to {base_url}: {shown}")
+
     def _heartbeat(self, store: Store, *, took: bool = False) -> None:
         """``updateLaunchAgent``: RUNNING once it took an item and while a pulled run is
         active (as W&B's ``run_job`` says), else POLLING; sent when it changes and every
@@ -865,6 +900,9 @@ class RemoteBridge:
                 f"{exc}: serving local queues; acks and fails wait in the outbox;"
                 f" trying again every {self.poll_s:g}s"
             )
+
+
+_ENDED = frozenset(str(s) for s in TERMINAL)
 
 
 def _waiting(store: Store, base_url: str) -> bool:

@@ -130,6 +130,46 @@ def test_an_item_wandbs_client_pushed_is_pulled_run_as_a_local_run_and_acked(
     assert f"item {item_id}" in events and "pushed by someone-else" in events
 
 
+def test_the_items_run_is_pushed_as_a_wandb_run_when_it_ends(
+    server: WandbStandIn, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    """With a local entity named like the W&B one (the agent's user a member), the run of an
+    item shows on the server once it ends, without a `launchctl sync`; W&B's Api reads it."""
+    cli("team", "create", ENTITY, check=True)
+    cli("queue", "create", "teamq", "-e", ENTITY, check=True)
+    code = str(tmp_path / "hello")
+    cli("job", "create", "code", code, "-E", "python train.py", "-n", "hello", "-e", ENTITY,
+        check=True)  # fmt: skip
+    item_id = official_push(server, tmp_path, spec_hello())
+    start_agent("--remote-queue", f"{TARGET}=teamq")
+    run_id = wait_for(
+        lambda: (i := server.item(item_id)) is not None and i.associated_run_id,
+        what="acked",
+    )
+    wait_for(lambda: server.run(ENTITY, "demo", run_id) is not None and
+             server.run(ENTITY, "demo", run_id).state == "finished",  # type: ignore[union-attr]
+             what="the W&B run finished on the server")  # fmt: skip
+    got = official(
+        server, tmp_path,
+        f"r = wandb.Api().run('{ENTITY}/demo/{run_id}')\n"
+        "print(json.dumps({'state': r.state, 'lr': r.config.get('lr')}))",
+    )  # fmt: skip
+    assert got == {"state": "finished", "lr": 0.25}
+
+
+def test_agent_sync_pushes_local_runs_in_the_background(
+    server: WandbStandIn, start_agent: StartAgent
+) -> None:
+    agent = start_agent("-q", "cpu", "--sync", "--sync-interval", "0.3")
+    run_id = cli("launch", "-q", "cpu", "-j", "hello", check=True).stdout.strip()
+    found = wait_for(
+        lambda: next((r for r in server.runs if r.name == run_id and r.state == "finished"), None),
+        what="the run on the server",
+    )
+    assert found.exitcode == 0
+    assert "sync: every 0.3 s" in agent.output()
+
+
 def test_an_item_that_cannot_run_here_is_failed_with_its_stage_and_reason(
     server: WandbStandIn, start_agent: StartAgent, tmp_path: Path
 ) -> None:
