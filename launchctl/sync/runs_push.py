@@ -48,10 +48,10 @@ import json
 import os
 import shlex
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from launchctl.follow import log_path
 from launchctl.runs import run_config
@@ -285,13 +285,48 @@ def fingerprint(value: Any) -> str:
 
 
 # -- the log ----------------------------------------------------------------------------------
+# W&B's core cuts a console line at this many characters
+# (core/internal/runconsolelogs/runconsolelogs.go ``maxTerminalLineLength``).
+MAX_LINE_CHARS = 4096
+_READ = 1 << 16  # a log line is read in pieces of this size: a huge line never fills memory
+
+
 def console_line(raw: bytes, stamp: str) -> str:
     """One log line in W&B's plain console format: ``TIMESTAMP TEXT``; of a line a
-    carriage return rewrote, what the terminal showed last."""
+    carriage return rewrote, what the terminal showed last; cut at ``MAX_LINE_CHARS``."""
     text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
     if "\r" in text:
         text = text.rsplit("\r", 1)[-1]
-    return f"{stamp} {text}"
+    return f"{stamp} {text[:MAX_LINE_CHARS]}"
+
+
+def log_lines(fh: BinaryIO, *, final: bool) -> Iterator[tuple[bytes, int]]:
+    """The lines of an open log from where it stands: each as the bytes to show (a line
+    longer than ``_READ`` keeps its start and its last piece, where a progress bar's final
+    state is) and its length in the file. Without ``final``, an unfinished last line
+    waits."""
+    while True:
+        piece = fh.readline(_READ)
+        if not piece:
+            return
+        length, head = len(piece), piece
+        tail: bytes | None = None  # after the last carriage return in a later piece
+        more_text = b""  # what follows the head while no later piece has a carriage return
+        while not piece.endswith(b"\n"):
+            piece = fh.readline(_READ)
+            if not piece:
+                break
+            length += len(piece)
+            if b"\r" in piece:
+                tail = piece.rsplit(b"\r", 1)[1]
+            elif tail is not None:
+                tail = (tail + piece)[:_READ]
+            else:
+                more_text = (more_text + piece)[:_READ]
+        shown = head + b"\r" + tail if tail is not None else head + more_text
+        if not piece.endswith(b"\n") and not final:
+            return
+        yield shown, length
 
 
 def count_owed_lines(path: Path, start: int, *, final: bool) -> tuple[int, int]:
@@ -623,16 +658,14 @@ def stream_log(
         if fh is not None:
             with fh:
                 fh.seek(position)
-                for raw in fh:
-                    if not raw.endswith(b"\n") and not plan.terminal:
-                        break
+                for raw, length in log_lines(fh, final=plan.terminal):
                     text = console_line(raw, stamp)
                     if chunk and size + len(text) > MAX_CHUNK_BYTES:
                         flush(final=False)
                     chunk.append(text)
                     size += len(text) + 1
-                    raw_size += len(raw)
-                    position += len(raw)
+                    raw_size += length
+                    position += length
     flush(final=True)
 
 

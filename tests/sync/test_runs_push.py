@@ -298,3 +298,22 @@ def test_a_log_with_a_carriage_return_keeps_what_the_terminal_showed(
     remote = wandb_server.run(entity_of(run_id), "proj", run_id)
     assert remote is not None
     assert [line.split(" ", 1)[1] for line in remote.output_lines] == ["100%", "next"]
+
+
+def test_a_huge_line_is_cut_as_wandb_cuts_it_and_a_long_progress_bar_shows_its_end(
+    tmp_path: Path, wandb_server: WandbStandIn
+) -> None:
+    body = (
+        "import sys\n"
+        "sys.stdout.write('y' * 10000 + '\\n')\n"
+        "sys.stdout.write(''.join(f'{i}%\\r' for i in range(100000)) + 'all done\\n')\n"
+        "sys.stdout.write('z' * 200000)\n"  # no newline at the end: sent once the run ended
+    )
+    run_id = launch(tmp_path, body, name="long")
+    sync(wandb_server)
+    remote = wandb_server.run(entity_of(run_id), "proj", run_id)
+    assert remote is not None
+    texts = [line.split(" ", 1)[1] for line in remote.output_lines]
+    assert texts == ["y" * 4096, "all done", "z" * 4096]
+    status = json.loads(cli("sync", "status", "--json", env=env(wandb_server)).stdout)
+    assert status["owed"] == []
