@@ -29,7 +29,11 @@ if TYPE_CHECKING:
     from launchctl.sync.wire import WandbServer
 
 # The steps of a pass, in order. C (the outbox) and D (wandb offline folders) add theirs.
-STEPS: list[str] = ["launchctl.sync.runs_push", "launchctl.sync.wandb_offline"]
+STEPS: list[str] = [
+    "launchctl.sync.remote_queue",
+    "launchctl.sync.runs_push",
+    "launchctl.sync.wandb_offline",
+]
 
 
 @dataclass(frozen=True)
