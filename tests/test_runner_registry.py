@@ -32,7 +32,8 @@ def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 # -- the registry --------------------------------------------------------------------------
 def test_the_registry_holds_what_the_runner_modules_declare() -> None:
     found = registry.types()
-    assert list(found) == ["local-container", "local-process"]
+    assert list(found) == sorted(found)
+    assert {"kubernetes", "local-container", "local-process"} <= set(found)  # issue 14
     for module, runner in (
         (local_process, local_process.LocalProcessRunner),
         (local_container, local_container.LocalContainerRunner),
@@ -42,6 +43,8 @@ def test_the_registry_holds_what_the_runner_modules_declare() -> None:
         assert isinstance(registry.get(runner.resource), runner)
     assert found["local-container"].check_config is local_container.config_mount_problem
     assert found["local-process"].check_config is None
+    kubernetes = found["kubernetes"]  # issue 14: takes the Job manifest's own schema
+    assert kubernetes.options is None and kubernetes.check_config is not None
 
 
 def test_reading_the_registry_does_not_import_docker() -> None:
@@ -65,11 +68,10 @@ def test_reading_the_registry_does_not_import_docker() -> None:
     ("name", "message"),
     [
         ("slurm", "resource 'slurm' is not available in this build of launchctl"),
-        ("kubernetes", "resource 'kubernetes' is not available in this build of launchctl"),
         ("sagemaker", "W&B Launch's Amazon SageMaker runner, not available in launchctl"),
         ("gcp-vertex", "W&B Launch's Google Vertex AI runner, not available in launchctl"),
         ("local", "W&B's older name for local-container: write local-container"),
-        ("ec2", "unknown resource 'ec2': choose one of local-container, local-process"),
+        ("ec2", "unknown resource 'ec2': choose one of kubernetes, local-container, local-process"),
         (["x"], "unknown resource ['x']"),
     ],
 )
@@ -79,7 +81,7 @@ def test_a_resource_type_without_a_runner_gets_one_line_saying_what_it_is(
     why = registry.problem(name)
     assert why is not None and message in why and "\n" not in why
     if name not in ("local", "ec2", ["x"]):
-        assert why.endswith("(it runs: local-container, local-process)")
+        assert why.endswith(f"(it runs: {', '.join(registry.names())})")
     with pytest.raises(LaunchctlError, match="^" + re.escape(why) + "$"):
         registry.find(name)
 
@@ -135,7 +137,7 @@ def test_a_runners_own_config_check_comes_from_the_registry(tmp_path: Path) -> N
 
 
 # -- through the CLI: refused at once, nothing written ------------------------------------
-@pytest.mark.parametrize("name", ["slurm", "kubernetes", "sagemaker", "local"])
+@pytest.mark.parametrize("name", ["slurm", "sagemaker", "local"])
 def test_queue_create_refuses_a_resource_without_a_runner(home: Path, name: str) -> None:
     cli("queue", "list", check=True)
     before = table_counts(home)
@@ -149,9 +151,9 @@ def test_queue_create_refuses_a_resource_without_a_runner(home: Path, name: str)
 def test_resource_args_for_a_resource_without_a_runner_are_refused(home: Path) -> None:
     cli("queue", "list", check=True)
     before = table_counts(home)
-    proc = cli("queue", "edit", "default", "--config", '{"resource_args": {"kubernetes": {}}}')
+    proc = cli("queue", "edit", "default", "--config", '{"resource_args": {"sagemaker": {}}}')
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
-    assert "queue config: resource 'kubernetes' is not available in this build" in proc.stderr
+    assert "queue config: resource 'sagemaker' is W&B Launch's Amazon SageMaker" in proc.stderr
     proc = cli("launch", "-q", "default", "-E", "true", "-R", '{"slurm": {"partition": "gpu"}}')
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
     assert "resource 'slurm' is not available in this build" in proc.stderr

@@ -31,6 +31,7 @@ from launchctl.gpus.allocator import GpuAllocator
 from launchctl.gpus.waiting import WAITING, Passed, live_gpu_agents, without_gpus
 from launchctl.history import attempts
 from launchctl.runners import Exit, Handle, logfile
+from launchctl.runners.base import engine_state
 from launchctl.runners.local_process import EXIT_FILE, PID_FILE
 from launchctl.states import ACTIVE, TERMINAL, State, move
 from launchctl.store import Row, Store, loads
@@ -47,6 +48,7 @@ class Active:
     handle: Handle
     stop_reason: str | None = None  # set when the agent asked it to stop
     deadline: float | None = None  # time.monotonic() past which it is stopped: timeout
+    engine_said: str | None = None  # issue 14: the engine's last word, noted on the run
 
 
 class Agent:
@@ -400,12 +402,21 @@ class Agent:
         for run_id, active in list(self.active.items()):
             result = active.handle.poll()
             if result is None:
+                self._note_engine_state(active)
                 continue
             # Forgotten only once recorded: a store that cannot be written now (a full
             # disk) raises here, and the next pass records it again.
             self._finish(run_id, result, active.stop_reason)
             del self.active[run_id]
             active.handle.release()
+
+    def _note_engine_state(self, active: Active) -> None:
+        """Issue 14: a cluster runner's word for a run its engine has not started yet
+        (``queued on the engine: ...``), noted on the run (``runs show``) when it changes."""
+        said = engine_state(active.handle)
+        if said is not None and said != active.engine_said:
+            active.engine_said = said
+            self.store.runs.note(active.run_id, said)
 
     def apply_cancels(self) -> None:
         if not self.active:

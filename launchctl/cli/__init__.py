@@ -22,6 +22,7 @@ from launchctl.cli import gpus as gpus_cmd
 from launchctl.cli import helpstyle
 from launchctl.cli import images as images_cmd
 from launchctl.cli import job as job_cmd
+from launchctl.cli import k8s as k8s_cmd
 from launchctl.cli import launch as launch_cmd
 from launchctl.cli import queue as queue_cmd
 from launchctl.cli import runs as runs_cmd
@@ -75,6 +76,7 @@ app.add_typer(secret_cmd.app, name="secret")
 app.add_typer(team_cmd.app, name="team")
 app.add_typer(images_cmd.app, name="images")
 app.add_typer(sync_cmd.app, name="sync")
+app.add_typer(k8s_cmd.app, name="k8s")
 app.command("launch", no_args_is_help=True)(launch_cmd.launch)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)

@@ -81,6 +81,15 @@ class Handle(Protocol):
         ...
 
 
+def engine_state(handle: Handle) -> str | None:
+    """What a cluster's engine says of a run it has not started yet (``queued on the engine:
+    ...``, ``starting on the engine``), from a handle that has an ``engine_state()`` method
+    (the kubernetes and slurm runners'); None for the others, and once the run runs (issue 14).
+    """
+    method = getattr(handle, "engine_state", None)
+    return method() if callable(method) else None
+
+
 class Runner(Protocol):
     resource: str
 

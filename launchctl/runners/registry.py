@@ -44,7 +44,6 @@ class ResourceType:
 # cloud runners. A runner module that registers one of these names makes it available;
 # this table only words the message.
 NOT_IN_THIS_BUILD: dict[str, str | None] = {
-    "kubernetes": None,
     "slurm": None,
     "sagemaker": "W&B Launch's Amazon SageMaker runner",
     "vertex": "W&B Launch's Google Vertex AI runner",

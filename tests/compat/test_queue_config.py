@@ -111,9 +111,9 @@ def test_kubeflow_config_keyed_by_resource_is_the_body_wrapped() -> None:
     # W&B docs (setup-launch-kubernetes, Kubeflow): `kubernetes: {kind: PyTorchJob, ...}`.
     written = yaml.safe_load(DOCS_K8S_KUBEFLOW)
     assert queues.canonical(written, "kubernetes") == {"resource_args": written}
-    # A Kubernetes queue is still refused at create: its runner comes later (issue 14).
+    # The kubernetes runner (issue 14) runs batch/v1 Jobs: a custom resource is refused.
     proc = cli("queue", "create", "k8s", "-r", "kubernetes", "-c", DOCS_K8S_KUBEFLOW)
-    assert proc.returncode != 0 and "kubernetes" in proc.stderr
+    assert proc.returncode != 0 and "launchctl runs batch/v1 Jobs" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
