@@ -14,7 +14,9 @@ Its "controller" makes one Pod per Job, and its "kubelet" runs the Pod's first c
 ``command`` + ``args`` as a local process (the image is NOT pulled or used: the command
 runs on this machine), with the container's env (``secretKeyRef`` read from the stored
 Secrets), and records the exit as the API does (container state terminated, Pod phase,
-Job condition ``Complete`` or ``Failed``). Test hooks: ``preempt`` (a DisruptionTarget
+Job condition ``Complete`` or ``Failed``). Given a Docker engine (``docker``), the
+"kubelet" instead pulls the container's image (from its registry, as a node would) and runs
+it there with that env. Test hooks: ``preempt`` (a DisruptionTarget
 condition, then the process killed), ``hold`` (pods stay Pending, Unschedulable),
 ``fail_image`` (an image name that cannot be pulled: ImagePullBackOff).
 """
@@ -112,6 +114,7 @@ class Pod:
         }
         self.log = bytearray()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._container: Any = None
         self.preempted: str | None = None
 
     @property
@@ -144,6 +147,10 @@ class Pod:
                     }
                 )
             return
+        if server.docker is not None:
+            repo, _, tag = image.rpartition(":")
+            server.docker.images.pull(repo, tag=tag)  # from the registry, as a node would
+            server.pulled.append(image)
         while server.held.is_set():
             with server.lock:
                 self.obj["status"]["conditions"] = [
@@ -157,7 +164,7 @@ class Pod:
             time.sleep(0.05)
         with server.lock:
             self.obj["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
-            env = dict(os.environ)
+            env = {} if server.docker is not None else dict(os.environ)
             for item in self.container.get("env") or []:
                 if "value" in item:
                     env[item["name"]] = str(item["value"])
@@ -176,6 +183,17 @@ class Pod:
                         )
                         return
                     env[item["name"]] = data[ref["key"]]
+            if server.docker is not None:
+                self._container = server.docker.containers.create(
+                    image,
+                    entrypoint=self.container.get("command"),
+                    command=self.container.get("args"),
+                    environment=env,
+                    labels={"launchctl.standin": "true"},
+                )
+        if server.docker is not None:
+            return self._run_in_docker()
+        with server.lock:
             command = [*(self.container.get("command") or []), *(self.container.get("args") or [])]
             self.proc = subprocess.Popen(
                 command,
@@ -193,7 +211,24 @@ class Pod:
             with server.lock:
                 self.log += chunk
                 server.changed.notify_all()
-        code = self.proc.wait()
+        self._ended(self.proc.wait())
+
+    def _run_in_docker(self) -> None:
+        container = self._container
+        container.start()
+        with self.server.lock:
+            self.obj["status"]["phase"] = "Running"
+            self._container_status({"running": {"startedAt": _now()}})
+        for chunk in container.logs(stream=True, follow=True):
+            with self.server.lock:
+                self.log += chunk
+                self.server.changed.notify_all()
+        code = int(container.wait()["StatusCode"])
+        container.remove(force=True)
+        self._ended(code)
+
+    def _ended(self, code: int) -> None:
+        server = self.server
         with server.lock:
             code = code if code >= 0 else 128 - code
             reason = "Completed" if code == 0 else "Error"
@@ -219,6 +254,9 @@ class Pod:
             server.changed.notify_all()
 
     def kill(self, sig: int) -> None:
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.kill(signal=int(sig))
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
@@ -227,8 +265,10 @@ class Pod:
 class StandIn:
     """The stand-in API server: ``url`` for a kubeconfig, ``kubeconfig(path)`` writes one."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, docker: Any = None) -> None:
         self.workdir = workdir
+        self.docker = docker  # a docker-py client: containers run there, images pulled
+        self.pulled: list[str] = []
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
