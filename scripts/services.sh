@@ -6,6 +6,8 @@
 #   registry  a container registry on 127.0.0.1:5000 (Debian's docker-registry),
 #             checked with a push/pull of localhost:5000/launchctl-test/busybox:latest
 #   all       docker, images, registry, in that order
+#   slurm     a one-node Slurm cluster on loopback (slurmctld, slurmd, munge); apart
+#             from all (scripts/test.sh starts it separately)
 #   status    one line per service; exit 0 when all are up, 1 otherwise
 # Idempotent: whatever is already running or built is reused. Nothing needs a
 # container registry on the internet; only the configured Debian mirror is used.
@@ -351,6 +353,108 @@ ensure_registry() {
     log "registry push/pull works"
 }
 
+# ------------------------------------------------------------------ slurm --
+# A one-node Slurm cluster on loopback (Debian's slurmctld, slurmd, slurm-client and
+# munge, Slurm 22.05): munged as the munge user, then slurmctld and slurmd as root with
+# the slurm.conf below (state and spool in $SLURM_DIR). Reused when sinfo answers.
+SLURM_DIR=/var/lib/launchctl-slurm
+SLURM_CONF=/etc/slurm/slurm.conf
+SLURM_LOG_DIR=/var/log
+slurm_up() { timeout 10 sinfo -h -o '%T' 2>/dev/null | grep -Eq '^(idle|mixed|allocated|completing)'; }
+
+write_slurm_conf() {
+    local host want
+    host=$(hostname -s)
+    # MinJobAge keeps an ended job in slurmctld's memory for an hour: there is no slurmdbd
+    # (no sacct), so squeue/scontrol are where launchctl reads how a job ended.
+    # JobAcctGatherParams=OverMemoryKill makes the node kill a job above its --mem.
+    want=$(cat <<CFG
+# written by scripts/services.sh (launchctl's one-node test cluster)
+ClusterName=launchctl
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
+StateSaveLocation=$SLURM_DIR/state
+SlurmdSpoolDir=$SLURM_DIR/spool
+SlurmctldPidFile=/run/launchctl-slurmctld.pid
+SlurmdPidFile=/run/launchctl-slurmd.pid
+SlurmctldLogFile=$SLURM_LOG_DIR/launchctl-slurmctld.log
+SlurmdLogFile=$SLURM_LOG_DIR/launchctl-slurmd.log
+MinJobAge=3600
+DefMemPerCPU=500
+KillWait=5
+ReturnToService=2
+MpiDefault=none
+NodeName=$host NodeAddr=127.0.0.1 CPUs=2 RealMemory=4000 State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CFG
+)
+    mkdir -p "$(dirname "$SLURM_CONF")" "$SLURM_DIR/state" "$SLURM_DIR/spool"
+    if [ ! -f "$SLURM_CONF" ] || [ "$(cat "$SLURM_CONF")" != "$want" ]; then
+        log "writing $SLURM_CONF"
+        printf '%s\n' "$want" >"$SLURM_CONF"
+        SLURM_CONF_CHANGED=1
+    fi
+}
+
+SLURM_CONF_CHANGED=0
+stop_pidfile() {  # stop_pidfile FILE: end the daemon this script started, and wait for it
+    local pid i
+    pid=$(cat "$1" 2>/dev/null) || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+ensure_slurm() {
+    if slurm_up; then
+        write_slurm_conf
+        if [ "$SLURM_CONF_CHANGED" = 1 ]; then
+            log "restarting slurmctld and slurmd with the new $SLURM_CONF"
+            stop_pidfile /run/launchctl-slurmctld.pid; stop_pidfile /run/launchctl-slurmd.pid
+        else
+            log "slurm already up ($(sinfo -h -o '%P %D %T' 2>/dev/null | head -n1))"
+            return 0
+        fi
+    fi
+    local missing=()
+    command -v slurmctld >/dev/null 2>&1 || missing+=(slurmctld)
+    command -v slurmd >/dev/null 2>&1 || missing+=(slurmd)
+    command -v sbatch >/dev/null 2>&1 || missing+=(slurm-client)
+    command -v munged >/dev/null 2>&1 || missing+=(munge)
+    [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+    [ -s /etc/munge/munge.key ] || die "munge installed but /etc/munge/munge.key is missing"
+    mkdir -p /run/munge /var/log/munge /var/lib/munge
+    chown munge:munge /run/munge /var/log/munge /var/lib/munge
+    if ! pgrep -x munged >/dev/null; then
+        log "starting munged"
+        runuser -u munge -- /usr/sbin/munged 9>&- || die "munged would not start (see /var/log/munge/munged.log)"
+    fi
+    write_slurm_conf
+    if ! pgrep -x slurmctld >/dev/null; then
+        log "starting slurmctld (log: $SLURM_LOG_DIR/launchctl-slurmctld.log)"
+        setsid nohup slurmctld >/dev/null 2>&1 </dev/null 9>&- &
+    fi
+    if ! pgrep -x slurmd >/dev/null; then
+        log "starting slurmd (log: $SLURM_LOG_DIR/launchctl-slurmd.log)"
+        setsid nohup slurmd >/dev/null 2>&1 </dev/null 9>&- &
+    fi
+    local i
+    for ((i = 0; i < WAIT_S * 2; i++)); do
+        if slurm_up; then log "slurm is up ($(sinfo -h -o '%P %D %T' | head -n1))"; return 0; fi
+        sleep 0.5
+    done
+    die "slurm did not show an idle node within ${WAIT_S}s: $(sinfo -h -o '%T %E' 2>&1 | head -n1) (see $SLURM_LOG_DIR/launchctl-slurmctld.log)"
+}
+
 # ----------------------------------------------------------------- status --
 status() {
     local rc=0 info
@@ -369,11 +473,13 @@ status() {
     fi
     if registry_up; then echo "registry: up ($REGISTRY_URL)"
     else echo "registry: DOWN (nothing answers on $REGISTRY_URL)"; rc=1; fi
+    if slurm_up; then echo "slurm:    up ($(sinfo -h -o '%P %D %T' 2>/dev/null | head -n1))"
+    else echo "slurm:    DOWN (sinfo shows no idle node; scripts/services.sh slurm)"; fi
     return "$rc"
 }
 
 usage() {
-    echo "usage: $0 {docker|images|registry|all|status}" >&2
+    echo "usage: $0 {docker|images|registry|all|slurm|status}" >&2
     exit 2
 }
 
@@ -385,6 +491,7 @@ main() {
         images)   take_lock; ensure_docker; ensure_images ;;
         registry) take_lock; ensure_docker; ensure_registry ;;
         all)      take_lock; ensure_docker; ensure_images; ensure_registry ;;
+        slurm)    take_lock; ensure_slurm ;;
         -h|--help|help) usage ;;
         *) usage ;;
     esac

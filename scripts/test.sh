@@ -19,6 +19,10 @@ if [ "${LAUNCHCTL_SKIP_SERVICES:-}" != "1" ]; then
   if ! ./scripts/services.sh all; then
     echo "test.sh: WARNING: services could not be started; container tests will skip" >&2
   fi
+  echo "test.sh: services (a one-node Slurm cluster)" >&2
+  if ! ./scripts/services.sh slurm; then
+    echo "test.sh: WARNING: Slurm could not be started; tests/slurm will skip" >&2
+  fi
 fi
 
 echo "test.sh: lint (ruff, mypy)" >&2

@@ -123,9 +123,11 @@ def test_agent_refuses_a_queue_whose_resource_it_cannot_run(store: Store) -> Non
     # Issue 10: `queue create` refuses such a queue now (tests/test_runner_registry.py); one
     # that an older launchctl let in is refused by the agent, in one line.
     entity = store.queues.get("default")["entity"]
-    store.queues.create("cluster", resource="slurm", entity=entity, config={}, description=None)
+    store.queues.create(
+        "cluster", resource="sagemaker", entity=entity, config={}, description=None
+    )  # issue 14 gave slurm a runner: W&B's cloud runner stands for one this build lacks
     proc = cli("agent", "-q", "cluster", timeout=20)
-    assert proc.returncode == 1 and "'slurm' is not available in this build" in proc.stderr
+    assert proc.returncode == 1 and "'sagemaker' is W&B Launch's Amazon" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 

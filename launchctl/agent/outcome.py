@@ -41,6 +41,8 @@ def record_exit(
     if stop_reason == REQUEUE or (result.preempted and stop_reason is None):
         why = REQUEUE if stop_reason == REQUEUE else f"preempted: {result.message}"
         return _preempt(store, run, why, agent_id, fields, expect)
+    if result.cancelled and stop_reason is None:  # issue 14: cancelled on the engine
+        stop_reason = result.message or "cancelled on the engine"
     if stop_reason == TIMEOUT:
         return _fail(store, run, TIMEOUT, "timeout", agent_id, fields, expect)
     if stop_reason is not None:

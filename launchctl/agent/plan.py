@@ -120,7 +120,9 @@ class Plan:
 
     @property
     def process(self) -> bool:
-        return bool(self.run["resource"] == "local-process")
+        """Whether the run runs from its working copy, with no image (a local process, or
+        a code job on a resource that builds no image: slurm, issue 14)."""
+        return self.image is None and self.build is None
 
     @property
     def secret_names(self) -> list[str]:
@@ -271,7 +273,7 @@ def plan(run: Row, version: Row | None, queue: Row | None, agent: AgentContext) 
             raise RunnerError(
                 f"the job's build context {context!r} is not inside it", stage="agent"
             )
-    elif image is None:
+    elif image is None and _builds(str(run["resource"])):
         if version is None:
             raise RunnerError("the run names no image and no job to build", stage="agent")
         build = _build(run, version, config, resolved.resource_args, agent)
@@ -294,6 +296,16 @@ def plan(run: Row, version: Row | None, queue: Row | None, agent: AgentContext) 
         image=image,
         build=build,
     )
+
+
+def _builds(resource: str) -> bool:
+    """Whether ``resource`` builds an image for a code job (issue 14: slurm does not)."""
+    from launchctl.runners import registry
+
+    try:
+        return registry.find(resource).builds
+    except LaunchctlError:
+        return True
 
 
 def _render(

@@ -62,6 +62,7 @@ class Exit:
     signal: int | None = None
     message: str | None = None
     preempted: bool = False  # taken away from outside, not the run's own failure
+    cancelled: bool = False  # cancelled on its engine from outside (scancel): stopped
 
 
 class Handle(Protocol):

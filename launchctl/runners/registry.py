@@ -37,6 +37,9 @@ class ResourceType:
     # Why a queue config, as written, cannot run on this resource type (or None): checked
     # when the queue is created or edited, beside the checks every queue gets.
     check_config: Callable[[dict[str, Any]], str | None] | None = None
+    # Whether a code or git job's run needs an image built (containers); False: it runs
+    # from its working copy, as a process does (slurm, issue 14).
+    builds: bool = True
 
 
 # Resource names this build has no runner for, so that a refusal says what they are
@@ -44,7 +47,6 @@ class ResourceType:
 # cloud runners. A runner module that registers one of these names makes it available;
 # this table only words the message.
 NOT_IN_THIS_BUILD: dict[str, str | None] = {
-    "slurm": None,
     "sagemaker": "W&B Launch's Amazon SageMaker runner",
     "vertex": "W&B Launch's Google Vertex AI runner",
     "gcp-vertex": "W&B Launch's Google Vertex AI runner",
@@ -64,6 +66,7 @@ def register(
     *,
     options: frozenset[str] | None,
     check_config: Callable[[dict[str, Any]], str | None] | None = None,
+    builds: bool = True,
 ) -> Callable[[R], R]:
     """Class decorator: the runner class's ``resource`` becomes a resource type whose
     ``resource_args.<resource>`` may hold ``options`` (None: any key, for runners that
@@ -76,7 +79,7 @@ def register(
         known = _TYPES.get(name)
         if known is not None and known.runner is not cls:
             raise ValueError(f"resource {name!r} is registered twice ({cls.__name__})")
-        _TYPES[name] = ResourceType(name, options, cls, check_config)
+        _TYPES[name] = ResourceType(name, options, cls, check_config, builds)
         return cls
 
     return decorate
