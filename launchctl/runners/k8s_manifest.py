@@ -319,6 +319,9 @@ def build_job(body: dict[str, Any], inputs: JobInputs) -> tuple[str, dict[str, A
     for container in containers:
         container["env"] = _env(container.get("env"), inputs)
     _limits(containers, inputs)
+    for key in CONTAINER_LISTS:
+        for container in pod.get(key) or []:
+            _quantities_as_text(container)
     if inputs.pull_secret:
         pulls = [s for s in pod.get("imagePullSecrets") or [] if isinstance(s, dict)]
         pod["imagePullSecrets"] = [*pulls, {"name": pull_secret_name(inputs.run_id)}]
@@ -345,6 +348,18 @@ def _env(written: Any, inputs: JobInputs) -> list[dict[str, Any]]:
         else:
             out.append({"name": name, "value": inputs.env[name]})
     return out
+
+
+def _quantities_as_text(container: Any) -> None:
+    """Resource quantities as strings (``2`` -> ``"2"``): the API takes either, the client's
+    models only strings."""
+    resources = container.get("resources") if isinstance(container, dict) else None
+    for key in ("limits", "requests"):
+        values = (resources or {}).get(key)
+        if isinstance(values, dict):
+            for name, value in values.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    values[name] = f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _limits(containers: list[dict[str, Any]], inputs: JobInputs) -> None:

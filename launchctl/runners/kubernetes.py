@@ -57,8 +57,9 @@ def _short(exc: BaseException) -> str:
             message = json.loads(body).get("message") if body else None
         reason = getattr(exc, "reason", "") or ""
         return f"{status} {reason}: {message}" if message else f"{status} {reason}".strip()
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("For further information")]
+    return "; ".join(lines)[:300] if lines else type(exc).__name__
 
 
 def _status(exc: BaseException) -> int | None:
@@ -197,7 +198,7 @@ class KubernetesRunner:
                 with contextlib.suppress(Exception):
                     self.cluster.core.delete_namespaced_secret(name, namespace)
             raise RunnerError(
-                f"the Kubernetes API refused the run's Job: {masker.mask_text(_short(exc))}"
+                f"the Kubernetes API did not create the run's Job: {masker.mask_text(_short(exc))}"
             ) from None
         name, uid = created.metadata.name, created.metadata.uid
         owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}

@@ -18,7 +18,8 @@ Job condition ``Complete`` or ``Failed``). Given a Docker engine (``docker``), t
 "kubelet" instead pulls the container's image (from its registry, as a node would) and runs
 it there with that env. Test hooks: ``preempt`` (a DisruptionTarget
 condition, then the process killed), ``hold`` (pods stay Pending, Unschedulable),
-``fail_image`` (an image name that cannot be pulled: ImagePullBackOff).
+``fail_image`` (an image name that cannot be pulled: ImagePullBackOff), ``down`` (every
+request answered 503, as while an API server restarts).
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ class StandIn:
         self.deletes: list[dict[str, Any]] = []  # the options of each Job delete
         self.created: list[dict[str, Any]] = []  # every Job manifest as it was sent
         self.held = threading.Event()
+        self.down = threading.Event()  # set: every request gets 503 (an API server restarting)
         self.fail_image: str | None = None
         handler = type("Handler", (_Handler,), {"standin": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -411,6 +413,8 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         parts = url.path.strip("/").split("/")
         s.requests.append((method, url.path))
+        if s.down.is_set():
+            return self._send(503, _status(503, "ServiceUnavailable", "the stand-in is down"))
         selector = query.get("labelSelector")
         # /apis/batch/v1/jobs
         if parts == ["apis", "batch", "v1", "jobs"] and method == "GET":

@@ -137,7 +137,7 @@ def test_a_secret_is_a_secret_key_ref_and_its_value_is_nowhere_in_the_job() -> N
     assert "the-key-value" not in json.dumps(job)
     pulls = job["spec"]["template"]["spec"]["imagePullSecrets"]
     assert pulls == [{"name": "regcred"}, {"name": "launchctl-run-ab12cd34-pull"}]
-    assert main["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert main["resources"]["limits"]["nvidia.com/gpu"] == "2"  # the client's models: text
 
 
 def test_cpu_and_memory_limits_come_from_the_runs_limits_and_are_held_to_them() -> None:

@@ -102,6 +102,11 @@ def test_cancel_deletes_the_job_with_foreground_propagation(
     run_id = launch("sh -c 'echo up; sleep 300'")
     start_agent("-q", "k8s", "--grace", "1")
     wait_for(lambda: "up" in cli("logs", run_id).stdout, what="first log line")
+    # The run's Secret is the Job's dependent: the cluster removes it with the Job.
+    secret = standin.secrets[("team", f"launchctl-run-{run_id}")]
+    [owner] = secret["metadata"]["ownerReferences"]
+    [job] = standin.jobs.values()
+    assert (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"])
     cli("runs", "cancel", run_id, check=True)
     wait_for(lambda: store.runs.state(run_id) == "stopped", what="stopped state")
     assert store.runs.get(run_id)["reason"] == "cancelled"
@@ -228,3 +233,51 @@ def test_host_access_given_at_launch_fails_the_run_at_the_agent(standin: StandIn
     shown = cli_json("runs", "show", other)
     assert "only its queue's config grants" in shown["reason"]
     assert standin.created == []
+
+
+def test_a_template_variable_sets_the_jobs_gpus_within_its_bounds(standin: StandIn) -> None:
+    """GPUs on Kubernetes are the cluster's (nvidia.com/gpu), not the local GPU table: a
+    queue exposes them as a template variable with bounds, as W&B's queue templates do."""
+    config = {
+        "template_variables": {"gpus": {"type": "integer", "minimum": 0, "maximum": 4}},
+        "resource_args": {"kubernetes": {"spec": {"template": {"spec": {"containers": [
+            {"resources": {"limits": {"nvidia.com/gpu": "{{gpus}}"}}}]}}}}},
+    }  # fmt: skip
+    k8s_queue(config)
+    proc = cli("launch", "-q", "k8s", "-d", IMAGE, "-E", "true", "-v", "gpus=9")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    run_id = launch("sh -c 'echo trained'", "k8s", "-v", "gpus=2")
+    cli("agent", "-q", "k8s", "--burst", check=True)
+    assert cli_json("runs", "show", run_id)["state"] == "finished"
+    [job] = standin.created
+    limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"nvidia.com/gpu": "2"}
+
+
+def test_max_run_time_stops_the_job_and_fails_the_run_as_a_timeout(
+    standin: StandIn, store: Store
+) -> None:
+    k8s_queue({"max_run_time": 1})
+    run_id = launch("sh -c 'echo started; sleep 300'")
+    cli("agent", "-q", "k8s", "--burst", "--grace", "1", check=True)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["reason"]) == ("failed", "timeout")
+    assert standin.deletes and standin.deletes[0]["propagationPolicy"] == "Foreground"
+
+
+def test_the_run_rides_out_an_api_server_that_stops_answering_for_a_while(
+    standin: StandIn, store: Store, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    k8s_queue({})
+    go = tmp_path / "go"
+    run_id = launch(f"sh -c 'echo one; while [ ! -f {go} ]; do sleep 0.05; done; echo two'")
+    start_agent("-q", "k8s")
+    wait_for(lambda: "one" in cli("logs", run_id).stdout, what="first line")
+    standin.down.set()
+    seen = len(standin.requests)
+    wait_for(lambda: len(standin.requests) > seen + 5, what="requests refused while down")
+    go.touch()  # it ends while the API server does not answer
+    assert store.runs.state(run_id) == "running"
+    standin.down.clear()
+    wait_for(lambda: store.runs.state(run_id) == "finished", what="finished once it answers")
+    assert cli("logs", run_id, check=True).stdout == "one\ntwo\n"
