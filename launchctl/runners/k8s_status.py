@@ -123,11 +123,19 @@ def engine_state(job: Any | None, pod: Any | None) -> str | None:
         return None
     for condition in _conditions(pod):
         if condition.type == "PodScheduled" and not _true(condition):
-            why = " ".join(str(x) for x in (condition.reason, condition.message) if x)
+            why = ": ".join(str(x) for x in (condition.reason, condition.message) if x)
             return "queued on the engine" + (f": {why}" if why else "")
     waiting = getattr(getattr(_main_status(pod), "state", None), "waiting", None)
     reason = getattr(waiting, "reason", None)
     return "starting on the engine" + (f": {reason}" if reason else "")
+
+
+def running_on(pod: Any) -> str | None:
+    """``running on the engine: pod NAME on node NODE`` once the Pod runs, else None."""
+    if pod is None or getattr(pod.status, "phase", None) != "Running":
+        return None
+    node = getattr(pod.spec, "node_name", None) if getattr(pod, "spec", None) else None
+    return f"running on the engine: pod {pod.metadata.name}" + (f" on node {node}" if node else "")
 
 
 def newest(pods: list[Any]) -> Any | None:

@@ -346,7 +346,8 @@ class JobHandle:
         return self._exit if self._done.is_set() else None
 
     def engine_state(self) -> str | None:
-        """The engine's word for a run not yet running (queued, starting), else None."""
+        """The engine's word for the run: queued, starting, then the pod (and node) it
+        runs in; None once it ended."""
         return None if self._done.is_set() else self._state
 
     def stop(self, grace_s: float) -> None:
@@ -418,7 +419,7 @@ class JobHandle:
             if pod is not None and self._logs is None and _has_started(pod):
                 self._logs = threading.Thread(target=self._copy_logs, daemon=True)
                 self._logs.start()
-            state = k8s_status.engine_state(job, pod)
+            state = k8s_status.engine_state(job, pod) or k8s_status.running_on(pod)
             if state != self._state:
                 self._state = state
                 self._wake()  # the agent notes the engine's word on the run

@@ -172,6 +172,8 @@ def test_a_run_the_cluster_cannot_schedule_says_so_then_runs(
     standin.held.clear()
     wait_for(lambda: store.runs.state(run_id) == "finished", what="finished")
     assert cli("logs", run_id, check=True).stdout == "finally\n"
+    shown = cli("runs", "show", run_id, check=True).stdout
+    assert shown.count("queued on the engine: Unschedulable: 0/1 nodes are available") == 1
 
 
 def test_an_image_that_cannot_be_pulled_fails_the_run(standin: StandIn) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 client = pytest.importorskip("kubernetes.client")
 
-from launchctl.runners.k8s_status import engine_state, job_exit, newest  # noqa: E402
+from launchctl.runners.k8s_status import engine_state, job_exit, newest, running_on  # noqa: E402
 
 
 def job(*conditions: tuple[str, str | None, str | None]) -> Any:
@@ -150,7 +150,7 @@ def test_the_engine_state_of_a_run_not_yet_running() -> None:
     )
     assert engine_state(job(), None) == "queued on the engine: the Job has no pod yet"
     assert engine_state(job(), pod("Pending", conditions=[unschedulable])) == (
-        "queued on the engine: Unschedulable 0/3 nodes are available: 3 Insufficient"
+        "queued on the engine: Unschedulable: 0/3 nodes are available: 3 Insufficient"
         " nvidia.com/gpu."
     )
     creating = state(waiting=client.V1ContainerStateWaiting(reason="ContainerCreating"))
@@ -160,6 +160,14 @@ def test_the_engine_state_of_a_run_not_yet_running() -> None:
     assert (
         engine_state(job(), pod("Running", state(running=client.V1ContainerStateRunning()))) is None
     )
+
+
+def test_a_running_pod_is_named_with_its_node() -> None:
+    running = pod("Running", state(running=client.V1ContainerStateRunning()), created=3)
+    running.spec = client.V1PodSpec(containers=[client.V1Container(name="launch0")],
+                                     node_name="gpu-node-7")  # fmt: skip
+    assert running_on(running) == "running on the engine: pod p3 on node gpu-node-7"
+    assert running_on(pod("Pending")) is None
 
 
 def test_the_newest_pod_counts() -> None:
