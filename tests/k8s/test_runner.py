@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from launchctl.store import Store
-from tests.conftest import StartAgent, cli, cli_json, table_counts, wait_for
+from tests.conftest import EXAMPLES, StartAgent, cli, cli_json, table_counts, wait_for
 from tests.k8s.standin import StandIn
 
 IMAGE = "busybox:1.36"
@@ -283,3 +283,15 @@ def test_the_run_rides_out_an_api_server_that_stops_answering_for_a_while(
     standin.down.clear()
     wait_for(lambda: store.runs.state(run_id) == "finished", what="finished once it answers")
     assert cli("logs", run_id, check=True).stdout == "one\ntwo\n"
+
+
+def test_the_example_queue_runs_a_job(standin: StandIn) -> None:
+    cli("secret", "set", "wandb-key", input="k-1", check=True)
+    cli("queue", "create", "k8s", "-r", "kubernetes", "-c", str(EXAMPLES / "queues/k8s.yaml"),
+        check=True)  # fmt: skip
+    run_id = launch("sh -c 'echo mode=$MODE'", "k8s", "-v", "gpus=1")
+    cli("agent", "-q", "k8s", "--burst", check=True)
+    assert cli("logs", run_id, check=True).stdout == "mode=train\n"
+    [job] = standin.created
+    resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["limits"] == {"nvidia.com/gpu": "1"}
