@@ -488,6 +488,7 @@ def deliver(
         done = Delivered(row["id"], kind, "sent", run_id=row["run_id"])
         try:
             done.item_id = _call(server, table, kind, payload)
+            table.sent(row["id"])
         except Unreachable as exc:
             table.unsent(row["id"], str(exc))
             if raise_offline:
@@ -627,7 +628,9 @@ def local_spec(
             spec.pop("git")
     if isinstance(spec.get("docker"), dict) and not spec["docker"].get("docker_image"):
         spec.pop("docker")
-    overrides = spec.get("overrides")
+    overrides = spec.setdefault("overrides", {})
+    if not isinstance(overrides, dict):
+        raise UsageError("the item's overrides must be an object")
     if isinstance(overrides, dict):
         for key in ("artifacts", "files"):
             overrides.pop(key, None)
@@ -648,6 +651,21 @@ def local_spec(
         spec["job"] = f"{queue_entity}/{job}"
     spec["queue"] = rq.local
     return spec, notes
+
+
+def checked_spec(spec: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """A popped spec checked as a local launch's ``-c`` spec is (launch.prepare_spec: its
+    keys, types, entry point, what it runs), so a remote item gets no check a launcher would
+    not. The spec goes through a private file launchctl names: a server's text is never
+    taken for a path."""
+    import tempfile
+
+    from launchctl.launch import LaunchRequest, prepare_spec
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as f:
+        json.dump(spec, f)
+        f.flush()
+        return prepare_spec(LaunchRequest(config=f.name, queue=spec["queue"]), say=notes.append)
 
 
 def check_local_queues(store: Store, queues: list[RemoteQueue]) -> None:
@@ -805,10 +823,15 @@ class RemoteBridge:
             return known["run_id"]
         try:
             queue = store.queues.get(rq.local)
-            spec, notes = local_spec(_spec_of(item.get("runSpec")), rq, str(queue["entity"]))
+            cleaned, notes = local_spec(_spec_of(item.get("runSpec")), rq, str(queue["entity"]))
+            spec = checked_spec(cleaned, notes)
             run = submit(store, spec, say=lambda line: notes.append(line))
-        except (LaunchctlError, Refused) as exc:
+        except Exception as exc:  # refused here (LaunchctlError), or a spec nothing expected
             message = one_line(str(exc), 500)
+            if not isinstance(exc, LaunchctlError):
+                message = one_line(
+                    f"the item's spec could not be read: {type(exc).__name__}: {exc}", 500
+                )
             row = table.add_item(direction="pulled", base_url=base_url, entity=rq.entity,
                                  project=rq.project, queue=rq.queue, item_id=item_id,
                                  agent_id=self.agent_ids.get((rq.entity, rq.project)))  # fmt: skip

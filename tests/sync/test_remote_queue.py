@@ -173,15 +173,27 @@ def test_agent_sync_pushes_local_runs_in_the_background(
 def test_an_item_that_cannot_run_here_is_failed_with_its_stage_and_reason(
     server: WandbStandIn, start_agent: StartAgent, tmp_path: Path
 ) -> None:
-    missing = official_push(server, tmp_path, {**spec_hello(), "job": "no-such-job"})
-    start_agent("--remote-queue", TARGET)
-    item = wait_for(
-        lambda: (i := server.item(missing)) is not None and i.state == "FAILED" and i,
-        what="the item failed",
-    )
-    assert item.error_stage == "agent"
-    assert "no-such-job" in (item.error_message or "")
-    assert item.associated_run_id is None
+    cases = {
+        "no-such-job": {**spec_hello(), "job": "no-such-job"},
+        "list of strings": {**spec_hello(), "overrides": {"args": "--fast"}},
+        "git URL": {"uri": "/etc", "entity": ENTITY, "overrides": {"entry_point": ["ls"]}},
+        "nothing to launch": {"entity": ENTITY},
+        "must be an object": {"job": "hello", "overrides": ["x"]},
+    }
+    items = {words: official_push(server, tmp_path, spec) for words, spec in cases.items()}
+    fine = official_push(server, tmp_path, {"job": "hello"})  # no overrides at all: runs
+    agent = start_agent("--remote-queue", TARGET)
+    for words, item_id in items.items():
+        item = wait_for(
+            lambda i=item_id: (it := server.item(i)) is not None and it.state == "FAILED" and it,
+            what=f"the item failed ({words})",
+        )
+        assert item.error_stage == "agent" and item.associated_run_id is None
+        assert words in (item.error_message or ""), item.error_message
+    ok = wait_for(lambda: (i := server.item(fine)) is not None and i.associated_run_id, what="ok")
+    wait_for(lambda: run_of(ok)["state"] == "finished", what="the good item's run finished")
+    assert [r["id"] for r in cli_json("runs", "list")] == [ok]
+    assert "Traceback" not in agent.output() and "internal error" not in agent.output()
 
 
 def test_a_run_that_fails_before_it_starts_fails_its_item_at_that_stage(
@@ -201,6 +213,22 @@ def test_a_run_that_fails_before_it_starts_fails_its_item_at_that_stage(
     assert run["state"] == "failed" and run["started_at"] is None
     assert item.error_stage == run["stage"] == "agent"
     assert item.error_message and item.error_message == run["reason"].splitlines()[0][:500]
+
+
+def test_a_run_whose_build_fails_fails_its_item_at_stage_build(
+    server: WandbStandIn, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    # A code job on a container queue needs an image built; this agent never builds.
+    cli("queue", "create", "box", "-r", "local-container", check=True)
+    item_id = official_push(server, tmp_path, spec_hello())
+    start_agent("--remote-queue", f"{TARGET}=box", "-c", json.dumps({"builder": {"type": "noop"}}))
+    item = wait_for(
+        lambda: (i := server.item(item_id)) is not None and i.state == "FAILED" and i,
+        what="the item failed",
+    )
+    run = run_of(item.associated_run_id or "")
+    assert item.error_stage == run["stage"] == "build" and run["started_at"] is None
+    assert "build" in (item.error_message or "")
 
 
 def test_admin_keys_and_an_api_key_in_a_popped_spec_never_reach_the_local_run(
@@ -292,7 +320,7 @@ def test_offline_mid_way_the_ack_waits_in_the_outbox_and_local_queues_are_served
         what="the owed ack sent",
     )
     assert item.associated_run_id == run_id
-    wait_for(lambda: all(r["sent_at"] for r in outbox(home)), what="the outbox empty")
+    wait_for(lambda: all((r["sent_at"] or 0) > 0 for r in outbox(home)), what="outbox sent")
     assert server.ops().count("ackRunQueueItem") == 1
 
 
