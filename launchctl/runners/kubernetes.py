@@ -445,7 +445,7 @@ class JobHandle:
             ended = self._pod_ended.is_set()
             pod = self._pod
             try:
-                self._read_log(pod.metadata.name, follow=not ended)
+                self._read_log(pod, follow=not ended)
             except OSError as exc:  # the run's log cannot be written: stop the run
                 with open(self._log_path, "ab") as log:
                     self._log_error = logfile.give_back_space(
@@ -459,11 +459,15 @@ class JobHandle:
                 return
             self._pod_ended.wait(poll_s())
 
-    def _read_log(self, pod: str, *, follow: bool) -> None:
+    def _read_log(self, pod: Any, *, follow: bool) -> None:
         masker = Masker(self._masks)  # the whole stream, from its first byte, masked alike
         skip = self._copied
+        kwargs: dict[str, Any] = {"follow": follow, "_preload_content": False}
+        containers = getattr(getattr(pod, "spec", None), "containers", None) or []
+        if containers:  # the run's own container: a pod with a sidecar needs it named
+            kwargs["container"] = containers[0].name
         response = self.cluster.core.read_namespaced_pod_log(
-            pod, self.namespace, follow=follow, _preload_content=False
+            pod.metadata.name, self.namespace, **kwargs
         )
         with open(self._log_path, "ab", buffering=0) as log:
             fd = log.fileno()

@@ -270,6 +270,7 @@ class StandIn:
         self.workdir = workdir
         self.docker = docker  # a docker-py client: containers run there, images pulled
         self.pulled: list[str] = []
+        self.log_reads: list[dict[str, str]] = []  # the query of each pod log read
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -469,6 +470,12 @@ class _Handler(BaseHTTPRequestHandler):
                         200, {"kind": "PodList", "apiVersion": "v1", "items": items, "metadata": {}}
                     )
             if kind == "pods" and len(parts) == 7 and parts[6] == "log" and method == "GET":
+                s.log_reads.append(query)
+                pod = s.pods.get((ns, parts[5]))
+                names = [c.get("name") for c in pod.spec["containers"]] if pod else []
+                if len(names) > 1 and "container" not in query:  # as the API answers
+                    why = f"a container name must be specified for pod {parts[5]}: {names}"
+                    return self._send(400, _status(400, "BadRequest", why))
                 return self._log(ns, parts[5], query.get("follow") == "true")
             if kind == "secrets":
                 return self._secret(method, ns, parts[5] if len(parts) > 5 else None)

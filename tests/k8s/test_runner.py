@@ -84,6 +84,15 @@ def test_an_image_job_runs_as_a_job_with_its_secret_by_reference(standin: StandI
     wait_for(lambda: not standin.jobs and not standin.secrets, what="Job and Secret deleted")
 
 
+def test_the_log_is_read_from_the_runs_own_container_beside_a_sidecar(standin: StandIn) -> None:
+    sidecar = {"name": "proxy", "image": IMAGE, "command": ["sh", "-c", "echo proxy"]}
+    k8s_queue({"spec": {"template": {"spec": {"containers": [{"name": "main"}, sidecar]}}}})
+    run_id = launch("sh -c 'echo from main'")
+    cli("agent", "-q", "k8s", "--burst", check=True)
+    assert cli("logs", run_id, check=True).stdout == "from main\n"
+    assert standin.log_reads and {q.get("container") for q in standin.log_reads} == {"main"}
+
+
 def test_a_failing_job_fails_the_run_with_its_exit_code(standin: StandIn) -> None:
     k8s_queue({"metadata": {"namespace": "ml"}})
     run_id = launch("sh -c 'echo going down; exit 3'")
