@@ -20,7 +20,9 @@ and noisy:
    act (the image exists, nothing is built), against a warm-cache ``docker build`` of the same
    Dockerfile and a raw ``docker run`` of the built image;
 6. sync: ``launchctl sync`` of 1,000 finished runs (100 with --quick) into a stand-in W&B
-   server, against W&B's own ``wandb sync`` of as many offline runs, per run.
+   server, against W&B's own ``wandb sync`` of as many offline runs, per run;
+7. slurm (``bench_slurm.py``): a run on a ``slurm`` queue -> its batch job's first act,
+   against a raw ``sbatch --wrap`` of the same command (needs ``scripts/services.sh slurm``).
 
 4 and 5 need the Docker engine and the base images that ``scripts/services.sh all`` starts;
 when it cannot, the table says they were skipped and why.
@@ -48,6 +50,7 @@ from pathlib import Path
 from bench_cache_hit import bench_cache_hit
 from bench_container import bench_container_latency
 from bench_dispatch import bench_dispatch
+from bench_slurm import bench_slurm
 from bench_startup import bench_startup
 from bench_sync import bench_sync
 from bench_throughput import bench_throughput
@@ -74,7 +77,8 @@ def parse_args(argv: list[str]) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 100 runs")
     parser.add_argument(
-        "--only", help="run one benchmark: startup, dispatch, throughput, containers, sync"
+        "--only",
+        help="run one benchmark: startup, dispatch, throughput, containers, sync, slurm",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
     args = parser.parse_args(argv)
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     report = Report()
     start = time.perf_counter()
-    for bench in (bench_startup, bench_dispatch, bench_throughput, bench_containers, bench_sync):
+    benches = (bench_startup, bench_dispatch, bench_throughput, bench_containers, bench_sync)
+    for bench in (*benches, bench_slurm):  # bench_slurm: issue 14
         name = bench.__name__.removeprefix("bench_")
         if settings.only and settings.only != name:
             continue

@@ -276,7 +276,8 @@ def _container_lines(launch: Launch, runtime: str, run_id: str) -> list[str]:
     image = launch.image
     missing = (
         f"command -v {runtime} >/dev/null 2>&1 || {{ echo 'launchctl: {runtime} is not installed"
-        f" on node '\"$(hostname)\"': the queue's container runtime is {runtime}'; exit 127; }}"
+        f" on node '\"$(hostname)\"': the container runtime of the queue is {runtime}';"
+        " exit 127; }"
     )
     names = [f"-e {shlex.quote(k)}" for k in sorted(launch.env)]
     if runtime == "docker":
@@ -300,7 +301,9 @@ def _lay_out(launch: Launch, options: dict[str, Any], run_id: str) -> Path:
     """Where the job starts: the working copy, copied under the queue's ``shared_dir``
     (links copied as links, never followed) when it names one."""
     shared = options.get("shared_dir")
-    if launch.image is not None or not shared:
+    if launch.image is not None:
+        return launch.log_path.parent  # the container has its own working directory
+    if not shared:
         return launch.workdir
     root = Path(str(shared))
     if not root.is_absolute() or root.is_symlink() or not root.is_dir():
