@@ -7,7 +7,8 @@ the run's state by ``launchctl.runners.k8s_status``. This module speaks to the A
 - start: the run's Secret (its secret env values, read from launchctl's secret store) and,
   with registry credentials, an image pull Secret, then the Job (a generated name), then
   the Secrets are made the Job's dependents, so the cluster removes them with it;
-- follow: the Job and its Pod read every ``LAUNCHCTL_K8S_POLL_S`` seconds (default 1), the
+- follow: the Job and its Pod read every ``LAUNCHCTL_K8S_POLL_S`` seconds (default 1; five
+  times less often while the Pod's log streams, and at once when that stream ends), the
   Pod's log streamed (``follow``) into the run's log, masked, every byte once;
 - stop: the Job deleted with foreground propagation (its Pod goes first);
 - release (the end is recorded): the Job and the Secrets deleted;
@@ -38,6 +39,9 @@ from launchctl.runners.registry import register
 
 JOB_NOTE = "k8s_job"  # in the run's folder: its Job (namespace, name, uid) and log start
 ENGINE_BACK_S = 300.0  # how long an API server that does not answer is waited for
+# While the pod's log streams, its Job is read this many times less often: the stream's end
+# (the container ended, was preempted or deleted) and a stop wake the reader at once.
+FOLLOWED_FACTOR = 5
 
 
 def poll_s() -> float:
@@ -338,6 +342,8 @@ class JobHandle:
         self._logs: threading.Thread | None = None
         self._done = threading.Event()
         self._wake = on_exit  # the agent's waker
+        self._nudge = threading.Event()  # read the Job now: the log stream ended, a stop
+        self._streaming = False  # the Pod's log is being followed
         self._watcher = threading.Thread(target=self._watch, args=(on_exit,), daemon=True)
         self._watcher.start()
 
@@ -363,6 +369,7 @@ class JobHandle:
                     propagation_policy="Foreground",
                     grace_period_seconds=max(0, round(grace_s)),
                 )
+            self._nudge.set()
 
         threading.Thread(target=stop, daemon=True).start()
 
@@ -431,7 +438,8 @@ class JobHandle:
                 return found
             if self._stopping and job.metadata.deletion_timestamp is not None and not mine:
                 return Exit(code=None, message="stopped: its Job was deleted")
-            time.sleep(poll_s())
+            self._nudge.wait(poll_s() * (FOLLOWED_FACTOR if self._streaming else 1))
+            self._nudge.clear()
 
     def _owned(self, pod: Any) -> bool:
         refs = pod.metadata.owner_references or []
@@ -444,6 +452,7 @@ class JobHandle:
         while True:
             ended = self._pod_ended.is_set()
             pod = self._pod
+            self._streaming = not ended
             try:
                 self._read_log(pod, follow=not ended)
             except OSError as exc:  # the run's log cannot be written: stop the run
@@ -455,6 +464,9 @@ class JobHandle:
                 return
             except Exception:
                 pass  # the stream broke (an API server restart): read again
+            finally:
+                self._streaming = False
+                self._nudge.set()  # the container may have ended: read its Job now
             if ended:
                 return
             self._pod_ended.wait(poll_s())
