@@ -167,6 +167,28 @@ def test_a_restarted_agent_adopts_the_job_by_its_note_and_copies_each_line_once(
     wait_for(lambda: not standin.jobs, what="Job deleted once recorded")
 
 
+def test_without_its_note_a_restarted_agent_finds_the_job_by_its_label(
+    standin: StandIn, store: Store, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    k8s_queue({})
+    go = tmp_path / "go"
+    run_id = launch(f"sh -c 'echo one; while [ ! -f {go} ]; do sleep 0.05; done; echo two'")
+    first = start_agent("-q", "k8s")
+    wait_for(lambda: "one" in cli("logs", run_id).stdout, what="first line")
+    first.signal(signal.SIGKILL)
+    first.wait()
+    note = Path(store.runs.get(run_id)["log_path"]).with_name("k8s_job")
+    note.unlink()  # say, written by nothing: the Job is found by launchctl.run_id
+    go.touch()
+    start_agent("-q", "k8s")
+    wait_for(lambda: store.runs.state(run_id) == "finished", what="adopted run finished")
+    # Without the note nothing says how much of the pod's log the run's log holds: it is
+    # copied again from its start (a line twice rather than a line lost).
+    assert cli("logs", run_id, check=True).stdout == "one\none\ntwo\n"
+    assert len(standin.created) == 1
+    assert ("GET", "/apis/batch/v1/jobs") in standin.requests  # listed by label, everywhere
+
+
 def test_a_run_the_cluster_cannot_schedule_says_so_then_runs(
     standin: StandIn, store: Store, start_agent: StartAgent
 ) -> None:
