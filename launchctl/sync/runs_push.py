@@ -29,7 +29,9 @@ cursor, ``launchctl/store/sync.py``, only after the server acknowledged it):
    wandb are synced by ``wandb sync``, the ``wandb_offline`` step), then ``complete``
    with the exit code (core/internal/filestream/updateexit.go). A server derives the
    state from the exit code (0 finished, else failed), so a run that ended otherwise
-   (killed, crashed) has its state upserted once more after ``complete``.
+   (killed, crashed) has its state upserted once more after ``complete``. Until
+   ``complete`` is acknowledged, the upsert says ``running``: the server never shows a
+   finished run with half its log.
 
 States (``launchctl/states.py`` to W&B's names): running -> running; finished ->
 finished; failed -> failed, or crashed when its agent was lost and its exit code is
@@ -534,10 +536,17 @@ def push(server: WandbServer, store: Store, plan: Plan, tally: _Tally) -> None:
     def record(**fields: Any) -> None:
         cursors.advance(store.db, run_id, plan.base_url, plan.entity, plan.project, **fields)
 
+    # Until ``complete`` is acknowledged the server shows the run running: a reader never
+    # sees a finished run with half its log (a sync cut in the middle included).
+    completing = "complete" in plan.what
     try:
         if "upsert" in plan.what:
-            upsert(server, plan)
-            record(upserted=plan.upsert_fp, remote_url=plan.remote, last_error=None)
+            if completing and plan.variables["state"] != "running":
+                server.graphql(UPSERT_BUCKET, {**plan.variables, "state": "running"})
+                record(upserted=None, remote_url=plan.remote, last_error=None)
+            else:
+                upsert(server, plan)
+                record(upserted=plan.upsert_fp, remote_url=plan.remote, last_error=None)
             tally.done("upsert")
         if "metadata" in plan.what:
             tally.done("metadata", upload_metadata(server, plan))
@@ -554,15 +563,14 @@ def push(server: WandbServer, store: Store, plan: Plan, tally: _Tally) -> None:
             fields["summary"] = plan.summary_fp
             done.append(("summary", len(content)))
         reassert = False
-        if "complete" in plan.what:
+        if completing:
             last.update(complete=True, exitcode=exit_code(plan.run))
             fields["completed"] = 1
             done.append(("complete", 0))
             # The server sets the state from the exit code: say the real one again after.
             implied = "finished" if exit_code(plan.run) == 0 else "failed"
             reassert = plan.variables["state"] != implied
-            if reassert:
-                fields["upserted"] = None
+            fields["upserted"] = None if reassert else plan.upsert_fp
         stream_log(server, plan, record, tally, last=last, fields=fields, done=done)
         if reassert:
             upsert(server, plan)
