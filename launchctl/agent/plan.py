@@ -209,7 +209,7 @@ class Plan:
         if not self.process:  # docker's short name for env: plain values and bare names
             own_env.update(env_from_option(self.resource_args.get("e"), _passed(self)))
         env = process_env(self, own_env, run_as) if self.process else container_env(self, own_env)
-        _, auth = self.registry_settings(secrets)
+        registry, auth = self.registry_settings(secrets)
         return Launch(
             run=self.run,
             entrypoint=list(self.entrypoint),
@@ -221,6 +221,7 @@ class Plan:
             image=self.image,
             cache=self.cache,
             registry_auth=auth,
+            registry=registry,  # issue 14: whose credentials registry_auth are
             agent_id=self.agent.agent_id,
             limits=self.limits,
             on_exit=on_exit,

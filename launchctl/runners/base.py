@@ -39,6 +39,7 @@ class Launch:
     image: str | None = None
     cache: CacheMount | None = None
     registry_auth: dict[str, str] | None = None
+    registry: str | None = None  # the registry (host[:port]) registry_auth is for (issue 14)
     agent_id: str | None = None
     limits: Limits = field(default_factory=Limits)
     on_exit: Callable[[], None] = lambda: None  # wakes the agent when the run ends

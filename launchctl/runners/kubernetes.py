@@ -125,9 +125,18 @@ def _registry_host(image: str) -> str | None:
     return None
 
 
-def _pull_config(image: str, auth: dict[str, str]) -> str:
-    """A ``.dockerconfigjson`` for the image's registry with the queue's credentials."""
-    host = _registry_host(image) or "https://index.docker.io/v1/"
+def pull_registry(launch: Launch) -> str | None:
+    """The registry the run's image comes from, when it is the one the queue's registry
+    credentials are for (they go to no other registry); else None."""
+    if not (launch.registry_auth and launch.image and launch.registry):
+        return None
+    host = _registry_host(launch.image)
+    wanted = launch.registry.split("://", 1)[-1].split("/", 1)[0]
+    return host if host is not None and host == wanted else None
+
+
+def _pull_config(host: str, auth: dict[str, str]) -> str:
+    """A ``.dockerconfigjson`` for ``host`` with the queue's registry credentials."""
     user, password = auth.get("username", ""), auth.get("password", "")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return json.dumps({"auths": {host: {"username": user, "password": password, "auth": token}}})
@@ -167,7 +176,7 @@ class KubernetesRunner:
             secret_env=_secret_env(launch),
             cpus=launch.limits.cpus,
             memory=launch.limits.memory,
-            pull_secret=bool(launch.registry_auth and launch.image),
+            pull_secret=pull_registry(launch) is not None,
             default_namespace=self.cluster.namespace,
         )
         try:
@@ -186,9 +195,10 @@ class KubernetesRunner:
                 name = k8s_manifest.secret_name(run_id)
                 self._put_secret(namespace, name, run_id, {"stringData": env_secret})
                 secrets.append(name)
-            if launch.registry_auth and launch.image:
+            host = pull_registry(launch)
+            if host is not None and launch.registry_auth:
                 name = k8s_manifest.pull_secret_name(run_id)
-                data = {".dockerconfigjson": _pull_config(launch.image, launch.registry_auth)}
+                data = {".dockerconfigjson": _pull_config(host, launch.registry_auth)}
                 self._put_secret(
                     namespace,
                     name,

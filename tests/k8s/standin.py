@@ -271,6 +271,7 @@ class StandIn:
         self.docker = docker  # a docker-py client: containers run there, images pulled
         self.pulled: list[str] = []
         self.log_reads: list[dict[str, str]] = []  # the query of each pod log read
+        self.created_secrets: list[dict[str, Any]] = []  # every Secret as it was sent
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -492,6 +493,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._send(409, _status(409, "AlreadyExists", "secret exists"))
                 body["metadata"].update(namespace=ns, uid=str(uuid.uuid4()))
                 s.secrets[key] = body
+                s.created_secrets.append(json.loads(json.dumps(body)))
                 return self._send(201, body)
             assert name is not None
             if method in ("PATCH", "GET", "DELETE") and (ns, name) not in s.secrets:

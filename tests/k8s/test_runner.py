@@ -326,3 +326,33 @@ def test_the_example_queue_runs_a_job(standin: StandIn) -> None:
     [job] = standin.created
     resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]
     assert resources["limits"] == {"nvidia.com/gpu": "1"}
+
+
+def test_registry_credentials_become_a_pull_secret_for_that_registry_only(
+    standin: StandIn,
+) -> None:
+    cli("secret", "set", "reg-pass", input="p4ss-word", check=True)
+    registry = {"url": "registry.lab:5000", "username": "bot", "password": {"secret": "reg-pass"}}
+    k8s_queue({"registry": registry, "resource_args": {"kubernetes": {}}})
+    ours = cli(
+        "launch", "-q", "k8s", "-d", "registry.lab:5000/team/train:1", "-E", "true", check=True
+    ).stdout.strip()
+    cli("agent", "-q", "k8s", "--burst", check=True)
+    assert cli_json("runs", "show", ours)["state"] == "finished"
+    [job] = standin.created
+    pull = f"launchctl-run-{ours}-pull"
+    assert job["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": pull}]
+    assert "p4ss-word" not in json.dumps(job)
+    # An image from another registry gets no pull Secret: the credentials go nowhere else.
+    other = launch("true")
+    cli("agent", "-q", "k8s", "--burst", check=True)
+    assert cli_json("runs", "show", other)["state"] == "finished"
+    assert "imagePullSecrets" not in standin.created[1]["spec"]["template"]["spec"]
+    [secret] = standin.created_secrets
+    assert (secret["metadata"]["name"], secret["type"]) == (pull, "kubernetes.io/dockerconfigjson")
+    auths = json.loads(secret["stringData"][".dockerconfigjson"])["auths"]
+    assert list(auths) == ["registry.lab:5000"]
+    assert (auths["registry.lab:5000"]["username"], auths["registry.lab:5000"]["password"]) == (
+        "bot",
+        "p4ss-word",
+    )
