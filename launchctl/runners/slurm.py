@@ -39,6 +39,7 @@ from launchctl.runners.slurm_options import OPTIONS, OptionError, config_problem
 SCRIPT = "slurm.sh"  # the batch script, in the run's folder
 JOB_FILE = "slurm_job"  # the Slurm job id, in the run's folder: adoption reads it
 EXIT_FILE = "slurm_exit"  # the command's exit code, written by the script on the node
+COPY_FILE = "slurm_copy"  # where the code was copied under shared_dir (removed at the end)
 POLL_S = 1.0
 COMMAND_S = 30.0  # an sbatch/scontrol/scancel that takes longer: the controller is down
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -149,7 +150,11 @@ class SlurmJob:
     """A submitted run, followed by a thread that asks slurmctld every ``POLL_S``."""
 
     def __init__(
-        self, job_id: str, log_path: Path, on_exit: Callable[[], None], restarts: int = 0
+        self,
+        job_id: str,
+        log_path: Path,
+        on_exit: Callable[[], None],
+        copy: Path | None = None,
     ) -> None:
         self.job_id = job_id
         self.pid: int | None = None
@@ -157,7 +162,11 @@ class SlurmJob:
         self.container_id = f"Slurm job {job_id}"  # the start event's message
         self._log = log_path
         self._on_exit = on_exit
-        self._restarts = restarts
+        # A job launchctl submitted is never requeued by Slurm without being cancelled (the
+        # run is requeued by launchctl instead): any restart, even one that happened while
+        # no agent watched, is a preemption.
+        self._restarts = 0
+        self._copy = copy  # the code's copy under shared_dir, removed once the run ended
         self._stopping = False
         self._exit: Exit | None = None
         self._state: str | None = None
@@ -237,6 +246,8 @@ class SlurmJob:
 
     def release(self) -> None:
         self._done.set()
+        if self._copy is not None:  # rmtree removes links, never follows them
+            shutil.rmtree(self._copy, ignore_errors=True)
 
 
 def _noted_exit(folder: Path, job_id: str) -> Exit:
@@ -314,6 +325,7 @@ def _lay_out(launch: Launch, options: dict[str, Any], run_id: str) -> Path:
     except ValueError:
         inner = Path()
     target = root / run_id
+    (launch.log_path.parent / COPY_FILE).write_text(f"{target}\n")
     try:
         if target.is_symlink():
             target.unlink()
@@ -326,6 +338,15 @@ def _lay_out(launch: Launch, options: dict[str, Any], run_id: str) -> Path:
             f"slurm: cannot lay out the code in {target}: {exc.strerror or exc}", stage="agent"
         ) from None
     return target / "code" / inner
+
+
+def _copy_of(folder: Path) -> Path | None:
+    """The code's copy under shared_dir this run's start made (its path kept in its folder)."""
+    try:
+        text = (folder / COPY_FILE).read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text.startswith("/") else None
 
 
 def _check_config(config: dict[str, Any]) -> str | None:
@@ -352,6 +373,8 @@ class SlurmRunner:
         except OptionError as exc:
             raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
         folder = launch.log_path.parent
+        with contextlib.suppress(FileNotFoundError):  # an earlier attempt's
+            (folder / COPY_FILE).unlink()
         chdir = _lay_out(launch, options, run_id)
         script = folder / SCRIPT
         with contextlib.suppress(FileNotFoundError):
@@ -396,7 +419,8 @@ class SlurmRunner:
         if not job_id.isdigit():
             raise RunnerError(f"sbatch gave no job id: {_first(done.stdout)}")
         (folder / JOB_FILE).write_text(job_id + "\n")
-        return SlurmJob(job_id, launch.log_path, launch.on_exit)
+        copy = _copy_of(folder)
+        return SlurmJob(job_id, launch.log_path, launch.on_exit, copy)
 
     def adopt(
         self,
@@ -422,7 +446,7 @@ class SlurmRunner:
             return _noted_exit(folder, job_id) if (folder / EXIT_FILE).exists() else None
         if info.get("Comment") not in (f"launchctl:{run_id}", None):
             return None  # another job got that id (a cluster that was reset)
-        return SlurmJob(job_id, log_path, on_exit, int(info.get("Restarts", "0") or 0))
+        return SlurmJob(job_id, log_path, on_exit, _copy_of(folder))
 
 
 def _by_comment(run_id: str) -> str | None:

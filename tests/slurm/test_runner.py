@@ -78,6 +78,20 @@ def test_a_code_job_runs_as_a_batch_job_from_the_shared_folder_and_its_log_follo
     assert f"Slurm job {job}" in said  # the start event names the Slurm job
     assert any(m.startswith(f"queued on the engine: Slurm job {job} PENDING") for m in said)
     assert _job_state(job) == "COMPLETED"
+    wait_for(lambda: not (slurm / run_id).exists(), what="the shared copy removed at the end")
+
+
+def test_max_jobs_counts_submitted_jobs_queued_or_running_on_slurm(
+    slurm: Path, store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    _queue(slurm)
+    code = _code(tmp_path, "import time\nprint('up', flush=True)\ntime.sleep(300)\n")
+    first, second = _launch(code), _launch(code)
+    start_agent("-q", "hpc", "-j", "1")
+    wait_for(lambda: "up" in cli("logs", first).stdout, timeout=60, what="the first job")
+    assert store.runs.state(second) == "queued" and jobs_of({second}) == []
+    cli("runs", "cancel", first, check=True)
+    wait_for(lambda: jobs_of({second}), timeout=60, what="the second job submitted")
 
 
 def test_a_failing_job_fails_with_its_exit_code(
