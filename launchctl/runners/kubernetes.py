@@ -441,6 +441,8 @@ class JobHandle:
                 self._state = state
                 self._wake()  # the agent notes the engine's word on the run
             found = k8s_status.job_exit(job, pod)
+            if found is not None and "ImagePullBackOff" in (found.message or ""):
+                found.message = f"{found.message}{_pull_hint(pod)}"
             if found is not None:
                 if self._logs is None and pod is not None and _has_started(pod):
                     self._logs = threading.Thread(target=self._copy_logs, daemon=True)
@@ -510,6 +512,19 @@ class JobHandle:
             finally:
                 with contextlib.suppress(Exception):
                     response.release_conn()
+
+
+def _pull_hint(pod: Any) -> str:
+    """What to do about an image the cluster cannot pull that names no registry: an image the
+    agent built is on the agent's machine only, unless the queue names a registry."""
+    containers = getattr(getattr(pod, "spec", None), "containers", None) or []
+    image = str(containers[0].image or "") if containers else ""
+    if not image.startswith("launchctl/"):
+        return ""
+    return (
+        f" ({image} was built by the agent and pushed nowhere: give the queue a registry its"
+        " cluster can pull from, e.g. registry: REGISTRY_HOST:5000)"
+    )
 
 
 def _has_started(pod: Any) -> bool:

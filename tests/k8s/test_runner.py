@@ -356,3 +356,18 @@ def test_registry_credentials_become_a_pull_secret_for_that_registry_only(
         "bot",
         "p4ss-word",
     )
+
+
+def test_an_image_built_and_pushed_nowhere_fails_saying_to_name_a_registry(
+    standin: StandIn,
+) -> None:
+    """Seen from the cluster: a pod whose image (named as the builder names them, no
+    registry) cannot be pulled."""
+    standin.fail_image = "launchctl/"
+    k8s_queue({})
+    run_id = cli(
+        "launch", "-q", "k8s", "-d", "launchctl/trainer:0123abcd", "-E", "true", check=True
+    ).stdout.strip()
+    cli("agent", "-q", "k8s", "--burst", check=True)
+    reason = cli_json("runs", "show", run_id)["reason"]
+    assert "ImagePullBackOff" in reason and "give the queue a registry" in reason
