@@ -21,6 +21,10 @@ blocks are output or illustration and are not run. The rules a block is run by:
   the next line runs once it has printed its first line.
   ``refused PREFIX``: the line ``launchctl PREFIX...`` must be refused (exit 1, one
   line on stderr).
+  ``wandb-server [ENTITY/PROJECT/QUEUE ...]``: a stand-in W&B server
+  (tests/sync/standin, a stand-in: not W&B's own server) runs for the block, holding
+  those run queues; ``http://wandb.lab:8080`` in the block is its address and
+  ``WANDB_API_KEY`` its user's key.
 - A ```console block right after a ```bash block (only prose between) goes on with it:
   its ``$ `` commands run in the same home, and are compared loosely with the output
   shown: a refusal shown (``launchctl: error: ...``) must be that exact line, exit 1;
@@ -29,6 +33,7 @@ blocks are output or illustration and are not run. The rules a block is run by:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -37,13 +42,14 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 ANNOTATION = re.compile(r"^<!--\s*readme-test:\s*(.*?)\s*-->$")
-DIRECTIVE = re.compile(r"^(skip|lines|copy|background|refused)\b\s*(.*)$")
+DIRECTIVE = re.compile(r"^(skip|lines|copy|background|refused|wandb-server)\b\s*(.*)$")
 
 
 @dataclass
@@ -138,8 +144,12 @@ def matches(line: str, prefixes: list[str]) -> bool:
     return False
 
 
-def script_for(block: Block, out: Path) -> str:
-    body = block.body
+# The W&B server the README's examples name; a ``wandb-server`` block gets a stand-in there.
+README_WANDB_URL = "http://wandb.lab:8080"
+
+
+def script_for(block: Block, out: Path, wandb_url: str = README_WANDB_URL) -> str:
+    body = [raw.replace(README_WANDB_URL, wandb_url) for raw in block.body]
     for spec in block.get("lines"):
         first, _, last = spec.split()[0].partition("-")
         body = body[int(first) - 1 : int(last or first)]
@@ -261,15 +271,17 @@ def test_a_console_block_is_compared_with_the_output_shown(tmp_path: Path) -> No
 
 
 def run_block(
-    block: Block, out: Path, cwd: Path, timeout: float = 120
+    block: Block, out: Path, cwd: Path, timeout: float = 120, wandb: Any = None
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
+    if wandb is not None:
+        env.update(wandb.env())
     env["PATH"] = f"{shim_dir(out / 'bin')}{os.pathsep}{env['PATH']}"
     env["KEY"] = "readme-test-secret"
     env["LAUNCHCTL_GPU_DISCOVERY"] = "off"
     env["PYTHONUNBUFFERED"] = "1"  # a background command's lines reach its log as at a terminal
     script = out / "block.sh"
-    script.write_text(script_for(block, out))
+    script.write_text(script_for(block, out, wandb.url if wandb is not None else README_WANDB_URL))
     return subprocess.run(
         ["bash", str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -287,7 +299,16 @@ def test_readme_block(block: Block, request: pytest.FixtureRequest, tmp_path: Pa
         cwd = copy_tree(tmp_path / "tree")
     out = tmp_path / "out"
     out.mkdir()
-    proc = run_block(block, out, cwd)
+    with contextlib.ExitStack() as stack:
+        wandb = None
+        if block.get("wandb-server"):
+            from tests.sync.standin import WandbStandIn
+
+            wandb = WandbStandIn().start()
+            stack.callback(wandb.stop)
+            for queue in block.get("wandb-server")[0].split():
+                wandb.add_queue(*queue.split("/"))
+        proc = run_block(block, out, cwd, wandb=wandb)
     assert proc.returncode == 0, (
         f"README.md:{block.line} failed (exit {proc.returncode})\n"
         f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
