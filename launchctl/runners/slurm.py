@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from launchctl.errors import RunnerError
+from launchctl.masking import Masker
 from launchctl.runners.base import Exit, Launch
 from launchctl.runners.registry import register
 from launchctl.runners.slurm_options import OPTIONS, OptionError, config_problem, sbatch_args
 
 SCRIPT = "slurm.sh"  # the batch script, in the run's folder
+RAW_FILE = "slurm.out"  # a run with secrets: Slurm's output, before it is masked into the log
 JOB_FILE = "slurm_job"  # the Slurm job id, in the run's folder: adoption reads it
 EXIT_FILE = "slurm_exit"  # the command's exit code, written by the script on the node
 COPY_FILE = "slurm_copy"  # where the code was copied under shared_dir (removed at the end)
@@ -155,6 +157,7 @@ class SlurmJob:
         log_path: Path,
         on_exit: Callable[[], None],
         copy: Path | None = None,
+        masks: Sequence[str] = (),
     ) -> None:
         self.job_id = job_id
         self.pid: int | None = None
@@ -167,6 +170,10 @@ class SlurmJob:
         # no agent watched, is a preemption.
         self._restarts = 0
         self._copy = copy  # the code's copy under shared_dir, removed once the run ended
+        # A run with secrets: Slurm writes its output to RAW_FILE, copied here into its log,
+        # masked (a run without writes its log directly).
+        self._raw = log_path.parent / RAW_FILE if masks else None
+        self._masks = list(masks)
         self._stopping = False
         self._exit: Exit | None = None
         self._state: str | None = None
@@ -181,6 +188,8 @@ class SlurmJob:
             try:
                 result = self._check()
                 failures = 0
+                with contextlib.suppress(OSError):  # a full disk: the next pass tries again
+                    self._copy_output(final=result is not None)
             except RunnerError as exc:
                 failures += 1  # a controller restarting: keep asking, say so after a while
                 result = None
@@ -198,6 +207,7 @@ class SlurmJob:
         info = job_info(self.job_id)
         if info is None:  # past MinJobAge: only the script's own note is left
             return _noted_exit(self._log.parent, self.job_id)
+        output = self._raw or self._log
         state = info.get("JobState", "UNKNOWN")
         restarts = int(info.get("Restarts", "0") or 0)
         seen_running = self._state in GOING
@@ -228,7 +238,35 @@ class SlurmJob:
                 )
                 self._on_exit()
             return None
-        return ended(self.job_id, info, self._log, self._stopping)
+        return ended(self.job_id, info, output, self._stopping)
+
+    def _copy_output(self, *, final: bool) -> None:
+        """The new whole lines of the raw output (all of it at the end) into the log, masked;
+        how far it got is kept beside it, so an adopting agent goes on from there."""
+        if self._raw is None:
+            return
+        mark = self._raw.with_name(RAW_FILE + ".copied")
+        try:
+            done = int(mark.read_text().strip() or 0)
+        except (OSError, ValueError):
+            done = 0
+        try:
+            fd = os.open(self._raw, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        with os.fdopen(fd, "rb") as fh:
+            fh.seek(done)
+            data = fh.read()
+        if not final:
+            data = data[: data.rfind(b"\n") + 1]
+        if not data:
+            return
+        masker = Masker(self._masks)
+        text = masker.feed(data) + masker.flush()
+        out = os.open(self._log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(out, "ab") as log:
+            log.write(text)
+        mark.write_text(f"{done + len(data)}\n")
 
     def engine_state(self) -> str | None:
         return self._said
@@ -246,6 +284,10 @@ class SlurmJob:
 
     def release(self) -> None:
         self._done.set()
+        if self._raw is not None and self._exit is not None:  # copied, masked, to its end
+            for path in (self._raw, self._raw.with_name(RAW_FILE + ".copied")):
+                with contextlib.suppress(OSError):
+                    path.unlink()  # the unmasked output is not kept
         if self._copy is not None:  # rmtree removes links, never follows them
             shutil.rmtree(self._copy, ignore_errors=True)
 
@@ -361,20 +403,19 @@ class SlurmRunner:
         run_id = _check_run_id(str(launch.run["id"]))
         if not launch.command and launch.image is None:
             raise RunnerError("the run has no command to execute", stage="agent")
-        if launch.secrets:
-            raise RunnerError(
-                "slurm runs cannot use secrets yet: Slurm writes the job's output straight"
-                " to its log, where they could not be masked",
-                stage="agent",
-            )
         options = dict(launch.resource_args)
         try:
             args = sbatch_args(options, launch.limits)
         except OptionError as exc:
             raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
         folder = launch.log_path.parent
-        with contextlib.suppress(FileNotFoundError):  # an earlier attempt's
-            (folder / COPY_FILE).unlink()
+        for stale in (COPY_FILE, RAW_FILE, RAW_FILE + ".copied"):  # an earlier attempt's
+            with contextlib.suppress(FileNotFoundError):
+                (folder / stale).unlink()
+        output = launch.log_path
+        if launch.secrets:  # Slurm writes here (private), the agent masks it into the log
+            output = folder / RAW_FILE
+            os.close(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         chdir = _lay_out(launch, options, run_id)
         script = folder / SCRIPT
         with contextlib.suppress(FileNotFoundError):
@@ -392,7 +433,7 @@ class SlurmRunner:
             "--parsable",
             f"--job-name=launchctl-{run_id}",
             f"--comment=launchctl:{run_id}",
-            f"--output={launch.log_path}",
+            f"--output={output}",
             "--open-mode=append",
             f"--chdir={chdir}",
             "--export=ALL",
@@ -420,7 +461,7 @@ class SlurmRunner:
             raise RunnerError(f"sbatch gave no job id: {_first(done.stdout)}")
         (folder / JOB_FILE).write_text(job_id + "\n")
         copy = _copy_of(folder)
-        return SlurmJob(job_id, launch.log_path, launch.on_exit, copy)
+        return SlurmJob(job_id, launch.log_path, launch.on_exit, copy, launch.secrets)
 
     def adopt(
         self,
@@ -446,7 +487,8 @@ class SlurmRunner:
             return _noted_exit(folder, job_id) if (folder / EXIT_FILE).exists() else None
         if info.get("Comment") not in (f"launchctl:{run_id}", None):
             return None  # another job got that id (a cluster that was reset)
-        return SlurmJob(job_id, log_path, on_exit, _copy_of(folder))
+        masks = secrets if (folder / RAW_FILE).exists() else ()
+        return SlurmJob(job_id, log_path, on_exit, _copy_of(folder), masks)
 
 
 def _by_comment(run_id: str) -> str | None:

@@ -5,6 +5,7 @@ resumed with the same run id, and an agent SIGKILLed while its jobs run, then re
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -251,3 +252,33 @@ def test_a_runtime_missing_on_the_node_fails_the_run_in_one_line(
     _wait_state(store, run_id, "failed")
     reason = cli_json("runs", "show", run_id)["reason"]
     assert reason.startswith("apptainer is not installed on node ") and "\n" not in reason
+
+
+def test_a_secret_reaches_the_job_and_is_masked_in_its_log(
+    slurm: Path, store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """Slurm writes the job's output to a private file; the agent copies it into the run's
+    log with the secret masked, line by line, as it grows and to the end."""
+    value = "s3cr3t-" + os.urandom(8).hex()
+    assert cli("secret", "set", "api-key", input=value).returncode == 0
+    env = {"API_KEY": {"secret": "api-key"}}
+    _queue(slurm, env=env)
+    seen = tmp_path / "seen"
+    body = (
+        "import os, time\n"
+        "key = os.environ['API_KEY']\n"
+        f"open({str(seen)!r}, 'w').write(key)\n"
+        "print('key:', key, flush=True)\n"
+        "time.sleep(1)\n"
+        "print('again', key, 'last line')\n"
+    )
+    run_id = _launch(_code(tmp_path, body))
+    start_agent("-q", "hpc")
+    _wait_state(store, run_id, "finished")
+    assert seen.read_text() == value  # the job got the real value
+    log = cli("logs", run_id, check=True).stdout
+    assert "key: ***\n" in log and log.endswith("again *** last line\n")
+    assert value not in log
+    folder = store.root / "runs" / run_id
+    wait_for(lambda: not (folder / "slurm.out").exists(), what="the unmasked output removed")
+    assert not any(value.encode() in p.read_bytes() for p in folder.iterdir() if p.is_file())
