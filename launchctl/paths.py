@@ -19,6 +19,9 @@ ENV_HOME = "LAUNCHCTL_HOME"
 ENV_UMASK = "LAUNCHCTL_UMASK"
 DEFAULT_UMASK = 0o077
 SECRETS_DIR = "secrets"
+# In a run's folder: a container run's WANDB_DIR on the host, when it asked for W&B's
+# offline mode (agent/plan.py), so its ``wandb/offline-run-*`` outlive the container.
+RUN_WANDB_DIR = "wandb-dir"
 
 # The umask the process had before ``apply_umask``: the one runs are started with.
 _user_umask: int | None = None

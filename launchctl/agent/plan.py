@@ -30,7 +30,7 @@ from launchctl.errors import LaunchctlError, RunnerError
 from launchctl.guardrails import Limits
 from launchctl.resolve import HostPath, Resolved, render
 from launchctl.runenv import env_from_option, run_environment
-from launchctl.runners.base import CacheMount, Launch
+from launchctl.runners.base import WANDB_DIR_MOUNT, CacheMount, Launch
 from launchctl.secrets import is_secret_ref, secret_refs
 
 if TYPE_CHECKING:
@@ -209,6 +209,9 @@ class Plan:
         if not self.process:  # docker's short name for env: plain values and bare names
             own_env.update(env_from_option(self.resource_args.get("e"), _passed(self)))
         env = process_env(self, own_env, run_as) if self.process else container_env(self, own_env)
+        wandb_dir = self.wandb_dir(env)
+        if wandb_dir is not None:
+            env["WANDB_DIR"] = WANDB_DIR_MOUNT
         registry, auth = self.registry_settings(secrets)
         return Launch(
             run=self.run,
@@ -228,7 +231,21 @@ class Plan:
             devices=gpus.launch_devices(self.run),
             secrets=self.masks(secrets),
             run_as=run_as if self.process else None,
+            wandb_dir=wandb_dir,
         )
+
+    def wandb_dir(self, env: dict[str, str]) -> Path | None:
+        """The host folder for a container run's W&B offline files, when the run asked for
+        W&B's offline mode (``WANDB_MODE`` offline or dryrun in its env) and chose no
+        ``WANDB_DIR`` of its own: ``<run folder>/wandb-dir``, in the run's own folder
+        (the agent's, never the job's files), mounted at ``WANDB_DIR_MOUNT``."""
+        if self.process or self.run["resource"] != "local-container":
+            return None
+        if env.get("WANDB_MODE", "").strip().lower() not in ("offline", "dryrun"):
+            return None
+        if "WANDB_DIR" in env:
+            return None
+        return self.folder / paths.RUN_WANDB_DIR
 
 
 def log_path(home: Path, run_id: str) -> Path:

@@ -13,7 +13,10 @@ from launchctl.guardrails import Limits
 if TYPE_CHECKING:
     from launchctl.runas import RunAs
 
-__all__ = ["CacheMount", "Exit", "Handle", "Launch", "Runner", "RunnerError"]
+__all__ = ["WANDB_DIR_MOUNT", "CacheMount", "Exit", "Handle", "Launch", "Runner", "RunnerError"]
+
+# Where a container run's W&B offline files go inside the container (its WANDB_DIR).
+WANDB_DIR_MOUNT = "/launchctl-wandb"
 
 
 @dataclass
@@ -49,6 +52,10 @@ class Launch:
     secrets: list[str] = field(default_factory=list, repr=False)
     # The Unix user a local-process run runs as (its queue's run_as); None: the agent's.
     run_as: RunAs | None = None
+    # A container run that asked for W&B's offline mode: the host folder (in the run's own
+    # folder, never the job's files) mounted at WANDB_DIR_MOUNT, its WANDB_DIR, so the
+    # ``wandb/offline-run-*`` folders it writes outlive the container (``launchctl sync``).
+    wandb_dir: Path | None = None
 
     @property
     def command(self) -> list[str]:

@@ -9,7 +9,9 @@ only where it is used: ``queue create`` reads ``OPTIONS``.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ from launchctl.errors import RunnerError
 from launchctl.masking import Masker
 from launchctl.runenv import env_from_option
 from launchctl.runners import logfile
-from launchctl.runners.base import CacheMount, Exit, Launch
+from launchctl.runners.base import WANDB_DIR_MOUNT, CacheMount, Exit, Launch
 from launchctl.runners.registry import register
 
 LABEL_RUN = "launchctl.run_id"
@@ -361,7 +363,25 @@ def container_options(launch: Launch) -> dict[str, Any]:
         from docker.types import Mount
 
         opts["mounts"] = [Mount(launch.cache.target, launch.cache.source, type=launch.cache.kind)]
+    if launch.wandb_dir is not None:
+        from docker.types import Mount
+
+        opts.setdefault("mounts", []).append(
+            Mount(WANDB_DIR_MOUNT, str(wandb_dir_for(launch.wandb_dir)), type="bind")
+        )
     return opts
+
+
+def wandb_dir_for(path: Path) -> Path:
+    """Make the run's W&B folder (in the run's own folder): writable by whichever user the
+    image runs as (the store's home above it stays private), and never a link."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise RunnerError(f"{path} is not a folder: cannot keep the run's W&B files", stage="agent")
+    os.chmod(path, 0o777)
+    return path
 
 
 # Exit codes of a container stopped from outside: SIGKILL (docker kill, the engine's

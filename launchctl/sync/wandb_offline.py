@@ -137,15 +137,25 @@ def owed_folders(
 
 
 def _folders_of(home: Path, run: dict[str, Any], skipped: list[str]) -> Iterator[Folder]:
+    """The run's offline folders: in ``<working copy>/wandb`` (a local-process run's
+    client writes there) and in ``<run folder>/wandb-dir/wandb`` (a container run that
+    asked for offline mode gets that folder as its WANDB_DIR: agent/plan.py)."""
     run_id = str(run["id"])
-    workdir = run.get("workdir")
-    if not workdir:
-        return
     run_dir = paths.run_dir(run_id, home)
-    rel = _inside(Path(str(workdir)), run_dir)
-    if rel is None:  # recorded outside the run's folder: not the run's own area
-        return
-    parts = [*rel.parts, WANDB_FOLDER]
+    places = []
+    workdir = run.get("workdir")
+    rel = _inside(Path(str(workdir)), run_dir) if workdir else None
+    if rel is not None:  # else recorded outside the run's folder: not the run's own area
+        places.append([*rel.parts, WANDB_FOLDER])
+    places.append([paths.RUN_WANDB_DIR, WANDB_FOLDER])
+    for parts in places:
+        yield from _folders_in(run, run_dir, parts, skipped)
+
+
+def _folders_in(
+    run: dict[str, Any], run_dir: Path, parts: list[str], skipped: list[str]
+) -> Iterator[Folder]:
+    run_id = str(run["id"])
     try:
         with _open_chain(run_dir, parts) as wandb_fd:
             for entry in sorted(os.scandir(wandb_fd), key=lambda e: e.name):

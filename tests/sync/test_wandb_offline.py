@@ -232,3 +232,65 @@ def test_without_the_wandb_package_the_folders_wait_and_one_line_says_why(
     assert proc.returncode == 0, proc.stderr
     path = f"{offline_run['entity']}/{offline_run['project']}/{offline_run['id']}"
     assert len(list(_api(wandb_server).run(path).scan_history())) == 5
+
+
+# -- a container run's offline folders ---------------------------------------------------
+
+
+def test_a_container_run_that_asked_for_offline_mode_keeps_its_wandb_folders_for_sync(
+    tmp_path: Path, docker: Any, wandb_server: WandbStandIn
+) -> None:
+    """A local-container run that asks for WANDB_MODE=offline gets a WANDB_DIR whose files
+    outlive the container (a folder of the run's own, mounted at /launchctl-wandb: no host
+    path into the store is shown to it), and launchctl sync uploads them. The image's
+    Python gets this machine's wandb package through a read-only volume (the test image
+    has no wandb of its own)."""
+    import wandb
+
+    from tests.conftest import PYTHON_IMAGE
+
+    site = str(Path(wandb.__file__).resolve().parent.parent)
+    job = tmp_path / "job"
+    make_script(job, "train.py", TRAIN + 'print("dir:", os.environ.get("WANDB_DIR"))\n')
+    config = {
+        "resource_args": {
+            "local-container": {
+                "env": {"WANDB_MODE": "offline", "PYTHONPATH": "/site", **_quiet_wandb()},
+                "volume": [f"{site}:/site:ro", f"{job}:/job:ro"],
+            }
+        }
+    }
+    cli("queue", "create", "box", "-r", "local-container", "-c", json.dumps(config), check=True)
+    run_id = cli(
+        "launch", "-q", "box", "-d", PYTHON_IMAGE, "-E", "python3 /job/train.py", check=True
+    ).stdout.strip()
+    cli("agent", "-q", "box", "--burst", check=True, timeout=180)
+    run = cli_json("runs", "show", run_id)
+    log = _log(run)
+    assert run["state"] == "finished", log
+    assert f"mode: offline id: {run_id}" in log
+    assert "dir: /launchctl-wandb" in log
+    assert str(Path(run["log_path"]).parent) not in log  # no host path into the store
+    status = cli("sync", "status", env=wandb_server.env(), check=True).stdout
+    assert "offline-run-" in status
+    proc = _sync(wandb_server)
+    assert proc.returncode == 0, proc.stderr
+    remote = _api(wandb_server).run(f"{run['entity']}/{run['project']}/{run_id}")
+    assert [row["loss"] for row in remote.scan_history()] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+    assert remote.summary["best_acc"] == 0.4
+
+
+def test_a_container_run_gets_no_wandb_dir_unless_it_asked_for_offline_mode(
+    tmp_path: Path, docker: Any
+) -> None:
+    from tests.conftest import BUSYBOX
+
+    cli("queue", "create", "box", "-r", "local-container", check=True)
+    run_id = cli(
+        "launch", "-q", "box", "-d", BUSYBOX, "-E", "sh -c 'echo dir=${WANDB_DIR:-none}'",
+        check=True,
+    ).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "box", "--burst", check=True, timeout=120)
+    run = cli_json("runs", "show", run_id)
+    assert "dir=none" in _log(run)
+    assert not (Path(run["log_path"]).parent / "wandb-dir").exists()
