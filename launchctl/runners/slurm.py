@@ -27,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,38 @@ def ended(job_id: str, info: dict[str, str], log: Path, stopping: bool) -> Exit:
     return Exit(code=None if code == 0 else code, message=why)
 
 
+class Board:
+    """One ``squeue`` for every job this agent follows, at most once per ``POLL_S``: an agent
+    with hundreds of jobs asks slurmctld once a second, not once per job a second. Only the
+    state, the reason and the node: ``scontrol show job`` is asked for the rest (exit code,
+    restarts) once a job looks ended, or changed in a way squeue cannot tell."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = -POLL_S
+        self._rows: dict[str, dict[str, str]] = {}
+
+    def get(self, job_id: str) -> dict[str, str] | None:
+        with self._lock:
+            if time.monotonic() - self._at >= POLL_S * 0.9:
+                fmt = "%i|%T|%r|%N"
+                done = _slurm("squeue", "-h", "-t", "all", "-u", str(os.getuid()), "-o", fmt)
+                if done.returncode != 0:
+                    raise RunnerError(f"squeue: {_first(done.stderr)}")
+                rows: dict[str, dict[str, str]] = {}
+                for line in done.stdout.splitlines():
+                    parts = [part.strip() for part in line.split("|")]
+                    if len(parts) == 4:
+                        keys = ("JobState", "Reason", "NodeList")
+                        rows[parts[0]] = dict(zip(keys, parts[1:], strict=True))
+                self._rows = rows
+                self._at = time.monotonic()
+            return self._rows.get(job_id)
+
+
+BOARD = Board()
+
+
 class SlurmJob:
     """A submitted run, followed by a thread that asks slurmctld every ``POLL_S``."""
 
@@ -204,7 +237,13 @@ class SlurmJob:
             self._done.wait(POLL_S)
 
     def _check(self) -> Exit | None:
-        info = job_info(self.job_id)
+        info: dict[str, str] | None = None
+        if self._state in WAITING | GOING:  # the cheap look, shared by all this agent's jobs
+            row = BOARD.get(self.job_id)
+            if row is not None and row["JobState"] in WAITING | GOING:
+                info = row
+        if info is None:  # the first look, and whenever it may have ended: all of it
+            info = job_info(self.job_id)
         if info is None:  # past MinJobAge: only the script's own note is left
             return _noted_exit(self._log.parent, self.job_id)
         output = self._raw or self._log
