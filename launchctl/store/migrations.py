@@ -431,6 +431,61 @@ def m009_sync(db: Database) -> None:
     )
 
 
+@step
+def m010_sweeps(db: Database) -> None:
+    """Sweeps on queues (issue 15).
+
+    ``sweeps``: one row per sweep: its W&B sweep config as given (without the
+    ``scheduler`` and ``launch`` blocks, which are kept apart as W&B hands them to its
+    scheduler), the queue its trials go to, ``num_workers`` and ``run_cap``, the metric,
+    its state (running, paused, finished, stopped, cancelled, failed) and why, and which
+    agent schedules it now (``scheduler_agent`` holds it until ``scheduler_lease``), so
+    two agents never both schedule one sweep, and a killed scheduler's sweep is taken
+    up again.
+
+    ``sweep_trials``: one row per trial, numbered in the order the search proposed them
+    (``seq``), with its parameters, the run that carries it (a run of the sweep's queue),
+    and once known its metric (and where the metric was read from) or why it has none.
+    A trial and its run are written in one transaction: none is lost, none runs twice.
+    """
+    db.execute(
+        "CREATE TABLE sweeps ("
+        " id TEXT PRIMARY KEY,"
+        " entity TEXT NOT NULL,"
+        " project TEXT NOT NULL,"
+        " queue_name TEXT NOT NULL,"
+        " config TEXT NOT NULL,"
+        " scheduler TEXT NOT NULL DEFAULT '{}',"
+        " launch TEXT NOT NULL DEFAULT '{}',"
+        " method TEXT NOT NULL,"
+        " metric_name TEXT,"
+        " metric_goal TEXT,"
+        " num_workers INTEGER NOT NULL,"
+        " run_cap INTEGER,"
+        " state TEXT NOT NULL,"
+        " reason TEXT,"
+        " author TEXT NOT NULL,"
+        " scheduler_agent TEXT,"
+        " scheduler_lease REAL,"
+        " created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL,"
+        " ended_at REAL)"
+    )
+    db.execute(
+        "CREATE TABLE sweep_trials ("
+        " sweep_id TEXT NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE,"
+        " seq INTEGER NOT NULL,"
+        " run_id TEXT UNIQUE REFERENCES runs(id) ON DELETE SET NULL,"
+        " params TEXT NOT NULL,"
+        " metric REAL,"
+        " metric_source TEXT,"
+        " outcome TEXT,"
+        " created_at REAL NOT NULL,"
+        " scored_at REAL,"
+        " PRIMARY KEY (sweep_id, seq))"
+    )
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 
