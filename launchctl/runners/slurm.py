@@ -152,8 +152,8 @@ def ended(job_id: str, info: dict[str, str], log: Path, stopping: bool) -> Exit:
 class Board:
     """One ``squeue`` for every job this agent follows, at most once per ``POLL_S``: an agent
     with hundreds of jobs asks slurmctld once a second, not once per job a second. Only the
-    state, the reason and the node: ``scontrol show job`` is asked for the rest (exit code,
-    restarts) once a job looks ended, or changed in a way squeue cannot tell."""
+    state, the reason, the node and the restart count (a requeue between two looks):
+    ``scontrol show job`` is asked for the rest (the exit code) once a job looks ended."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -163,15 +163,15 @@ class Board:
     def get(self, job_id: str) -> dict[str, str] | None:
         with self._lock:
             if time.monotonic() - self._at >= POLL_S * 0.9:
-                fmt = "%i|%T|%r|%N"
-                done = _slurm("squeue", "-h", "-t", "all", "-u", str(os.getuid()), "-o", fmt)
+                fmt = "JobID:|,State:|,Reason:|,NodeList:|,RestartCnt:"
+                done = _slurm("squeue", "-h", "-t", "all", "-u", str(os.getuid()), "-O", fmt)
                 if done.returncode != 0:
                     raise RunnerError(f"squeue: {_first(done.stderr)}")
                 rows: dict[str, dict[str, str]] = {}
                 for line in done.stdout.splitlines():
                     parts = [part.strip() for part in line.split("|")]
-                    if len(parts) == 4:
-                        keys = ("JobState", "Reason", "NodeList")
+                    if len(parts) == 5:
+                        keys = ("JobState", "Reason", "NodeList", "Restarts")
                         rows[parts[0]] = dict(zip(keys, parts[1:], strict=True))
                 self._rows = rows
                 self._at = time.monotonic()
