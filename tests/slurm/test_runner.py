@@ -282,3 +282,56 @@ def test_a_secret_reaches_the_job_and_is_masked_in_its_log(
     folder = store.root / "runs" / run_id
     wait_for(lambda: not (folder / "slurm.out").exists(), what="the unmasked output removed")
     assert not any(value.encode() in p.read_bytes() for p in folder.iterdir() if p.is_file())
+
+
+def test_a_job_that_ended_while_no_agent_watched_gets_its_real_exit_code(
+    slurm: Path, store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    _queue(slurm)
+    go = tmp_path / "go"
+    body = (
+        "import os, sys, time\n"
+        "print('started', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}):\n"
+        "    time.sleep(0.2)\n"
+        "sys.exit(4)\n"
+    )
+    run_id = _launch(_code(tmp_path, body))
+    first = start_agent("-q", "hpc")
+    wait_for(lambda: "started" in cli("logs", run_id).stdout, timeout=60, what="start")
+    job = _job_of(store, run_id)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    go.touch()
+    wait_for(lambda: _job_state(job) == "FAILED", what="the job to end unwatched")
+    start_agent("-q", "hpc")
+    _wait_state(store, run_id, "failed")
+    run = cli_json("runs", "show", run_id)
+    assert run["exit_code"] == 4 and run["reason"].startswith("exit code 4 (Slurm job")
+
+
+def test_cancelling_an_image_job_stops_its_container(
+    slurm: Path, store: Store, docker: Any, start_agent: StartAgent
+) -> None:
+    _queue(slurm)
+    run_id = cli(
+        "launch",
+        "-q",
+        "hpc",
+        "-d",
+        "launchctl-test/busybox:latest",
+        "-E",
+        "sh -c 'echo up; sleep 300'",
+        check=True,
+    ).stdout.strip()
+    start_agent("-q", "hpc")
+    wait_for(lambda: "up" in cli("logs", run_id).stdout, timeout=60, what="the container")
+
+    def containers() -> list[Any]:
+        found = docker.containers.list(filters={"label": f"launchctl.run_id={run_id}"})
+        return list(found)
+
+    assert len(containers()) == 1
+    cli("runs", "cancel", run_id, check=True)
+    _wait_state(store, run_id, "stopped")
+    wait_for(lambda: not containers(), what="the container stopped with the job")
