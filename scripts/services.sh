@@ -431,7 +431,11 @@ ensure_slurm() {
     command -v sbatch >/dev/null 2>&1 || missing+=(slurm-client)
     command -v munged >/dev/null 2>&1 || missing+=(munge)
     [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
-    [ -s /etc/munge/munge.key ] || die "munge installed but /etc/munge/munge.key is missing"
+    if [ ! -s /etc/munge/munge.key ]; then
+        log "making /etc/munge/munge.key"
+        runuser -u munge -- /usr/sbin/mungekey --create >/dev/null 2>&1 \
+            || die "munge installed but /etc/munge/munge.key is missing and mungekey failed"
+    fi
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge
     if ! pgrep -x munged >/dev/null; then
