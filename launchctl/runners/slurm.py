@@ -447,6 +447,11 @@ class SlurmRunner:
             args = sbatch_args(options, launch.limits)
         except OptionError as exc:
             raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
+        if launch.limits.max_run_time is not None:
+            # Slurm enforces it (it became --time), counted from when the job starts running.
+            # The agent's own deadline (read from the Launch once start returns) would count
+            # the time the job waited in Slurm's queue too, and stop a job that never ran.
+            launch.limits.max_run_time = None
         folder = launch.log_path.parent
         for stale in (COPY_FILE, RAW_FILE, RAW_FILE + ".copied"):  # an earlier attempt's
             with contextlib.suppress(FileNotFoundError):

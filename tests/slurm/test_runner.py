@@ -335,3 +335,22 @@ def test_cancelling_an_image_job_stops_its_container(
     cli("runs", "cancel", run_id, check=True)
     _wait_state(store, run_id, "stopped")
     wait_for(lambda: not containers(), what="the container stopped with the job")
+
+
+def test_max_run_time_becomes_slurms_time_limit_not_a_deadline_from_submission(
+    slurm: Path, store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """max_run_time 2 s is --time=1 (Slurm counts whole minutes, from when the job runs):
+    the agent does not stop the run 2 s after it was submitted."""
+    _queue(slurm, max_run_time=2)
+    run_id = _launch(_code(tmp_path, "import time\ntime.sleep(5)\nprint('slept')\n"))
+    start_agent("-q", "hpc")
+    _wait_state(store, run_id, "finished", "failed", "stopped")
+    assert store.runs.state(run_id) == "finished"
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", _job_of(store, run_id)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert "TimeLimit=00:01:00" in out
