@@ -22,6 +22,8 @@ SECRETS_DIR = "secrets"
 # In a run's folder: a container run's WANDB_DIR on the host, when it asked for W&B's
 # offline mode (agent/plan.py), so its ``wandb/offline-run-*`` outlive the container.
 RUN_WANDB_DIR = "wandb-dir"
+# In a run's folder: a container sweep trial's metrics folder (issue 15, sweeps/results.py).
+RUN_METRICS_DIR = "metrics"
 
 # The umask the process had before ``apply_umask``: the one runs are started with.
 _user_umask: int | None = None

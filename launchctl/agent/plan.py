@@ -30,7 +30,14 @@ from launchctl.errors import LaunchctlError, RunnerError
 from launchctl.guardrails import Limits
 from launchctl.resolve import HostPath, Resolved, render
 from launchctl.runenv import env_from_option, run_environment
-from launchctl.runners.base import WANDB_DIR_MOUNT, CacheMount, Launch
+from launchctl.runners.base import (
+    METRICS_ENV,
+    METRICS_FILE,
+    METRICS_MOUNT,
+    WANDB_DIR_MOUNT,
+    CacheMount,
+    Launch,
+)
 from launchctl.secrets import is_secret_ref, secret_refs
 
 if TYPE_CHECKING:
@@ -212,6 +219,7 @@ class Plan:
         wandb_dir = self.wandb_dir(env)
         if wandb_dir is not None:
             env["WANDB_DIR"] = WANDB_DIR_MOUNT
+        metrics_dir = self.metrics_place(env, run_as)  # issue 15: a sweep trial's metrics
         registry, auth = self.registry_settings(secrets)
         return Launch(
             run=self.run,
@@ -232,6 +240,7 @@ class Plan:
             secrets=self.masks(secrets),
             run_as=run_as if self.process else None,
             wandb_dir=wandb_dir,
+            metrics_dir=metrics_dir,
         )
 
     def wandb_dir(self, env: dict[str, str]) -> Path | None:
@@ -246,6 +255,25 @@ class Plan:
         if "WANDB_DIR" in env:
             return None
         return self.folder / paths.RUN_WANDB_DIR
+
+    def metrics_place(self, env: dict[str, str], run_as: runas.RunAs | None) -> Path | None:
+        """Give a sweep's trial (its env has W&B's ``WANDB_SWEEP_ID``) the file it reports
+        its metric in, ``METRICS_ENV`` (launchctl/sweeps/results.py reads it): a
+        local-process run's is ``<run folder>/metrics.jsonl``; a container run's is in
+        ``<run folder>/metrics``, the folder returned here, mounted at ``METRICS_MOUNT``.
+        Any other run gets nothing (and no path into the store). A run_as run cannot write
+        in the agent's run folder: it reports through W&B's summary instead."""
+        env.pop(METRICS_ENV, None)
+        if "WANDB_SWEEP_ID" not in env:
+            return None
+        if self.process:
+            if run_as is None:
+                env[METRICS_ENV] = str(self.folder / METRICS_FILE)
+            return None
+        if self.run["resource"] != "local-container":
+            return None
+        env[METRICS_ENV] = f"{METRICS_MOUNT}/{METRICS_FILE}"
+        return self.folder / paths.RUN_METRICS_DIR
 
 
 def log_path(home: Path, run_id: str) -> Path:

@@ -13,10 +13,27 @@ from launchctl.guardrails import Limits
 if TYPE_CHECKING:
     from launchctl.runas import RunAs
 
-__all__ = ["WANDB_DIR_MOUNT", "CacheMount", "Exit", "Handle", "Launch", "Runner", "RunnerError"]
+__all__ = [
+    "METRICS_ENV",
+    "METRICS_FILE",
+    "METRICS_MOUNT",
+    "WANDB_DIR_MOUNT",
+    "CacheMount",
+    "Exit",
+    "Handle",
+    "Launch",
+    "Runner",
+    "RunnerError",
+]
 
 # Where a container run's W&B offline files go inside the container (its WANDB_DIR).
 WANDB_DIR_MOUNT = "/launchctl-wandb"
+# A sweep's trial reports its metric as JSON lines appended to the file this variable
+# names (issue 15, launchctl/sweeps/results.py); a container run's is in a folder of its
+# own mounted at METRICS_MOUNT.
+METRICS_ENV = "LAUNCHCTL_METRICS_FILE"
+METRICS_FILE = "metrics.jsonl"
+METRICS_MOUNT = "/launchctl-metrics"
 
 
 @dataclass
@@ -56,6 +73,9 @@ class Launch:
     # folder, never the job's files) mounted at WANDB_DIR_MOUNT, its WANDB_DIR, so the
     # ``wandb/offline-run-*`` folders it writes outlive the container (``launchctl sync``).
     wandb_dir: Path | None = None
+    # A sweep's trial in a container: the host folder (in the run's own folder) mounted at
+    # METRICS_MOUNT, where its LAUNCHCTL_METRICS_FILE is (issue 15).
+    metrics_dir: Path | None = None
 
     @property
     def command(self) -> list[str]:

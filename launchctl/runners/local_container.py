@@ -21,7 +21,7 @@ from launchctl.errors import RunnerError
 from launchctl.masking import Masker
 from launchctl.runenv import env_from_option
 from launchctl.runners import logfile
-from launchctl.runners.base import WANDB_DIR_MOUNT, CacheMount, Exit, Launch
+from launchctl.runners.base import METRICS_MOUNT, WANDB_DIR_MOUNT, CacheMount, Exit, Launch
 from launchctl.runners.registry import register
 
 LABEL_RUN = "launchctl.run_id"
@@ -368,6 +368,12 @@ def container_options(launch: Launch) -> dict[str, Any]:
 
         opts.setdefault("mounts", []).append(
             Mount(WANDB_DIR_MOUNT, str(wandb_dir_for(launch.wandb_dir)), type="bind")
+        )
+    if launch.metrics_dir is not None:  # a sweep trial's metrics file (issue 15)
+        from docker.types import Mount
+
+        opts.setdefault("mounts", []).append(
+            Mount(METRICS_MOUNT, str(wandb_dir_for(launch.metrics_dir)), type="bind")
         )
     return opts
 
