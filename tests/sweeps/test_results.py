@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,30 @@ def test_a_wandb_folder_or_log_behind_a_link_is_not_read(tmp_path: Path, store: 
     # the same log as a file of the run's own is read
     (own / log.name).write_bytes(log.read_bytes())
     assert score(store, run, "loss").value == pytest.approx(0.2)
+
+
+def test_a_container_trial_reports_through_its_mounted_metrics_file(
+    tmp_path: Path, store: Store, docker: Any
+) -> None:
+    """A container trial's LAUNCHCTL_METRICS_FILE is in a folder of the run's own, mounted at
+    /launchctl-metrics (no host path into the store shown to it), and is scored after the
+    container is gone."""
+    from tests.conftest import BUSYBOX
+
+    job = make_script(
+        tmp_path / "job",
+        "report.sh",
+        'echo "file=$LAUNCHCTL_METRICS_FILE"\n'
+        """echo '{"loss": 0.7}' >> "$LAUNCHCTL_METRICS_FILE"\n"""
+        """echo '{"loss": 0.3}' >> "$LAUNCHCTL_METRICS_FILE"\n""",
+    ).parent
+    env = {"WANDB_SWEEP_ID": "sweep1"}
+    config = {"resource_args": {"local-container": {"env": env, "volume": [f"{job}:/job:ro"]}}}
+    cli("queue", "create", "box", "-r", "local-container", "-c", json.dumps(config), check=True)
+    run_id = launch("-q", "box", "-d", BUSYBOX, "-E", "sh /job/report.sh")
+    cli("agent", "-q", "box", "--burst", check=True, timeout=120)
+    run = store.runs.get(run_id)
+    log = (store.run_dir(run_id) / "output.log").read_text()
+    assert run["state"] == "finished", log
+    assert "file=/launchctl-metrics/metrics.jsonl" in log
+    assert score(store, run, "loss") == Score(0.3, "metrics-file", None)
