@@ -54,6 +54,8 @@ def run_environment(
         env["WANDB_LAUNCH_QUEUE_ENTITY"] = queue_entity
     if spec.get("job"):
         env["WANDB_JOB_NAME"] = str(spec["job"])
+    if spec.get("sweep_id"):  # a sweep's trial (issue 15), as W&B's launch sets it
+        env["WANDB_SWEEP_ID"] = str(spec["sweep_id"])
     if resumed or run.get("resume_count"):
         env["WANDB_RESUME"] = "allow"
     return env

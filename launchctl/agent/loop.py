@@ -84,6 +84,7 @@ class Agent:
         # agent (launchctl.gpus.waiting); a --burst agent fails them.
         self._passed = Passed()
         self._burst = False
+        self._sweeps_said: dict[str, str] = {}  # issue 15: a sweep's trouble, said once
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -310,6 +311,9 @@ class Agent:
             self.waker.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+            from launchctl.sweeps import scheduler
+
+            scheduler.release(self.store, self.id)  # issue 15: its sweeps, at once
             self.store.agents.stopped(self.id)
 
     def _status(self) -> None:
@@ -354,12 +358,24 @@ class Agent:
         """One pass: collect, reap, cancel, renew, claim. Returns how many runs were claimed."""
         self.collect_started()
         self.reap()
+        self.schedule_sweeps()
         self.enforce_deadlines()
         self.apply_cancels()
         self.renew()
         if self.draining:
             return 0
         return self.claim_and_start()
+
+    def schedule_sweeps(self) -> None:
+        """Issue 15: the sweeps of the queues served here get their next trials (their
+        ended trials scored first), so a trial that ends is followed by the next one in
+        the same pass. A sweep's trouble is said once; it never stops the agent."""
+        from launchctl.sweeps import scheduler
+
+        scheduler.serve(
+            self.store, self.queue_names, self.id, launch_new=not self.draining,
+            say=self.say, said=self._sweeps_said,
+        )  # fmt: skip
 
     # -- steps ----------------------------------------------------------------------------
     def collect_started(self) -> None:
