@@ -28,6 +28,7 @@ from launchctl.cli import queue as queue_cmd
 from launchctl.cli import runs as runs_cmd
 from launchctl.cli import secret as secret_cmd
 from launchctl.cli import status as status_cmd
+from launchctl.cli import sweep as sweep_cmd
 from launchctl.cli import sync as sync_cmd
 from launchctl.cli import team as team_cmd
 from launchctl.errors import LaunchctlError
@@ -77,7 +78,9 @@ app.add_typer(team_cmd.app, name="team")
 app.add_typer(images_cmd.app, name="images")
 app.add_typer(sync_cmd.app, name="sync")
 app.add_typer(k8s_cmd.app, name="k8s")
+app.add_typer(sweep_cmd.app, name="sweep")
 app.command("launch", no_args_is_help=True)(launch_cmd.launch)
+app.command("launch-sweep", no_args_is_help=True)(sweep_cmd.launch_sweep)
 app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)
 app.command("gpus")(gpus_cmd.gpus)

@@ -82,6 +82,9 @@ SHORT_HELP = {
     "logs": "Print or follow a run's log.",
     "gpus": "Show each GPU and the runs on it.",
     "status": "Show queues, runs, agents and GPUs.",
+    # launch-sweep widened the root listing's name column (issue 15): k8s's own line no
+    # longer fits whole.
+    "k8s": "Set up a Kubernetes cluster for launchctl.",
     "queue list": "List queues with their run counts.",
     "queue edit": "Replace a queue's config.",
     "sync": "Send runs to a W&B server when it is online.",
