@@ -77,7 +77,6 @@ def test_a_code_job_runs_as_a_batch_job_from_the_shared_folder_and_its_log_follo
     assert run["exit_code"] == 0
     said = [e["message"] or "" for e in run["events"]]
     assert f"Slurm job {job}" in said  # the start event names the Slurm job
-    assert any(m.startswith(f"queued on the engine: Slurm job {job} PENDING") for m in said)
     assert _job_state(job) == "COMPLETED"
     wait_for(lambda: not (slurm / run_id).exists(), what="the shared copy removed at the end")
 
@@ -354,3 +353,38 @@ def test_max_run_time_becomes_slurms_time_limit_not_a_deadline_from_submission(
         timeout=30,
     ).stdout
     assert "TimeLimit=00:01:00" in out
+
+
+def test_a_job_waiting_in_slurms_queue_shows_as_queued_on_the_engine(
+    slurm: Path, store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """A job that occupies the node's every CPU keeps the run's job PENDING (Resources)."""
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--exclusive", "--output=/dev/null", "--wrap", "sleep 120"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    try:
+        wait_for(lambda: _job_state(blocker) == "RUNNING", timeout=60, what="the blocker")
+        _queue(slurm)
+        run_id = _launch(_code(tmp_path, "print('ran')\n"))
+        start_agent("-q", "hpc")
+
+        def said() -> list[str]:
+            return [e["message"] or "" for e in cli_json("runs", "show", run_id)["events"]]
+
+        wait_for(
+            lambda: any(m.startswith("queued on the engine: Slurm job") for m in said()),
+            timeout=60,
+            what="the engine's word",
+        )
+        job = _job_of(store, run_id)
+        assert _job_state(job) == "PENDING"
+        assert f"queued on the engine: Slurm job {job} PENDING (Resources)" in said()
+        assert store.runs.state(run_id) == "running"
+    finally:
+        subprocess.run(["scancel", blocker], capture_output=True, timeout=30)
+    _wait_state(store, run_id, "finished")
+    assert "ran" in cli("logs", run_id, check=True).stdout
