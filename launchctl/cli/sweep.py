@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from launchctl.cli import sweep_run
 from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import emit_json, err, table, when
 
@@ -145,6 +146,11 @@ def _metric(row: dict[str, Any]) -> str:
         return "-"
     arrow = "max" if row["metric_goal"] == "maximize" else "min"
     return f"{row['metric_name']} ({arrow})"
+
+
+app.command(
+    "run", no_args_is_help=True, short_help="Schedule a sweep in the foreground until it is done."
+)(sweep_run.run)
 
 
 @app.command("pause")
