@@ -22,7 +22,10 @@ and noisy:
 6. sync: ``launchctl sync`` of 1,000 finished runs (100 with --quick) into a stand-in W&B
    server, against W&B's own ``wandb sync`` of as many offline runs, per run;
 7. slurm (``bench_slurm.py``): a run on a ``slurm`` queue -> its batch job's first act,
-   against a raw ``sbatch --wrap`` of the same command (needs ``scripts/services.sh slurm``).
+   against a raw ``sbatch --wrap`` of the same command (needs ``scripts/services.sh slurm``);
+8. sweep (``bench_sweep.py``, issue 15): the sweep scheduler's overhead per trial (a trial's
+   run ending -> the next trial's run queued, from the event log) against W&B's documented
+   sweep scheduler poll interval.
 
 4 and 5 need the Docker engine and the base images that ``scripts/services.sh all`` starts;
 when it cannot, the table says they were skipped and why.
@@ -52,6 +55,7 @@ from bench_container import bench_container_latency
 from bench_dispatch import bench_dispatch
 from bench_slurm import bench_slurm
 from bench_startup import bench_startup
+from bench_sweep import bench_sweep
 from bench_sync import bench_sync
 from bench_throughput import bench_throughput
 from containers import engine_problem
@@ -78,7 +82,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, bool]:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 100 runs")
     parser.add_argument(
         "--only",
-        help="run one benchmark: startup, dispatch, throughput, containers, sync, slurm",
+        help="run one benchmark: startup, dispatch, throughput, containers, sync, slurm, sweep",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
     args = parser.parse_args(argv)
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     start = time.perf_counter()
     benches = (bench_startup, bench_dispatch, bench_throughput, bench_containers, bench_sync)
-    for bench in (*benches, bench_slurm):  # bench_slurm: issue 14
+    for bench in (*benches, bench_slurm, bench_sweep):  # bench_slurm: issue 14; sweep: 15
         name = bench.__name__.removeprefix("bench_")
         if settings.only and settings.only != name:
             continue
