@@ -218,6 +218,11 @@ def create(
         "author": user,
     }
     notes = list(parsed.notes)
+    if config.get("job") and local_job_ref(config["job"]) != config["job"].strip():
+        notes.append(
+            f"note: W&B's job {config['job']!r} is launchctl's job"
+            f" {local_job_ref(config['job'])} (job names hold no spaces)"
+        )
     if config.get("command") and config.get("job"):
         notes.append(  # W&B's scheduler says it for each trial; once is enough
             "note: the sweep's command replaces the job's entry point in each trial"

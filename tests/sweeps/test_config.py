@@ -122,6 +122,7 @@ def test_the_docs_launch_sweep_config_is_accepted_unchanged(tmp_path: Path, home
     assert proc.returncode == 0, proc.stderr
     sweep_id = proc.stdout.strip()
     assert f"created sweep {sweep_id} (bayes) on queue q: up to 8 trials at a time" in proc.stderr
+    assert "is launchctl's job wandb/jobs/Hello_World_2:latest" in proc.stderr
     [row] = cli_json("sweep", "list")
     assert row["id"] == sweep_id and row["state"] == "running"
     assert (row["method"], row["metric_name"], row["metric_goal"]) == ("bayes", "loss_metric",
