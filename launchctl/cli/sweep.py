@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from launchctl.cli import sweep_run
+from launchctl.cli import sweep_run, sweep_show
 from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import emit_json, err, table, when
 
@@ -148,6 +148,7 @@ def _metric(row: dict[str, Any]) -> str:
     return f"{row['metric_name']} ({arrow})"
 
 
+app.command("show", no_args_is_help=True)(sweep_show.show)
 app.command(
     "run", no_args_is_help=True, short_help="Schedule a sweep in the foreground until it is done."
 )(sweep_run.run)
