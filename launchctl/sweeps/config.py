@@ -379,6 +379,10 @@ def parse(raw: dict[str, Any], *, say: Callable[[str], None] = lambda _line: Non
         )
     if job and image:
         raise _refuse("has both 'job' and 'image_uri' but a launch-sweep can use only one")
+    if image:
+        from launchctl.imageref import check_image_ref
+
+        check_image_ref(image, "sweep config: image_uri")
     method = config.get("method")
     if method is None:
         raise _refuse("method is required: grid, random or bayes")

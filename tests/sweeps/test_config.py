@@ -365,6 +365,8 @@ def test_what_cannot_be_launched_is_refused_before_anything_is_stored(
     refused(home, "launch-sweep", path, "-q", queue, says="nosuchjob")
     path = write(tmp_path, "image_uri: python:3.11\nmethod: random\nparameters: {a: {value: 1}}\n")
     refused(home, "launch-sweep", path, "-q", queue, says="cannot run a docker image")
+    path = write(tmp_path, "image_uri: 'bad image!!'\nmethod: random\nparameters: {a: {value: 1}}")
+    refused(home, "launch-sweep", path, "-q", queue, says="not an image reference (holds white")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     refused(home, "launch-sweep", str(tmp_path / "list.yaml"), "-q", queue,
             says="must be a JSON/YAML object")  # fmt: skip
