@@ -11,7 +11,8 @@ blocks are output or illustration and are not run. The rules a block is run by:
 - ``$KEY`` (a secret's value) is set to a dummy value; GPU discovery is off
   (``LAUNCHCTL_GPU_DISCOVERY=off``), so ``--gpus 0,1,2,3`` is taken as given.
 - A block that uses ``local-container`` needs the Docker engine and the local base
-  images (the ``docker`` fixture; skipped, saying why, without them).
+  images (the ``docker`` fixture; skipped, saying why, without them); one that creates
+  a ``-r slurm`` queue needs the one-node Slurm cluster (``scripts/services.sh slurm``).
 - An HTML comment right before a block, ``<!-- readme-test: D1; D2 -->``, says how to
   run it. Directives:
   ``skip (reason)``: not run. ``lines N-M (reason)``: run only those lines of the block.
@@ -294,6 +295,12 @@ def test_readme_block(block: Block, request: pytest.FixtureRequest, tmp_path: Pa
     text = "\n".join(block.body)
     if "local-container" in text:
         request.getfixturevalue("docker")
+    if "-r slurm" in text:  # the one-node cluster scripts/services.sh slurm starts
+        from tests.slurm.conftest import _cluster_problem
+
+        problem = _cluster_problem()
+        if problem is not None:
+            pytest.skip(f"README.md:{block.line}: {problem}")
     cwd = ROOT
     if block.get("copy"):
         cwd = copy_tree(tmp_path / "tree")
