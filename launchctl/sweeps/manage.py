@@ -191,6 +191,9 @@ def create(
         "queue_name": queue_row["name"],
         "config": config,
     }
+    check_identifier(str(sweep["entity"]), "entity")
+    if sweep["project"]:
+        check_identifier(str(sweep["project"]), "project")
     sample = {name: _first_value(spec) for name, spec in parsed.parameters.items()}
     sweep["launch"] = parsed.launch
     version = _check_trial_launch(store, queue_row, sweep, sample)
@@ -198,7 +201,6 @@ def create(
         from launchctl.jobs import DEFAULT_PROJECT
 
         sweep["project"] = version.get("project") or DEFAULT_PROJECT
-    check_identifier(str(sweep["entity"]), "entity")
     check_identifier(str(sweep["project"]), "project")
     from launchctl.launch import new_run_id
 

@@ -360,6 +360,8 @@ def test_what_cannot_be_launched_is_refused_before_anything_is_stored(
     path = write(tmp_path, "job: trainer\nmethod: random\nparameters: {lr: {values: [1]}}\n")
     refused(home, "launch-sweep", path, says="launch-sweeps require setting a 'queue'")
     refused(home, "launch-sweep", path, "-q", "nope", says="queue 'nope'")
+    refused(home, "launch-sweep", path, "-q", queue, "-e", "a b", says="invalid entity name 'a b'")
+    refused(home, "launch-sweep", path, "-q", queue, "-p", "../x", says="invalid project name")
     refused(home, "sweep", "create", path, "-q", queue, "--prior-run", "abc", says="--prior-run")
     path = write(tmp_path, "job: nosuchjob\nmethod: random\nparameters: {lr: {values: [1]}}\n")
     refused(home, "launch-sweep", path, "-q", queue, says="nosuchjob")
