@@ -84,6 +84,61 @@ parameters:
 """
 
 
+# Two of the example configs of W&B's sweep engine (github.com/wandb/sweeps,
+# examples/local-controller/sweep-local-hyperband.yaml and
+# examples/nested-params/sweep-nested-cli.yaml), their keys and values unchanged (their
+# comments left out): `wandb sweep` configs, so a launch sweep adds the job to run.
+ENGINE_HYPERBAND = """\
+description: sweep examples using local controller and hyperband
+program: train-local.py
+project: sweeps-examples
+method: grid
+controller:
+  type: local
+metric:
+  name: loss_metric
+  goal: minimize
+early_terminate:
+  type: hyperband
+  max_iter: 10
+  s: 2
+  eta: 3
+parameters:
+  epochs:
+    value: 20
+  variance:
+    value: 5
+  sleep:
+    value: 2
+  base:
+    values: [10,15,20]
+  increment:
+    values: [0.1,0.2,0.3]
+  direction:
+    values: [-1,0.1,1]
+"""
+ENGINE_NESTED = """\
+description: sweep examples with nested parameters using cli
+program: train-nested-cli.py
+project: sweeps-examples
+method: grid
+metric:
+  name: loss
+  goal: minimize
+parameters:
+  batch_size:
+    values: [32, 64]
+  optimizer:
+    parameters:
+      lr:
+        values: [0.001, 0.0001]
+      nadam:
+        parameters:
+          beta:
+            values: [0.9, 0.95]
+"""
+
+
 @pytest.fixture
 def queue(tmp_path: Path) -> str:
     """A local-process queue 'q' and a job 'trainer' of the current user."""
@@ -407,3 +462,16 @@ def test_envvar_macros_are_filled_from_the_creator_s_environment(
     row = json.loads(proc.stdout)
     assert row["config"]["command"] == ["python", "train.py", "--data=/data/x", "${args}"]
     assert "the sweep's command replaces the job's entry point" in proc.stderr
+
+
+@pytest.mark.parametrize("text", [ENGINE_HYPERBAND, ENGINE_NESTED], ids=["hyperband", "nested"])
+def test_w_and_b_s_engine_examples_are_accepted_with_a_job(
+    tmp_path: Path, queue: str, text: str
+) -> None:
+    import yaml
+
+    assert not _wandb_violations(yaml.safe_load(text))  # W&B's engine takes them as they are
+    path = write(tmp_path, "job: trainer\n" + text)
+    row = cli_json("launch-sweep", path, "-q", queue)
+    assert row["config"] == {"job": "trainer", **yaml.safe_load(text)}
+    assert row["project"] == "sweeps-examples" and row["method"] == "grid"
