@@ -144,6 +144,8 @@ def test_new_run_is_picked_up_by_the_file_watch_not_the_poll(
 
 
 def test_one_failing_run_never_stops_the_agent(store: Store, job: str, tmp_path: Path) -> None:
+    """A run that fails at each stage (``agent``, ``build``, ``run``) ends ``failed`` with that
+    stage and its reason, and the same agent goes on to the runs after it."""
     bad = make_script(tmp_path / "bad", "x.py", "")
     cli(
         "job",
@@ -158,12 +160,29 @@ def test_one_failing_run_never_stops_the_agent(store: Store, job: str, tmp_path:
     )
     spec = prepare_spec(LaunchRequest(queue="default", job="bad"))
     broken = submit(store, spec)["id"]
+    # Stage agent: a git job whose repository cannot be cloned when the run starts.
+    missing = f"file://{tmp_path}/missing.git"
+    spec = prepare_spec(LaunchRequest(queue="default", uri=missing, entry_point="python x.py"))
+    unclonable = submit(store, spec)["id"]
+    # Stage build: a code job on a container queue, served while the engine does not answer.
+    cli("queue", "create", "box", "-r", "local-container", check=True)
+    spec = prepare_spec(LaunchRequest(queue="box", uri=str(bad.parent), entry_point="python x.py"))
+    unbuildable = submit(store, spec)["id"]
     crashing = enqueue(store, exit=7)
     fine = enqueue(store)
-    cli("agent", "-q", "default", "--burst", check=True)
+    no_engine = {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+    cli("agent", "-q", "box", "-q", "default", "--burst", env=no_engine, check=True)
     first = store.runs.get(broken)
     assert (first["state"], first["stage"]) == ("failed", "run")
     assert "command not found: no-such-command-xyz" in first["reason"]
+    at_agent = store.runs.get(unclonable)
+    assert (at_agent["state"], at_agent["stage"]) == ("failed", "agent"), at_agent
+    assert "git clone failed" in at_agent["reason"]
+    at_build = store.runs.get(unbuildable)
+    assert (at_build["state"], at_build["stage"]) == ("failed", "build"), at_build
+    assert "the Docker engine is not reachable" in at_build["reason"]
+    for failed in (unclonable, unbuildable):
+        assert "running" not in [e["to_state"] for e in store.runs.events(failed)]
     second = store.runs.get(crashing)
     assert (second["state"], second["exit_code"], second["reason"]) == ("failed", 7, "exit code 7")
     assert store.runs.state(fine) == "finished"
