@@ -421,6 +421,19 @@ def parse(raw: dict[str, Any], *, say: Callable[[str], None] = lambda _line: Non
         _check_early_terminate(config["early_terminate"])
         if metric_name is None:
             raise _refuse("early_terminate needs a metric to compare runs by")
+    # Said while the scheduler does not apply them yet (issue 15's first cut), so that
+    # nobody believes a pruner or hyperband stopped their weak trials.
+    if "early_terminate" in config:
+        note(
+            "note: early_terminate (hyperband) is kept but not applied yet: each trial runs"
+            " to its end"
+        )
+    unused = sorted(set(settings) - {"method", "seed"})
+    if unused:
+        note(
+            f"note: scheduler.settings {', '.join(unused)} kept but not used yet: launchctl"
+            " searches with optuna's RandomSampler (random) or TPESampler (bayes)"
+        )
     if "controller" in config:
         ctrl = config["controller"]
         if not isinstance(ctrl, dict) or ctrl.get("type") not in ("local", "cloud"):
