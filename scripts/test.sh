@@ -12,17 +12,57 @@ fi
 echo "test.sh: installing launchctl with its test and lint dependencies" >&2
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,dev]' 2> >(grep -v "is ignored: it is neither" >&2)
 
-# A real Docker engine, base images and a registry for the container tests: started
-# when missing, reused when present. Tests that need them skip, saying why, if not.
+# A real Docker engine, base images, a registry and a one-node Slurm cluster for the
+# container and cluster tests: started when missing, reused when present. On a laptop the
+# tests that need a missing one skip, saying why; under CI (CI=true) or with
+# LAUNCHCTL_REQUIRE_SERVICES=1 a missing service fails the run here, in one line, and
+# tests/conftest.py turns those tests' skips into failures.
+required=0
+case "${CI:-}" in [Tt][Rr][Uu][Ee] | 1 | [Yy][Ee][Ss]) required=1 ;; esac
+[ "${LAUNCHCTL_REQUIRE_SERVICES:-}" = 1 ] && required=1
 if [ "${LAUNCHCTL_SKIP_SERVICES:-}" != "1" ]; then
   echo "test.sh: services (Docker engine, base images, registry)" >&2
-  if ! ./scripts/services.sh all; then
-    echo "test.sh: WARNING: services could not be started; container tests will skip" >&2
-  fi
+  ./scripts/services.sh all || echo "test.sh: WARNING: scripts/services.sh all failed" >&2
   echo "test.sh: services (a one-node Slurm cluster)" >&2
-  if ! ./scripts/services.sh slurm; then
-    echo "test.sh: WARNING: Slurm could not be started; tests/slurm will skip" >&2
+  ./scripts/services.sh slurm || echo "test.sh: WARNING: scripts/services.sh slurm failed" >&2
+fi
+# What the tests will find missing, looked for as they look (the engine DOCKER_HOST names).
+missing=$("$venv/bin/python" - <<'PY'
+import os, subprocess, urllib.request
+missing = []
+try:
+    import docker
+    client = docker.from_env(timeout=20)
+    client.ping()
+except Exception:
+    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    missing.append(f"the Docker engine (nothing answers on {where})")
+else:
+    for image in ("launchctl-test/python:bookworm", "launchctl-test/busybox:latest"):
+        try:
+            client.images.get(image)
+        except Exception:
+            missing.append(f"the base image {image}")
+try:
+    urllib.request.urlopen("http://127.0.0.1:5000/v2/", timeout=5).close()
+except OSError:
+    missing.append("the registry on 127.0.0.1:5000")
+try:
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    up = out.returncode == 0 and {"idle", "mixed", "allocated"} & set(out.stdout.split())
+except (OSError, subprocess.TimeoutExpired):
+    up = False
+if not up:
+    missing.append("the Slurm cluster (sinfo shows no idle node)")
+print("; ".join(missing))
+PY
+)
+if [ -n "$missing" ]; then
+  if [ "$required" = 1 ]; then
+    echo "test.sh: ERROR: a required service is missing (CI or LAUNCHCTL_REQUIRE_SERVICES=1): $missing; see scripts/services.sh" >&2
+    exit 1
   fi
+  echo "test.sh: WARNING: missing: $missing; the tests that need them skip, saying why" >&2
 fi
 
 echo "test.sh: lint (ruff, mypy)" >&2

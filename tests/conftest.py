@@ -177,6 +177,37 @@ def table_counts(home: Path) -> dict[str, int]:
         conn.close()
 
 
+# -- services ------------------------------------------------------------------------------
+# A test that needs a service scripts/services.sh provides (the Docker engine, the base
+# images, the registry, the Slurm cluster) skips when it is missing, with a reason that
+# names scripts/services.sh. Under CI (CI=true) or LAUNCHCTL_REQUIRE_SERVICES=1 that skip is
+# a failure instead: a suite cannot go green while proving nothing about containers.
+SERVICES_SCRIPT = "scripts/services.sh"
+REQUIRE_SERVICES_ENV = "LAUNCHCTL_REQUIRE_SERVICES"
+
+
+def services_required() -> bool:
+    """Whether a missing service fails the tests that need it (CI), rather than skips them."""
+    ci = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+    return ci or os.environ.get(REQUIRE_SERVICES_ENV, "").strip() == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """The one place a service's skip becomes a failure when services are required."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not (report.skipped and isinstance(report.longrepr, tuple) and services_required()):
+        return
+    reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+    if SERVICES_SCRIPT in reason:
+        why = f"CI={os.environ.get('CI')}"
+        if os.environ.get(REQUIRE_SERVICES_ENV, "").strip() == "1":
+            why = f"{REQUIRE_SERVICES_ENV}=1"
+        report.outcome = "failed"
+        report.longrepr = f"a required service is missing ({why}): {reason}"
+
+
 BUSYBOX = "launchctl-test/busybox:latest"
 PYTHON_IMAGE = "launchctl-test/python:bookworm"
 
