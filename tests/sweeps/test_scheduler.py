@@ -292,3 +292,78 @@ def running_spans(home: Path, run_ids: list[str]) -> dict[str, tuple[float, floa
         if to_state in ("finished", "failed", "stopped"):
             end[run_id] = at
     return {r: (start[r], end[r]) for r in run_ids}
+
+
+def test_sweep_run_schedules_in_the_foreground(
+    home: Path, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """``launchctl sweep run ID`` holds the sweep's lease, so the agent only runs the
+    trials; it exits 0 once the sweep is finished, saying so."""
+    import subprocess
+    import sys
+
+    setup_queue(tmp_path)
+    config = {**GRID_12, "parameters": {"lr": {"values": [0.1, 0.01]}, "sleep": {"value": 0.1}},
+              "scheduler": {"num_workers": 1}}  # fmt: skip
+    sweep_id = launch_sweep(tmp_path, config)
+    fg = subprocess.Popen(
+        [sys.executable, "-m", "launchctl", "sweep", "run", sweep_id, "--poll", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: sweep_row(home, sweep_id)["scheduler_agent"], what="the lease")
+        assert "-sweep-" in sweep_row(home, sweep_id)["scheduler_agent"]
+        agent = start_agent("-q", "local")
+        out, _ = fg.communicate(timeout=90)
+    finally:
+        if fg.poll() is None:
+            fg.kill()
+            fg.wait()
+    assert fg.returncode == 0, out
+    assert f"sweep {sweep_id}: finished" in out
+    assert out.count("queued trial run") == 2
+    assert [t["outcome"] for t in trials(home, sweep_id)] == ["ok", "ok"]
+    assert f"sweep {sweep_id}: queued" not in agent.output()  # the agent scheduled nothing
+
+
+def test_sweep_run_refuses_an_unknown_sweep_in_one_line(home: Path) -> None:
+    proc = cli("sweep", "run", "nosuchsweep")
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and "nosuchsweep" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_parameter_values_reach_the_run_as_data_only(
+    home: Path, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """A value that looks like shell (``$(...)``, ``; ...``) or a macro is one word of
+    the run's arguments and a string in its run config: nothing runs it."""
+    setup_queue(tmp_path)
+    make_script(tmp_path / "code", "argv.py", TRAIN + "\nprint('ARGV', json.dumps(sys.argv))\n")
+    cli("job", "create", "code", str(tmp_path / "code"), "-E", "python train.py", "-n", "train",
+        check=True)  # fmt: skip
+    pwned = tmp_path / "pwned"
+    hostile = [f"$(touch {pwned})", f"; touch {pwned}", "${envvar:HOME}", "`touch x`"]
+    config = {
+        **GRID_12,
+        "program": "argv.py",
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"],
+        "parameters": {"lr": {"value": 0.01}, "note": {"values": hostile}, "sleep": {"value": 0}},
+    }
+    sweep_id = launch_sweep(tmp_path, config)
+    start_agent("-q", "local")
+    wait_for(lambda: finished(home, sweep_id), timeout=60, what="the sweep to finish")
+    assert not pwned.exists()
+    store = Store(home)
+    try:
+        seen = set()
+        for t in trials(home, sweep_id):
+            assert t["outcome"] == "ok"
+            log = (store.run_dir(t["run_id"]) / "output.log").read_text()
+            argv = json.loads(log.split("ARGV ", 1)[1].splitlines()[0])
+            note = [a for a in argv if a.startswith("--note=")]
+            assert note == [f"--note={t['params']['note']}"]
+            seen.add(t["params"]["note"])
+    finally:
+        store.close()
+    assert seen == set(hostile)
