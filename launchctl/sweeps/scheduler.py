@@ -201,6 +201,7 @@ def tick(
             run = _build_run(store, sweep, proposal)
         except LaunchctlError as exc:
             table.fail(sweep_id, agent_id, f"trial {seq} cannot be launched: {exc}")
+            _SEARCHERS.pop((agent_id, sweep_id), None)
             result.state, result.done = "failed", True
             return result
         if not table.add(sweep_id, seq, proposal, run, agent_id):
@@ -218,8 +219,13 @@ def tick(
         why = f"run_cap {cap} reached" if capped else "the search is exhausted"
         if table.finish(sweep_id, agent_id, why):
             result.state, result.done = "finished", True
-    elif sweep["state"] == "stopped" and settled:
-        result.done = True  # no new trials, and the last ones are scored
+    elif sweep["state"] != "running" and settled:
+        # Paused or stopped with every trial scored: nothing to do until it is resumed,
+        # and then whichever scheduler comes first takes it at once.
+        table.release(sweep_id, agent_id)
+        result.done = sweep["state"] == "stopped"  # no new trials, the last ones scored
+    if result.state in ("finished", "failed"):
+        _SEARCHERS.pop((agent_id, sweep_id), None)
     return result
 
 

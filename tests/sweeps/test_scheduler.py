@@ -367,3 +367,29 @@ def test_parameter_values_reach_the_run_as_data_only(
     finally:
         store.close()
     assert seen == set(hostile)
+
+
+def test_a_paused_sweep_gets_no_new_trial_until_resumed(
+    home: Path, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    import time
+
+    setup_queue(tmp_path)
+    config = {**GRID_12, "parameters": {"lr": {"values": [0.1, 0.01, 0.001]},
+                                        "bs": {"values": [1, 2]}, "sleep": {"value": 0.3}},
+              "scheduler": {"num_workers": 1}}  # fmt: skip
+    sweep_id = launch_sweep(tmp_path, config)
+    start_agent("-q", "local")
+    wait_for(lambda: len(trials(home, sweep_id)) >= 2, timeout=60, what="2 trials")
+    cli("sweep", "pause", sweep_id, check=True)
+    paused_at = time.time()
+    # The trial in flight ends and is scored; then the agent's passes find nothing to do.
+    wait_for(lambda: all(t["outcome"] for t in trials(home, sweep_id)), what="trials scored")
+    wait_for(lambda: sweep_row(home, sweep_id)["scheduler_agent"] is None, what="lease given")
+    time.sleep(1.0)  # room for a wrong trial to be queued
+    resumed_at = time.time()
+    cli("sweep", "resume", sweep_id, check=True)
+    wait_for(lambda: finished(home, sweep_id), timeout=60, what="the sweep to finish")
+    done = trials(home, sweep_id)
+    assert len(done) == 6
+    assert not [t["seq"] for t in done if paused_at < t["created_at"] < resumed_at]
