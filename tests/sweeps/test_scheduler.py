@@ -393,3 +393,35 @@ def test_a_paused_sweep_gets_no_new_trial_until_resumed(
     done = trials(home, sweep_id)
     assert len(done) == 6
     assert not [t["seq"] for t in done if paused_at < t["created_at"] < resumed_at]
+
+
+def test_a_killed_foreground_scheduler_s_sweep_is_taken_up_when_its_lease_runs_out(
+    home: Path, tmp_path: Path, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sweep run`` is not an agent (no process to check): its sweep waits for its lease
+    to run out (LAUNCHCTL_SWEEP_LEASE_S, 30 s by default; 2 here), then the agent
+    serving the queue schedules it, and no trial is lost or run twice."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("LAUNCHCTL_SWEEP_LEASE_S", "2")
+    setup_queue(tmp_path)
+    config = {**GRID_12, "parameters": {"lr": {"values": [0.1, 0.01, 0.001]},
+                                        "bs": {"values": [1, 2]}, "sleep": {"value": 0.2}},
+              "scheduler": {"num_workers": 2}}  # fmt: skip
+    sweep_id = launch_sweep(tmp_path, config)
+    fg = subprocess.Popen(
+        [sys.executable, "-m", "launchctl", "sweep", "run", sweep_id, "--poll", "0.2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(lambda: len(trials(home, sweep_id)) == 2, what="2 trials queued")
+    fg.kill()
+    fg.wait()
+    held_by = sweep_row(home, sweep_id)["scheduler_agent"]
+    assert "-sweep-" in held_by
+    start_agent("-q", "local")
+    wait_for(lambda: finished(home, sweep_id), timeout=90, what="the sweep to finish")
+    done = trials(home, sweep_id)
+    assert len(done) == 6 and all(t["outcome"] == "ok" for t in done)
+    assert len({json.dumps(t["params"], sort_keys=True) for t in done}) == 6
+    assert all(starts(home, t["run_id"]) == 1 for t in done)
