@@ -50,7 +50,8 @@ def configured_gpus_only(request: pytest.FixtureRequest, monkeypatch: pytest.Mon
 
 @pytest.fixture
 def job(tmp_path: Path) -> Path:
-    """A job that prints the GPUs it sees and sleeps for its run config's ``sleep``."""
+    """A job that prints the GPUs it sees and sleeps for its run config's ``sleep``; with
+    ``until`` (a path), it ends only once that file exists (at most 120 s)."""
     return make_script(
         tmp_path / "gpujob",
         "train.py",
@@ -58,7 +59,10 @@ def job(tmp_path: Path) -> Path:
         "cfg = json.loads(os.environ.get('WANDB_CONFIG') or '{}')\n"
         "print('visible=' + os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>'))\n"
         "print('order=' + os.environ.get('CUDA_DEVICE_ORDER', '<unset>'))\n"
-        "time.sleep(float(cfg.get('sleep', 0)))\n",
+        "time.sleep(float(cfg.get('sleep', 0)))\n"
+        "end = time.monotonic() + 120\n"
+        "while cfg.get('until') and not os.path.exists(cfg['until']) and time.monotonic() < end:\n"
+        "    time.sleep(0.05)\n",
     ).parent
 
 
@@ -66,13 +70,20 @@ def make_queue(name: str = "gpu", **extra: Any) -> None:
     cli("queue", "create", name, "--config", json.dumps({**GPU_QUEUE, **extra}), check=True)
 
 
-def enqueue(store: Store, job: Path, gpus: int, sleep: float = 0.0, queue: str = "gpu") -> str:
+def enqueue(
+    store: Store,
+    job: Path,
+    gpus: int,
+    sleep: float = 0.0,
+    queue: str = "gpu",
+    until: Path | None = None,
+) -> str:
     req = LaunchRequest(
         queue=queue,
         uri=str(job),
         entry_point="python train.py",
         set_vars=[f"gpus={gpus}"],
-        sets=[f"sleep={sleep}"],
+        sets=[f"sleep={sleep}"] + ([f"until={until}"] if until is not None else []),
     )
     return str(submit(store, prepare_spec(req))["id"])
 
@@ -296,23 +307,39 @@ def test_no_gpu_is_handed_out_twice_by_agents_claiming_at_once(store: Store, job
     assert store.gpus.allocations() == []
 
 
-def test_a_big_run_is_not_starved_by_a_stream_of_small_ones(store: Store, job: Path) -> None:
+def test_a_big_run_is_not_starved_by_a_stream_of_small_ones(
+    store: Store, job: Path, tmp_path: Path, start_agent: StartAgent
+) -> None:
     make_queue()
-    # The first two end 1.5 s apart, so a GPU comes free while the big run, past its 1 s
-    # backfill bound, still cannot start: the pass at that exit must reserve (when both
-    # ended at once, the big run could start without a reservation and no note).
-    first = [enqueue(store, job, 1, 1.5), enqueue(store, job, 1, 3.0)]
+    # The first run ends on its own; the second holds GPU 1 until the test releases it. So
+    # when the first ends, the big run has waited past its 1 s backfill bound (it was queued
+    # before the agent started, 1.5 s before) and still cannot start: that pass must reserve
+    # GPUs 0,1 for it, whatever the machine's load. (Ending the second on a timer instead
+    # left it to chance whether a pass came between the two ends: when both ended before
+    # the next pass, the big run started with no reservation and no note.)
+    release = tmp_path / "release"
+    first = [enqueue(store, job, 1, 1.5), enqueue(store, job, 1, until=release)]
     big = enqueue(store, job, 2, 0.2)
     later = [enqueue(store, job, 1, 1.5) for _ in range(4)]
-    cli("agent", "-q", "gpu", "--gpus", "0,1", "--gpu-backfill-s", "1", "--burst", check=True,
-        timeout=120)  # fmt: skip
+    agent = start_agent("-q", "gpu", "--gpus", "0,1", "--gpu-backfill-s", "1", "--burst")
+
+    def notes() -> list[str]:
+        return [e["message"] for e in store.runs.events(big) if e["to_state"] == "queued"]
+
+    reserved = "GPUs 0,1 reserved: it waited past the backfill bound"
+    wait_for(lambda: reserved in notes(), timeout=90, what="the big run's reservation")
+    # GPU 0 is free but held for the big run: no run behind it took it.
+    assert store.runs.state(first[0]) == "finished"
+    assert [(a["idx"], a["run_id"]) for a in store.gpus.allocations()] == [(1, first[1])]
+    assert [(r["idx"], r["run_id"]) for r in store.gpus.reservations()] == [(0, big), (1, big)]
+    release.touch()
+    assert agent.wait(timeout=120) == 0, agent.output()
     starts = {h.run_id: h.start for h in holds(store)}
     # Small runs behind it kept both GPUs busy, but once it had waited 1 s its GPUs were
     # held for it: it started when the first two ended, before any later run.
     assert all(starts[big] > starts[r] for r in first)
     assert all(starts[big] < starts[r] for r in later)
-    notes = [e["message"] for e in store.runs.events(big) if e["to_state"] == "queued"]
-    assert "GPUs 0,1 reserved: it waited past the backfill bound" in notes
+    assert [store.runs.state(r) for r in [*first, big, *later]] == ["finished"] * 7
 
 
 def test_a_queue_with_gpu_sharing_puts_two_runs_on_each_gpu(store: Store, job: Path) -> None:
