@@ -258,15 +258,26 @@ def wrap(
     pid_file = shlex.quote(str(folder / PID_FILE))
     exit_file = shlex.quote(str(folder / EXIT_FILE))
     limit = f"ulimit -v {max(1, memory // 1024)} || exit 125; " if memory is not None else ""
+    # A stop is SIGTERM to the whole group, then SIGKILL after the grace. The shell (the
+    # group's leader) must outlive that SIGTERM: were it to die at once, the runner would
+    # take the leader's end for the run's and SIGKILL the group before the grace was over.
+    # A trap with an action (not an ignored signal) leaves SIGTERM at its default in the
+    # command, and runs only once the command has ended. The shell's own stderr (where it
+    # would say "Terminated") goes nowhere: the command gets the run's back in its own
+    # process (kept on fd 3 meanwhile), so the shell's report of its end is never logged.
+    trap = "trap : TERM; "
+    run = 'exec 3>&2 2>/dev/null; (exec 2>&3 3>&-; exec "$@"); code=$?; '
     if in_place:
         script = (
-            f"echo $$ > {pid_file}; : > {exit_file}; {limit}"
-            f'"$@"; code=$?; echo $code > {exit_file}; exit $code'
+            f"{trap}echo $$ > {pid_file}; : > {exit_file}; {limit}"
+            f"{run}"
+            f"echo $code > {exit_file}; exit $code"
         )
     else:
         script = (
-            f"echo $$ > {pid_file}; rm -f {exit_file}; {limit}"
-            f'"$@"; code=$?; echo $code > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; '
+            f"{trap}echo $$ > {pid_file}; rm -f {exit_file}; {limit}"
+            f"{run}"
+            f"echo $code > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; "
             "exit $code"
         )
     return ["/bin/sh", "-c", script, "launchctl-run", *command]
