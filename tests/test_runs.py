@@ -24,32 +24,71 @@ def _alive(pid: int) -> bool:
         return False
 
 
+GRACE_S = 5
+
+# The leader, on SIGTERM, waits for its child (as a launcher that forwards the signal
+# would); the child notes each SIGTERM it gets and ignores it. Only SIGKILL ends them.
+TREE = """\
+import os, signal, subprocess, sys, time
+marks = sys.argv[1]
+def note(who):
+    with open(os.path.join(marks, who), 'a') as fh:
+        fh.write(repr(time.time()) + '\\n')
+child = subprocess.Popen([sys.executable, __file__, marks, 'child']) if len(sys.argv) == 2 else None
+if child is None:
+    signal.signal(signal.SIGTERM, lambda *_: note('child-term'))
+    note('child-pid-' + str(os.getpid()))
+    while True:
+        time.sleep(600)
+else:
+    signal.signal(signal.SIGTERM, lambda *_: (note('leader-term'), child.wait()))
+    note('leader-pid-' + str(os.getpid()))
+    child.wait()
+"""
+
+
 def test_cancel_running_run_kills_its_whole_process_group(
     store: Store, tmp_path: Path, start_agent: StartAgent
 ) -> None:
-    pids = tmp_path / "pids"
-    code = make_script(
-        tmp_path / "tree",
-        "main.py",
-        "import os, subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
-        "time.sleep(600)\n",
-    ).parent
+    """Cancel sends SIGTERM to the whole group, then SIGKILL after ``--grace``: a child in the
+    group that ignores SIGTERM gets the SIGTERM, is still alive once it has it, and is
+    killed after the grace, not before."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    code = make_script(tmp_path / "tree", "main.py", TREE).parent
     run_id = cli(
-        "launch", "-q", "default", "-u", str(code), "-E", "python main.py", check=True
+        "launch", "-q", "default", "-u", str(code), "-E", f"python main.py {marks}", check=True
     ).stdout.strip()
-    start_agent("-q", "default", "--grace", "2")
-    wait_for(lambda: pids.exists() and pids.read_text().count(" ") == 1, what="run's processes")
-    leader, child = map(int, pids.read_text().split())
-    assert _alive(leader) and _alive(child)
+    start_agent("-q", "default", "--grace", str(GRACE_S))
+
+    def pid_of(who: str) -> int | None:
+        found = [p.name for p in marks.iterdir() if p.name.startswith(f"{who}-pid-")]
+        return int(found[0].rsplit("-", 1)[1]) if found else None
+
+    wait_for(lambda: pid_of("leader") and pid_of("child"), what="the run's two processes")
+    leader, child = pid_of("leader"), pid_of("child")
+    assert leader is not None and child is not None
+    assert os.getpgid(child) == os.getpgid(leader)  # one process group, the run's
     out = cli("runs", "cancel", run_id, check=True).stdout
     assert "stopping it" in out
+    # SIGTERM reaches the child too, not only the group leader...
+    wait_for(lambda: (marks / "child-term").exists(), what="the child's SIGTERM")
+    wait_for(lambda: (marks / "leader-term").exists(), what="the leader's SIGTERM")
+    # ...and, the grace not yet over, both are still there (they ignore SIGTERM).
+    assert _alive(child) and _alive(leader)
+    assert store.runs.state(run_id) == "running"
+    # After the grace, SIGKILL ends them both.
+    wait_for(lambda: not _alive(leader) and not _alive(child), what="SIGKILL after the grace")
     wait_for(lambda: store.runs.state(run_id) == "stopped", what="stopped state")
-    wait_for(lambda: not _alive(leader) and not _alive(child), what="process group to exit")
     run = cli_json("runs", "show", run_id)
     assert run["reason"] == "cancelled"
     assert [e["to_state"] for e in run["events"]][-1] == "stopped"
+    # One SIGTERM each: nothing kept signalling them during the grace.
+    assert len((marks / "child-term").read_text().splitlines()) == 1
+    # Not before the grace: the run ended no sooner than GRACE_S after the child's SIGTERM
+    # (a lower bound only; a loaded machine can only make it later).
+    termed = float((marks / "child-term").read_text().split()[0])
+    assert run["events"][-1]["at"] - termed >= GRACE_S - 0.5
 
 
 def test_cancel_of_a_queued_run_stops_it_at_once(store: Store) -> None:
