@@ -253,22 +253,38 @@ def test_a_restarted_agent_adopts_a_container_that_still_runs(
 def test_a_container_killed_from_outside_is_preempted_and_requeued(
     store: Store, docker: object, start_agent: StartAgent
 ) -> None:
+    """``docker kill`` of a run's container: ``preempted``, then back at the end of its queue
+    (after a run queued meanwhile) with the same run id and name, and ``WANDB_RESUME=allow``."""
     from tests.conftest import BUSYBOX
 
     cli("queue", "create", "box", "-r", "local-container", check=True)
-    run_id = cli("launch", "-q", "box", "-d", BUSYBOX, "-E",
-                 "sh -c 'if [ -n \"$WANDB_RESUME\" ]; then echo resumed; else sleep 300; fi'",
+    said = 'echo "id=[$WANDB_RUN_ID] name=[$WANDB_NAME] resume=[$WANDB_RESUME]"'
+    then = 'if [ -n "$WANDB_RESUME" ]; then echo resumed; else sleep 300; fi'
+    run_id = cli("launch", "-q", "box", "-d", BUSYBOX, "--name", "long-one", "-E",
+                 f"sh -c '{said}; {then}'",
                  check=True).stdout.strip()  # fmt: skip
-    start_agent("-q", "box")
+    start_agent("-q", "box", "-j", "1")
     label = {"label": f"launchctl.run_id={run_id}"}
     container = wait_for(lambda: docker.containers.list(filters=label), what="container")[0]  # type: ignore[attr-defined]
+    # Queued while the first runs (one at a time): the requeued run must wait for it.
+    later = cli("launch", "-q", "box", "-d", BUSYBOX, "-E", "echo later",
+                check=True).stdout.strip()  # fmt: skip
+    assert store.runs.state(later) == "queued"
     container.kill()  # not asked for by the run or its agent: preemption
     wait_for(lambda: store.runs.state(run_id) == "finished", timeout=60, what="resumed run")
     run = cli_json("runs", "show", run_id)
+    assert (run["id"], run["name"]) == (run_id, "long-one")
     assert run["resume_count"] == 1
     assert [a["outcome"] for a in run["attempts"]] == ["preempted", "finished"]
     assert "stopped from outside (exit code 137)" in run["attempts"][0]["message"]
-    assert "resumed" in cli("logs", run_id, check=True).stdout
+    assert "preempted" in [e["to_state"] for e in run["events"]]
+    log = cli("logs", run_id, check=True).stdout
+    assert f"id=[{run_id}] name=[long-one] resume=[]" in log  # the first attempt
+    assert f"id=[{run_id}] name=[long-one] resume=[allow]\nresumed" in log  # exactly "allow"
+    # Back at the end of its queue: the run queued meanwhile started before its second attempt.
+    assert store.runs.state(later) == "finished"
+    starts = [e["run_id"] for e in store.runs.events() if e["to_state"] == "running"]
+    assert starts == [run_id, later, run_id]
 
 
 # -- the store under pressure ---------------------------------------------------------------
