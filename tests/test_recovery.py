@@ -91,6 +91,22 @@ def test_cancelling_a_requeued_run_stops_its_requeue(store: Store, start_agent: 
     assert store.runs.state(run_id) == "stopped"
 
 
+BACKOFF_S = 1.5
+
+
+def _retry_waits(store: Store, run_id: str) -> list[float]:
+    """Seconds from each move back to ``queued`` (a retry) to the next start, from the
+    run's event log."""
+    waits, requeued = [], None
+    for event in store.runs.events(run_id):
+        if event["to_state"] == "queued" and event["from_state"] == "running":
+            requeued = event["at"]
+        elif event["to_state"] == "running" and requeued is not None:
+            waits.append(event["at"] - requeued)
+            requeued = None
+    return waits
+
+
 def test_a_failed_run_is_retried_by_its_queue_policy_and_every_attempt_is_listed(
     store: Store, tmp_path: Path
 ) -> None:
@@ -104,7 +120,7 @@ def test_a_failed_run_is_retried_by_its_queue_policy_and_every_attempt_is_listed
         "print('attempt', n, os.environ['WANDB_RUN_ID'])\n"
         "sys.exit(0 if n >= 3 else 7)\n",
     ).parent  # fmt: skip
-    config = {"retry": {"max": 2, "on": ["failed"], "backoff_s": 0.2}}
+    config = {"retry": {"max": 2, "on": ["failed"], "backoff_s": BACKOFF_S}}
     cli("queue", "create", "flaky", "--config", json.dumps(config), check=True)
     run_id = cli("launch", "-q", "flaky", "-u", str(code), "-E", "python main.py",
                  check=True).stdout.strip()  # fmt: skip
@@ -112,7 +128,12 @@ def test_a_failed_run_is_retried_by_its_queue_policy_and_every_attempt_is_listed
     run = cli_json("runs", "show", run_id)
     assert (run["state"], run["retries"], run["exit_code"]) == ("finished", 2, 0)
     assert [a["outcome"] for a in run["attempts"]] == ["queued", "queued", "finished"]
-    assert "retry 1 of 2" in run["attempts"][0]["message"]
+    assert "attempt failed (exit code 7); retry 1 of 2 in 1.5s" in run["attempts"][0]["message"]
+    assert "retry 2 of 2 in 1.5s" in run["attempts"][1]["message"]
+    # After the backoff: each attempt after the first starts no sooner than BACKOFF_S after
+    # the one before it went back to the queue (a lower bound: load only makes it later).
+    waits = _retry_waits(store, run_id)
+    assert len(waits) == 2 and all(wait >= BACKOFF_S for wait in waits), waits
     log = cli("logs", run_id, check=True).stdout
     assert log.count(f" {run_id}\n") == 3  # the same run id on every attempt
     assert "attempts:" in cli("runs", "show", run_id, check=True).stdout
@@ -126,6 +147,56 @@ def test_retries_stop_at_the_policy_maximum(store: Store, tmp_path: Path) -> Non
     cli("agent", "-q", "r1", "--burst", check=True)
     run = store.runs.get(run_id)
     assert (run["state"], run["retries"], run["reason"]) == ("failed", 1, "exit code 3")
+
+
+TIMED = {"resource_args": {"local-process": {"max_run_time": 1}}}
+
+
+def test_a_run_that_times_out_is_retried_when_the_policy_says_timeout(
+    store: Store, tmp_path: Path
+) -> None:
+    """``on: [timeout]``: a run past its max_run_time is retried (after the backoff); the
+    same queue does not retry a run that fails with an exit code."""
+    counter = tmp_path / "tries"
+    code = make_script(
+        tmp_path / "slow", "main.py",
+        "import os, sys, time\n"
+        f"path = {str(counter)!r}\n"
+        "n = int(open(path).read()) + 1 if os.path.exists(path) else 1\n"
+        "open(path, 'w').write(str(n))\n"
+        "if n == 1:\n"
+        "    time.sleep(300)\n"
+        "sys.exit(int(os.environ.get('EXIT', '0')))\n",
+    ).parent  # fmt: skip
+    config = {**TIMED, "retry": {"max": 1, "on": ["timeout"], "backoff_s": BACKOFF_S}}
+    cli("queue", "create", "timed", "--config", json.dumps(config), check=True)
+    run_id = cli("launch", "-q", "timed", "-u", str(code), "-E", "python main.py",
+                 check=True).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "timed", "--burst", "--grace", "1", check=True, timeout=120)
+    run = cli_json("runs", "show", run_id)
+    assert (run["state"], run["retries"], run["exit_code"]) == ("finished", 1, 0)
+    assert [a["outcome"] for a in run["attempts"]] == ["queued", "finished"]
+    assert "attempt failed (timeout); retry 1 of 1 in 1.5s" in run["attempts"][0]["message"]
+    waits = _retry_waits(store, run_id)
+    assert len(waits) == 1 and waits[0] >= BACKOFF_S, waits
+    # A failure that is not a timeout is not retried by an `on: [timeout]` policy.
+    counter.write_text("1")  # past the slow first attempt
+    failing = cli("launch", "-q", "timed", "-u", str(code), "-E", "sh -c 'EXIT=4 python main.py'",
+                  check=True).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "timed", "--burst", check=True, timeout=120)
+    run = store.runs.get(failing)
+    assert (run["state"], run["retries"], run["reason"]) == ("failed", 0, "exit code 4")
+
+
+def test_a_timeout_is_not_retried_by_a_policy_on_failed_only(store: Store, tmp_path: Path) -> None:
+    code = make_script(tmp_path / "slow", "main.py", "import time\ntime.sleep(300)\n").parent
+    config = {**TIMED, "retry": {"max": 2, "on": ["failed"]}}
+    cli("queue", "create", "timed", "--config", json.dumps(config), check=True)
+    run_id = cli("launch", "-q", "timed", "-u", str(code), "-E", "python main.py",
+                 check=True).stdout.strip()  # fmt: skip
+    cli("agent", "-q", "timed", "--burst", "--grace", "1", check=True, timeout=120)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["retries"], run["reason"]) == ("failed", 0, "timeout")
 
 
 def test_a_bad_retry_policy_is_refused() -> None:
