@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launchctl import identity
-from launchctl.errors import LaunchctlError, NotFound
+from launchctl.errors import ConfigError, LaunchctlError, NotFound, UsageError
 from launchctl.states import TERMINAL, State
 from launchctl.store import Row, Store
 from launchctl.store.runs import RunTable
@@ -153,6 +153,18 @@ def _searcher(sweep: Row, params: list[Any], agent_id: str, start: int) -> Any:
     return _SEARCHERS[key]
 
 
+def _refusals() -> tuple[type[LaunchctlError], ...]:
+    from launchctl.teams import PermissionDenied
+
+    return (UsageError, ConfigError, NotFound, PermissionDenied)
+
+
+# What fails a sweep when its next trial's launch is refused: its config, its queue's
+# rules or its author's role. A store that cannot be written now (busy, a full disk) is
+# not among them: the pass fails, is said once, and the next one tries again.
+REFUSALS = _refusals()
+
+
 # -- one pass ---------------------------------------------------------------------------------
 def tick(
     store: Store,
@@ -199,7 +211,7 @@ def tick(
         seq = table.next_seq(sweep_id)
         try:
             run = _build_run(store, sweep, proposal)
-        except LaunchctlError as exc:
+        except REFUSALS as exc:  # the trial can never launch: say why on the sweep
             table.fail(sweep_id, agent_id, f"trial {seq} cannot be launched: {exc}")
             _SEARCHERS.pop((agent_id, sweep_id), None)
             result.state, result.done = "failed", True

@@ -425,3 +425,22 @@ def test_a_killed_foreground_scheduler_s_sweep_is_taken_up_when_its_lease_runs_o
     assert len(done) == 6 and all(t["outcome"] == "ok" for t in done)
     assert len({json.dumps(t["params"], sort_keys=True) for t in done}) == 6
     assert all(starts(home, t["run_id"]) == 1 for t in done)
+
+
+def test_a_sweep_whose_trials_can_no_longer_launch_fails_saying_why(
+    home: Path, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """Its job deleted after the sweep was made: the sweep fails with the launch's
+    refusal as its reason, no trial is stored, and the agent goes on serving its queue."""
+    setup_queue(tmp_path)
+    sweep_id = launch_sweep(tmp_path, GRID_12)
+    cli("job", "delete", "train", "--yes", check=True)
+    agent = start_agent("-q", "local")
+    wait_for(lambda: sweep_row(home, sweep_id)["state"] == "failed", what="the sweep to fail")
+    reason = sweep_row(home, sweep_id)["reason"]
+    assert reason.startswith("trial 0 cannot be launched: ") and "train" in reason
+    assert "\n" not in reason
+    assert trials(home, sweep_id) == []
+    cli("launch", "-q", "local", "-u", str(tmp_path / "code"), "-E", "python -c pass",
+        check=True)  # fmt: skip
+    wait_for(lambda: "finished" in agent.output(), what="the agent to run a plain run")
