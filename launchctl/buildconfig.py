@@ -117,6 +117,37 @@ def check_builder(builder: Any, where: str, *, literal_ok: bool = False) -> None
             )
     check_network(builder.get("network"), where)
     check_base_images(builder, where)
+    if builder.get("base_refresh") is not None:
+        base_refresh_seconds(builder["base_refresh"], where)
+
+
+# builder.base_refresh (issue 20): how long a base image's registry digest is trusted before
+# a build asks its registry again. 12h by default: an air-gapped lab whose bases came from a
+# registry it cannot reach pays one failed manifest request per base twice a day, not one per
+# run, and a base pushed anew to the lab's own registry is picked up the same day (`always`
+# picks it up at once). A base built on this machine is never asked about: its local image ID
+# is its identity, so a base rebuilt in place is a new job image whatever this says.
+BASE_REFRESH_DEFAULT = "12h"
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def base_refresh_seconds(value: Any, where: str = "the queue's config") -> float:
+    """``builder.base_refresh`` in seconds: ``always`` 0, ``never`` infinity, or an age
+    (``90s``, ``30m``, ``12h``, ``7d``, ``2w``); None is the default, 12h."""
+    if value is None:
+        value = BASE_REFRESH_DEFAULT
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "always":
+            return 0.0
+        if text == "never":
+            return float("inf")
+        if text[-1:] in _AGE_UNITS and text[:-1].isdigit():
+            return float(int(text[:-1]) * _AGE_UNITS[text[-1]])
+    raise ConfigError(
+        f"{where}: builder.base_refresh must be always, never or an age such as 12h"
+        " (a number and s, m, h, d or w)"
+    )
 
 
 # Where a builder section names a base image: the default one, and the accelerator's (W&B's

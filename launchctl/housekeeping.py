@@ -332,6 +332,7 @@ def list_images(store: Store, client: object | None = None) -> list[dict[str, An
             "unique_size": None if unique is None else int(unique),
             "containers": containers,
             "created": image.attrs.get("Created"),
+            "bases": _image_bases(labels),
             "versions": versions,
             "active_runs": active,
             "runs": sorted({str(r["run_id"]) for r in found if r["run_id"]}),
@@ -339,6 +340,25 @@ def list_images(store: Store, client: object | None = None) -> list[dict[str, An
         })  # fmt: skip
     out.sort(key=lambda i: str(i["created"] or ""), reverse=True)
     return out
+
+
+def _image_bases(labels: dict[str, str]) -> list[str]:
+    """The bases an image was built on (its ``launchctl.bases`` label, issue 20), each
+    ``NAME DIGEST`` (the registry digest when known, else the local image ID); [] for an
+    image built before images said so."""
+    import json
+
+    from launchctl.images.tag import BASES_LABEL
+
+    try:
+        found = json.loads(labels.get(BASES_LABEL) or "[]")
+    except ValueError:
+        return []
+    return [
+        f"{b.get('name')} {b.get('digest') or b.get('id')}"
+        for b in (found if isinstance(found, list) else [])
+        if isinstance(b, dict) and b.get("name")
+    ]
 
 
 def _image_usage(engine: Any) -> dict[str, tuple[int, int | None, int | None]]:

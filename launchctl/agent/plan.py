@@ -181,6 +181,7 @@ class Plan:
             build_args={str(k): str(v) for k, v in (builder.get("build_args") or {}).items()},
             template_dir=Path(builder["template_dir"]) if builder.get("template_dir") else None,
             network=self.build.network,
+            base_refresh_s=buildconfig.base_refresh_seconds(builder.get("base_refresh")),
         )
         if builder.get("base_image"):
             request.default_base_image = str(builder["base_image"])

@@ -284,7 +284,10 @@ class Starter:
             detail = f" (build log: {build_log})" if str(exc).startswith("image build") else ""
             raise RunnerError(f"{exc}{detail}", stage="build") from None
         what = "built" if built.built else "reused"
-        notes.append(f"image {built.uri} {what} ({built.dockerfile_source})")
+        on = f" on base {', '.join(built.bases)}" if built.bases else ""  # issue 20
+        notes.append(f"image {built.uri} {what} ({built.dockerfile_source}){on}")
+        for warning in built.warnings:  # a base its registry could not confirm
+            self.store.runs.note(run_id, f"warning: {warning}")
         return built.uri
 
 

@@ -24,6 +24,7 @@ def list_(as_json: bool = JSON_OPTION) -> None:
     only this home's name for it when another home built it), 'built elsewhere' (another
     launchctl home built it, or it carries no home label: never pruned here). SIZE is the
     image's whole size; OWN the bytes no other image shares (what a prune gives back).
+    BASE: the images it was built on, with their digest (or local image ID).
 
     \b
     Example:
@@ -49,11 +50,19 @@ def list_(as_json: bool = JSON_OPTION) -> None:
                 ", ".join(i["versions"])
                 or (f"{i['other_homes']} other home(s)" if i["other_homes"] else "-"),
                 ", ".join(i["active_runs"]) or "-",
+                ", ".join(_short_base(b) for b in i["bases"]) or "-",
             )
             for i in images
         ],
-        ["id", "image", "size", "own", "status", "job versions", "active runs"],
+        ["id", "image", "size", "own", "status", "job versions", "active runs", "base"],
     )
+
+
+def _short_base(base: str) -> str:
+    """``NAME sha256:<64 hex>`` as ``NAME sha256:<12 hex>`` for the table (--json: whole)."""
+    name, _, digest = base.rpartition(" ")
+    algo, colon, hexa = digest.partition(":")
+    return f"{name} {algo}:{hexa[:12]}" if colon and name else base
 
 
 @app.command("prune")

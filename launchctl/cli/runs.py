@@ -143,6 +143,8 @@ def show(
     line(f"runtime:    {duration(run['started_at'], run['ended_at'])}")
     if run["rerun_of"]:
         line(f"rerun of:   {run['rerun_of']}")
+    if run.get("image"):  # the image that ran; its base is in the `starting` event (issue 20)
+        line(f"image:      {run['image']}")
     line(f"log:        {run['log_path']}")
     for link in run.get("wandb_runs") or []:  # uploaded by `launchctl sync` with `wandb sync`
         line(f"wandb run:  {link['wandb_run_path']} on {link['base_url']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launchctl import jobfiles, paths
+from launchctl.images import base as bases
 from launchctl.images import dockerfile as dockerfiles
 from launchctl.images import engine
 from launchctl.images.dockerfile import Dockerfile
 from launchctl.images.model import BuildError, BuildRequest, BuiltImage
 from launchctl.images.tag import (
+    BASES_LABEL,
     BUILD_LABEL,
     HOME_LABEL,
     JOB_LABEL,
@@ -35,10 +38,20 @@ class BuildPlan:
     uri: str
     tag: str
     tree: jobfiles.Tree  # the job's files that go into the build context
+    bases: tuple[bases.Base, ...] = ()  # the images it builds FROM, with their identities
 
 
-def plan_build(req: BuildRequest) -> BuildPlan:
-    """Choose the Dockerfile and hash everything that affects the image into its tag."""
+Resolver = Callable[[list[str]], list[bases.Base]]
+
+
+def plan_build(req: BuildRequest, resolve: Resolver | None = None) -> BuildPlan:
+    """Choose the Dockerfile and hash everything that affects the image into its tag.
+
+    The tag hashes the identity of every image the Dockerfile builds FROM (each stage's, the
+    template's base): ``resolve`` gives them (``ensure_image`` asks registries as
+    ``builder.base_refresh`` says); without it, each is looked up on this engine alone
+    (``base.local_identities``), which gives the tag ``ensure_image`` finds when no base
+    changed."""
     if not req.source_dir.is_dir():
         raise BuildError(f"the job's files are missing: {req.source_dir} is not a folder")
     chosen = dockerfiles.choose(req)
@@ -54,6 +67,8 @@ def plan_build(req: BuildRequest) -> BuildPlan:
     # entry point is relative to the context: launchctl keeps that promise for both.
     root = dockerfiles.context_root(req)
     tree = jobfiles.scan(root, skip=frozenset(chosen.files))
+    names = dockerfiles.from_images(chosen.text, args)
+    found = resolve(names) if resolve is not None else _local_bases(names)
     tag = image_tag(
         dockerfile_text=chosen.text,
         dockerfile_path=chosen.path,
@@ -61,9 +76,37 @@ def plan_build(req: BuildRequest) -> BuildPlan:
         generated=chosen.files,
         build_args=args,
         index=dockerfiles.redacted_index(req) if secret_index else None,
+        bases={b.name: b.identity for b in found},
     )
     uri = f"{repository(req.job_name, req.registry)}:{tag}"
-    return BuildPlan(dockerfile=chosen, build_args=args, uri=uri, tag=tag, tree=tree)
+    return BuildPlan(
+        dockerfile=chosen, build_args=args, uri=uri, tag=tag, tree=tree, bases=tuple(found)
+    )
+
+
+def _local_bases(names: list[str]) -> list[bases.Base]:
+    try:
+        client = engine.connect()
+    except BuildError:
+        return bases.local_identities(None, names)
+    try:
+        return bases.local_identities(client, names)
+    finally:
+        client.close()
+
+
+def _base_auth(req: BuildRequest) -> Callable[[str], dict[str, str] | None]:
+    """The queue's registry credentials for a base on that registry; else the engine's own."""
+    from launchctl.images.tag import repository as job_repository
+
+    host = job_repository("x", req.registry).rpartition("/launchctl/")[0] if req.registry else ""
+
+    def auth(name: str) -> dict[str, str] | None:
+        if host and req.registry_auth and name.startswith(f"{host}/"):
+            return req.registry_auth
+        return None
+
+    return auth
 
 
 def _pip_build_args(req: BuildRequest) -> dict[str, str]:
@@ -153,13 +196,33 @@ def _ensure(
     build_log: Callable[[bytes], object] | None,
     say: Callable[[str], object] | None,
 ) -> BuiltImage:
-    plan = plan_build(req)
-    source = plan.dockerfile.source
-    notes = [
-        f"launchctl: job file {s.line()}\n".encode() for s in plan.tree.special
-    ]  # shown after the first line, which names the image
-    raw = build_log or log
     client = engine.connect()
+    resolved = bases.Resolved()
+
+    def resolve(names: list[str]) -> list[bases.Base]:
+        got = bases.resolve(
+            client,
+            names,
+            refresh_s=req.base_refresh_s,
+            checks_path=paths.home() / bases.CHECKS_FILE,
+            auth_for=_base_auth(req),
+        )
+        resolved.log, resolved.warnings = got.log, got.warnings
+        return got.bases
+
+    try:
+        plan = plan_build(req, resolve)
+    except BaseException:
+        client.close()
+        raise
+    shown = tuple(b.shown() for b in plan.bases)
+    warnings = tuple(resolved.warnings)
+    source = plan.dockerfile.source
+    notes = [  # shown after the first line, which names the image
+        *(f"launchctl: {line}\n".encode() for line in [*resolved.log, *resolved.warnings]),
+        *(f"launchctl: job file {s.line()}\n".encode() for s in plan.tree.special),
+    ]
+    raw = build_log or log
     try:
         where = engine.find(
             client, plan.uri, registry=req.registry is not None, auth=req.registry_auth
@@ -180,9 +243,17 @@ def _ensure(
                 _push(client, plan.uri, req, log, build_log)
                 pushed = True
             return BuiltImage(
-                plan.uri, plan.tag, built=False, pushed=pushed, dockerfile_source=source
+                plan.uri,
+                plan.tag,
+                built=False,
+                pushed=pushed,
+                dockerfile_source=source,
+                bases=shown,
+                warnings=warnings,
             )
         log(f"launchctl: building {plan.uri} with {source}\n".encode())
+        for change in bases.changes(_previous_bases(client, req.job_name), list(plan.bases)):
+            log(f"launchctl: {change}\n".encode())  # why this job is built again
         for line in notes:
             log(line)
         if build_log is not None:
@@ -203,10 +274,33 @@ def _ensure(
         if req.registry:
             _push(client, plan.uri, req, log, build_log)
         return BuiltImage(
-            plan.uri, plan.tag, built=True, pushed=bool(req.registry), dockerfile_source=source
+            plan.uri,
+            plan.tag,
+            built=True,
+            pushed=bool(req.registry),
+            dockerfile_source=source,
+            bases=shown,
+            warnings=warnings,
         )
     finally:
         client.close()
+
+
+def _previous_bases(client: object, job_name: str) -> list[dict[str, object]]:
+    """The bases (``launchctl.bases`` label) of the newest image built for this job."""
+    try:
+        images = client.images.list(filters={"label": f"{JOB_LABEL}={job_name}"})  # type: ignore[attr-defined]
+    except Exception:  # only for the build log's reason: best effort
+        return []
+    images = [i for i in images if BASES_LABEL in (i.labels or {})]
+    if not images:
+        return []
+    newest = max(images, key=lambda i: str(i.attrs.get("Created") or ""))
+    try:
+        found = json.loads(newest.labels[BASES_LABEL])
+    except ValueError:
+        return []
+    return found if isinstance(found, list) else []
 
 
 def _push(
@@ -267,11 +361,12 @@ def _build(
                 JOB_LABEL: req.job_name,
                 BUILD_LABEL: plan.tag,
                 HOME_LABEL: req.home_label or home_label(paths.home()),
+                BASES_LABEL: json.dumps([b.label() for b in plan.bases], sort_keys=True),
             },
             network=req.network,
             log=log,
             say=say,
-            base_images=dockerfiles.from_images(chosen.text),
+            base_images=[b.name for b in plan.bases],
             secrets=secrets,
         )
 

@@ -91,19 +91,83 @@ def choose(req: BuildRequest) -> Dockerfile:
     return render(req)
 
 
-_FROM = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE | re.MULTILINE)
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::[-+][^}]*)?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-def from_images(text: str) -> list[str]:
-    """The images a Dockerfile's FROM lines name (a FROM of an earlier stage left out)."""
+def instructions(text: str) -> list[tuple[str, list[str]]]:
+    """A Dockerfile's instructions as (KEYWORD, words): comment lines dropped, lines ending
+    in a backslash joined to the next (as BuildKit's parser reads them)."""
+    out: list[tuple[str, list[str]]] = []
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or not stripped:
+            continue  # a comment (a parser directive is one too), also inside a continuation
+        pending += raw.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        words = pending.split()
+        pending = ""
+        if words:
+            out.append((words[0].upper(), words[1:]))
+    if pending.split():
+        words = pending.split()
+        out.append((words[0].upper(), words[1:]))
+    return out
+
+
+def from_images(text: str, build_args: dict[str, str] | None = None) -> list[str]:
+    """The images a Dockerfile builds from, each once, in order: every stage's FROM image
+    (a stage named by an earlier ``AS`` and ``scratch`` left out), and the images that
+    ``COPY --from=`` or ``RUN --mount=...,from=`` name. ``${NAME}`` in a FROM line is the
+    value of an ARG declared before the first FROM: ``build_args`` first, then the ARG's
+    default (as BuildKit fills it in); one it cannot fill stays as written."""
+    args = dict(build_args or {})
+    known: dict[str, str] = {}
     images: list[str] = []
     stages: set[str] = set()
-    for m in _FROM.finditer(text):
-        image, stage = m.group(1), m.group(2)
-        if image.lower() not in stages and image not in images:
+    seen_from = False
+
+    def fill(word: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(2)
+            return known.get(name, m.group(0))
+
+        return _VAR.sub(one, word)
+
+    def add(image: str) -> None:
+        if image.lower() in stages or image.isdigit() or image.lower() == "scratch":
+            return
+        if image and image not in images:
             images.append(image)
-        if stage:
-            stages.add(stage.lower())
+
+    for keyword, words in instructions(text):
+        if keyword == "ARG" and not seen_from:
+            for word in words:
+                name, eq, default = word.partition("=")
+                value = args.get(name, default.strip("\"'") if eq else None)
+                if value is not None:
+                    known[name] = value
+        elif keyword == "FROM":
+            seen_from = True
+            rest = [w for w in words if not w.startswith("--")]
+            if not rest:
+                continue
+            add(fill(rest[0]))
+            if len(rest) >= 3 and rest[1].upper() == "AS":
+                stages.add(rest[2].lower())
+        elif keyword in ("COPY", "ADD", "RUN"):
+            for word in words:
+                if not word.startswith("--"):
+                    break
+                if word.lower().startswith("--from="):
+                    add(word.split("=", 1)[1])
+                elif word.lower().startswith("--mount="):
+                    for part in word.split("=", 1)[1].split(","):
+                        key, _, value = part.partition("=")
+                        if key.strip().lower() == "from" and value:
+                            add(value)
     return images
 
 

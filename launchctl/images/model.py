@@ -8,6 +8,7 @@ from pathlib import Path
 from launchctl.errors import LaunchctlError
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+DEFAULT_BASE_REFRESH_S = 12 * 3600.0  # builder.base_refresh's default (buildconfig.py)
 
 
 @dataclass
@@ -39,6 +40,10 @@ class BuildRequest:
     # The launchctl.home label of a built image (images/tag.py's home_label); None: that of
     # $LAUNCHCTL_HOME, the home the agent serves. `images prune` removes only its home's.
     home_label: str | None = None
+    # How long a base image's registry digest is trusted before it is asked again
+    # (builder.base_refresh, in seconds: 0 always, inf never; issue 20). A base this engine
+    # built itself has no registry and is never asked: its local image ID is its identity.
+    base_refresh_s: float = DEFAULT_BASE_REFRESH_S
 
 
 @dataclass
@@ -50,6 +55,10 @@ class BuiltImage:
     built: bool  # False when it already existed locally or in the registry
     pushed: bool
     dockerfile_source: str  # which Dockerfile: override, job Dockerfile, Dockerfile.wandb, template
+    # The base images it was built on, each "NAME DIGEST" (or "NAME ID (local image)")
+    bases: tuple[str, ...] = ()
+    # What could not be checked (a registry not reachable): said in the run's events too
+    warnings: tuple[str, ...] = ()
 
 
 class BuildError(LaunchctlError):

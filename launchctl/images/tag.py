@@ -17,6 +17,8 @@ _CHUNK = 1 << 20
 JOB_LABEL = "launchctl.job"  # the job's name
 BUILD_LABEL = "launchctl.build"  # the content tag (the image name's tag)
 HOME_LABEL = "launchctl.home"  # which launchctl home built it: ``home_label(root)``
+# The base images it was built on (issue 20): JSON, [{"name", "id", "digest"?}, ...]
+BASES_LABEL = "launchctl.bases"
 
 
 def home_label(root: Path) -> str:
@@ -68,12 +70,15 @@ def image_tag(
     generated: dict[str, bytes],
     build_args: dict[str, str],
     index: list[str] | None = None,
+    bases: dict[str, str] | None = None,
 ) -> str:
     """The hash of the Dockerfile (which names the base image and the pip index settings),
     the build context, generated files and build args; ``index``: the index settings that
     reach the build as a secret, without their credentials (a new password is no new
-    image, a new index is)."""
-    key = {
+    image, a new index is); ``bases``: each base image's identity by name (images/base.py:
+    its local image ID or registry digest), so that a base rebuilt under the same name is
+    a new image (issue 20)."""
+    key: dict[str, object] = {
         "v": 1,
         "dockerfile": dockerfile_text,
         "dockerfile_path": dockerfile_path,
@@ -83,6 +88,8 @@ def image_tag(
     }
     if index:  # only then, so that every other tag stays what it was
         key["index"] = list(index)
+    if bases is not None:
+        key["bases"] = dict(sorted(bases.items()))
     blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:TAG_LENGTH]
 
