@@ -433,3 +433,11 @@ def test_many_writers_and_two_agents_never_show_database_is_locked(
     wait_for(lambda: len(store.runs.select(states=["finished"], limit=None)) == 64, timeout=120,
              what="all runs to finish")  # fmt: skip
     assert all(a.proc.poll() is None for a in agents)
+    # Nor does it reach the agents (a claim, a lease renewal or a move that met a lock).
+    reported = 0
+    for agent in agents:
+        agent.stop()
+        out = agent.output()
+        assert "locked" not in out.lower() and "Traceback" not in out, out[-2000:]
+        reported += len(re.findall(r"^run \S+ finished \(exit code 0\)$", out, re.M))
+    assert reported == 64  # each run's end, said by the agent that ran it
