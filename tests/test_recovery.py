@@ -5,7 +5,6 @@ Each test is named after a promise in the README's "What happens when things go 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -376,35 +375,66 @@ def test_a_database_locked_too_long_gets_a_clear_message_and_changes_nothing(hom
     assert "late" not in [q["name"] for q in cli_json("queue", "list")]
 
 
+# The full-disk scenario, run in one process on a 512 KiB tmpfs at argv[1]: a queue made
+# while there is room, the disk filled, a write refused, room made again, the queues listed.
+FULL_DISK = """\
+import contextlib, json, os, subprocess, sys
+mount, big = sys.argv[1], sys.argv[2]
+env = {**os.environ, "LAUNCHCTL_HOME": os.path.join(mount, "home")}
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "launchctl", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+before = cli("queue", "create", "before")
+assert before.returncode == 0, before.stderr
+filler = os.path.join(mount, "filler")
+with open(filler, "wb") as fh, contextlib.suppress(OSError):
+    while True:
+        fh.write(b"\\0" * 65536)
+refused = cli("queue", "create", "big", "--config", big)
+os.unlink(filler)
+listed = cli("queue", "list", "--json")
+print(json.dumps({"rc": refused.returncode, "stderr": refused.stderr, "stdout": refused.stdout,
+                  "queues": [q["name"] for q in json.loads(listed.stdout)]}))
+"""
+
+
 def test_a_full_disk_gets_a_clear_message_and_changes_nothing(tmp_path: Path) -> None:
-    import os
+    """On a full disk a write is refused in exactly one line, and nothing is changed. The
+    small disk is a tmpfs mounted in a mount namespace of the test's own (``unshare``), by
+    root or, where user namespaces are allowed, by anyone; nothing is mounted on the host."""
+    import shutil
     import subprocess
+    import sys
+
+    import pytest
 
     mount = tmp_path / "small"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:  # fmt: skip
-        import pytest
-
-        pytest.skip("cannot mount a small tmpfs here (needs root) to fill a disk")
-    try:
-        env = {"LAUNCHCTL_HOME": str(mount / "home")}
-        cli("queue", "create", "before", env=env, check=True)
-        filler = mount / "filler"
-        with open(filler, "wb") as fh, contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\0" * 65536)
-        big = tmp_path / "big.json"
-        big.write_text(json.dumps({"builder": {"pad": "x" * 600_000}}))
-        proc = cli("queue", "create", "big", "--config", str(big), env=env)
-        assert proc.returncode == 1
-        assert "is full" in proc.stderr and "Traceback" not in proc.stderr
-        filler.unlink()
-        names = [q["name"] for q in json.loads(cli("queue", "list", "--json", env=env).stdout)]
-        assert names == ["before", "default"]
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-        os.sync()
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"builder": {"pad": "x" * 600_000}}))
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK)
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) here (util-linux) to mount a small tmpfs to fill a disk")
+    mounted = 'mount -t tmpfs -o size=512k tmpfs "$1" && shift && exec "$@"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "--map-root-user", "--", "sh", "-c", mounted, "sh", str(mount),
+         sys.executable, str(script), str(mount), str(big)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if proc.returncode != 0 and not proc.stdout.strip():
+        why = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        pytest.skip(
+            "cannot mount a small tmpfs to fill a disk: neither root nor user namespaces"
+            f" here (unshare --mount --map-root-user: {why[0]})"
+        )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["rc"] == 1 and result["stdout"] == ""
+    lines = result["stderr"].splitlines()
+    assert len(lines) == 1, lines  # one line: no traceback, no second message
+    assert "is full" in lines[0]
+    assert result["queues"] == ["before", "default"]  # nothing changed
 
 
 def test_many_writers_and_two_agents_never_show_database_is_locked(
