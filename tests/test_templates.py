@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,43 +76,81 @@ def test_a_config_that_uses_an_undefined_field_cannot_be_saved(home: Path) -> No
     assert table_counts(home) == before
 
 
-# -- property: every accepted value is inside its limits ------------------------------------
+# -- property: a value is accepted exactly when it is inside its limits ---------------------
 bounds = st.integers(min_value=-1000, max_value=1000)
-values = st.one_of(
-    st.integers(min_value=-(10**6), max_value=10**6),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12),
-    st.booleans(),
-    st.none(),
-)
 
 
-@given(lo=bounds, hi=bounds, value=values, kind=st.sampled_from(["integer", "number"]))
-def test_accepted_values_are_inside_their_limits_and_refusals_say_why(
-    lo: int, hi: int, value: Any, kind: str
+def _numbers_near(lo: int, hi: int) -> st.SearchStrategy[Any]:
+    """Numbers on, just inside and just outside each limit, and anywhere else."""
+    edges = [lo - 1, lo, lo + 1, hi - 1, hi, hi + 1]
+    return st.one_of(
+        st.sampled_from(edges),
+        st.sampled_from([float(e) for e in edges] + [lo - 0.5, lo + 0.5, hi - 0.5, hi + 0.5]),
+        st.integers(min_value=-(10**6), max_value=10**6),
+        st.floats(min_value=lo - 2, max_value=hi + 2, allow_nan=False),
+    )
+
+
+@given(lo=bounds, hi=bounds, data=st.data(), kind=st.sampled_from(["integer", "number"]),
+       as_text=st.booleans())  # fmt: skip
+def test_a_number_is_accepted_exactly_when_it_is_inside_its_limits(
+    lo: int, hi: int, data: st.DataObject, kind: str, as_text: bool
 ) -> None:
-    schema = {"type": kind, "minimum": min(lo, hi), "maximum": max(lo, hi)}
+    lo, hi = min(lo, hi), max(lo, hi)
+    number = data.draw(_numbers_near(lo, hi))
+    # From the command line a value comes as text (--set-var v=3): whole numbers here.
+    value: Any = str(number) if as_text and isinstance(number, int) else number
+    schema = {"type": kind, "minimum": lo, "maximum": hi}
     definitions = {"v": variables.check_definition("v", schema)}
-    try:
-        out = variables.resolve_values("q", definitions, {"v": value})["v"]
-    except UsageError as exc:
-        assert str(exc).startswith("template variable v")
+    if kind == "integer" and isinstance(number, float) and not number.is_integer():
+        with pytest.raises(UsageError, match=r"^template variable v must be an integer, got "):
+            variables.resolve_values("q", definitions, {"v": value})
         return
-    assert isinstance(out, int) if kind == "integer" else isinstance(out, int | float)
-    assert not isinstance(out, bool)
-    assert schema["minimum"] <= out <= schema["maximum"]
+    typed = int(number) if kind == "integer" else number
+    if lo <= typed <= hi:
+        out = variables.resolve_values("q", definitions, {"v": value})["v"]
+        assert out == typed and type(out) is type(typed)
+    else:
+        side = f"below the minimum {lo}" if typed < lo else f"above the maximum {hi}"
+        with pytest.raises(UsageError, match=rf"^template variable v: value .* is {side}$"):
+            variables.resolve_values("q", definitions, {"v": value})
+
+
+@given(
+    value=st.one_of(
+        st.text(max_size=12).filter(lambda t: not _looks_numeric(t)),
+        st.booleans(),
+        st.none(),
+        st.sampled_from([math.nan, math.inf, -math.inf, "nan", "inf", "-inf", "1e999"]),
+    ),
+    kind=st.sampled_from(["integer", "number"]),
+)
+def test_what_is_not_a_number_is_refused_whatever_the_limits(value: Any, kind: str) -> None:
+    definitions = {"v": variables.check_definition("v", {"type": kind, "minimum": -(10**9)})}
+    with pytest.raises(UsageError, match=rf"^template variable v must be an? {kind}, got "):
+        variables.resolve_values("q", definitions, {"v": value})
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @given(options=st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=4, unique=True),
-       value=st.text(max_size=6))  # fmt: skip
-def test_string_options_accept_exactly_their_members(options: list[str], value: str) -> None:
+       data=st.data())  # fmt: skip
+def test_string_options_accept_exactly_their_members(
+    options: list[str], data: st.DataObject
+) -> None:
+    value = data.draw(st.one_of(st.sampled_from(options), st.text(max_size=6)))
     definitions = {"v": variables.check_definition("v", {"type": "string", "enum": options})}
-    try:
-        out = variables.resolve_values("q", definitions, {"v": value})["v"]
-    except UsageError as exc:
-        assert value not in options and "is not one of" in str(exc)
-        return
-    assert out == value and value in options
+    if value in options:
+        assert variables.resolve_values("q", definitions, {"v": value})["v"] == value
+    else:
+        with pytest.raises(UsageError, match="is not one of: "):
+            variables.resolve_values("q", definitions, {"v": value})
 
 
 @settings(
@@ -130,13 +169,14 @@ def test_no_refused_launch_writes_anything(store: Store, value: Any) -> None:
         jobs.create_code_job(store, HELLO, entrypoint=["python", "train.py"], name="hello")
     before = table_counts(store.root)
     spec = prepare_spec(LaunchRequest(queue="gpu", job="hello", set_vars=[f"gpus={value}"]))
-    try:
+    accepted = (isinstance(value, int) and 1 <= value <= 4) or value == "2"  # gpus: 1 to 4
+    if accepted:
         run = submit(store, spec)
-    except UsageError as exc:
-        assert "template variable gpus" in str(exc)
-        assert table_counts(store.root) == before
+        assert run["spec"]["template_variables"]["gpus"] == int(value)
         return
-    assert 1 <= run["spec"]["template_variables"]["gpus"] <= 4
+    with pytest.raises(UsageError, match="template variable gpus"):
+        submit(store, spec)
+    assert table_counts(store.root) == before
 
 
 # -- through the CLI -------------------------------------------------------------------------
