@@ -95,6 +95,11 @@ def _print(built: Any) -> None:
         print(clean(f"trial {trial['seq']} failed: {report.why_failed(trial)}"))
     if len(failed) > 5:
         print(f"... and {len(failed) - 5} more failed trials (--json has each one's reason)")
+    early = [t for t in built.trials if report.why_stopped(t)]
+    for trial in early[:5]:
+        print(clean(f"trial {trial['seq']} {report.why_stopped(trial)}"))
+    if len(early) > 5:
+        print(f"... and {len(early) - 5} more stopped early (--json has each one's step)")
 
 
 def _cell(value: Any) -> str:

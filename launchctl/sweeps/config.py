@@ -286,6 +286,44 @@ def _check_early_terminate(block: Any) -> None:
         raise _refuse("early_terminate strict must be true or false")
 
 
+def _check_hyperband(config: dict[str, Any]) -> None:
+    """W&B's own engine stops the trials (launchctl.sweeps.early): it must be installed,
+    and take this early_terminate (its bands: e.g. max_iter 2 with eta 3 has none)."""
+    from launchctl.sweeps import early
+
+    if not early.available():
+        raise _refuse(
+            "early_terminate (hyperband) needs W&B's sweep engine, the sweeps package:"
+            " pip install 'launchctl[sweeps]'"
+        )
+    probe = {"metric": config["metric"], "early_terminate": dict(config["early_terminate"])}
+    try:
+        early.decide(probe, [("probe", [1.0], True)])
+    except ValueError as exc:  # the engine's refusal, e.g. no band
+        text = str(exc).splitlines()[0] if str(exc) else "refused"
+        raise _refuse(f"early_terminate: W&B's hyperband refuses it: {text}") from None
+
+
+def _check_sampler(spec: Any, method: str, note: Callable[[str], None]) -> None:
+    """``scheduler.settings.sampler``: W&B's optuna scheduler's ``{type: ..., args: {...}}``,
+    built here once so that a type optuna lacks or args it refuses are said now."""
+    from launchctl.sweeps.search import make_sampler
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise _refuse("scheduler.settings.sampler must be {type: TPESampler, args: {...}}")
+    unknown = sorted(set(spec) - {"type", "args"})
+    if unknown:
+        raise _refuse(f"scheduler.settings.sampler: {', '.join(unknown)} is not type or args")
+    if spec.get("args") is not None and not isinstance(spec["args"], dict):
+        raise _refuse("scheduler.settings.sampler args must be a mapping of name: value")
+    try:
+        make_sampler(spec)
+    except ConfigError as exc:
+        raise _refuse(str(exc).removeprefix("sweep config: ")) from None
+    if method == "grid":
+        note("note: scheduler.settings.sampler is not used by method grid (it walks the grid)")
+
+
 def _check_scheduler(block: Any, say: Callable[[str], None]) -> tuple[dict[str, Any], int]:
     if not isinstance(block, dict):
         raise _refuse("scheduler must be a mapping (num_workers, settings...)")
@@ -421,18 +459,17 @@ def parse(raw: dict[str, Any], *, say: Callable[[str], None] = lambda _line: Non
         _check_early_terminate(config["early_terminate"])
         if metric_name is None:
             raise _refuse("early_terminate needs a metric to compare runs by")
-    # Said while the scheduler does not apply them yet (issue 15's first cut), so that
-    # nobody believes a pruner or hyperband stopped their weak trials.
     if "early_terminate" in config:
-        note(
-            "note: early_terminate (hyperband) is kept but not applied yet: each trial runs"
-            " to its end"
-        )
-    unused = sorted(set(settings) - {"method", "seed"})
+        _check_hyperband(config)
+    if "sampler" in settings:
+        _check_sampler(settings["sampler"], str(method), note)
+    # Said while the scheduler does not apply them, so that nobody believes an optuna
+    # pruner stopped their weak trials (hyperband, above, does).
+    unused = sorted(set(settings) - {"method", "seed", "sampler"})
     if unused:
         note(
             f"note: scheduler.settings {', '.join(unused)} kept but not used yet: launchctl"
-            " searches with optuna's RandomSampler (random) or TPESampler (bayes)"
+            " applies method, seed and sampler (early termination: early_terminate hyperband)"
         )
     if "controller" in config:
         ctrl = config["controller"]

@@ -132,7 +132,20 @@ def trial_state(trial: dict[str, Any]) -> str:
     outcome = str(trial.get("outcome") or "")
     if outcome.startswith("failed"):
         return "failed"
+    if outcome.startswith(EARLY):
+        return EARLY
     return str(trial.get("run_state") or "deleted")
+
+
+EARLY = "early-terminated"  # a trial hyperband stopped (launchctl.sweeps.early.OUTCOME)
+
+
+def why_stopped(trial: dict[str, Any]) -> str | None:
+    """Why hyperband stopped the trial early (``stopped early by hyperband at step N...``)."""
+    outcome = str(trial.get("outcome") or "")
+    if outcome.startswith(EARLY):
+        return outcome.partition(":")[2].strip() or None
+    return None
 
 
 def why_failed(trial: dict[str, Any]) -> str | None:
@@ -166,7 +179,7 @@ def _trial_json(trial: dict[str, Any]) -> dict[str, Any]:
         "params": trial.get("params") or {},
         "metric": _value(trial),
         "metric_source": trial.get("metric_source"),
-        "why": why_failed(trial),
+        "why": why_failed(trial) or why_stopped(trial),
         "best": bool(trial.get("best")),
     }
 

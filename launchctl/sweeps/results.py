@@ -43,9 +43,12 @@ from typing import Any, BinaryIO
 from launchctl import paths
 from launchctl.runners.base import METRICS_ENV, METRICS_FILE
 
-__all__ = ["MAX_READ", "METRICS_ENV", "Score", "metrics_file_places", "read_metric", "score"]
+__all__ = [
+    "MAX_READ", "METRICS_ENV", "Score", "history", "metrics_file_places", "read_metric", "score",
+]  # fmt: skip
 
 MAX_READ = 16 << 20  # bytes of a metrics file or a summary read at most
+MAX_STEPS = 100_000  # values of a metric's history kept at most (its first ones)
 MAX_LINE = 64 << 10  # a longer line is skipped
 SOURCE_FILE = "metrics-file"
 SOURCE_WANDB = "wandb-offline"
@@ -94,6 +97,31 @@ def score(store: Any, run: dict[str, Any], metric: str, goal: str | None = None)
     pick = max if goal == "maximize" else min
     value, source = pick(found, key=lambda item: item[0])
     return Score(value, source, "; ".join(notes) or None)
+
+
+def history(
+    store: Any, run: dict[str, Any], metric: str, max_steps: int = MAX_STEPS
+) -> list[float]:
+    """The finite values of ``metric`` in the run's metrics file, in the order written: one
+    a step, as W&B's history rows (early termination judges a running trial by them).
+
+    Read from the file's start (steps count from it): at most ``MAX_READ`` bytes (a line
+    cut there is dropped) and ``max_steps`` values. Untrusted as ``score``'s reading: no
+    link followed, only a regular file, bad lines skipped; never raises (no file, an
+    unreadable one: an empty history)."""
+    run_dir = paths.run_dir(str(run["id"]), store.root)
+    for place in metrics_file_places():
+        try:
+            with _open(run_dir, place) as fh:
+                data = fh.read(MAX_READ + 1)
+        except OSError:
+            continue
+        if len(data) > MAX_READ:
+            data = data[: data.rfind(b"\n", 0, MAX_READ) + 1]
+        elif not data.endswith(b"\n"):  # a line being written: not yet a step
+            data = data[: data.rfind(b"\n") + 1]
+        return read_metric(data, metric)[:max_steps]
+    return []
 
 
 def read_metric(data: bytes, metric: str, truncated: bool = False) -> list[float]:

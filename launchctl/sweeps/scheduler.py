@@ -48,6 +48,7 @@ class TickResult:
     scored: int = 0
     state: str = "running"
     done: bool = False  # the sweep needs no scheduler any more
+    stopped_early: list[str] = field(default_factory=list)  # run ids (hyperband)
 
 
 def trials(store: Store, sweep_id: str) -> list[Row]:
@@ -65,7 +66,8 @@ def _history(rows: list[Row]) -> list[Any]:
         done = row["outcome"] is not None or row["run_state"] is None
         if row["run_state"] in TERMINAL:
             done = True
-        value = row["metric"] if row["outcome"] == "ok" else None
+        counted = row["outcome"] == "ok" or str(row["outcome"] or "").startswith("early-")
+        value = row["metric"] if counted else None
         out.append(Past(params=row["params"], value=value, done=done))
     return out
 
@@ -76,9 +78,16 @@ def _seed(sweep: Row) -> int | None:
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
+def _sampler_spec(sweep: Row) -> dict[str, Any] | None:
+    """``scheduler.settings.sampler`` (checked at launch-sweep), for random and bayes."""
+    settings = (sweep["scheduler"] or {}).get("settings") or {}
+    spec = settings.get("sampler") if isinstance(settings, dict) else None
+    return spec if isinstance(spec, dict) and sweep["method"] != "grid" else None
+
+
 # -- scoring ----------------------------------------------------------------------------------
 def _score(store: Store, table: SweepTrialTable, sweep: Row) -> int:
-    from launchctl.sweeps import results
+    from launchctl.sweeps import early, results
 
     scored = 0
     for trial in table.unscored(sweep["id"]):
@@ -88,7 +97,13 @@ def _score(store: Store, table: SweepTrialTable, sweep: Row) -> int:
             run = store.runs.get(trial["run_id"])
             got = results.score(store, run, sweep["metric_name"] or "", sweep["metric_goal"])
             value, source = got.value, got.source
-            if run["state"] != State.FINISHED:
+            stopped_early = None
+            if run["state"] == State.STOPPED and "early_terminate" in sweep["config"]:
+                stopped_early = early.decided(store, run["id"])
+            if stopped_early is not None and value is not None:
+                # W&B counts an early-terminated run, by its value: not a failure.
+                outcome = f"{early.OUTCOME}: {stopped_early}"
+            elif run["state"] != State.FINISHED:
                 why = run["reason"] or f"exit code {run['exit_code']}"
                 value, outcome = None, f"failed: its run {run['state']} ({why})"
             elif value is None:
@@ -98,6 +113,20 @@ def _score(store: Store, table: SweepTrialTable, sweep: Row) -> int:
         if table.score(sweep["id"], trial["seq"], metric=value, source=source, outcome=outcome):
             scored += 1
     return scored
+
+
+def _stop_early(store: Store, sweep: Row, rows: list[Row]) -> list[str]:
+    """Hyperband (``early_terminate``): stop the running trials W&B's engine says to."""
+    if "early_terminate" not in sweep["config"] or sweep["state"] == "cancelled":
+        return []
+    from launchctl.sweeps import early
+
+    try:
+        return early.apply(store, sweep, rows)
+    except ImportError as exc:  # launch-sweep refuses this; a package removed since
+        raise LaunchctlError(
+            f"early_terminate needs W&B's sweep engine ({exc}): pip install 'launchctl[sweeps]'"
+        ) from exc
 
 
 # -- launching --------------------------------------------------------------------------------
@@ -148,8 +177,9 @@ def _searcher(sweep: Row, params: list[Any], agent_id: str, start: int) -> Any:
     key = (agent_id, sweep["id"])
     if key not in _SEARCHERS:
         _SEARCHERS[key] = Searcher(
-            sweep["method"], params, goal=sweep["metric_goal"], seed=_seed(sweep), start=start
-        )
+            sweep["method"], params, goal=sweep["metric_goal"], seed=_seed(sweep), start=start,
+            sampler=_sampler_spec(sweep),
+        )  # fmt: skip
     return _SEARCHERS[key]
 
 
@@ -191,6 +221,7 @@ def tick(
     result = TickResult(state=sweep["state"])
     result.scored = _score(store, table, sweep)
     rows = table.all(sweep_id)
+    result.stopped_early = _stop_early(store, sweep, rows)
     flying = table.in_flight(sweep_id)
     cap = sweep["run_cap"]
     method = sweep["method"]

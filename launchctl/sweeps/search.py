@@ -391,9 +391,43 @@ def grid_size(params: list[Param]) -> int:
     return math.prod(len(_grid_values(p)) for p in params if p.kind != "constant")
 
 
-def _sampler(method: str, seed: int | None) -> Any:
+# W&B's optuna scheduler's ``scheduler.settings.sampler.type`` names, as optuna's classes.
+SAMPLERS = ("TPESampler", "RandomSampler", "CmaEsSampler", "QMCSampler", "NSGAIISampler",
+            "GPSampler")  # fmt: skip
+
+
+def make_sampler(spec: dict[str, Any], seed: int | None = None) -> Any:
+    """optuna's sampler for ``scheduler.settings.sampler`` (``{type: TPESampler, args:
+    {...}}``, W&B's optuna scheduler's format): the class named, built with ``args``;
+    ``seed`` (when given) replaces the args' seed. Raises ConfigError for a type optuna
+    does not have or args it refuses."""
     import optuna
 
+    kind = spec.get("type")
+    args = dict(spec.get("args") or {})
+    if kind not in SAMPLERS or not hasattr(optuna.samplers, str(kind)):
+        raise ConfigError(
+            f"sweep config: scheduler.settings.sampler type {kind!r} is not one of optuna's"
+            f" samplers here ({', '.join(k for k in SAMPLERS if hasattr(optuna.samplers, k))})"
+        )
+    if seed is not None:
+        args["seed"] = seed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's experimental-feature warnings
+        try:
+            return getattr(optuna.samplers, str(kind))(**args)
+        except (TypeError, ValueError) as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"sweep config: scheduler.settings.sampler args refused by optuna's {kind}: {text}"
+            ) from None
+
+
+def _sampler(method: str, seed: int | None, spec: dict[str, Any] | None = None) -> Any:
+    import optuna
+
+    if spec is not None:
+        return make_sampler(spec, seed)
     if method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True)
@@ -412,16 +446,26 @@ class Searcher:
         goal: str | None = "minimize",
         seed: int | None = None,
         start: int = 0,
+        sampler: dict[str, Any] | None = None,
     ) -> None:
         self.method = method
         self.params = params
         self.goal = goal
+        # ``sampler``: ``scheduler.settings.sampler`` (W&B's optuna scheduler's format);
+        # its args' seed, if any, is the seed (the first scheduler's sampler is then
+        # exactly optuna's own with that seed).
+        self.told = method == "bayes" or sampler is not None
+        if sampler is not None and isinstance((sampler.get("args") or {}).get("seed"), int):
+            seed = sampler["args"]["seed"]
+            if start == 0:
+                self._sampler = _sampler(method, seed, sampler)
+                return
         # A scheduler built after ``start`` trials seeds its sampler apart from the first
         # one's, so it does not propose the first picks again.
         self._sampler = (
             None
             if method == "grid"
-            else _sampler(method, None if seed is None else seed * 1_000_003 + start)
+            else _sampler(method, None if seed is None else seed * 1_000_003 + start, sampler)
         )
 
     def propose(self, history: list[Past]) -> dict[str, Any] | None:
@@ -442,7 +486,7 @@ class Searcher:
             warnings.simplefilter("ignore")  # optuna's experimental-feature warnings
             study = optuna.create_study(direction=direction, sampler=self._sampler)
             dists = {p.name: d for p, d in searched}
-            if self.method == "bayes":
+            if self.told:
                 for past in history:
                     picks: dict[str, Any] = {}
                     for p, dist in searched:
