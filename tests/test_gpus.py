@@ -514,11 +514,18 @@ def test_a_container_run_gets_its_devices_and_frees_them_when_it_cannot_start(
     run_id = submit(store, spec)["id"]
     cli("agent", "-q", "box", "--gpus", "0,1,2,3", "--burst", check=True, timeout=120)
     run = store.runs.get(run_id)
-    # No GPU driver here: the engine refuses the request, which is the one we asked for.
-    assert run["devices"] == [0, 1]
-    assert (run["state"], run["stage"]) == ("failed", "run")
-    assert 'could not select device driver "" with capabilities: [[gpu]]' in run["reason"]
-    assert store.gpus.allocations() == []
+    assert run["devices"] == [0, 1]  # the devices it was given, kept on the run
+    # An engine with no GPU runtime refuses the device request (each engine in its own
+    # words: Docker's "could not select device driver", Podman's CDI errors...): the run
+    # fails at stage run saying the container did not start. One with a GPU runtime runs it.
+    runtimes = docker.info().get("Runtimes") or {}
+    if "nvidia" not in runtimes:
+        assert (run["state"], run["stage"]) == ("failed", "run"), run
+        assert run["reason"].startswith("the container did not start: "), run["reason"]
+        assert len(run["reason"]) > len("the container did not start: ")  # the engine's why
+    else:  # pragma: no cover - a host with the NVIDIA container runtime
+        assert run["state"] in {"finished", "failed"}, run
+    assert store.gpus.allocations() == []  # freed either way
 
 
 # -- real GPUs: discovery through NVML and nvidia-smi ----------------------------------------
