@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -136,7 +135,17 @@ def test_new_run_is_picked_up_by_the_file_watch_not_the_poll(
 ) -> None:
     agent = start_agent("-q", "default", "--poll", "120")
     wait_for(lambda: store.agents.live(within_s=60), what="agent registration")
-    time.sleep(0.3)  # let the watch settle on the idle store
+    # The watch is up once a store write wakes the agent: a first run, nudged by harmless
+    # writes (a note on it) until it has run; with a 120 s poll only the watch can start it.
+    probe = enqueue(store)
+
+    def probe_ran() -> bool:
+        if store.runs.state(probe) == "finished":
+            return True
+        store.runs.note(probe, "a write to wake the agent")
+        return False
+
+    wait_for(probe_ran, timeout=20, interval=0.2, what="the watch to wake the agent")
     run_id = enqueue(store)
     # With a 120 s poll, only the watch can start it this soon.
     wait_for(lambda: store.runs.state(run_id) == "finished", timeout=20, what="run to finish")

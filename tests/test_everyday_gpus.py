@@ -9,7 +9,6 @@ configured (fake) device list.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -87,7 +86,11 @@ def test_a_gpu_run_waits_with_its_reason_then_runs_on_an_agent_with_gpus(
     shown = cli("runs", "show", gpu_run, check=True).stdout
     assert "reason:     waiting: needs 2 GPUs, agent " in shown and " has none" in shown
     assert "has not started: waiting: needs 2 GPUs" in cli("logs", gpu_run).stderr
-    time.sleep(1.5)  # more passes of the agent: the reason is said once, not every pass
+    # More passes of the agent over the waiting GPU run: another CPU run, queued behind it,
+    # started and finished. The reason is said once, not every pass.
+    another = launch(job, 0)
+    wait_for(lambda: state(another) == "finished", what="another CPU run to finish")
+    assert cli_json("runs", "show", gpu_run)["state"] == "queued"
     assert len(notes(gpu_run)) == 1
     assert "visible=<unset>" in cli("logs", cpu_run, check=True).stdout
     start_agent("-q", "gpu", "--gpus", "0,1")
