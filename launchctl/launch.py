@@ -426,9 +426,25 @@ def submit(
     A spec without a queue is a direct launch: it must be claimed at once by the
     embedded agent ``claim_for``, so no other agent can take it.
     """
+    run = build_run(store, spec, direct_ok=claim_for is not None, say=say)
+    return store.runs.insert(run, claim_for=claim_for, lease_s=lease_s)
+
+
+def build_run(
+    store: Store,
+    spec: dict[str, Any],
+    *,
+    direct_ok: bool = False,
+    say: Callable[[str], None] = _stderr,
+) -> dict[str, Any]:
+    """The run row a launch spec makes, checked as ``submit`` checks it (queue, template
+    values, guardrails, roles, GPUs, the job), not yet written: a caller that writes it in
+    a transaction of its own (a sweep's trial with its run) inserts it. Only a ``-u``
+    launch writes here (its job's new version). ``direct_ok``: a spec without a queue may
+    be built (an embedded agent claims it)."""
     spec = copy.deepcopy(spec)
     create = spec.pop(CREATE_KEY, None) or {}
-    if not spec.get("queue") and claim_for is None:
+    if not spec.get("queue") and not direct_ok:
         raise UsageError("a direct launch (no --queue) needs an agent to claim it")
     names.check_run_names(spec)  # before anything is written: a code dir's job is written
     from launchctl.buildconfig import check_spec_images
@@ -489,7 +505,7 @@ def submit(
         spec.pop("priority", None)
     else:
         spec["priority"] = PRIORITY_NAMES[priority]
-    run = {
+    return {
         "id": run_id,
         "queue_id": queue["id"] if queue else None,
         "queue_name": queue["name"] if queue else None,
@@ -501,7 +517,6 @@ def submit(
         "spec": spec,
         "priority": DEFAULT_PRIORITY if priority is None else priority,
     }
-    return store.runs.insert(run, claim_for=claim_for, lease_s=lease_s)
 
 
 # -- launch --async: a direct launch that does not wait ------------------------------------

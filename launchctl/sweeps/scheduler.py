@@ -20,7 +20,6 @@ as ``launchctl sweep run ID`` in the foreground (``run_foreground``).
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
 import time
@@ -32,7 +31,6 @@ from launchctl import identity
 from launchctl.errors import ConfigError, LaunchctlError, NotFound, UsageError
 from launchctl.states import TERMINAL, State
 from launchctl.store import Row, Store
-from launchctl.store.runs import RunTable
 from launchctl.store.sweep_trials import SweepTrialTable
 
 # How long a scheduler's hold on a sweep lasts without renewal (each pass renews it).
@@ -130,21 +128,6 @@ def _stop_early(store: Store, sweep: Row, rows: list[Row]) -> list[str]:
 
 
 # -- launching --------------------------------------------------------------------------------
-class _KeepRun(RunTable):
-    """Stands in for ``store.runs`` while ``launch.submit`` checks a trial's launch: the
-    run it would insert is kept, not written, so the trial's transaction writes both."""
-
-    def __init__(self, real: RunTable) -> None:
-        super().__init__(real.db)
-        self.kept: dict[str, Any] | None = None
-
-    def insert(
-        self, run: dict[str, Any], *, claim_for: str | None = None, lease_s: float = 0.0
-    ) -> Row:
-        self.kept = copy.deepcopy(run)
-        return dict(run, state=State.QUEUED)
-
-
 def _build_run(store: Store, sweep: Row, params: dict[str, Any]) -> dict[str, Any]:
     """The trial's run, checked as ``launchctl launch`` checks one (queue, template values,
     guardrails, the author's role, GPUs), in the sweep author's name; not yet written."""
@@ -155,13 +138,7 @@ def _build_run(store: Store, sweep: Row, params: dict[str, Any]) -> dict[str, An
     spec["sweep_id"] = sweep["id"]  # WANDB_SWEEP_ID in its environment (runenv)
     queue = store.queues.get(sweep["queue_name"])
     teams.check_launch(store, queue, {**spec, "author": sweep["author"]}, user=sweep["author"])
-    keeper = _KeepRun(store.runs)
-    proxy = copy.copy(store)
-    proxy.runs = keeper
-    launch.submit(proxy, spec, say=lambda _line: None)
-    run = keeper.kept
-    if run is None:  # submit always inserts; this is a guard, not a path
-        raise LaunchctlError("the trial's launch stored nothing")
+    run = launch.build_run(store, spec, say=lambda _line: None)
     run["spec"]["author"] = sweep["author"]
     return run
 
