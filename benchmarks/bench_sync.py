@@ -78,6 +78,21 @@ def finished_runs(server: Any) -> int:
     return sum(1 for run in server.runs if run.state == "finished")
 
 
+def timed_sync(env: dict[str, str], what: str) -> float:
+    """Seconds one ``launchctl sync`` into the benchmark's entity and project takes."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [LAUNCHCTL, "sync", "--entity", "bench", "--project", "sync"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} exited {done.returncode}: {done.stderr}")
+    return took
+
+
 def launchctl_sync(count: int) -> dict[str, Any]:
     """``count`` finished runs, then one timed ``launchctl sync`` into a fresh stand-in."""
     with fresh_home("sync") as (tmp, env):
@@ -97,30 +112,10 @@ def launchctl_sync(count: int) -> dict[str, Any]:
             raise RuntimeError(f"expected {count} finished runs, got {counts}")
         server = standin()
         try:
-            sync_env = {**env, **server.env(), "WANDB_ENTITY": "bench", "WANDB_PROJECT": "sync"}
-            start = time.perf_counter()
-            done = subprocess.run(
-                [LAUNCHCTL, "sync", "--entity", "bench", "--project", "sync"],
-                env=sync_env,
-                capture_output=True,
-                text=True,
-            )
-            sync_s = time.perf_counter() - start
-            if done.returncode != 0:
-                raise RuntimeError(f"launchctl sync exited {done.returncode}: {done.stderr}")
+            sync_env = {**env, **server.env()}
+            sync_s = timed_sync(sync_env, "launchctl sync")
             requests = len(server.requests)
-            start = time.perf_counter()
-            again = subprocess.run(
-                [LAUNCHCTL, "sync", "--entity", "bench", "--project", "sync"],
-                env=sync_env,
-                capture_output=True,
-                text=True,
-            )
-            again_s = time.perf_counter() - start
-            if again.returncode != 0:
-                raise RuntimeError(
-                    f"second launchctl sync exited {again.returncode}: {again.stderr}"
-                )
+            again_s = timed_sync(sync_env, "second launchctl sync")
             held = finished_runs(server)
             again_requests = len(server.requests) - requests
         finally:
