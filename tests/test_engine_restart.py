@@ -1,10 +1,10 @@
 """The Docker engine stops and starts in the middle of a run: the agent survives it.
 
 The engine that restarts is the test's own: a ``dockerd`` it starts with its own data root,
-exec root, pidfile and socket (no bridge, no iptables rules), stops by the pid it started
-and starts again. The test's launchctl and agent talk to it through ``DOCKER_HOST``. The
-machine's engine (and anyone's containers on it) is never signalled: it only lends the
-busybox image, copied into the private engine with save/load.
+exec root, pidfile, socket and network namespace (no bridge, no iptables rules), stops by
+the pid it started and starts again. The test's launchctl and agent talk to it through
+``DOCKER_HOST``. The machine's engine (and anyone's containers on it) is never signalled:
+it only lends the busybox image, copied into the private engine with save/load.
 """
 
 from __future__ import annotations
@@ -37,7 +37,12 @@ class PrivateEngine:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
+        # Its own network namespace too: a dockerd started with --bridge none deletes the
+        # interface named docker0 (moby's removeDefaultBridgeInterface), which in the
+        # machine's namespace would be the machine's engine's bridge. unshare execs dockerd,
+        # so the pid started is still dockerd's.
         return [
+            str(shutil.which("unshare")), "--net", "--",
             str(shutil.which("dockerd")),
             "--data-root", str(self.root / "data"),
             "--exec-root", str(self.root / "exec"),
@@ -97,8 +102,8 @@ class PrivateEngine:
 @pytest.fixture
 def own_engine(docker_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrivateEngine]:
     """A private engine holding the busybox image; DOCKER_HOST points at it for the test."""
-    if shutil.which("dockerd") is None:
-        pytest.skip("dockerd is not installed: the test starts an engine of its own")
+    if shutil.which("dockerd") is None or shutil.which("unshare") is None:
+        pytest.skip("dockerd or unshare is not installed: the test starts an engine of its own")
     if os.geteuid() != 0:
         pytest.skip("starting an engine of the test's own needs root")
     # A short path: a Unix socket's path is limited to about 100 bytes.
