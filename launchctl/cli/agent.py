@@ -153,7 +153,7 @@ def agent(
     store = open_store()
     bridge = None
     if remotes:
-        from launchctl.sync.remote_queue import check_local_queues
+        from launchctl.sync.remote_agent import check_local_queues
 
         check_local_queues(store, remotes)
     check_entity(store, queues, opts.entity, opts.sources.get("entity", ""))
@@ -167,7 +167,7 @@ def agent(
         opts.max_jobs = len(opts.gpus.devices)  # a run per GPU, unless -j says otherwise
     worker = Agent(store, queues, opts, say=say)
     if remotes:
-        from launchctl.sync.remote_queue import RemoteBridge
+        from launchctl.sync.remote_agent import RemoteBridge
 
         bridge = RemoteBridge(
             store, remotes, lambda: worker.capacity > 0 and not worker.draining, say,
