@@ -67,11 +67,11 @@ def mutate(session: nox.Session) -> None:
     import tempfile
     from pathlib import Path
 
-    session.install("-e", ".[test]", "mutmut>=3.3")
     modules = session.posargs or list(MUTATE_MODULES)
     unknown = [m for m in modules if m not in MUTATE_MODULES]
     if unknown:
         session.error(f"not a module mutate covers: {unknown[0]} (see MUTATE_MODULES)")
+    session.install("-e", ".[test]", "mutmut>=3.3")
     root = Path(__file__).parent
     files = subprocess.run(
         ["git", "ls-files", "-z", "-co", "--exclude-standard"],
@@ -89,6 +89,16 @@ def mutate(session: nox.Session) -> None:
                 shutil.copy2(src, dst)
         with session.chdir(work):
             session.run("mutmut", "run", *(f"{m}.*" for m in modules))
-            session.run("mutmut", "results")
+            # `mutmut results` lists every mutant not killed, the unselected modules' too
+            # ("not checked"): print the selected modules' survivors only.
+            out = session.run("mutmut", "results", silent=True) or ""
+            left = [
+                line.strip()
+                for line in str(out).splitlines()
+                if "not checked" not in line and line.strip().startswith(tuple(modules))
+            ]
+            session.log(f"{len(left)} mutants not killed in {', '.join(modules)}")
+            for line in left:
+                session.log(line)
     finally:
         shutil.rmtree(work, ignore_errors=True)
