@@ -386,3 +386,31 @@ def test_render_passes_the_macros_down_and_copies_a_whole_value() -> None:
     assert out["c"] is not value
     assert out["c"]["k"] is not value["k"]
     assert re.fullmatch(r"\$\{run_name\}", variables.render("${run_name}", {}))
+
+
+# --- masking -------------------------------------------------------------------------
+
+
+def test_masker_repr_counts_values_and_never_shows_one() -> None:
+    from launchctl.masking import Masker
+
+    assert repr(Masker([])) == "Masker(0 values)"
+    assert repr(Masker(["hunter2"])) == "Masker(1 values)"
+    assert repr(Masker(["a", "bb", "ccc", ""])) == "Masker(3 values)"
+
+
+def test_masker_mask_text_keeps_undecodable_bytes_and_masks_the_rest() -> None:
+    from launchctl.masking import Masker
+
+    text = "x\udcffs3cret y"  # a byte that was not UTF-8, as surrogateescape reads it
+    assert Masker(["s3cret"]).mask_text(text) == "x\udcff*** y"
+    assert Masker([]).mask_text(text) == text
+
+
+def test_masker_can_stream_again_after_a_flush() -> None:
+    from launchctl.masking import Masker
+
+    m = Masker(["abcd"])
+    assert m.feed(b"xab") + m.flush() == b"xab"
+    assert m.feed(b"yabcdz") + m.flush() == b"y***z"
+    assert Masker(["k"]).feed(b"akb") == b"a***b"
