@@ -8,6 +8,8 @@
 #   all       docker, images, registry, in that order
 #   slurm     a one-node Slurm cluster on loopback (slurmctld, slurmd, munge); apart
 #             from all (scripts/test.sh starts it separately)
+#   chromium  Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)
+#             for the web view's browser tests; apart from all (scripts/test.sh asks for it)
 #   status    one line per service; exit 0 when all are up, 1 otherwise
 # Idempotent: whatever is already running or built is reused. Nothing needs a
 # container registry on the internet; only the configured Debian mirror is used.
@@ -459,6 +461,23 @@ ensure_slurm() {
     die "slurm did not show an idle node within ${WAIT_S}s: $(sinfo -h -o '%T %E' 2>&1 | head -n1) (see $SLURM_LOG_DIR/launchctl-slurmctld.log)"
 }
 
+# --------------------------------------------------------------- chromium --
+CHROMIUM=/usr/bin/chromium
+CHROMEDRIVER=/usr/bin/chromedriver
+chromium_up() {
+    [ -x "$CHROMIUM" ] && [ -x "$CHROMEDRIVER" ] && timeout 20 "$CHROMEDRIVER" --version >/dev/null 2>&1
+}
+
+ensure_chromium() {
+    if chromium_up; then
+        log "chromium already installed ($(timeout 20 "$CHROMEDRIVER" --version 2>/dev/null | head -n1 | cut -c1-80))"
+        return 0
+    fi
+    apt_install chromium chromium-driver
+    chromium_up || die "chromium and chromium-driver installed but $CHROMIUM or $CHROMEDRIVER does not run"
+    log "chromium installed ($(timeout 20 "$CHROMEDRIVER" --version 2>/dev/null | head -n1 | cut -c1-80))"
+}
+
 # ----------------------------------------------------------------- status --
 status() {
     local rc=0 info
@@ -479,11 +498,13 @@ status() {
     else echo "registry: DOWN (nothing answers on $REGISTRY_URL)"; rc=1; fi
     if slurm_up; then echo "slurm:    up ($(sinfo -h -o '%P %D %T' 2>/dev/null | head -n1))"
     else echo "slurm:    DOWN (sinfo shows no idle node; scripts/services.sh slurm)"; fi
+    if chromium_up; then echo "chromium: present ($CHROMIUM, $CHROMEDRIVER)"
+    else echo "chromium: MISSING ($CHROMIUM or $CHROMEDRIVER; scripts/services.sh chromium)"; fi
     return "$rc"
 }
 
 usage() {
-    echo "usage: $0 {docker|images|registry|all|slurm|status}" >&2
+    echo "usage: $0 {docker|images|registry|all|slurm|chromium|status}" >&2
     exit 2
 }
 
@@ -496,6 +517,7 @@ main() {
         registry) take_lock; ensure_docker; ensure_registry ;;
         all)      take_lock; ensure_docker; ensure_images; ensure_registry ;;
         slurm)    take_lock; ensure_slurm ;;
+        chromium) take_lock; ensure_chromium ;;
         -h|--help|help) usage ;;
         *) usage ;;
     esac

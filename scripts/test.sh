@@ -25,6 +25,8 @@ if [ "${LAUNCHCTL_SKIP_SERVICES:-}" != "1" ]; then
   ./scripts/services.sh all || echo "test.sh: WARNING: scripts/services.sh all failed" >&2
   echo "test.sh: services (a one-node Slurm cluster)" >&2
   ./scripts/services.sh slurm || echo "test.sh: WARNING: scripts/services.sh slurm failed" >&2
+  echo "test.sh: services (Debian's chromium and chromium-driver, for the web view's browser tests)" >&2
+  ./scripts/services.sh chromium || echo "test.sh: WARNING: scripts/services.sh chromium failed" >&2
 fi
 # What the tests will find missing, looked for as they look (the engine DOCKER_HOST names).
 missing=$("$venv/bin/python" - <<'PY'
@@ -54,6 +56,9 @@ except (OSError, subprocess.TimeoutExpired):
     up = False
 if not up:
     missing.append("the Slurm cluster (sinfo shows no idle node)")
+for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+    if not os.access(path, os.X_OK):
+        missing.append(f"{path} (Debian's chromium, chromium-driver)")
 print("; ".join(missing))
 PY
 )
