@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from launchctl import tarcompat
+
 # Never part of a code snapshot: VCS data, caches, environments, local W&B output.
 EXCLUDED_DIRS = frozenset(
     {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".tox", ".nox", "node_modules",
@@ -270,14 +272,14 @@ def extract(data: bytes, dest: Path) -> list[str]:
             links.add(name)  # kept or not: nothing is unpacked under it
         if why is None:
             try:
-                return tarfile.data_filter(member, path)
-            except tarfile.FilterError as exc:
+                return tarcompat.data_filter(member, path)
+            except tarcompat.FilterError as exc:
                 why = str(exc)
         skipped.append(f"{member.name}: {why}: {LEFT_OUT}")
         return None
 
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(dest, filter=keep)
+        tarcompat.extractall(tar, dest, keep)  # Debian 12's python3 has no filter=
     # Last, every link is followed to its end: one that leaves dest goes.
     real_dest = os.path.realpath(dest)
     for dirpath, dirnames, filenames in os.walk(dest):
