@@ -4,6 +4,7 @@ nox -s tests            the whole suite (starts the services it needs)
 nox -s lint             ruff and mypy
 nox -s bench            benchmarks, written as a table to bench-results/
 nox -s mutate           mutation testing of the modules that carry the guarantees (not by default)
+nox -s dist             dist/launchctl (one file) and dist/wheelhouse/, for air-gapped labs
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against baselines (raw subprocess, task-spooler); prints and saves a table."""
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(default=False)
+def dist(session: nox.Session) -> None:
+    """One file and a wheelhouse for air-gapped labs (issue 17): scripts/dist.py, which
+    tests/test_dist.py calls too; extra arguments go to it (nox -s dist -- --no-wheelhouse)."""
+    session.run("python", "scripts/dist.py", *session.posargs)
 
 
 # The modules `nox -s mutate` mutates by default: the ones that carry the README's

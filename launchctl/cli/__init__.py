@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from launchctl import __version__, paths
+from launchctl import paths
 from launchctl.cli import agent as agent_cmd
 from launchctl.cli import gpus as gpus_cmd
 from launchctl.cli import helpstyle
@@ -57,7 +57,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"launchctl {__version__}")
+        from launchctl import buildinfo  # issue 17: and how this launchctl was built
+
+        print(buildinfo.version_line())
         raise typer.Exit()
 
 
