@@ -217,8 +217,12 @@ class SecretStore:
                     f"secrets file {self.path} is a symbolic link; replace it with the file itself"
                 ) from None
             raise LaunchctlError(f"cannot read secrets file {self.path}: {exc.strerror}") from None
+        try:  # before fdopen, which refuses a folder with an IsADirectoryError
+            self._check_safe(os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
         with os.fdopen(fd, "rb") as fh:
-            self._check_safe(os.fstat(fh.fileno()))
             raw = fh.read()
         return self._parse(raw)
 
