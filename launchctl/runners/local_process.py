@@ -136,6 +136,142 @@ def _write_line(fd: int, value: dict[str, Any]) -> None:
     logfile.write_all(fd, json.dumps(value).encode("utf-8") + b"\n")
 
 
+class Reaper:
+    """One thread that follows every run process this agent started (issue 17: a trivial
+    run used to cost two threads, one blocked in ``wait`` and one watching its disk).
+
+    It waits on each process's pidfd (Linux 5.3+) in one selector; when the run's leader
+    ends it reaps it, kills what it left in its group, gives the log copier ``DRAIN_S``
+    to finish, then reports the exit (``on_exit``). Every ``DISK_CHECK_S`` it checks the
+    disk of the runs that write their own log. Its callbacks never block. Where pidfds do
+    not exist (``supported`` false), each handle has its own threads, as before.
+    """
+
+    def __init__(self) -> None:
+        import selectors
+
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, Callable[[], None]]] = []
+        self._watches: set[ProcessHandle] = set()
+        self._deadlines: dict[ProcessHandle, float] = {}
+        self._checked_at = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, name="launchctl-reaper", daemon=True)
+        self._thread.start()
+
+    def follow(self, pid: int, then: Callable[[], None]) -> None:
+        """Call ``then`` (in the reaper's thread) once the child ``pid`` has ended."""
+        fd = os.pidfd_open(pid)
+        with self._lock:
+            self._pending.append((fd, then))
+        self._wake()
+
+    def watch_disk(self, handle: ProcessHandle) -> None:
+        with self._lock:
+            self._watches.add(handle)
+        self._wake()
+
+    def drain_by(self, handle: ProcessHandle, deadline: float) -> None:
+        """Kill ``handle``'s copier if it has not ended by ``deadline`` (monotonic)."""
+        with self._lock:
+            self._deadlines[handle] = deadline
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def drained(self, handle: ProcessHandle) -> None:
+        with self._lock:
+            self._deadlines.pop(handle, None)
+
+    def _timeout(self) -> float | None:
+        """Until the next copier deadline or disk check; None: only a pidfd wakes it."""
+        now = time.monotonic()
+        with self._lock:
+            times = list(self._deadlines.values())
+            if self._watches:
+                times.append(self._checked_at + DISK_CHECK_S)
+        return max(0.0, min(times) - now) if times else None
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self._step()
+            except Exception:  # never die: every run's end depends on this thread
+                import sys as _sys
+                import traceback
+
+                traceback.print_exc(file=_sys.stderr)
+                time.sleep(0.1)
+
+    def _step(self) -> None:
+        import selectors
+
+        for key, _events in self._selector.select(self._timeout()):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                with self._lock:
+                    pending, self._pending = self._pending, []
+                for fd, then in pending:
+                    self._selector.register(fd, selectors.EVENT_READ, then)
+                continue
+            self._selector.unregister(key.fd)
+            os.close(key.fd)
+            self._call(key.data)
+        self._timers()
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [h for h, at in self._deadlines.items() if at <= now]
+            for handle in late:
+                del self._deadlines[handle]
+            watches = list(self._watches) if now - self._checked_at >= DISK_CHECK_S else []
+        for handle in late:
+            self._call(handle._copier_late)
+        if watches:
+            self._checked_at = now
+            for handle in watches:
+                if handle._ended.is_set():
+                    with self._lock:
+                        self._watches.discard(handle)
+                else:
+                    self._call(handle._check_disk)
+
+    def _call(self, then: Callable[[], None]) -> None:
+        try:
+            then()
+        except Exception:  # one run's trouble never stops the others' reaping
+            import sys as _sys
+            import traceback
+
+            traceback.print_exc(file=_sys.stderr)
+
+
+_REAPER: Reaper | None = None
+_REAPER_LOCK = threading.Lock()
+
+
+def reaper() -> Reaper | None:
+    """This process's reaper, started on first use; None where pidfds do not exist."""
+    global _REAPER
+    with _REAPER_LOCK:
+        if _REAPER is None:
+            if not hasattr(os, "pidfd_open"):
+                return None
+            try:
+                os.close(os.pidfd_open(os.getpid()))
+            except OSError:  # an older kernel
+                return None
+            _REAPER = Reaper()
+        return _REAPER
+
+
 class ProcessHandle:
     def __init__(
         self,
@@ -152,14 +288,24 @@ class ProcessHandle:
         self._killer: threading.Timer | None = None
         self._copier = copier
         self._folder = folder  # the run's folder, where the copier notes a failed log
-        self._ended = threading.Event()
+        self._on_exit = on_exit
+        self._stopping = threading.Lock()
+        self._ended = threading.Event()  # the leader is gone
+        self._reported = threading.Event()  # ... and its log holds all: poll() tells
         self._disk_full: str | None = None  # why the disk watch stopped the run
-        self._waiter = threading.Thread(target=self._wait, args=(on_exit,), daemon=True)
-        self._waiter.start()
+        self._log = watch_log
+        self._grown_from = _size(watch_log) if watch_log is not None else 0
+        shared = reaper()
+        if shared is None:  # no pidfds: a thread to wait, and one to watch the disk
+            threading.Thread(target=self._wait, daemon=True).start()
+            if watch_log is not None:
+                threading.Thread(target=self._watch_disk, daemon=True).start()
+            return
         if watch_log is not None:
-            threading.Thread(target=self._watch_disk, args=(watch_log,), daemon=True).start()
+            shared.watch_disk(self)
+        shared.follow(proc.pid, self._leader_gone)
 
-    def _watch_disk(self, log: Path) -> None:
+    def _check_disk(self) -> None:
         """A run that writes its own log: stop it when its log has filled the disk.
 
         Every ``DISK_CHECK_S``: when the log's file system has no room left and the log
@@ -167,14 +313,18 @@ class ProcessHandle:
         write to a full disk, as the copier would see): it is stopped, its log cut to give
         the space back, and it fails as "disk full".
         """
-        grown_from = _size(log)
-        while not self._ended.wait(DISK_CHECK_S):
-            size = _size(log)
-            if not logfile.no_room(log.parent):
-                grown_from = size
-            elif size > grown_from:
-                self._stop_for_full_disk(log)
-                return
+        log = self._log
+        if log is None or self._ended.is_set() or self._disk_full is not None:
+            return
+        size = _size(log)
+        if not logfile.no_room(log.parent):
+            self._grown_from = size
+        elif size > self._grown_from:
+            self._stop_for_full_disk(log)
+
+    def _watch_disk(self) -> None:
+        while not self._ended.wait(DISK_CHECK_S) and self._disk_full is None:
+            self._check_disk()
 
     def _stop_for_full_disk(self, log: Path) -> None:
         exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -189,23 +339,62 @@ class ProcessHandle:
         finally:
             os.close(fd)
 
-    def _wait(self, on_exit: object) -> None:
+    def _wait(self) -> None:
+        """Without a reaper: wait in this thread, then for the copier, then report."""
         self.proc.wait()
-        self._ended.set()
-        if self._killer is not None:
-            self._killer.cancel()
-        # The leader is gone; end anything it left behind in its group.
-        self._signal_group(signal.SIGKILL)
-        # The exit is reported only once the log holds everything the run printed: the
-        # copier ends at the end of the output, when the last process holding it is gone.
+        self._end_group()
         if self._copier is not None:
             try:
                 self._copier.wait(timeout=DRAIN_S)
             except subprocess.TimeoutExpired:  # held open by a process that left the group
                 self._copier.kill()
                 self._copier.wait()
-        if callable(on_exit):
-            on_exit()
+        self._report()
+
+    def _leader_gone(self) -> None:
+        """In the reaper: the leader ended (its pidfd is readable, so this wait does not
+        block). The exit is reported only once the log holds everything the run printed:
+        the copier ends at the end of the output, when the last process holding it is gone."""
+        self.proc.wait()
+        self._end_group()
+        copier = self._copier
+        shared = reaper()
+        if copier is None or copier.poll() is not None or shared is None:
+            self._report()
+            return
+        shared.drain_by(self, time.monotonic() + DRAIN_S)
+        try:
+            shared.follow(copier.pid, self._copier_gone)
+        except ProcessLookupError:  # pragma: no cover - reaped meanwhile
+            self._copier_gone()
+
+    def _copier_late(self) -> None:
+        """The copier is held open by a process that left the group: it is stopped."""
+        if self._copier is not None and not self._reported.is_set():
+            self._copier.kill()  # its pidfd then reports it gone
+
+    def _copier_gone(self) -> None:
+        if self._reported.is_set():
+            return
+        if self._copier is not None:
+            self._copier.wait()
+        shared = reaper()
+        if shared is not None:
+            shared.drained(self)
+        self._report()
+
+    def _end_group(self) -> None:
+        with self._stopping:  # a stop now or later starts no timer
+            self._ended.set()
+            if self._killer is not None:
+                self._killer.cancel()
+        # The leader is gone; end anything it left behind in its group.
+        self._signal_group(signal.SIGKILL)
+
+    def _report(self) -> None:
+        self._reported.set()
+        if callable(self._on_exit):
+            self._on_exit()
 
     def _signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -215,10 +404,10 @@ class ProcessHandle:
         """Nothing to free: the pid and exit-code files stay with the run's log."""
 
     def poll(self) -> Exit | None:
-        if self._waiter.is_alive():
+        if not self._reported.is_set():
             return None
         code = self.proc.returncode
-        if code is None:  # pragma: no cover - the waiter has returned
+        if code is None:  # pragma: no cover - reported only once reaped
             return None
         if self._copier is not None and self._copier.returncode in UNNOTED:
             # The copier stopped the run: its log could not be written (a full disk).
@@ -232,12 +421,13 @@ class ProcessHandle:
         return Exit(code=code)
 
     def stop(self, grace_s: float) -> None:
-        if not self._waiter.is_alive() or self._killer is not None:
-            return
-        self._signal_group(signal.SIGTERM)
-        self._killer = threading.Timer(grace_s, self._signal_group, args=(signal.SIGKILL,))
-        self._killer.daemon = True
-        self._killer.start()
+        with self._stopping:
+            if self._ended.is_set() or self._killer is not None:
+                return  # its group is gone (its log may still be draining): nothing to stop
+            self._signal_group(signal.SIGTERM)
+            self._killer = threading.Timer(grace_s, self._signal_group, args=(signal.SIGKILL,))
+            self._killer.daemon = True
+            self._killer.start()
 
 
 PID_FILE = "pid"
@@ -274,11 +464,13 @@ def wrap(
             f"echo $code > {exit_file}; exit $code"
         )
     else:
+        # No external command besides the run's own (no rm, no mv: each was a fork and an
+        # exec per run). The runner removes both files of an earlier attempt before it
+        # starts the shell, and the exit code is read only once the shell is gone, so a
+        # plain write is whole when read. ``set -C`` (noclobber): the write creates the
+        # file (O_EXCL), never writes through what the run may have put in its place.
         script = (
-            f"{trap}echo $$ > {pid_file}; rm -f {exit_file}; {limit}"
-            f"{run}"
-            f"echo $code > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}; "
-            "exit $code"
+            f"{trap}echo $$ > {pid_file}; {limit}{run}set -C; echo $code > {exit_file}; exit $code"
         )
     return ["/bin/sh", "-c", script, "launchctl-run", *command]
 
@@ -427,8 +619,12 @@ class LocalProcessRunner:
         if launch.run_as is not None:
             _files_for(folder, launch.run_as)
         command = wrap(launch.command, folder, limits.memory, in_place=launch.run_as is not None)
-        with contextlib.suppress(FileNotFoundError):  # a note from an earlier attempt
-            (launch.log_path.parent / logfile.LOG_ERROR_FILE).unlink()
+        # What an earlier attempt left: a note, and (its own shell made them) its pid and
+        # exit code, which the shell writes anew (run_as: the two files made above, kept).
+        stale = [logfile.LOG_ERROR_FILE] + ([] if launch.run_as else [PID_FILE, EXIT_FILE])
+        for name in stale:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
         if not launch.secrets:
             # Nothing to mask: the run writes its log itself (no copier to start: a trivial
             # run costs milliseconds), and a watch of the log's disk stands in for the
