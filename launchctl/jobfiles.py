@@ -290,3 +290,124 @@ def extract(data: bytes, dest: Path) -> list[str]:
                 rel = full.relative_to(dest).as_posix()
                 skipped.append(f"{rel}: link leaving the job: {LEFT_OUT}")
     return skipped
+
+
+# -- laying out the same snapshot again -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A working copy as ``extract`` left it, held in memory: folders, files (with their
+    bytes), links, and the lines ``extract`` said about what it left out.
+
+    An agent starts many runs of one job version; each gets its own fresh copy written from
+    this (``write``), never a link to, or a copy of, anything on disk that another run saw:
+    what one run does to its working copy cannot reach the next run's.
+    """
+
+    dirs: tuple[tuple[str, int, float], ...]  # (path, mode, mtime), parents first
+    files: tuple[tuple[str, int, float, bytes], ...]  # (path, mode, mtime, content)
+    links: tuple[tuple[str, str], ...]  # (path, target inside)
+    skipped: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(f[3]) for f in self.files) + 256 * (len(self) + 1)
+
+    def __len__(self) -> int:
+        return len(self.dirs) + len(self.files) + len(self.links)
+
+    @classmethod
+    def read(cls, root: Path, skipped: list[str]) -> Layout:
+        """What ``extract`` has just written into ``root`` (before any run could touch it):
+        read without following a link."""
+        dirs: list[tuple[str, int, float]] = []
+        files: list[tuple[str, int, float, bytes]] = []
+        links: list[tuple[str, str]] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            for name in sorted(dirnames + filenames):
+                full = here / name
+                rel = full.relative_to(root).as_posix()
+                st = full.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    links.append((rel, os.readlink(full)))
+                elif stat.S_ISDIR(st.st_mode):
+                    dirs.append((rel, stat.S_IMODE(st.st_mode), st.st_mtime))
+                elif stat.S_ISREG(st.st_mode):
+                    files.append((rel, stat.S_IMODE(st.st_mode), st.st_mtime, read_file(full)))
+            dirnames[:] = [d for d in dirnames if not (here / d).is_symlink()]
+        dirs.sort()  # parents before their children
+        return cls(tuple(dirs), tuple(files), tuple(links), tuple(skipped))
+
+    def write(self, dest: Path) -> list[str]:
+        """A fresh working copy in ``dest`` (made here; it must not exist): folders made,
+        files written ``O_EXCL | O_NOFOLLOW``, links made anew, modes and times as
+        ``extract`` left them. Returns ``extract``'s lines about what it left out."""
+        dest.mkdir(parents=True)
+        for rel, _mode, _mtime in self.dirs:
+            os.mkdir(dest / rel, 0o700)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        for rel, mode, mtime, content in self.files:
+            target = dest / rel
+            fd = os.open(target, flags, 0o600)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            os.utime(target, (mtime, mtime), follow_symlinks=False)
+        for rel, points_to in self.links:
+            os.symlink(points_to, dest / rel)
+        for rel, mode, mtime in reversed(self.dirs):  # children first: times stay put
+            os.chmod(dest / rel, mode, follow_symlinks=False)
+            os.utime(dest / rel, (mtime, mtime), follow_symlinks=False)
+        return list(self.skipped)
+
+
+class LayoutCache:
+    """Snapshots laid out by ``extract``, by digest (content-addressed: a digest always
+    names the same files), kept in this process up to ``limit`` bytes, the least recently
+    used dropped first. A snapshot over a quarter of the limit is not kept."""
+
+    def __init__(self, limit: int = 64 << 20) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.limit = limit
+        self._items: OrderedDict[str, Layout] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Layout | None:
+        with self._lock:
+            layout = self._items.get(digest)
+            if layout is not None:
+                self._items.move_to_end(digest)
+            return layout
+
+    def put(self, digest: str, layout: Layout) -> None:
+        if layout.size > self.limit // 4:
+            return
+        with self._lock:
+            self._items[digest] = layout
+            self._items.move_to_end(digest)
+            while sum(item.size for item in self._items.values()) > self.limit:
+                self._items.popitem(last=False)
+
+
+LAYOUTS = LayoutCache()
+
+
+def extract_cached(digest: str, data: Any, dest: Path, cache: LayoutCache = LAYOUTS) -> list[str]:
+    """``extract`` of the snapshot ``digest``, whose bytes ``data()`` reads (only when this
+    process has not laid it out before): the first time it is unpacked and checked as
+    ``extract`` does, and kept; after that each working copy is written from what was kept,
+    with no tar, no gzip, and no walk for links leaving the copy (none can be kept)."""
+    layout = cache.get(digest)
+    if layout is not None:
+        return layout.write(dest)
+    skipped = extract(data(), dest)
+    cache.put(digest, Layout.read(dest, skipped))
+    return skipped

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from launchctl.jobs import check_git_commit, check_git_remote, extract_snapshot
+from launchctl import jobfiles
+from launchctl.jobs import check_git_commit, check_git_remote
 from launchctl.runners import RunnerError
 from launchctl.store import Store
 
@@ -22,7 +23,9 @@ def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, d
         return "no job source: running in an empty folder"
     source = version["source"]
     if "snapshot" in source:
-        skipped = extract_snapshot(store.jobs.snapshot(source["snapshot"]), dest)
+        # Unpacked once per agent and job version, then written afresh for each run.
+        digest = source["snapshot"]
+        skipped = jobfiles.extract_cached(digest, lambda: store.jobs.snapshot(digest), dest)
         note = f"code snapshot {source['snapshot'][:12]} ({source.get('files', '?')} files)"
         left = [s for s in source.get("special") or [] if s.get("action") == "left out"]
         if left:
