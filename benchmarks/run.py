@@ -50,6 +50,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_bigqueue import bench_bigqueue
+from bench_bigstore import bench_bigstore
 from bench_cache_hit import bench_cache_hit
 from bench_container import bench_container_latency
 from bench_dispatch import bench_dispatch
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     start = time.perf_counter()
     benches = (bench_startup, bench_dispatch, bench_throughput, bench_containers, bench_sync)
+    benches += (bench_bigqueue, bench_bigstore)  # issue 17: 10,000 queued, 100,000 stored
     for bench in (*benches, bench_slurm, bench_sweep):  # bench_slurm: issue 14; sweep: 15
         name = bench.__name__.removeprefix("bench_")
         if settings.only and settings.only != name:
