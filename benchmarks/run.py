@@ -26,6 +26,9 @@ and noisy:
 8. sweep (``bench_sweep.py``, issue 15): the sweep scheduler's overhead per trial (a trial's
    run ending -> the next trial's run queued, from the event log) against W&B's documented
    sweep scheduler poll interval.
+9. ui (``bench_ui.py``, issue 16): the web view with 200 runs (40 running): ``GET /runs``
+   and the browser's load event, and a state change in the store -> the ``/events`` client
+   and -> the row's state cell in Chromium, against one ``runs list --json`` of the same runs.
 
 4 and 5 need the Docker engine and the base images that ``scripts/services.sh all`` starts;
 when it cannot, the table says they were skipped and why.
@@ -60,6 +63,7 @@ from bench_startup import bench_startup
 from bench_sweep import bench_sweep
 from bench_sync import bench_sync
 from bench_throughput import bench_throughput
+from bench_ui import bench_ui
 from containers import engine_problem
 from harness import ROOT, Settings
 from report import Report, Row, write_results
@@ -84,7 +88,7 @@ def parse_args(argv: list[str]) -> tuple[Settings, bool]:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 100 runs")
     parser.add_argument(
         "--only",
-        help="run one benchmark: startup, dispatch, throughput, containers, sync, slurm, sweep",
+        help="run one benchmark: startup, dispatch, throughput, containers, sync, slurm, sweep, ui",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
     args = parser.parse_args(argv)
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     benches = (bench_startup, bench_dispatch, bench_throughput, bench_containers, bench_sync)
     benches += (bench_bigqueue, bench_bigstore)  # issue 17: 10,000 queued, 100,000 stored
-    for bench in (*benches, bench_slurm, bench_sweep):  # bench_slurm: issue 14; sweep: 15
+    for bench in (*benches, bench_slurm, bench_sweep, bench_ui):  # slurm: 14; sweep: 15; ui: 16
         name = bench.__name__.removeprefix("bench_")
         if settings.only and settings.only != name:
             continue
