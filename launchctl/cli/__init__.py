@@ -31,6 +31,7 @@ from launchctl.cli import status as status_cmd
 from launchctl.cli import sweep as sweep_cmd
 from launchctl.cli import sync as sync_cmd
 from launchctl.cli import team as team_cmd
+from launchctl.cli import ui as ui_cmd
 from launchctl.errors import LaunchctlError
 
 try:  # typer 0.28 carries its own copy of Click; its exceptions are the ones raised
@@ -87,6 +88,7 @@ app.command("agent")(agent_cmd.agent)
 app.command("logs")(runs_cmd.logs)
 app.command("gpus")(gpus_cmd.gpus)
 app.command("status")(status_cmd.status)
+app.command("ui")(ui_cmd.ui)
 
 
 def main() -> None:

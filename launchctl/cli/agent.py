@@ -112,6 +112,12 @@ def agent(
         "--base-url",
         help="The W&B server for --remote-queue and --sync (default: as `launchctl sync`).",
     ),
+    ui: bool = typer.Option(
+        False, "--ui", help="Also serve the web view on loopback (as `launchctl ui`)."
+    ),
+    ui_port: int = typer.Option(
+        8765, "--ui-port", help="With --ui: the web view's port (0: any free port)."
+    ),
 ) -> None:
     """Claim runs from queues and run them, up to --max-jobs at a time.
 
@@ -128,6 +134,7 @@ def agent(
       launchctl agent -q gpu --gpus 0,1,2,3   # each run gets its own GPUs
       launchctl agent -q gpu --requeue-running  # Ctrl-C requeues running runs
       launchctl agent --remote-queue my-team/model-registry/gpu --sync  # serve a W&B queue
+      launchctl agent -q default --ui        # and the web view on 127.0.0.1:8765
     """
     from launchctl.agent import Agent
     from launchctl.agent.config import check_entity, load_agent_config
@@ -157,6 +164,11 @@ def agent(
 
         check_local_queues(store, remotes)
     check_entity(store, queues, opts.entity, opts.sources.get("entity", ""))
+    web = None
+    if ui:  # the web view beside the agent (issue 16): bound now, a bad port refused first
+        from launchctl.ui.server import Server
+
+        web = Server("127.0.0.1", ui_port)
     say = _logger(log_file)  # opened once the settings are known good: nothing written before
     opts.requeue_running = requeue_running
     opts.resume_queues = resume_queues
@@ -201,6 +213,9 @@ def agent(
         say(f"  sync: every {sync_interval:g} s to the W&B server (`launchctl sync status`)")
     if bridge is not None:
         bridge.start()
+    if web is not None:
+        web.start()
+        print(f"launchctl ui: {web.url}", flush=True)
     try:
         worker.run(burst=burst)
     finally:
@@ -208,6 +223,8 @@ def agent(
             bridge.stop()
         if background is not None:
             background.stop()
+        if web is not None:
+            web.stop()
     say(f"agent {worker.id} stopped")
 
 

@@ -132,6 +132,18 @@ class RunTable:
             return self.db.all("SELECT * FROM events ORDER BY id")
         return self.db.all("SELECT * FROM events WHERE run_id = ? ORDER BY id", [run_id])
 
+    def last_event_id(self) -> int:
+        """The newest event's id (0 for none): where a change feed starts (the web view)."""
+        row = self.db.one("SELECT COALESCE(MAX(id), 0) AS n FROM events")
+        return int(row["n"]) if row else 0
+
+    def events_after(self, event_id: int, limit: int = 1000) -> list[Row]:
+        """Events newer than ``event_id``, oldest first, at most ``limit``: the web view's
+        change feed (one indexed range read, cheap enough to ask a few times a second)."""
+        return self.db.all(
+            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", [event_id, limit]
+        )
+
     def held_by(self, agent_id: str) -> list[Row]:
         rows = self.db.all(f"SELECT * FROM runs WHERE agent_id = ? AND state IN {HELD}", [agent_id])
         return [r for r in (_decode(row) for row in rows) if r is not None]

@@ -1,0 +1,428 @@
+"""The web view over HTTP (issue 16): a real ``launchctl ui`` process, driven with urllib.
+
+What it proves: nothing is read or changed without the token, a change needs the token
+again (a cookie alone changes nothing), a member cannot edit a queue's template and gets
+the CLI's own refusal, names and values show as text, a refused template value is
+explained beside its field, secrets show as ``***``, cancel and rerun work, and
+``/events`` and the log stream deliver changes as they happen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EXAMPLES, StartAgent, cli, cli_json, make_script, table_counts, wait_for
+from tests.ui.conftest import UiServer
+
+HELLO = str(EXAMPLES / "hello")
+ADMIN = {"LAUNCHCTL_USER": "alice"}
+MEMBER = {"LAUNCHCTL_USER": "bob"}
+TEMPLATE = {
+    "resource_args": {"local-process": {"env": {"NGPU": "{{gpus}}"}}},
+    "template_variables": {"gpus": {"type": "integer", "minimum": 1, "maximum": 4, "default": 1}},
+}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+class Answer:
+    def __init__(self, status: int, headers: Any, body: str) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def field_error(self, field: str) -> str | None:
+        m = re.search(
+            rf'<span class="field-error" data-field="{re.escape(field)}">(.*?)</span>', self.body
+        )
+        return unescape(m.group(1)) if m else None
+
+
+def request(
+    url: str,
+    *,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with _opener.open(req, timeout=30) as resp:
+            return Answer(resp.status, resp.headers, resp.read().decode())
+    except urllib.error.HTTPError as exc:
+        return Answer(exc.code, exc.headers, exc.read().decode())
+
+
+def get(server: UiServer, path: str) -> Answer:
+    return request(server.url(path), headers={"Authorization": f"Bearer {server.token}"})
+
+
+def post(server: UiServer, path: str, data: dict[str, str], *, csrf: bool = True) -> Answer:
+    form = dict(data, _csrf=server.token) if csrf else dict(data)
+    return request(server.url(path), data=form, headers={"Authorization": f"Bearer {server.token}"})
+
+
+def events(url: str, token: str, timeout: float = 30) -> Iterator[tuple[str, str]]:
+    """(event, data) pairs of a server-sent event stream, as they come."""
+    deadline = time.monotonic() + timeout
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        event, data = "message", []
+        for raw in resp:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url}: nothing expected came within {timeout}s")
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data = "message", []
+            elif line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+
+
+def launch(*args: str, env: dict[str, str] | None = None) -> str:
+    proc = cli("launch", *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def hello_queue() -> str:
+    cli("job", "create", "code", HELLO, "-E", "python train.py", "-n", "hello", check=True)
+    return launch("-q", "default", "-j", "hello", "--set", "lr=0.3")
+
+
+@pytest.fixture
+def team() -> None:
+    """alice runs team 'vision' (member bob) and its queue 'vision-gpu' with gpus 1..4."""
+    cli("team", "create", "vision", env=ADMIN, check=True)
+    cli("team", "add", "vision", "bob", env=ADMIN, check=True)
+    cli("queue", "create", "vision-gpu", "--entity", "vision", "--config", json.dumps(TEMPLATE),
+        env=ADMIN, check=True)  # fmt: skip
+    cli("job", "create", "code", HELLO, "-E", "python train.py", "-n", "hello", "-e", "vision",
+        env=ADMIN, check=True)  # fmt: skip
+
+
+# -- the token -----------------------------------------------------------------------------
+
+
+def test_every_page_needs_the_token_and_opening_the_url_sets_a_strict_cookie(
+    ui_server: UiServer, hello_queue: str
+) -> None:
+    base, token = ui_server
+    paths = ["/", "/runs", f"/runs/{hello_queue}", "/queues/default", "/sweeps", "/events",
+             f"/runs/{hello_queue}/log/events", "/static/ui.js", "/nope"]  # fmt: skip
+    for path in paths:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": "launchctl_ui=x"}):
+            answer = request(base + path, headers=headers)
+            assert answer.status == 401, (path, headers)
+            assert "printed when it started" in answer.body
+            assert token not in answer.body and hello_queue not in answer.body
+    assert request(base + "/?token=wrong").status == 401
+    assert request(base + "/healthz").body == "ok"
+
+    opened = request(f"{base}/?token={token}")
+    assert opened.status == 303 and opened.headers["Location"] == "/"
+    cookie = opened.headers["Set-Cookie"]
+    assert cookie.startswith(f"launchctl_ui={token};")
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}
+    page = request(base + "/runs", headers={"Cookie": f"launchctl_ui={token}"})
+    assert page.status == 200 and f'id="run-{hello_queue}"' in page.body
+    assert f'<meta name="csrf" content="{token}">' in page.body
+    assert page.headers["Referrer-Policy"] == "no-referrer"  # the URL may hold the token
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+
+
+def test_a_request_naming_another_host_is_refused(ui_server: UiServer) -> None:
+    """A page whose DNS name was rebound to 127.0.0.1 reaches the port, not the view."""
+    answer = request(
+        ui_server.url("/runs"),
+        headers={"Authorization": f"Bearer {ui_server.token}", "Host": "evil.example:8765"},
+    )
+    assert answer.status == 421
+    assert get(ui_server, "/runs").status == 200
+
+
+def test_changes_without_the_token_again_change_nothing(
+    ui_server: UiServer, hello_queue: str, home: Path
+) -> None:
+    """A cookie alone (what a browser sends with another site's form) changes nothing; nor
+    does a wrong token, nor no token at all."""
+    base, token = ui_server
+    before = table_counts(home)
+    queue_before = cli_json("queue", "show", "default")["config"]
+    changes = {
+        f"/runs/{hello_queue}/cancel": {},
+        f"/runs/{hello_queue}/rerun": {"set": "lr=9"},
+        "/queues/default/launch": {"job": "hello"},
+        "/queues/default/template": {"field": "gpus", "type": "integer", "maximum": "8"},
+    }
+    cookie = {"Cookie": f"launchctl_ui={token}"}
+    for path, form in changes.items():
+        assert request(base + path, data=form).status == 401
+        assert request(base + path, data=dict(form, _csrf=token)).status == 401
+        assert request(base + path, data=form, headers=cookie).status == 403
+        assert request(base + path, data=dict(form, _csrf="wrong"), headers=cookie).status == 403
+        bad_header = {**cookie, "X-Launchctl-Token": "wrong"}
+        assert request(base + path, data=form, headers=bad_header).status == 403
+        assert post(ui_server, path, form, csrf=False).status == 403
+    assert table_counts(home) == before
+    assert cli_json("runs", "show", hello_queue)["state"] == "queued"
+    assert cli_json("queue", "show", "default")["config"] == queue_before
+
+    # The same change with the token again goes through (the header works as the field).
+    done = request(base + f"/runs/{hello_queue}/cancel", data={},
+                   headers={**cookie, "X-Launchctl-Token": token})  # fmt: skip
+    assert done.status == 303 and done.headers["Location"] == f"/runs/{hello_queue}"
+    assert cli_json("runs", "show", hello_queue)["state"] == "stopped"
+
+
+# -- roles ---------------------------------------------------------------------------------
+
+
+def test_a_member_cannot_edit_a_template_and_gets_the_clis_refusal(
+    team: None, start_ui: Callable[..., UiServer], home: Path
+) -> None:
+    server = start_ui(env=MEMBER)
+    page = get(server, "/queues/vision-gpu")
+    assert page.status == 200
+    assert 'id="template-edit"' not in page.body and 'id="launch-form"' in page.body
+    before = table_counts(home)
+    config = cli_json("queue", "show", "vision-gpu")["config"]
+    form = {"field": "gpus", "type": "integer", "minimum": "1", "maximum": "64"}
+    answer = post(server, "/queues/vision-gpu/template", form)
+    assert answer.status == 403
+    by_cli = cli("queue", "template", "set", "vision-gpu", "gpus", "--type", "integer",
+                 "--max", "64", env=MEMBER)  # fmt: skip
+    assert by_cli.returncode == 1
+    message = by_cli.stderr.strip().removeprefix("launchctl: error: ")
+    assert "not an admin of entity 'vision'" in message
+    assert message in unescape(answer.body)
+    assert cli_json("queue", "show", "vision-gpu")["config"] == config
+    assert table_counts(home) == before
+
+
+def test_an_admin_edits_a_template_with_the_clis_validation(
+    team: None, start_ui: Callable[..., UiServer]
+) -> None:
+    server = start_ui(env=ADMIN)
+    assert 'id="template-edit"' in get(server, "/queues/vision-gpu").body
+    bad = post(server, "/queues/vision-gpu/template",
+               {"field": "gpus", "type": "integer", "minimum": "5", "maximum": "2"})  # fmt: skip
+    assert bad.status == 400 and "minimum 5 is above maximum 2" in unescape(bad.body)
+    ok = post(server, "/queues/vision-gpu/template",
+              {"field": "gpus", "type": "integer", "minimum": "1", "maximum": "8"})  # fmt: skip
+    assert ok.status == 303
+    assert (
+        cli_json("queue", "show", "vision-gpu")["config"]["template_variables"]["gpus"]["maximum"]
+        == 8
+    )
+    tile = get(server, "/queues/vision-gpu").body
+    assert re.search(r'<div class="tile" data-field="gpus">.*?max 8', tile, re.S)
+
+
+def test_the_launch_form_refuses_an_out_of_range_value_in_place_and_launches_a_good_one(
+    team: None, start_ui: Callable[..., UiServer], home: Path
+) -> None:
+    server = start_ui(env=MEMBER)
+    page = get(server, "/queues/vision-gpu").body
+    assert re.search(r'<input id="field-gpus" name="gpus" type="number" step="1"\s+min="1"'
+                     r' max="4"', page)  # fmt: skip
+    assert '<span class="limits">min 1; max 4; default 1</span>' in page
+    before = table_counts(home)
+    refused = post(server, "/queues/vision-gpu/launch", {"job": "vision/hello", "gpus": "9"})
+    assert refused.status == 400
+    assert refused.field_error("gpus") == "template variable gpus: value 9 is above the maximum 4"
+    assert re.search(r'name="gpus"[^>]*value="9"', refused.body)  # what was typed stays
+    assert table_counts(home) == before
+
+    done = post(server, "/queues/vision-gpu/launch", {"job": "vision/hello", "gpus": "2"})
+    assert done.status == 303
+    run_id = done.headers["Location"].removeprefix("/runs/")
+    run = cli_json("runs", "show", run_id)
+    assert run["spec"]["template_variables"] == {"gpus": "2"} or run["spec"][
+        "template_variables"
+    ] == {"gpus": 2}
+    assert run["spec"]["author"] == "bob"  # it acts as the user who started the server
+
+
+# -- what pages show -----------------------------------------------------------------------
+
+
+def test_names_and_values_show_as_text(ui_server: UiServer, hello_queue: str) -> None:
+    run_id = launch("-q", "default", "-j", "hello", "--name", "<script>alert(1)<script>",
+                    "--set", "note=</script><img src=x onerror=alert(2)>")  # fmt: skip
+    for path in ("/runs", f"/runs/{run_id}"):
+        body = get(ui_server, path).body
+        assert "<script>alert" not in body and "<img src=x" not in body
+        assert "&lt;script&gt;alert(1)&lt;script&gt;" in body
+        assert "&lt;img src=x onerror=alert(2)&gt;" in body
+
+
+def test_the_runs_page_filters_and_shows_the_differing_config_keys(
+    ui_server: UiServer, hello_queue: str
+) -> None:
+    other = launch("-q", "default", "-j", "hello", "--set", "lr=0.1", "--set", "bs=8")
+    body = get(ui_server, "/runs").body
+    assert '<th class="cfg" data-key="lr">lr</th>' in body
+    assert '<th class="cfg" data-key="bs">bs</th>' in body
+    assert re.search(rf'<tr id="run-{other}" data-state="queued">', body)
+    for cls in ("state", "duration", "gpus", "exit"):
+        assert f'class="{cls}"' in body
+    cli("runs", "cancel", other, check=True)
+    stopped = get(ui_server, "/runs?state=stopped").body
+    assert f'id="run-{other}"' in stopped and f'id="run-{hello_queue}"' not in stopped
+    refused = get(ui_server, "/runs?state=bogus")
+    assert refused.status == 400 and "unknown state 'bogus'" in unescape(refused.body)
+    assert get(ui_server, "/runs/nosuchrun").status == 404
+
+
+def test_a_secret_shows_as_stars_in_the_spec_and_the_log(
+    start_agent: StartAgent, start_ui: Callable[..., UiServer], tmp_path: Path
+) -> None:
+    value = "sk-ui-" + "9f3b2c7d1e" * 3
+    assert cli("secret", "set", "api-key", input=value).returncode == 0
+    config = {"resource_args": {"local-process": {"env": {"API_KEY": {"secret": "api-key"}}}}}
+    cli("queue", "create", "secure", "--config", json.dumps(config), check=True)
+    job = make_script(
+        tmp_path / "job", "show.py", "import os\nprint('key:', os.environ['API_KEY'])\n"
+    )
+    run_id = launch("-q", "secure", "-u", str(job.parent), "-E", "python show.py")
+    start_agent("-q", "secure")
+    wait_for(lambda: cli_json("runs", "show", run_id)["state"] == "finished", what="the run")
+    server = start_ui()
+    body = get(server, f"/runs/{run_id}").body
+    assert value not in body
+    spec = unescape(re.search(r'<pre id="spec">(.*?)</pre>', body, re.S).group(1))  # type: ignore[union-attr]
+    assert '"API_KEY": "*** (secret api-key)"' in spec
+    log = unescape(re.search(r'<pre id="log"[^>]*>(.*?)</pre>', body, re.S).group(1))  # type: ignore[union-attr]
+    assert "key: ***" in log
+
+
+def test_cancel_a_running_run_and_follow_its_log_and_state_live(
+    start_agent: StartAgent, ui_server: UiServer, tmp_path: Path
+) -> None:
+    body = "import time\nprint('started', flush=True)\ntime.sleep(120)\n"
+    job = make_script(tmp_path / "job", "sleep.py", body)
+    run_id = launch("-q", "default", "-u", str(job.parent), "-E", "python sleep.py")
+    start_agent("-q", "default")
+    page = get(ui_server, f"/runs/{run_id}").body
+    src = unescape(re.search(r'data-src="([^"]+)"', page).group(1))  # type: ignore[union-attr]
+    assert src.startswith(f"/runs/{run_id}/log/events?offset=")
+    stream = events(ui_server.url(f"/runs/{run_id}/log/events?offset=0"), ui_server.token)
+    seen: list[tuple[str, str]] = []
+    for event, data in stream:  # the log line arrives while the run runs
+        seen.append((event, data))
+        if event == "line" and "started" in data:
+            break
+    assert cli_json("runs", "show", run_id)["state"] == "running"
+    assert 'id="cancel"' in get(ui_server, f"/runs/{run_id}").body
+    done = post(ui_server, f"/runs/{run_id}/cancel", {})
+    assert done.status == 303
+    for event, data in stream:  # then the state moves to stopped, and the stream ends
+        seen.append((event, data))
+    states = [json.loads(d)["state"] for e, d in seen if e in ("state", "end")]
+    assert states[-1] == "stopped" and "running" in states
+    assert cli_json("runs", "show", run_id)["state"] == "stopped"
+
+
+def test_rerun_with_edited_overrides_opens_the_new_run(
+    ui_server: UiServer, hello_queue: str
+) -> None:
+    page = get(ui_server, f"/runs/{hello_queue}").body
+    assert re.search(r'<textarea name="set" rows="3">lr=0.3</textarea>', page)
+    answer = post(ui_server, f"/runs/{hello_queue}/rerun", {"set": "lr=0.05\nbs=16"})
+    assert answer.status == 303
+    new_id = answer.headers["Location"].removeprefix("/runs/")
+    new = cli_json("runs", "show", new_id)
+    assert new["rerun_of"] == hello_queue
+    assert new["spec"]["overrides"]["run_config"] == {"lr": 0.05, "bs": 16}
+    bad = post(ui_server, f"/runs/{hello_queue}/rerun", {"set": "no-equals-sign"})
+    assert bad.status == 400 and 'id="error"' in bad.body
+
+
+def test_events_stream_delivers_new_runs_and_state_changes(
+    ui_server: UiServer, hello_queue: str
+) -> None:
+    stream = events(ui_server.url("/events"), ui_server.token)
+    next(stream)  # the stream is open (its first event says so) before anything changes
+    run_id = launch("-q", "default", "-j", "hello", "--set", "lr=0.7")
+    cli("runs", "cancel", run_id, check=True)
+    got: list[dict[str, Any]] = []
+    for event, data in stream:
+        if event == "run":
+            got.append(json.loads(data))
+            if got[-1]["id"] == run_id and got[-1]["state"] == "stopped":
+                break
+    mine = [g for g in got if g["id"] == run_id]
+    assert mine[-1]["state"] == "stopped" and mine[-1]["queue"] == "default"
+    assert mine[-1]["config"] == {"lr": "0.7"}
+    assert {"id", "state", "queue", "name", "exit_code", "duration"} <= set(mine[-1])
+
+
+# -- starting the server -------------------------------------------------------------------
+
+
+def test_a_non_loopback_host_needs_allow_remote(
+    start_ui: Callable[..., UiServer], home: Path
+) -> None:
+    refused = cli("ui", "--host", "0.0.0.0", "--port", "0", timeout=30)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "--allow-remote" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    server = start_ui("--host", "0.0.0.0", "--allow-remote")
+    assert server.base_url.startswith("http://0.0.0.0:")
+    assert "warning: serving on 0.0.0.0" in server.log.read_text()
+
+
+def test_without_the_ui_extra_one_line_says_how_to_install_it(home: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['starlette'] = None\n"  # import starlette now raises ImportError
+        "sys.argv = ['launchctl', 'ui', '--port', '0']\n"
+        "from launchctl.cli import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert (
+        proc.stderr
+        == "launchctl: error: the web view needs its extra: pip install 'launchctl[ui]'\n"
+    )
+
+
+def test_the_plot_is_server_made_svg_with_labels_escaped() -> None:
+    from launchctl.ui.plots import scatter
+
+    trials = [
+        {"id": 1, "seq": 1, "metric": 0.5, "params_flat": {"lr": 0.1, "opt": "<b>"}},
+        {"id": 2, "seq": 2, "metric": 0.2, "params_flat": {"lr": 0.3, "opt": "sgd"}},
+    ]
+    svg = scatter("opt", "loss", trials, trials[1])
+    assert svg.startswith('<svg class="plot" data-param="opt"') and svg.endswith("</svg>")
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
+    assert svg.count("<circle") == 2 and svg.count('class="best"') == 1
+    assert "no scored trials" in scatter("lr", "loss", [], None)
