@@ -19,7 +19,7 @@ def ui(
         help="Allow a non-loopback --host (every machine that reaches it can try the token).",
     ),
 ) -> None:
-    """Serve the web view: queues, runs, live logs, sweeps and template launch forms.
+    """Serve the web view: queues, runs, logs, sweeps.
 
     Prints the URL with this start's token (needed for every page: it acts as you);
     opening it sets a cookie for the browser. Needs the ui extra:
