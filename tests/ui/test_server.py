@@ -426,3 +426,64 @@ def test_the_plot_is_server_made_svg_with_labels_escaped() -> None:
     assert "<b>" not in svg and "&lt;b&gt;" in svg
     assert svg.count("<circle") == 2 and svg.count('class="best"') == 1
     assert "no scored trials" in scatter("lr", "loss", [], None)
+
+
+def test_agent_ui_serves_the_view_beside_the_agent(
+    start_agent: StartAgent, hello_queue: str
+) -> None:
+    agent = start_agent("-q", "default", "--ui", "--ui-port", "0")
+    line = wait_for(
+        lambda: next((ln for ln in agent.output().splitlines() if ln.startswith("launchctl ui: ")),
+                     None),
+        what="the agent's web view URL",
+    )  # fmt: skip
+    url = line.removeprefix("launchctl ui: ")
+    base, _, token = url.partition("/?token=")
+    assert base.startswith("http://127.0.0.1:") and len(token) >= 40
+    wait_for(lambda: cli_json("runs", "show", hello_queue)["state"] == "finished", what="the run")
+    assert request(base + "/runs").status == 401
+    page = request(base + f"/runs/{hello_queue}", headers={"Authorization": f"Bearer {token}"})
+    assert page.status == 200 and '<span id="run-state" class="state" data-state="finished">' in (
+        page.body
+    )
+
+
+# Writes loss = (x - 2)^2 + y/10 to the metrics file launchctl reads (as tests/sweeps do).
+TRAIN = """\
+import json, os
+
+cfg = json.loads(os.environ["WANDB_CONFIG"])
+with open(os.environ["LAUNCHCTL_METRICS_FILE"], "a") as fh:
+    fh.write(json.dumps({"loss": (cfg["x"] - 2) ** 2 + cfg["y"] / 10}) + "\\n")
+"""
+SWEEP = """\
+job: trainer
+method: grid
+metric: {name: loss, goal: minimize}
+parameters:
+  x: {values: [1, 2, 3]}
+  y: {values: [0, 1]}
+"""
+
+
+def test_the_sweep_page_sorts_trials_by_the_metric_marks_the_best_and_plots_each_parameter(
+    ui_server: UiServer, tmp_path: Path
+) -> None:
+    cli("queue", "create", "q", "--resource", "local-process", check=True)
+    code = make_script(tmp_path / "job", "train.py", TRAIN).parent
+    cli("job", "create", "code", str(code), "-n", "trainer", "-E", "python train.py", check=True)
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    sweep_id = cli("launch-sweep", str(tmp_path / "sweep.yaml"), "-q", "q", check=True)
+    sweep_id = sweep_id.stdout.strip()
+    cli("agent", "-q", "q", "--burst", check=True, timeout=300)
+    assert f'href="/sweeps/{sweep_id}"' in get(ui_server, "/sweeps").body
+    body = get(ui_server, f"/sweeps/{sweep_id}").body
+    table = body.split('<table id="trials">')[1]
+    metrics = [float(m) for m in re.findall(r'<td class="metric">([0-9.e-]+)</td>', table)]
+    assert len(metrics) == 6 and metrics == sorted(metrics) and metrics[0] == 0
+    assert table.count('class="best"') == 1
+    best_row = re.search(r'<tr class="best"[^>]*>(.*?)</tr>', table, re.S)
+    assert best_row and '<td class="metric">0</td>' in best_row.group(1)
+    for param in ("x", "y"):
+        svg = re.search(rf'<svg class="plot" data-param="{param}".*?</svg>', body, re.S)
+        assert svg and svg.group(0).count("<circle") == 6
