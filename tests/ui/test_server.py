@@ -299,6 +299,22 @@ def test_the_runs_page_filters_and_shows_the_differing_config_keys(
     assert get(ui_server, "/runs/nosuchrun").status == 404
 
 
+def test_the_overview_shows_each_queue_with_its_counts_by_state(
+    ui_server: UiServer, hello_queue: str
+) -> None:
+    launch("-q", "default", "-j", "hello")
+    cli("runs", "cancel", hello_queue, check=True)
+    cli("queue", "create", "idle", "--resource", "local-process", check=True)
+    cli("queue", "pause", "idle", check=True)
+    body = get(ui_server, "/").body
+    default = body.split('<section class="queue" data-queue="default">')[1].split("</section>")[0]
+    assert '<span class="count" data-state="queued">1</span>' in default
+    assert '<span class="count" data-state="stopped">1</span>' in default
+    assert "no agent serving it" in default
+    idle = body.split('<section class="queue" data-queue="idle">')[1].split("</section>")[0]
+    assert 'data-paused="1"' in idle and 'data-paused="1"' not in default
+
+
 def test_a_secret_shows_as_stars_in_the_spec_and_the_log(
     start_agent: StartAgent, start_ui: Callable[..., UiServer], tmp_path: Path
 ) -> None:

@@ -95,7 +95,7 @@
   function liveOverview(root) {
     var es = new EventSource("/events");
     var timer = null;
-    es.addEventListener("run", function () {
+    function refresh() {
       // Counts come from the server: fetch the page again (not a reload) and swap the parts.
       if (timer) return;
       timer = setTimeout(function () {
@@ -108,7 +108,9 @@
           });
         });
       }, 250);
-    });
+    }
+    es.addEventListener("run", refresh);
+    setInterval(refresh, 5000); // heartbeats age without a run changing
   }
 
   function liveLog(pre) {
