@@ -10,13 +10,13 @@ writes
                        pip install --no-index --find-links dist/wheelhouse 'launchctl[sweeps]'
 
 Why a zipapp of our own making, not shiv, pex or a frozen binary: the numbers are in the
-notes of issue 17. In short, a PyInstaller onefile unpacks itself on every start (3-4x the
+notes of issue 17. In short, a PyInstaller onefile unpacks itself on every start (5x the
 pip install's start-up), and shiv's bootstrap adds its extract folder with
 ``site.addsitedir`` without checking who owns it, so a planted ``.pth`` there runs code.
 
 The file holds two members: ``__main__.py`` (the bootstrap below) and ``payload.zip`` (the
 installed packages). On its first start the bootstrap extracts the payload into a folder of
-the user's own, ``$XDG_CACHE_HOME/launchctl/dist/BUILD`` (``~/.cache/...``), made 0700 and
+the user's own, ``$XDG_CACHE_HOME/launchctl/dist/BUILD-cpython-3XY`` (``~/.cache/...``), 0700,
 checked on every start: it and ``dist/`` must belong to the user and be closed to others,
 and every folder above must belong to the user or root and be writable by no one else
 (unless sticky, as /tmp). Later starts only check and import: no unpacking.
@@ -30,9 +30,12 @@ requirements and the Python version, the file itself by the hash of the sources.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import hashlib
+import os
 import platform
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -55,6 +58,7 @@ import os
 import sys
 
 BUILD = "@BUILD@"
+PYC_TAG = "@PYC_TAG@"  # the Python whose .pyc files the payload carries
 
 
 def _fail(message):
@@ -138,7 +142,8 @@ def _checked(root):
     why = _check(root, private=True)
     if why:
         _fail("will not unpack into %s: it %s" % (root, why))
-    target = os.path.join(root, BUILD)
+    # One folder per build and Python version: each holds .pyc files for its Python only.
+    target = os.path.join(root, BUILD + "-" + str(sys.implementation.cache_tag))
     if not os.path.lexists(target):
         _unpack(root, target)
     why = _check(target, private=True)
@@ -157,6 +162,12 @@ def _unpack(root, target):
         with zipfile.ZipFile(archive) as outer, outer.open("payload.zip") as inner:
             with zipfile.ZipFile(inner) as payload:
                 payload.extractall(work)
+        if sys.implementation.cache_tag != PYC_TAG:
+            # The .pyc files inside are another Python's: compiled once here, whatever
+            # PYTHONDONTWRITEBYTECODE says (without them every start costs +80 ms).
+            import compileall
+
+            compileall.compile_dir(work, quiet=2)
         try:
             os.rename(work, target)  # atomic: a second start never sees half a folder
             work = None
@@ -234,9 +245,10 @@ def own_wheel(root: Path = ROOT, cache: Path = CACHE) -> Path:
     found = sorted(folder.glob("launchctl-*.whl"))
     if found:
         return found[0]
-    tmp = Path(tempfile.mkdtemp(prefix="self-", dir=_mkdir(cache)))
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-self-", dir=_mkdir(cache)))
     _pip("wheel", "--no-deps", "-w", tmp, root)
     _replace(tmp, folder)
+    _prune(cache, "self-")
     return sorted(folder.glob("launchctl-*.whl"))[0]
 
 
@@ -249,7 +261,7 @@ def dependency_wheels(root: Path = ROOT, cache: Path = CACHE, *, extras: bool = 
     folder = cache / f"wheels-{python_tag()}-{key}"
     if (folder / ".complete").exists():
         return folder
-    tmp = Path(tempfile.mkdtemp(prefix="wheels-", dir=_mkdir(cache)))
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-wheels-", dir=_mkdir(cache)))
     _pip("wheel", "-w", tmp, *reqs)
     (tmp / ".complete").write_text("\n".join(reqs) + "\n")
     _replace(tmp, folder)
@@ -283,7 +295,7 @@ def build_zipapp(root: Path = ROOT, cache: Path = CACHE) -> Path:
         return done
     wheel = own_wheel(root, cache)
     deps = dependency_wheels(root, cache)
-    stage = Path(tempfile.mkdtemp(prefix="zipapp-", dir=_mkdir(cache)))
+    stage = Path(tempfile.mkdtemp(prefix=".tmp-zipapp-", dir=_mkdir(cache)))
     try:
         lib = stage / "lib"
         _pip(
@@ -295,21 +307,30 @@ def build_zipapp(root: Path = ROOT, cache: Path = CACHE) -> Path:
             '"""Written by scripts/dist.py: how this launchctl was built."""\n\n'
             f"DESCRIPTION = {describe(root)!r}\n"
         )
+        # .pyc files for this Python, checked by nothing (the unpacked folder never
+        # changes): a start on the same Python version unpacks them and compiles nothing.
+        compileall.compile_dir(
+            lib, quiet=2, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+        )
         app = stage / "app"
         app.mkdir()
         payload = app / "payload.zip"
         with zipfile.ZipFile(payload, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(lib.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
+                if path.is_file():
                     zf.write(path, path.relative_to(lib))
         build = _digest(payload.read_bytes())
-        (app / "__main__.py").write_text(BOOTSTRAP.replace("@BUILD@", build))
+        bootstrap = BOOTSTRAP.replace("@BUILD@", build)
+        (app / "__main__.py").write_text(
+            bootstrap.replace("@PYC_TAG@", sys.implementation.cache_tag)
+        )
         out = stage / "out"
         out.mkdir()
         zipapp.create_archive(app, out / "launchctl", interpreter="/usr/bin/env python3")
         _replace(out, done.parent)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    _prune(cache, "zipapp-")
     return done
 
 
@@ -321,10 +342,14 @@ def build_wheelhouse(root: Path = ROOT, cache: Path = CACHE) -> Path:
         return done
     wheel = own_wheel(root, cache)
     deps = dependency_wheels(root, cache)
-    tmp = Path(tempfile.mkdtemp(prefix="wheelhouse-", dir=_mkdir(cache)))
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-wheelhouse-", dir=_mkdir(cache)))
     for path in [wheel, *sorted(deps.glob("*.whl"))]:
-        shutil.copy2(path, tmp / path.name)
+        try:
+            os.link(path, tmp / path.name)  # the same bytes: no second copy on disk
+        except OSError:
+            shutil.copy2(path, tmp / path.name)
     _replace(tmp, done)
+    _prune(cache, "wheelhouse-")
     return done
 
 
@@ -350,6 +375,13 @@ def build(out: Path, *, wheelhouse: bool = True, root: Path = ROOT) -> Built:
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _prune(cache: Path, prefix: str, keep: int = 3) -> None:
+    """Builds of older sources go, but the newest few (another checkout may use them)."""
+    found = sorted(cache.glob(f"{prefix}*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in found[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _replace(tmp: Path, folder: Path) -> None:

@@ -115,7 +115,8 @@ def build_name(file: Path) -> str:
 
     with zipfile.ZipFile(file) as zf:
         text = zf.read("__main__.py").decode()
-    return text.split('BUILD = "', 1)[1].split('"', 1)[0]
+    build = text.split('BUILD = "', 1)[1].split('"', 1)[0]
+    return f"{build}-{sys.implementation.cache_tag}"  # one folder per build and Python
 
 
 @pytest.mark.parametrize("case", ["open-to-others", "another-owner", "link", "open-parent"])
