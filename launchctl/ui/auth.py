@@ -2,10 +2,11 @@
 
 Every route but ``/healthz`` needs the token, reads included: the server acts as the user
 who started it, and every other user of the machine can reach loopback. The token comes
-as a cookie (set by opening the printed URL, ``/?token=T``) or an ``Authorization: Bearer``
-header. A change (any method but GET and HEAD) also needs the token again, as the form
-field ``_csrf`` or the header ``X-Launchctl-Token``: a cookie alone, which a browser sends
-with a request another site made, changes nothing. Tokens are compared in constant time.
+as a cookie (``launchctl_ui_PORT``, set by opening the printed URL, ``/?token=T``) or an
+``Authorization: Bearer`` header. A change (any method but GET and HEAD) also needs the
+token again, as the form field ``_csrf`` or the header ``X-Launchctl-Token``: a cookie
+alone, which a browser sends with a request another site made, changes nothing. Tokens
+are compared in constant time.
 
 The ``Host`` header must name the address the server listens on (or ``localhost`` for a
 loopback one), so a page whose DNS name was rebound to 127.0.0.1 gets nothing either.
@@ -21,7 +22,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-COOKIE = "launchctl_ui"
+COOKIE = "launchctl_ui"  # + "_PORT": two servers (ui, agent --ui) in one browser keep theirs
 CSRF_FIELD = "_csrf"
 CSRF_HEADER = "x-launchctl-token"
 TOKEN_ENV = "LAUNCHCTL_UI_TOKEN"
@@ -79,7 +80,15 @@ def _headers(scope: Scope) -> dict[str, str]:
     return out
 
 
-def cookie_token(headers: dict[str, str]) -> str | None:
+def cookie_name(scope: Scope) -> str:
+    """This server's cookie: cookies are kept per host, not per port, so each port has
+    its own name (else opening a second server's URL would log the browser out of the
+    first)."""
+    server = scope.get("server") or (None, None)
+    return f"{COOKIE}_{server[1]}" if server[1] else COOKIE
+
+
+def cookie_token(headers: dict[str, str], name: str = COOKIE) -> str | None:
     raw = headers.get("cookie")
     if not raw:
         return None
@@ -88,7 +97,7 @@ def cookie_token(headers: dict[str, str]) -> str | None:
         jar.load(raw)
     except Exception:  # a malformed Cookie header authenticates nobody
         return None
-    morsel = jar.get(COOKIE)
+    morsel = jar.get(name)
     return morsel.value if morsel is not None else None
 
 
@@ -143,7 +152,7 @@ class TokenAuth:
             if not same(query["token"][0], self.token):
                 await _page(send_secured, 401, UNAUTHORIZED_PAGE)
                 return
-            cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            cookie = f"{cookie_name(scope)}={self.token}; HttpOnly; SameSite=Strict; Path=/"
             await send_secured(
                 {
                     "type": "http.response.start",
@@ -153,7 +162,8 @@ class TokenAuth:
             )
             await send_secured({"type": "http.response.body", "body": b""})
             return
-        if not (same(cookie_token(headers), self.token) or same(bearer_token(headers), self.token)):
+        mine = cookie_token(headers, cookie_name(scope))
+        if not (same(mine, self.token) or same(bearer_token(headers), self.token)):
             await _page(send_secured, 401, UNAUTHORIZED_PAGE)
             return
         scope.setdefault("state", {})["csrf_header_ok"] = same(headers.get(CSRF_HEADER), self.token)

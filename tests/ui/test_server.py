@@ -132,10 +132,13 @@ def test_every_page_needs_the_token_and_opening_the_url_sets_a_strict_cookie(
     ui_server: UiServer, hello_queue: str
 ) -> None:
     base, token = ui_server
+    name = "launchctl_ui_" + base.rsplit(":", 1)[1]  # one cookie per server's port
     paths = ["/", "/runs", f"/runs/{hello_queue}", "/queues/default", "/sweeps", "/events",
              f"/runs/{hello_queue}/log/events", "/static/ui.js", "/nope"]  # fmt: skip
     for path in paths:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": "launchctl_ui=x"}):
+        wrong = ({}, {"Authorization": "Bearer wrong"}, {"Cookie": f"{name}=x"},
+                 {"Cookie": f"launchctl_ui_1={token}"})  # fmt: skip
+        for headers in wrong:
             answer = request(base + path, headers=headers)
             assert answer.status == 401, (path, headers)
             assert "printed when it started" in answer.body
@@ -146,9 +149,9 @@ def test_every_page_needs_the_token_and_opening_the_url_sets_a_strict_cookie(
     opened = request(f"{base}/?token={token}")
     assert opened.status == 303 and opened.headers["Location"] == "/"
     cookie = opened.headers["Set-Cookie"]
-    assert cookie.startswith(f"launchctl_ui={token};")
+    assert cookie.startswith(f"{name}={token};")
     assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}
-    page = request(base + "/runs", headers={"Cookie": f"launchctl_ui={token}"})
+    page = request(base + "/runs", headers={"Cookie": f"other=1; {name}={token}"})
     assert page.status == 200 and f'id="run-{hello_queue}"' in page.body
     assert f'<meta name="csrf" content="{token}">' in page.body
     assert page.headers["Referrer-Policy"] == "no-referrer"  # the URL may hold the token
@@ -179,7 +182,7 @@ def test_changes_without_the_token_again_change_nothing(
         "/queues/default/launch": {"job": "hello"},
         "/queues/default/template": {"field": "gpus", "type": "integer", "maximum": "8"},
     }
-    cookie = {"Cookie": f"launchctl_ui={token}"}
+    cookie = {"Cookie": f"launchctl_ui_{base.rsplit(':', 1)[1]}={token}"}
     for path, form in changes.items():
         assert request(base + path, data=form).status == 401
         assert request(base + path, data=dict(form, _csrf=token)).status == 401
