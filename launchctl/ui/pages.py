@@ -33,6 +33,12 @@ RUNS_LIMIT = 200
 MASK = "***"
 
 
+def form_status(exc: LaunchctlError) -> int:
+    """A refused form: 403 for a role refusal, else 400 (a job named in the form that does
+    not exist is a refused value, not a missing page)."""
+    return 403 if status_of(exc) == 403 else 400
+
+
 async def _call(ctx: Context, fn: Callable[..., Any], *args: Any) -> Any:
     return await run_in_threadpool(fn, *args)
 
@@ -197,7 +203,7 @@ async def rerun(ctx: Context, request: Request) -> Response:
     try:
         new = await _call(ctx, lambda: do_rerun(ctx.store(), run_id, sets=sets))
     except LaunchctlError as exc:
-        return await run_page(ctx, request, status=status_of(exc), error=str(exc), sets=text)
+        return await run_page(ctx, request, status=form_status(exc), error=str(exc), sets=text)
     return RedirectResponse(f"/runs/{quote(new['id'], safe='')}", status_code=303)
 
 
@@ -293,7 +299,7 @@ async def launch(ctx: Context, request: Request) -> Response:
         field = (match.group("a") or match.group("b")) if match else None
         field_errors = {field: message} if field else {}
         return await queue_page(
-            ctx, request, status=status_of(exc), error=None if field else message,
+            ctx, request, status=form_status(exc), error=None if field else message,
             field_errors=field_errors, values=form,
         )  # fmt: skip
     return RedirectResponse(f"/runs/{quote(run['id'], safe='')}", status_code=303)
@@ -340,7 +346,7 @@ async def template_edit(ctx: Context, request: Request) -> Response:
     try:
         await _call(ctx, _template_edit, ctx, name, form)
     except LaunchctlError as exc:
-        return await queue_page(ctx, request, status=status_of(exc), template_error=str(exc))
+        return await queue_page(ctx, request, status=form_status(exc), template_error=str(exc))
     return RedirectResponse(f"/queues/{quote(name, safe='')}", status_code=303)
 
 

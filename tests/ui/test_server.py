@@ -261,6 +261,10 @@ def test_the_launch_form_refuses_an_out_of_range_value_in_place_and_launches_a_g
     assert re.search(r'name="gpus"[^>]*value="9"', refused.body)  # what was typed stays
     assert table_counts(home) == before
 
+    no_job = post(server, "/queues/vision-gpu/launch", {"job": "vision/nope", "gpus": "2"})
+    assert no_job.status == 400 and "nope" in unescape(no_job.body)
+    assert 'id="error"' in no_job.body and table_counts(home) == before
+
     done = post(server, "/queues/vision-gpu/launch", {"job": "vision/hello", "gpus": "2"})
     assert done.status == 303
     run_id = done.headers["Location"].removeprefix("/runs/")
@@ -414,6 +418,20 @@ def test_a_non_loopback_host_needs_allow_remote(
     server = start_ui("--host", "0.0.0.0", "--allow-remote")
     assert server.base_url.startswith("http://0.0.0.0:")
     assert "warning: serving on 0.0.0.0" in server.log.read_text()
+
+
+def test_a_port_in_use_is_refused_in_one_line(home: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = cli("ui", "--port", port, timeout=30)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (
+        f"launchctl: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
 
 
 def test_without_the_ui_extra_one_line_says_how_to_install_it(home: Path) -> None:
