@@ -144,6 +144,9 @@ def test_every_page_needs_the_token_and_opening_the_url_sets_a_strict_cookie(
             assert "printed when it started" in answer.body
             assert token not in answer.body and hello_queue not in answer.body
     assert request(base + "/?token=wrong").status == 401
+    # The token in a URL logs in only through "/" (which takes it out of the address bar).
+    assert request(f"{base}/runs?token={token}").status == 401
+    assert request(f"{base}/?token={token}", data={}).status == 401  # a POST is no login
     assert request(base + "/healthz").body == "ok"
 
     opened = request(f"{base}/?token={token}")
@@ -225,6 +228,19 @@ def test_a_member_cannot_edit_a_template_and_gets_the_clis_refusal(
     assert message in unescape(answer.body)
     assert cli_json("queue", "show", "vision-gpu")["config"] == config
     assert table_counts(home) == before
+
+
+def test_a_member_cannot_cancel_someone_elses_run_from_the_page(
+    team: None, start_ui: Callable[..., UiServer], home: Path
+) -> None:
+    run_id = launch("-q", "vision-gpu", "-j", "vision/hello", env=ADMIN)
+    server = start_ui(env=MEMBER)
+    answer = post(server, f"/runs/{run_id}/cancel", {})
+    assert answer.status == 403
+    by_cli = cli("runs", "cancel", run_id, env=MEMBER)
+    assert by_cli.returncode == 1
+    assert by_cli.stderr.strip().removeprefix("launchctl: error: ") in unescape(answer.body)
+    assert cli_json("runs", "show", run_id)["state"] == "queued"
 
 
 def test_an_admin_edits_a_template_with_the_clis_validation(
