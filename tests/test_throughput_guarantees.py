@@ -6,6 +6,8 @@
 - The wrapper shell writes the exit code itself, with no rm or mv: a run that plants a
   link where its exit code goes gets no write through it, and an earlier attempt's files
   never stand for the next attempt's.
+- A claim reads the first few waiting runs, and the rest of its scan only when it passes
+  over all of them: it takes the run one read of the whole scan would have taken.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from launchctl.runners.local_process import EXIT_FILE, PID_FILE, wrap
+from launchctl.store import Store
+from launchctl.store.runs import CLAIM_PAGE
 from tests.conftest import cli, cli_json, make_script
 
 # Prints what it was given, then does its worst to its working copy: a file rewritten
@@ -87,3 +92,37 @@ def test_the_wrapper_writes_no_exit_code_through_a_link_and_leaves_none_stale(
     done = subprocess.run(wrap([sys.executable, "-c", "raise SystemExit(5)"], folder, None))
     assert done.returncode == 5
     assert (folder / EXIT_FILE).read_text() == "5\n"
+
+
+def test_a_claim_reads_a_few_waiting_runs_first_and_the_rest_only_when_it_passes_them(
+    store: Store,
+) -> None:
+    ids = [f"r{i}" for i in range(CLAIM_PAGE + 3)]
+    for run_id in ids:
+        store.runs.insert(
+            {"id": run_id, "queue_id": 1, "queue_name": "default", "job_version_id": None,
+             "name": f"n-{run_id}", "project": "p", "entity": "e",
+             "resource": "local-process", "spec": {}, "priority": 2}
+        )  # fmt: skip
+    seen: list[list[str]] = []
+
+    def first_fit(skip: set[str]) -> Any:
+        def choose(_queue: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+            seen.append([r["id"] for r in rows])
+            return next((str(r["id"]) for r in rows if r["id"] not in skip), None)
+
+        return choose
+
+    # The first waiting run fits: only the first page is read.
+    assert store.runs.claim_first(1, "agent-1", 30, first_fit(set()))["id"] == "r0"  # type: ignore[index]
+    assert seen == [ids[:CLAIM_PAGE]]
+    # None of the first page fits: the rest of the scan is read, in claim order, and the
+    # first that fits is taken, as one read of the whole scan would have taken it.
+    seen.clear()
+    skip = set(ids[1 : CLAIM_PAGE + 2])
+    got = store.runs.claim_first(1, "agent-1", 30, first_fit(skip))
+    assert got is not None and got["id"] == ids[CLAIM_PAGE + 2]
+    assert seen == [ids[1 : CLAIM_PAGE + 1], ids[CLAIM_PAGE + 1 :]]
+    # No run fits within ``scan``: nothing is claimed.
+    assert store.runs.claim_first(1, "agent-1", 30, first_fit(set(ids)), scan=5) is None
+    assert [store.runs.state(i) for i in ids].count("queued") == len(ids) - 2

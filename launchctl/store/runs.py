@@ -43,6 +43,9 @@ def waiting_sql(columns: str) -> str:
     )
 
 
+# How many waiting runs a claim reads first (``claim_first``).
+CLAIM_PAGE = 4
+
 # The start of the reason a queued run waits with (``note_waiting``).
 WAIT_PREFIX = "waiting: "
 
@@ -207,9 +210,12 @@ class RunTable:
     ) -> Row | None:
         """Claim the waiting run of an unpaused queue that ``choose`` picks, atomically.
 
-        ``choose`` gets the queue (its config decoded) and its first ``scan`` waiting runs
-        in claim order (id, spec, resource) and returns the id to claim, or None. The read
-        and the claim happen in one write transaction, as in ``claim_next``.
+        ``choose`` gets the queue (its config decoded) and waiting runs in claim order
+        (id, spec, resource) and returns the id to claim, or None: first the first
+        ``CLAIM_PAGE`` of them, then, if it took none, the rest of the first ``scan``. So
+        it must take the first run that fits (``launchctl.gpus.waiting.without_gpus``
+        does). The reads and the claim happen in one write transaction, as in
+        ``claim_next``.
         """
         now = time.time()
         with self.db.write():
@@ -217,10 +223,19 @@ class RunTable:
             if queue is None:
                 return None
             queue["config"] = loads(queue["config"]) or {}
-            rows = self.db.all(waiting_sql("r.id, r.spec, r.resource"), [queue_id, now, scan])
-            if not rows:
+            # The first few runs first: ``choose`` almost always takes the first (a run
+            # that asks for no GPUs), so the rest of the ``scan`` (and their specs) is
+            # read only when it passes over all of them. It sees the same runs in the
+            # same order either way.
+            columns = waiting_sql("r.id, r.spec, r.resource")
+            first = self.db.all(columns, [queue_id, now, min(scan, CLAIM_PAGE)])
+            if not first:
                 return None
-            run_id = choose(queue, rows)
+            run_id = choose(queue, first)
+            if run_id is None and len(first) == CLAIM_PAGE < scan:
+                rest = self.db.all(columns + " OFFSET ?", [queue_id, now, scan - CLAIM_PAGE,
+                                                          CLAIM_PAGE])  # fmt: skip
+                run_id = choose(queue, rest) if rest else None
             if run_id is None:
                 return None
             transition(
