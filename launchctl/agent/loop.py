@@ -403,9 +403,12 @@ class Agent:
     def next_wake(self) -> float:
         """Seconds to sleep: the fallback poll, or less when a deadline comes sooner."""
         wait = self.options.fallback_poll_s
-        retry_at = self.store.runs.next_retry_at(q["id"] for q in self.queues)
-        if retry_at is not None and not self.draining:
-            wait = min(wait, max(0.0, retry_at - time.time()) + 0.01)
+        # A run waiting out a retry backoff needs a free slot; with none, a run's end
+        # wakes the loop first (and this query, a scan of the queue, is left out).
+        if not self.draining and self.capacity > 0:
+            retry_at = self.store.runs.next_retry_at(q["id"] for q in self.queues)
+            if retry_at is not None:
+                wait = min(wait, max(0.0, retry_at - time.time()) + 0.01)
         now = time.monotonic()
         for active in self.active.values():
             if active.deadline is not None and not active.stop_reason:
