@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_throughput import precompile
 from harness import (
     LAUNCHCTL,
     Settings,
@@ -75,6 +76,7 @@ def cli_launches(env: dict[str, str]) -> list[float]:
 def bench_bigqueue(settings: Settings, report: Report) -> None:
     """10,000 runs queued at once, then drained by one agent."""
     count = 20 * settings.throughput_runs  # 10,000; 2,000 with --quick
+    precompile()
     with fresh_home("bigqueue-small") as (tmp, env):
         create_job(env, make_code_dir(tmp), "trivial", ["true"])
         timed([LAUNCHCTL, "runs", "list"], env)  # warm-up: page cache, .pyc files
