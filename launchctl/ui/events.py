@@ -61,6 +61,23 @@ def run_payload(run: dict[str, Any], now: float | None = None) -> dict[str, Any]
     }
 
 
+def changed_runs(store: Any, after: int, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
+    """The runs with an event newer than ``after``, as payloads, and the newest event id."""
+    from launchctl import runs
+
+    fresh = store.runs.events_after(after, limit)
+    if not fresh:
+        return after, []
+    now = time.time()
+    payloads = []
+    for run_id in dict.fromkeys(e["run_id"] for e in fresh):
+        try:
+            payloads.append(run_payload(runs.get(store, run_id), now))
+        except LaunchctlError:  # deleted meanwhile
+            continue
+    return int(fresh[-1]["id"]), payloads
+
+
 class ChangeFeed:
     """The one poller of a server; ``subscribe`` gives an asyncio queue of payloads."""
 
@@ -88,24 +105,21 @@ class ChangeFeed:
         self._stop.set()
 
     def _run(self) -> None:
-        from launchctl import runs
+        import sys
 
         store = self.ctx.store()
         last = store.runs.last_event_id()
+        failing = False
         while not self._stop.wait(POLL_S):
             try:
-                fresh = store.runs.events_after(last)
-            except LaunchctlError:  # the store busy for a moment: ask again next time
+                last, payloads = changed_runs(store, last)
+                failing = False
+            except Exception as exc:  # the feed outlives a bad moment (a busy or moved store)
+                if not failing:
+                    print(f"launchctl ui: cannot read changes: {exc}", file=sys.stderr)
+                failing = True
                 continue
-            if not fresh:
-                continue
-            last = int(fresh[-1]["id"])
-            now = time.time()
-            for run_id in dict.fromkeys(e["run_id"] for e in fresh):
-                try:
-                    payload = run_payload(runs.get(store, run_id), now)
-                except LaunchctlError:  # deleted meanwhile
-                    continue
+            for payload in payloads:
                 self._publish(payload)
 
     def _publish(self, payload: dict[str, Any]) -> None:
@@ -124,12 +138,24 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], payload: dict[str, Any]) -> Non
 
 
 async def run_events(ctx: Context, request: Request) -> Response:
-    """``GET /events``: an ``run`` event, with the run as JSON, on every change."""
+    """``GET /events[?after=EVENT_ID]``: a ``run`` event, with the run as JSON, on every
+    change; with ``after`` (the page's ``data-after``), first each run changed since, so
+    nothing between the page's making and the stream's opening is lost."""
+    from starlette.concurrency import run_in_threadpool
+
     queue = ctx.feed.subscribe()
+    try:
+        after = int(request.query_params.get("after", ""))
+    except ValueError:
+        after = None
 
     async def stream() -> AsyncIterator[bytes]:
         try:
             yield b"retry: 1000\n" + sse("open", "{}")  # the client knows it is listening
+            if after is not None:
+                _, missed = await run_in_threadpool(changed_runs, ctx.store(), after)
+                for payload in missed:
+                    yield sse("run", json.dumps(payload, separators=(",", ":")))
             while True:
                 try:
                     payload = await asyncio.wait_for(queue.get(), KEEPALIVE_S)

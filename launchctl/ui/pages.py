@@ -99,6 +99,7 @@ def _runs(ctx: Context, filters: dict[str, str]) -> dict[str, Any]:
     from launchctl import runs
 
     states = [s for s in filters.get("state", "").split(",") if s]
+    after = ctx.store().runs.last_event_id()  # before the listing: the stream catches up
     rows = runs.listing(
         ctx.store(), queue=filters.get("queue") or None, states=states, limit=RUNS_LIMIT,
         job=filters.get("job") or None, project=filters.get("project") or None,
@@ -112,6 +113,7 @@ def _runs(ctx: Context, filters: dict[str, str]) -> dict[str, Any]:
         "rows": [dict(run_payload(r, now), cells=[runs.config_value(r, k) for k in keys])
                  for r in rows],
         "keys": keys,
+        "after": after,
     }  # fmt: skip
 
 
@@ -121,7 +123,7 @@ async def runs_page(ctx: Context, request: Request) -> Response:
         data = await _call(ctx, _runs, ctx, filters)
     except LaunchctlError as exc:
         return render(ctx, "runs.html", status_of(exc), title="runs", filters=filters,
-                      rows=[], keys=[], error=str(exc))  # fmt: skip
+                      rows=[], keys=[], after=0, error=str(exc))  # fmt: skip
     return render(ctx, "runs.html", title="runs", filters=filters, error=None, **data)
 
 

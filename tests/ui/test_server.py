@@ -421,6 +421,20 @@ def test_events_stream_delivers_new_runs_and_state_changes(
     assert {"id", "state", "queue", "name", "exit_code", "duration"} <= set(mine[-1])
 
 
+def test_events_after_the_pages_own_event_id_bring_what_changed_before_the_stream_opened(
+    ui_server: UiServer, hello_queue: str
+) -> None:
+    page = get(ui_server, "/runs").body
+    after = re.search(r'data-after="(\d+)"', page).group(1)  # type: ignore[union-attr]
+    later = launch("-q", "default", "-j", "hello", "--set", "lr=0.9")  # before any stream
+    stream = events(ui_server.url(f"/events?after={after}"), ui_server.token)
+    for event, data in stream:
+        if event == "run":
+            got = json.loads(data)
+            assert got["id"] == later and got["state"] == "queued"  # hello_queue is older
+            break
+
+
 # -- starting the server -------------------------------------------------------------------
 
 

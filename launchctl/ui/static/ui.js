@@ -69,7 +69,8 @@
 
   function liveRuns(table) {
     var body = table.tBodies[0];
-    var es = new EventSource("/events");
+    // From the event the page was made at: nothing that changed meanwhile is missed.
+    var es = new EventSource("/events?after=" + encodeURIComponent(table.dataset.after || ""));
     es.addEventListener("run", function (ev) {
       var run = JSON.parse(ev.data);
       var tr = document.getElementById("run-" + run.id);
