@@ -554,3 +554,19 @@ def test_the_sweep_page_sorts_trials_by_the_metric_marks_the_best_and_plots_each
     for param in ("x", "y"):
         svg = re.search(rf'<svg class="plot" data-param="{param}".*?</svg>', body, re.S)
         assert svg and svg.group(0).count("<circle") == 6
+
+
+def test_every_template_and_static_file_ships_in_the_wheel() -> None:
+    """pyproject's package-data for launchctl.ui names each page and static file (a new
+    one of another kind would be missing from an installed launchctl)."""
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["launchctl.ui"]
+    package = ROOT / "launchctl" / "ui"
+    files = [p for p in package.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+    assert len(files) >= 10
+    for path in files:
+        assert any(path.relative_to(package).match(p) for p in patterns), path
