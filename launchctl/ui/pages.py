@@ -129,7 +129,10 @@ async def runs_page(ctx: Context, request: Request) -> Response:
 
 # -- one run -------------------------------------------------------------------------------
 
-BUILD_STEP = re.compile(r"^(#\d+ \[.*|Step \d+/\d+ : .*|building .*|base .* changed.*)$")
+# The lines a build writes into the run's log (launchctl.images.builder): what it builds,
+# why it builds again, and one line per step (BuildKit's own output is in build.log).
+BUILD_STEP = re.compile(r"^launchctl: (building .*|base .*|build step \d+/\d+.*|image build.*)$")
+BUILD_HEAD = 256 * 1024  # the build comes first in a run's log: read its steps from here
 
 
 def _run_view(ctx: Context, run_id: str) -> dict[str, Any]:
@@ -153,12 +156,19 @@ def _run_view(ctx: Context, run_id: str) -> dict[str, Any]:
     if lines and lines[-1] == "":
         lines.pop()
     built = any(e["to_state"] == "building" for e in run["events"])
-    steps = [ln for ln in lines if BUILD_STEP.match(ln)] if built else []
-    steps += [
-        str(mask.mask_text(e["message"]))
-        for e in run["events"]
-        if built and e["to_state"] == "building" and e["message"]
-    ]
+    steps: list[str] = []
+    if built:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(BUILD_HEAD)
+        except OSError:
+            head = b""
+        steps = [ln for r in head.split(b"\n") if BUILD_STEP.match(ln := log_line(r, mask))]
+        steps += [  # the agent's word on the build: "built (generated from template ...)"
+            str(mask.mask_text(e["message"]))
+            for e in run["events"]
+            if e["from_state"] == "building" and e["message"]
+        ]
     return {
         "run": run,
         "spec": masked_spec(resolved_spec(ctx, run), mask),

@@ -24,7 +24,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EXAMPLES, StartAgent, cli, cli_json, make_script, table_counts, wait_for
+from tests.conftest import (
+    BUSYBOX,
+    EXAMPLES,
+    StartAgent,
+    cli,
+    cli_json,
+    make_script,
+    table_counts,
+    wait_for,
+)
 from tests.ui.conftest import UiServer
 
 HELLO = str(EXAMPLES / "hello")
@@ -385,6 +394,30 @@ def test_cancel_a_running_run_and_follow_its_log_and_state_live(
     states = [json.loads(d)["state"] for e, d in seen if e in ("state", "end")]
     assert states[-1] == "stopped" and "running" in states
     assert cli_json("runs", "show", run_id)["state"] == "stopped"
+
+
+def test_a_built_runs_page_lists_the_builds_steps(
+    docker: Any, ui_server: UiServer, tmp_path: Path
+) -> None:
+    dockerfile = f"FROM {BUSYBOX}\nRUN echo lctest-ui-step\nCOPY run.sh /run.sh\n"
+    make_script(tmp_path / "boxed", "Dockerfile", dockerfile)
+    make_script(tmp_path / "boxed", "run.sh", "echo ran in the image\n")
+    cli("queue", "create", "box", "-r", "local-container", check=True)
+    run_id = launch("-q", "box", "-u", str(tmp_path / "boxed"), "-E", "sh /run.sh")
+    cli("agent", "-q", "box", "--burst", check=True, timeout=300)
+    run = cli_json("runs", "show", run_id)
+    assert run["state"] == "finished", run["reason"]
+    body = get(ui_server, f"/runs/{run_id}").body
+    steps = re.search(r'<ol id="build-steps">(.*?)</ol>', body, re.S)
+    assert steps, body
+    items = [unescape(i) for i in re.findall(r"<li>(.*?)</li>", steps.group(1))]
+    assert any(i.startswith("launchctl: building ") for i in items), items
+    assert any(re.match(r"launchctl: build step \d+/\d+: RUN echo lctest-ui-step", i)
+               for i in items), items  # fmt: skip
+    assert "ran in the image" in body  # the log tail, below the steps
+    # A run that was not built has no build section.
+    plain = launch("-q", "default", "-u", str(tmp_path / "boxed"), "-E", "sh run.sh")
+    assert 'id="build-steps"' not in get(ui_server, f"/runs/{plain}").body
 
 
 def test_rerun_with_edited_overrides_opens_the_new_run(
