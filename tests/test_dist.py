@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON_IMAGE, ROOT, cli_json, make_script
+from tests.conftest import PYTHON_IMAGE, ROOT, cli_json, make_script, services_required
 
 LAB_HOME = "/tmp/lab"  # the lab user's home inside the container
 FIRST_COMMAND = ["launch", "-u", "examples/hello", "-E", "python train.py", "--set", "lr=0.5"]
@@ -49,15 +49,26 @@ def dist() -> ModuleType:
     return load_dist()
 
 
+def built(make: Any) -> Path:
+    """What scripts/dist.py makes; the first build needs a package index (PyPI): without
+    one, a laptop skips these tests, and CI (which has one) fails."""
+    try:
+        return Path(make())
+    except subprocess.CalledProcessError as exc:
+        if services_required():
+            raise
+        pytest.skip(f"scripts/dist.py could not build (no package index?): {exc}")
+
+
 @pytest.fixture(scope="module")
 def single_file(dist: ModuleType) -> Path:
-    """dist/launchctl as nox builds it (needs a package index the first time)."""
-    return Path(dist.build_zipapp())
+    """dist/launchctl as nox builds it."""
+    return built(dist.build_zipapp)
 
 
 @pytest.fixture(scope="module")
 def wheelhouse(dist: ModuleType) -> Path:
-    return Path(dist.build_wheelhouse())
+    return built(dist.build_wheelhouse)
 
 
 def run_file(file: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
