@@ -9,7 +9,9 @@ explained beside its field, secrets show as ``***``, cancel and rerun work, and
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -399,20 +401,26 @@ def test_cancel_a_running_run_and_follow_its_log_and_state_live(
 def test_a_built_runs_page_lists_the_builds_steps(
     docker: Any, ui_server: UiServer, tmp_path: Path
 ) -> None:
-    dockerfile = f"FROM {BUSYBOX}\nRUN echo lctest-ui-step\nCOPY run.sh /run.sh\n"
+    fresh = os.urandom(6).hex()  # a step no earlier build cached: this run builds
+    dockerfile = f"FROM {BUSYBOX}\nRUN echo lctest-ui-step {fresh}\nCOPY run.sh /run.sh\n"
     make_script(tmp_path / "boxed", "Dockerfile", dockerfile)
     make_script(tmp_path / "boxed", "run.sh", "echo ran in the image\n")
     cli("queue", "create", "box", "-r", "local-container", check=True)
     run_id = launch("-q", "box", "-u", str(tmp_path / "boxed"), "-E", "sh /run.sh")
     cli("agent", "-q", "box", "--burst", check=True, timeout=300)
     run = cli_json("runs", "show", run_id)
-    assert run["state"] == "finished", run["reason"]
-    body = get(ui_server, f"/runs/{run_id}").body
+    try:
+        assert run["state"] == "finished", run["reason"]
+        body = get(ui_server, f"/runs/{run_id}").body
+    finally:
+        if run.get("image"):  # the image this test made, and only it
+            with contextlib.suppress(Exception):
+                docker.images.remove(run["image"], force=True)
     steps = re.search(r'<ol id="build-steps">(.*?)</ol>', body, re.S)
     assert steps, body
     items = [unescape(i) for i in re.findall(r"<li>(.*?)</li>", steps.group(1))]
     assert any(i.startswith("launchctl: building ") for i in items), items
-    assert any(re.match(r"launchctl: build step \d+/\d+: RUN echo lctest-ui-step", i)
+    assert any(re.match(rf"launchctl: build step \d+/\d+: RUN echo lctest-ui-step {fresh}", i)
                for i in items), items  # fmt: skip
     assert "ran in the image" in body  # the log tail, below the steps
     # A run that was not built has no build section.
