@@ -413,9 +413,10 @@ def test_a_built_runs_page_lists_the_builds_steps(
         assert run["state"] == "finished", run["reason"]
         body = get(ui_server, f"/runs/{run_id}").body
     finally:
-        if run.get("image"):  # the image this test made, and only it
+        if run.get("image"):  # the image this test made (a step of its own), every tag
             with contextlib.suppress(Exception):
-                docker.images.remove(run["image"], force=True)
+                for tag in docker.images.get(run["image"]).tags:
+                    docker.images.remove(tag, force=True)
     steps = re.search(r'<ol id="build-steps">(.*?)</ol>', body, re.S)
     assert steps, body
     items = [unescape(i) for i in re.findall(r"<li>(.*?)</li>", steps.group(1))]
