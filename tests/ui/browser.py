@@ -99,12 +99,22 @@ class Page:
         self.driver.execute_script("window.__launchctl_marker = 1;")
 
     def not_reloaded(self) -> bool:
-        return bool(self.driver.execute_script("return window.__launchctl_marker === 1;"))
+        from selenium.common.exceptions import WebDriverException
 
-    def css(self, selector: str) -> Any:
-        from selenium.webdriver.common.by import By
+        try:
+            return bool(self.driver.execute_script("return window.__launchctl_marker === 1;"))
+        except WebDriverException:  # asked while the next document loads: not the same one
+            return False
 
-        return self.driver.find_element(By.CSS_SELECTOR, selector)
+    def css(self, selector: str, timeout: float = 30) -> Any:
+        """The first element matching ``selector``, once there is one; on a timeout the
+        error shows the page's address and the start of its text."""
+        try:
+            found = self.wait(lambda: self.all(selector), what=selector, timeout=timeout)
+            return found[0]
+        except AssertionError as exc:
+            shown = self.text("body")[:500]
+            raise AssertionError(f"{exc} on {self.driver.current_url}:\n{shown}") from None
 
     def all(self, selector: str) -> list[Any]:
         from selenium.webdriver.common.by import By
@@ -112,13 +122,25 @@ class Page:
         return self.driver.find_elements(By.CSS_SELECTOR, selector)
 
     def text(self, selector: str) -> str:
-        """The text of the first element matching ``selector`` ('' when none)."""
-        found = self.all(selector)
-        return str(found[0].text) if found else ""
+        """The text of the first element matching ``selector`` ('' when none, or when the
+        page changed under the question: a live update or the next page replaced it)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            found = self.all(selector)
+            return str(found[0].text) if found else ""
+        except StaleElementReferenceException:
+            return ""
 
     def attr(self, selector: str, name: str) -> str | None:
-        found = self.all(selector)
-        return found[0].get_attribute(name) if found else None
+        """An attribute of the first element matching ``selector`` (None as text's '')."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            found = self.all(selector)
+            return found[0].get_attribute(name) if found else None
+        except StaleElementReferenceException:
+            return None
 
     def wait(self, condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
         return wait_for(condition, timeout=timeout, interval=0.05, what=what)
