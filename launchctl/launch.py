@@ -524,9 +524,21 @@ def build_run(
 NOT_YET_RUNNING = frozenset({"claimed", "building", "starting"})
 
 
+# The detached agent runs the launchctl this process runs: the single file (issue 17)
+# unpacks it into a folder that is not on the interpreter's path, so the child puts that
+# folder first when it is missing there (for a pip install it is there already).
+_DETACHED = (
+    "import runpy, sys\n"
+    "root = sys.argv.pop(1)\n"
+    "if root not in sys.path:\n"
+    "    sys.path.insert(0, root)\n"
+    "runpy.run_module('launchctl.cli.launch', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def start_detached(store: Store, spec: dict[str, Any]) -> tuple[Row, Any]:
     """Store a direct launch claimed for a detached agent process and start that process
-    (``python -m launchctl.cli.launch RUN AGENT``, in its own session so that the terminal's
+    (module ``launchctl.cli.launch`` with RUN AGENT, in its own session so that the terminal's
     Ctrl-C does not reach it). It builds, starts and follows the run and records how it
     ended, then exits. Returns the run and the process."""
     import os
@@ -535,10 +547,11 @@ def start_detached(store: Store, spec: dict[str, Any]) -> tuple[Row, Any]:
     import sys
 
     agent_id = f"{socket.gethostname()}-async-{os.getpid()}-{os.urandom(2).hex()}"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds launchctl/
     run = submit(store, spec, claim_for=agent_id, lease_s=120.0)
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "launchctl.cli.launch", run["id"], agent_id],
+            [sys.executable, "-c", _DETACHED, root, run["id"], agent_id],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -29,7 +29,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON_IMAGE, ROOT, cli_json, make_script, services_required
+from tests.conftest import (
+    PYTHON_IMAGE,
+    ROOT,
+    cli_json,
+    make_script,
+    services_required,
+    wait_for,
+)
 
 LAB_HOME = "/tmp/lab"  # the lab user's home inside the container
 FIRST_COMMAND = ["launch", "-u", "examples/hello", "-E", "python train.py", "--set", "lr=0.5"]
@@ -108,6 +115,37 @@ def test_the_file_says_how_it_was_built_and_unpacks_once_into_a_private_folder(
         [sys.executable, "-m", "launchctl", "--version"], capture_output=True, text=True
     )
     assert pip.stdout.strip().startswith("launchctl 0.") and "(pip, python " in pip.stdout
+
+
+def test_launch_async_from_the_file_runs_its_detached_agent(
+    single_file: Path, tmp_path: Path, home: Path
+) -> None:
+    # The detached agent is a second python process: it must find the launchctl the file
+    # unpacked. So: a python with no launchctl of its own (not this venv's), away from the
+    # checkout (a `-c` child has its working folder on its path).
+    python = getattr(sys, "_base_executable", "") or "/usr/bin/python3"
+    probe = subprocess.run([python, "-c", "import launchctl"], cwd=tmp_path, capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip(f"{python} has a launchctl of its own: the test would prove nothing")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "LAUNCHCTL_HOME": str(home)}
+    hello = str(ROOT / "examples" / "hello")
+    proc = subprocess.run(
+        [python, str(single_file), "launch", "--async", "-u", hello, "-E", "python train.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.strip()
+
+    def ended() -> Any:
+        run = cli_json("runs", "show", run_id)
+        return run if run["state"] in ("finished", "failed") else None
+
+    run = wait_for(ended, timeout=60)
+    assert (run["state"], run["exit_code"]) == ("finished", 0), run
 
 
 def plant(folder: Path, marker: Path) -> None:
