@@ -139,6 +139,10 @@ def agent(
     from launchctl.agent import Agent
     from launchctl.agent.config import check_entity, load_agent_config
 
+    if ui:  # the web view's extra, before anything is opened
+        from launchctl.ui.server import require_extra
+
+        require_extra()
     remotes = _remote_queues(remote_queue)
     if sync_interval <= 0:
         from launchctl.errors import UsageError

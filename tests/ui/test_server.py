@@ -506,11 +506,14 @@ def test_a_port_in_use_is_refused_in_one_line(home: Path) -> None:
     )
 
 
-def test_without_the_ui_extra_one_line_says_how_to_install_it(home: Path) -> None:
+@pytest.mark.parametrize(
+    "argv", [["ui", "--port", "0"], ["agent", "-q", "default", "--ui", "--burst"]]
+)
+def test_without_the_ui_extra_one_line_says_how_to_install_it(home: Path, argv: list[str]) -> None:
     code = (
         "import sys\n"
         "sys.modules['starlette'] = None\n"  # import starlette now raises ImportError
-        "sys.argv = ['launchctl', 'ui', '--port', '0']\n"
+        f"sys.argv = ['launchctl', *{argv!r}]\n"
         "from launchctl.cli import main\n"
         "main()\n"
     )
@@ -521,6 +524,7 @@ def test_without_the_ui_extra_one_line_says_how_to_install_it(home: Path) -> Non
         proc.stderr
         == "launchctl: error: the web view needs its extra: pip install 'launchctl[ui]'\n"
     )
+    assert not (home / "launchctl.db").exists()  # refused before the store is opened
 
 
 def test_the_plot_is_server_made_svg_with_labels_escaped() -> None:
