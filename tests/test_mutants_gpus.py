@@ -51,7 +51,7 @@ def test_parse_ask_reads_each_form_and_refuses_the_rest_naming_the_value() -> No
         with pytest.raises(ConfigError) as err:
             parse_ask(bad)
         assert str(err.value) == f"gpus {bad!r}: name devices by index, like device=0,1"
-    for bad in ("-1", "two", "1.5", "ALL", ""):
+    for bad in ("-1", "two", "1.5", "ALL", "", "X2", "2X"):
         with pytest.raises(ConfigError) as err:
             parse_ask(bad)
         assert str(err.value) == f"gpus must be all, a count or device=ID,...; got {bad!r}"
@@ -134,6 +134,28 @@ def test_a_run_with_an_unreadable_or_no_ask_is_taken_at_once_without_devices() -
     for ask in (None, Ask()):
         got = plan([Candidate("x", ask, sharing=3)], full, backfill_s=0)
         assert (got.run_id, got.devices, got.sharing) == ("x", [], 3)
+
+
+def test_a_run_taken_at_once_keeps_what_the_pass_found_before_it() -> None:
+    slots = [Slot(0, ["a"]), Slot(1)]
+    got = plan([Candidate("huge", Ask(count=3)), Candidate("big", Ask(count=2), waited_s=99),
+                Candidate("x", None)], slots, backfill_s=60)  # fmt: skip
+    assert got == Plan("x", [], 1, {"big": [0, 1]}, {"huge": Ask(count=3)})
+
+
+def test_a_run_within_the_bound_is_passed_by_the_runs_behind_it() -> None:
+    slots = [Slot(0, ["a"]), Slot(1)]
+    got = plan([Candidate("big", Ask(count=2), waited_s=1), Candidate("s", Ask(count=1))],
+               slots, backfill_s=60)  # fmt: skip
+    assert got == Plan("s", [1])
+
+
+def test_a_run_holding_part_of_what_it_needs_reserves_the_rest() -> None:
+    slots = [Slot(0, ["a"], reserved_for="big"), Slot(1, ["b"]), Slot(2, ["c", "d"])]
+    got = plan([Candidate("big", Ask(count=2), waited_s=99)], slots, backfill_s=60)
+    assert got.reserve == {"big": [0, 1]} and got.run_id is None
+    every = to_reserve(Ask(every=True), slots, "big")
+    assert every == [0, 1, 2] and to_reserve(Ask(every=True), slots, "other") is None
 
 
 def test_plan_passes_over_what_this_agent_can_never_hold_and_says_so() -> None:
@@ -249,6 +271,8 @@ def test_two_agents_on_one_machine_never_hand_out_a_device_twice(store: Store) -
     assert first is not None and first["id"] == "r0" and first["devices"] == [0]
     assert (first["state"], first["agent_id"]) == ("claimed", "agent-a")
     assert before + 30 <= first["lease_expires_at"] <= time.time() + 30
+    claimed_at = [e["at"] for e in store.runs.events("r0") if e["to_state"] == "claimed"]
+    assert claimed_at == [first["lease_expires_at"] - 30] == [first["updated_at"]]
     second = b.claim(1, lease_s=30)
     assert second is not None and (second["id"], second["devices"]) == ("r1", [1])
     third = a.claim(1, lease_s=30)
@@ -353,6 +377,24 @@ def test_stale_allocations_and_reservations_are_dropped(store: Store) -> None:
     assert store.gpus.reservations() == []
 
 
+def test_a_silent_agents_reservation_does_not_hold_a_claim_back(store: Store) -> None:
+    gone = allocator(store, "agent-gone", devices=1, backfill_s=0)
+    add_run(store, "small")
+    assert gone.claim(1, 30) is not None
+    add_run(store, "big")
+    assert gone.claim(1, 30) is None and len(store.gpus.reservations()) == 1  # GPU 0: big
+    store.runs.move("small", [State.CLAIMED], State.FAILED, agent_id="agent-gone", reason="x")
+    other = allocator(store, "agent-b", devices=1, backfill_s=3600)
+    store.db.execute("UPDATE agents SET heartbeat_at = ? WHERE id = 'agent-gone'",
+                     [time.time() - STALE_AGENT_S - 5])  # fmt: skip
+    add_run(store, "urgent")
+    store.db.execute("UPDATE runs SET priority = 0 WHERE id = 'urgent'")
+    assert len(store.gpus.reservations()) == 1
+    got = other.claim(1, 30)  # the claim itself drops the silent agent's reservation
+    assert got is not None and (got["id"], got["devices"]) == ("urgent", [0])
+    assert store.gpus.reservations() == []
+
+
 def test_a_paused_queue_or_a_run_no_longer_waiting_loses_its_reservation(store: Store) -> None:
     gpus = allocator(store, "agent-a", devices=1, backfill_s=0)
     add_run(store, "small")
@@ -375,20 +417,21 @@ def test_the_machines_devices_as_reported(store: Store) -> None:
     store.gpus.report("h1", found, "nvml")
     store.gpus.report("h1", found[:1], "nvml")  # found again: replaces
     store.gpus.report("h1", disc.configured([3]), "configured")  # configured: adds
-    store.gpus.report("h2", disc.configured([0, 1, 2]), "configured")
+    store.gpus.report("h0", disc.configured([0, 1, 2]), "configured")
     rows = [(r["host"], r["idx"], r["name"], r["memory_mb"], r["uuid"], r["source"])
             for r in store.gpus.inventory()]  # fmt: skip
     assert rows == [
+        ("h0", 0, "(configured)", None, None, "configured"),
+        ("h0", 1, "(configured)", None, None, "configured"),
+        ("h0", 2, "(configured)", None, None, "configured"),
         ("h1", 0, "A", 80, "GPU-a", "nvml"),
         ("h1", 3, "(configured)", None, None, "configured"),
-        ("h2", 0, "(configured)", None, None, "configured"),
-        ("h2", 1, "(configured)", None, None, "configured"),
-        ("h2", 2, "(configured)", None, None, "configured"),
     ]
-    assert [r["idx"] for r in store.gpus.inventory("h2")] == [0, 1, 2]
+    assert [r["idx"] for r in store.gpus.inventory("h1")] == [0, 3]
     assert store.gpus.machine("h1") == ("h1", [0, 3])
-    assert store.gpus.machine("elsewhere") == ("h2", [0, 1, 2])  # the host with most
-    store.gpus.report("h2", [], "nvml")
+    # Another host's agent: the host with most devices (not the last name).
+    assert store.gpus.machine("elsewhere") == ("h0", [0, 1, 2])
+    store.gpus.report("h0", [], "nvml")
     assert store.gpus.machine("elsewhere") == ("h1", [0, 3])
     store.gpus.report("h1", [], "nvml")
     assert store.gpus.machine("h1") is None

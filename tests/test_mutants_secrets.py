@@ -225,3 +225,44 @@ def test_resolve_env_keeps_plain_values_beside_secrets(tmp_path: Path) -> None:
     store.set("k", "v")
     env, used = resolve_env({"A": {"secret": "k"}, "B": 2, "C": {"secret": "k"}}, store)
     assert env == {"A": "v", "B": "2", "C": "v"} and used == ["v"]
+
+
+def test_a_legacy_file_with_no_lock_beside_it_moves_too(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    legacy = home / "secrets.json"
+    legacy.write_text(json.dumps({"version": 1, "secrets": {"old": "v"}}))
+    legacy.chmod(0o600)
+    assert SecretStore().names() == ["old"] and not legacy.exists()
+
+
+def test_a_file_of_another_uid_is_refused_naming_both_uids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.json"
+    SecretStore(path).set("k", "v")
+    owner = os.stat(path).st_uid
+    monkeypatch.setattr(secrets.os, "geteuid", lambda: owner + 1)
+    with pytest.raises(UnsafeSecretsFile) as err:
+        SecretStore(path).names()
+    assert str(err.value) == (
+        f"secrets file {path} belongs to uid {owner}, not to you (uid {owner + 1}):"
+        " secrets are read only by the user who owns them and runs the agent"
+    )
+
+
+def test_a_folder_that_cannot_be_synced_after_the_rename_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+    calls: list[int] = []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the folder's, after the rename: only for durability
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        real_fsync(fd)
+
+    monkeypatch.setattr(secrets.os, "fsync", fsync)
+    store = SecretStore(tmp_path / "s" / "s.json")
+    store.set("a", "1")
+    assert len(calls) == 2 and store.get("a") == "1"
