@@ -78,6 +78,12 @@ def wheelhouse(dist: ModuleType) -> Path:
     return built(dist.build_wheelhouse)
 
 
+@pytest.fixture(scope="module")
+def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An XDG_CACHE_HOME the tests that only use the file share: it unpacks once there."""
+    return tmp_path_factory.mktemp("xdg-cache")
+
+
 def run_file(file: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(file), *args],
@@ -118,7 +124,7 @@ def test_the_file_says_how_it_was_built_and_unpacks_once_into_a_private_folder(
 
 
 def test_launch_async_from_the_file_runs_its_detached_agent(
-    single_file: Path, tmp_path: Path, home: Path
+    single_file: Path, tmp_path: Path, home: Path, unpacked: Path
 ) -> None:
     # The detached agent is a second python process: it must find the launchctl the file
     # unpacked. So: a python with no launchctl of its own (not this venv's), away from the
@@ -127,7 +133,7 @@ def test_launch_async_from_the_file_runs_its_detached_agent(
     probe = subprocess.run([python, "-c", "import launchctl"], cwd=tmp_path, capture_output=True)
     if probe.returncode == 0:
         pytest.skip(f"{python} has a launchctl of its own: the test would prove nothing")
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "LAUNCHCTL_HOME": str(home)}
+    env = {**os.environ, "XDG_CACHE_HOME": str(unpacked), "LAUNCHCTL_HOME": str(home)}
     hello = str(ROOT / "examples" / "hello")
     proc = subprocess.run(
         [python, str(single_file), "launch", "--async", "-u", hello, "-E", "python train.py"],
@@ -374,7 +380,7 @@ def carry_image(docker: Any, image: str, tag: str, folder: Path) -> Path:
 
 
 def test_the_air_gapped_path_end_to_end(
-    docker: Any, single_file: Path, wheelhouse: Path, tmp_path: Path, home: Path
+    docker: Any, single_file: Path, wheelhouse: Path, tmp_path: Path, home: Path, unpacked: Path
 ) -> None:
     tag = f"launchctl-test/carried-{secrets.token_hex(4)}:bookworm"
     carry_image(docker, PYTHON_IMAGE, tag, tmp_path)
@@ -386,7 +392,7 @@ def test_the_air_gapped_path_end_to_end(
         "train.py",
         "import platformdirs\nprint('from the wheel folder:', platformdirs.__version__)\n",
     )
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "LAUNCHCTL_HOME": str(home)}
+    env = {"XDG_CACHE_HOME": str(unpacked), "LAUNCHCTL_HOME": str(home)}
     try:
         with serve(wheelhouse) as url:
             config = {
