@@ -83,9 +83,8 @@ def scatter(param: str, metric: str, trials: list[dict[str, Any]], best: Any) ->
             f'<text x="{x0 - 4}" y="{ty + 3:.1f}" text-anchor="end" font-size="10">'
             f"{escape(_fmt(value))}</text>"
         )
-    best_id = best.get("id") if isinstance(best, dict) else None
     for x, y, trial in points:
-        is_best = best_id is not None and trial.get("id") == best_id
+        is_best = bool(trial.get("best")) or trial is best  # the report marks its best
         mark = ' class="best"' if is_best else ""
         parts.append(
             f'<circle cx="{place(x):.1f}" cy="{sy(y):.1f}" r="{6 if is_best else 3.5}"'

@@ -600,6 +600,7 @@ def test_the_sweep_page_sorts_trials_by_the_metric_marks_the_best_and_plots_each
     for param in ("x", "y"):
         svg = re.search(rf'<svg class="plot" data-param="{param}".*?</svg>', body, re.S)
         assert svg and svg.group(0).count("<circle") == 6
+        assert svg.group(0).count('class="best"') == 1  # the best trial, drawn apart
 
 
 def test_every_template_and_static_file_ships_in_the_wheel() -> None:
