@@ -258,22 +258,32 @@ class Database:
         Taking it up front means a reader-turned-writer never fails with SQLITE_BUSY
         half way; other writers wait up to the busy timeout.
         """
+        # Writers of this process take turns on a lock of their own first (issue 17): an
+        # agent's loop and its start threads each have a connection, and SQLite's busy
+        # handler, between them, sleeps 1, 2, 5, 10... ms where a lock hands over at once.
+        # Past the busy timeout it goes on without it: SQLite's own wait decides, as before.
+        lock = _writer_lock(self.path)
+        held = lock.acquire(timeout=BUSY_TIMEOUT_S)
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
-        try:
-            yield self
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise _translate(exc, self.path) from None
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from None
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise _translate(exc, self.path) from None
+        finally:
+            if held:
+                lock.release()
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         try:
@@ -293,6 +303,17 @@ class Database:
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
         row = self.execute(sql, params).fetchone()
         return dict(row) if row is not None else None
+
+
+_WRITER_LOCKS: dict[str, Any] = {}  # database path -> its writers' lock
+
+
+def _writer_lock(path: Path) -> Any:
+    """The lock this process's writers of the database ``path`` take turns on (reentrant:
+    a write inside a write in one thread is SQLite's to refuse, as before)."""
+    import threading
+
+    return _WRITER_LOCKS.setdefault(str(path), threading.RLock())
 
 
 def dumps(value: Any) -> str:
