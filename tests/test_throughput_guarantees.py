@@ -6,6 +6,8 @@
 - The wrapper shell writes the exit code itself, with no rm or mv: a run that plants a
   link where its exit code goes gets no write through it, and an earlier attempt's files
   never stand for the next attempt's.
+- One reaper thread follows every run's process (a pidfd each); without pidfds each run
+  has its threads as before: either way a run ends with its code, its log drained.
 - A claim reads the first few waiting runs, and the rest of its scan only when it passes
   over all of them: it takes the run one read of the whole scan would have taken.
 """
@@ -17,10 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from launchctl.runners.local_process import EXIT_FILE, PID_FILE, wrap
+import pytest
+
+from launchctl.runners import local_process
+from launchctl.runners.base import Exit, Launch
+from launchctl.runners.local_process import EXIT_FILE, PID_FILE, LocalProcessRunner, wrap
 from launchctl.store import Store
 from launchctl.store.runs import CLAIM_PAGE
-from tests.conftest import cli, cli_json, make_script
+from tests.conftest import cli, cli_json, make_script, wait_for
 
 # Prints what it was given, then does its worst to its working copy: a file rewritten
 # in place, one made read-only to stop a fresh write, one replaced by a link out of the
@@ -126,3 +132,40 @@ def test_a_claim_reads_a_few_waiting_runs_first_and_the_rest_only_when_it_passes
     # No run fits within ``scan``: nothing is claimed.
     assert store.runs.claim_first(1, "agent-1", 30, first_fit(set(ids)), scan=5) is None
     assert [store.runs.state(i) for i in ids].count("queued") == len(ids) - 2
+
+
+def _launch(tmp_path: Path, command: list[str], ended: list[str], secrets: list[str]) -> Launch:
+    name = tmp_path.name
+    return Launch(run={"id": name}, entrypoint=command, args=[],
+                  env={**os.environ, "LAUNCHCTL_RUN_ID": name}, workdir=tmp_path,
+                  log_path=tmp_path / "run" / "output.log", secrets=secrets,
+                  on_exit=lambda: ended.append(name))  # fmt: skip
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one reaper", "threads per run"])
+def test_runs_end_with_their_code_and_stop_with_or_without_the_shared_reaper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared: bool
+) -> None:
+    if not shared:  # as on a machine without pidfds (macOS, Linux before 5.3)
+        monkeypatch.setattr(local_process, "reaper", lambda: None)
+    elif local_process.reaper() is None:
+        pytest.skip("no pidfds on this machine: only the fallback runs here")
+    ended: list[str] = []
+    runner = LocalProcessRunner()
+
+    def start(name: str, command: list[str], secrets: list[str] | None = None) -> Any:
+        (tmp_path / name).mkdir()
+        return runner.start(_launch(tmp_path / name, command, ended, secrets or []))
+
+    quick = start("quick", [sys.executable, "-c", "exit(3)"])
+    # With a secret: its output goes through the copier, drained before the end is told.
+    said = "print('the value is s3cret', flush=True); exit(0)"
+    masked = start("masked", [sys.executable, "-c", said], ["s3cret"])
+    slow = start("slow", ["sleep", "600"])
+    assert wait_for(quick.poll, what="the quick run") == Exit(code=3)
+    assert wait_for(masked.poll, what="the masked run") == Exit(code=0)
+    assert (tmp_path / "masked" / "run" / "output.log").read_text() == "the value is ***\n"
+    assert slow.poll() is None and sorted(ended) == ["masked", "quick"]
+    slow.stop(grace_s=600)  # sleep dies of the SIGTERM: no SIGKILL needed
+    assert wait_for(slow.poll, what="the stopped run") == Exit(code=143)
+    assert sorted(ended) == ["masked", "quick", "slow"]  # each end told once
