@@ -399,3 +399,92 @@ def test_select_filters_and_orders_newest_first(store: Store) -> None:
     assert [r["id"] for r in select_runs(store.db, since=300.0)] == ["c", "b"]
     assert [r["id"] for r in select_runs(store.db, before=200.0)] == ["c", "a"]
     assert select_runs(store.db, version_id=1) == select_runs(store.db, job_id=1) == []
+
+
+# --- what the second pass of `nox -s mutate` found ------------------------------------------
+
+
+def claimed_event(store: Store, run_id: str) -> dict[str, Any]:
+    return next(e for e in store.runs.events(run_id) if e["to_state"] == "claimed")
+
+
+def test_each_claim_is_timed_once_with_its_agent_on_the_event(store: Store) -> None:
+    for name in ("a", "b", "c"):
+        add(store, name)
+    got = [
+        store.runs.claim_next(1, "agent-1", 30),
+        store.runs.claim_first(1, "agent-2", 40, lambda q, rows: str(rows[0]["id"])),
+        store.runs.claim("c", "agent-3", 50),
+    ]
+    for run, agent, lease in zip(got, ("agent-1", "agent-2", "agent-3"), (30, 40, 50), strict=True):
+        assert run is not None and run["agent_id"] == agent
+        event = claimed_event(store, run["id"])
+        # The event, the row's update and its lease are one moment: the claim's.
+        assert event["agent_id"] == agent
+        assert event["at"] == run["updated_at"] == run["lease_expires_at"] - lease
+    add(store, "d", claim_for="agent-4")  # a direct launch with no lease given: none
+    run = store.runs.get("d")
+    assert run["lease_expires_at"] == run["created_at"] == claimed_event(store, "d")["at"]
+
+
+def test_claim_first_reads_a_second_page_only_when_the_first_has_none_to_take(
+    store: Store,
+) -> None:
+    from launchctl.store.runs import CLAIM_PAGE
+
+    names = [f"r{i}" for i in range(CLAIM_PAGE + 3)]
+    for name in names:
+        add(store, name)
+    seen: list[list[str]] = []
+
+    def only(wanted: str) -> Any:
+        def choose(queue: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+            seen.append([r["id"] for r in rows])
+            return wanted if wanted in seen[-1] else None
+
+        return choose
+
+    got = store.runs.claim_first(1, "agent-1", 30, only(names[CLAIM_PAGE + 1]))
+    assert got is not None and got["id"] == names[CLAIM_PAGE + 1]
+    assert seen == [names[:CLAIM_PAGE], names[CLAIM_PAGE:]]  # then the rest of the scan
+    seen.clear()
+    # No more than ``scan`` runs are looked at.
+    assert store.runs.claim_first(1, "agent-1", 30, only(names[-1]), scan=CLAIM_PAGE + 1) is None
+    assert seen == [names[:CLAIM_PAGE], [names[CLAIM_PAGE]]]
+    seen.clear()
+    # A run taken from the first page is the one claimed: the rest is never read.
+    got = store.runs.claim_first(1, "agent-1", 30, only(names[1]))
+    assert got is not None and got["id"] == names[1] and seen == [names[:CLAIM_PAGE]]
+
+
+def test_claim_first_looks_at_200_runs_by_default(store: Store) -> None:
+    for i in range(205):
+        add(store, f"r{i:03}")
+    counted: list[int] = []
+    assert store.runs.claim_first(1, "a", 30, lambda q, rows: counted.append(len(rows))) is None
+    assert sum(counted) == 200
+
+
+def test_several_ids_and_states_in_one_query(store: Store) -> None:
+    other = make_queue(store, "q2")
+    add(store, "a")
+    add(store, "b")
+    assert store.runs.has_queued([1], besides=["a", "b"]) is False
+    assert store.runs.has_queued([1], besides=["a", "zz"]) is True
+    soon = time.time() + 100
+    set_row(store, "a", not_before=soon)
+    assert store.runs.next_retry_at([other, 1]) == soon
+    add(store, "c", claim_for="agent-1", lease_s=30)
+    assert store.runs.move("c", [State.CLAIMED, State.STARTING], State.FAILED,
+                           agent_id="agent-1", reason="x", ended_at=5.0) == "claimed"  # fmt: skip
+    assert store.runs.get("c")["ended_at"] == 5.0  # given: kept
+
+
+def test_move_refuses_what_only_a_claim_sets(store: Store) -> None:
+    add(store, "r1", claim_for="agent-1", lease_s=30)
+    with pytest.raises(ValueError, match=r"^cannot set \['devices'\] on a run$"):
+        store.runs.move("r1", [State.CLAIMED], State.STARTING, devices="[0]")
+    assert store.runs.state("r1") == "claimed"
+    with pytest.raises(RuntimeError) as err:
+        transition(store.db, "r1", [State.CLAIMED], State.STARTING)
+    assert str(err.value) == "a state change must be made inside db.write()"
