@@ -28,6 +28,7 @@ CONFIG_KEYS = (
     "gpu_sharing",
     "retry",
     "run_as",
+    "hooks",
 )
 
 
@@ -270,6 +271,15 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
         check_sharing(config["gpu_sharing"], where=where)
     if "retry" in config:
         check_retry(config["retry"], where=where)
+    if "hooks" in config:  # issue 18: what happens when a run ends (launchctl.hooks)
+        from launchctl.hooks import check_hooks
+
+        if variables.fields(config["hooks"]):
+            raise ConfigError(
+                f"{where}: hooks cannot hold template fields: a hook gets the run's facts in"
+                " its environment (LAUNCHCTL_RUN_ID...), never text a launcher typed"
+            )
+        check_hooks(config["hooks"], where=where, resource=resource)
     from launchctl import runas
 
     runas.check_config(config, resource, where)  # an existing user, never root

@@ -33,7 +33,7 @@ WANDB_KEYS = (
     "entity", "queues", "max_jobs", "max_schedulers", "secure_mode", "verbosity",
     "stopped_run_timeout", "registry", "environment", "builder",
 )  # fmt: skip
-OWN_KEYS = ("env", "grace_s", "poll_s")
+OWN_KEYS = ("env", "grace_s", "poll_s", "hooks")
 AGENT_KEYS = WANDB_KEYS + OWN_KEYS
 DEFAULT_CONFIG_FILE = "~/.config/wandb/launch-config.yaml"  # W&B's LAUNCH_CONFIG_FILE
 BUILDER_TYPES = ("docker", "kaniko", "noop")  # W&B's BuilderType
@@ -64,6 +64,7 @@ class AgentOptions:
     verbosity: int = 0  # 0: a status line every 5 minutes; 1: every 20 s; 2: also details
     secure_mode: bool = False  # W&B's: a run that overrides its entry point is refused
     config_file: str | None = None  # the agent config file read, if any
+    hooks: list[dict[str, Any]] = field(default_factory=list)  # when a run ends (launchctl.hooks)
     unused: list[str] = field(default_factory=list)  # settings read but not used here
     sources: dict[str, str] = field(default_factory=dict, compare=False)  # setting -> where from
 
@@ -210,6 +211,11 @@ def load_agent_config(
     if registry is not None:
         extra["registry"] = registry
     check_config(extra, where, literal_ok=True)
+    hooks: list[dict[str, Any]] = []
+    if data.get("hooks") is not None:  # issue 18: the agent owner's own hooks
+        from launchctl.hooks import check_hooks
+
+        hooks = check_hooks(data["hooks"], where=where, queue=False)
     return all_queues, AgentOptions(
         max_jobs=jobs,
         grace_s=grace_s,
@@ -222,6 +228,7 @@ def load_agent_config(
         verbosity=level,
         secure_mode=secure,
         config_file=config_file,
+        hooks=hooks,
         unused=unused,
         sources=sources,
     )

@@ -217,12 +217,17 @@ def agent(
         say(f"  sync: every {sync_interval:g} s to the W&B server (`launchctl sync status`)")
     if bridge is not None:
         bridge.start()
+    from launchctl.hooks import Dispatcher  # hooks when a run ends (issue 18)
+
+    hooks = Dispatcher(worker.id, queues, opts.hooks, say)
+    hooks.start()
     if web is not None:
         web.start()
         print(f"launchctl ui: {web.url}", flush=True)
     try:
         worker.run(burst=burst)
     finally:
+        hooks.stop()
         if bridge is not None:
             bridge.stop()
         if background is not None:

@@ -114,9 +114,11 @@ def show(
     Example:
       launchctl runs show 3kx9q2ab
     """
-    from launchctl import runs
+    from launchctl import hooks, runs
 
-    run = runs.details(open_store(), run_id)
+    store = open_store()
+    run = runs.details(store, run_id)
+    run["hooks"] = hooks.deliveries(store, run["id"])  # issue 18: hooks owed when it ended
     if as_json:
         emit_json(run)
         return
@@ -156,6 +158,7 @@ def show(
             ended = t["outcome"] or "(in progress)"
             why = f"  {t['message']}" if t["message"] else ""
             line(f"  #{t['attempt']}  {when(t['claimed_at'])}  {ended:<10}{why}")
+    _hook_lines(run["hooks"])
     line("events:")
     for ev in events:
         frm = ev["from_state"] or "-"
@@ -166,6 +169,19 @@ def show(
         line(f"  {when(ev['at'])}  {frm:>9} -> {ev['to_state']:<9}{msg}")
     line("spec:")
     print(json.dumps(run["spec"], indent=2, sort_keys=True))
+
+
+def _hook_lines(owed: dict[str, Any]) -> None:
+    """The hooks a run was owed when it ended, and how each went (issue 18)."""
+    if not owed["deliveries"] and not owed["waiting"]:
+        return
+    line("hooks:")
+    if owed["waiting"]:
+        line("  (the run ended; an agent serving its queue works out its hooks)")
+    for d in owed["deliveries"]:
+        tries = f"{d['attempts']}/{d['max_attempts']} tries" if d["kind"] == "webhook" else ""
+        why = f"  {d['last_error']}" if d["last_error"] and d["state"] != "delivered" else ""
+        line(f"  {d['source']:<6} {d['hook']}  {d['state']} {tries}".rstrip() + why)
 
 
 @app.command("cancel")

@@ -486,6 +486,72 @@ def m010_sweeps(db: Database) -> None:
     )
 
 
+def hook_ends_trigger() -> str:
+    """The trigger that records, in the same transaction as the move, every run that
+    reaches a terminal state (``launchctl.states.TERMINAL``): the hooks it is owed are
+    worked out from this row by an agent's hook dispatcher (``launchctl.hooks``)."""
+    from launchctl.states import TERMINAL
+    from launchctl.store.runs import sql_states
+
+    ended = sql_states(TERMINAL)
+    return (
+        "CREATE TRIGGER runs_hook_ends AFTER UPDATE OF state ON runs"
+        f" WHEN NEW.state IN {ended} AND OLD.state NOT IN {ended}"
+        " BEGIN"
+        "  INSERT OR IGNORE INTO hook_ends (run_id, state, agent_id, queue_id, at)"
+        "  VALUES (NEW.id, NEW.state, NEW.agent_id, NEW.queue_id,"
+        "   (julianday('now') - 2440587.5) * 86400.0);"
+        " END"
+    )
+
+
+@step
+def m011_hooks(db: Database) -> None:
+    """Hooks when a run ends (issue 18).
+
+    ``hook_ends``: a run that reached a terminal state and whose hooks are not worked out
+    yet, written by a trigger in the transaction of the move that ended it (so no end is
+    missed, whoever moved it: an agent, a cancel from the CLI, a queue's deletion).
+
+    ``hook_deliveries``: the durable outbox: one row per hook owed to one ended run (a
+    command, a webhook, a notification), the hook as it was configured, the facts of the
+    run it is given, which agent owes it (``owner``, taken over when that agent is gone),
+    and how it went: ``pending``, ``delivered``, ``failed`` or ``skipped`` (a notification
+    with no desktop to show it), with its attempts.
+    """
+    db.execute(
+        "CREATE TABLE hook_ends ("
+        " run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,"
+        " state TEXT NOT NULL,"
+        " agent_id TEXT,"
+        " queue_id INTEGER,"
+        " at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE hook_deliveries ("
+        " id INTEGER PRIMARY KEY,"
+        " run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " source TEXT NOT NULL CHECK (source IN ('queue', 'agent')),"
+        " queue_id INTEGER,"
+        " owner TEXT NOT NULL,"
+        " owner_uid INTEGER NOT NULL,"
+        " kind TEXT NOT NULL CHECK (kind IN ('command', 'webhook', 'notify')),"
+        " hook TEXT NOT NULL,"
+        " facts TEXT NOT NULL,"
+        " state TEXT NOT NULL DEFAULT 'pending'"
+        "  CHECK (state IN ('pending', 'delivered', 'failed', 'skipped')),"
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " max_attempts INTEGER NOT NULL,"
+        " next_at REAL NOT NULL,"
+        " last_error TEXT,"
+        " created_at REAL NOT NULL,"
+        " done_at REAL)"
+    )
+    db.execute("CREATE INDEX hook_deliveries_due ON hook_deliveries (state, owner, next_at)")
+    db.execute("CREATE INDEX hook_deliveries_run ON hook_deliveries (run_id)")
+    db.execute(hook_ends_trigger())
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 
