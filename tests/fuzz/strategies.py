@@ -206,6 +206,37 @@ QUEUE_CONFIG_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         ),
         ANY_VALUE,
     ),
+    # issue 18: hooks when a run ends (launchctl.hooks.check_hooks)
+    "hooks": st.one_of(
+        st.lists(
+            st.one_of(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "on": st.one_of(
+                            st.lists(
+                                st.sampled_from(["finished", "failed", "stopped", "preempted"]),
+                                max_size=3,
+                            ),
+                            ANY_VALUE,
+                        ),
+                        "command": st.one_of(st.sampled_from(["true", "", "{{x}}"]), ANY_VALUE),
+                        "webhook": st.one_of(
+                            st.sampled_from(["http://127.0.0.1:9/h", "ftp://x", "http://"]),
+                            st.fixed_dictionaries({"secret": SHORT_TEXT}),
+                            ANY_VALUE,
+                        ),
+                        "notify": st.one_of(st.booleans(), ANY_VALUE),
+                        "timeout": st.one_of(NUMBERISH, ANY_VALUE),
+                        "retries": st.one_of(st.integers(-2, 22), ANY_VALUE),
+                    },
+                ),
+                ANY_VALUE,
+            ),
+            max_size=3,
+        ),
+        ANY_VALUE,
+    ),
 }
 # Every key launchctl knows is fuzzed (a new one fails here until it is added above).
 assert set(QUEUE_CONFIG_FIELDS) >= set(CONFIG_KEYS), set(CONFIG_KEYS) - set(QUEUE_CONFIG_FIELDS)
