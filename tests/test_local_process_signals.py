@@ -271,3 +271,42 @@ def test_an_adopted_run_that_ended_reports_its_recorded_exit(tmp_path: Path) -> 
     assert gone == Exit(code=7)
     (folder / EXIT_FILE).write_text("garbage\n")
     assert adopt(tmp_path, {"id": "r-done", "pid": None, "state": "running"}) is None
+
+
+def test_an_adopted_runs_group_that_is_gone_already_is_no_error(tmp_path: Path) -> None:
+    """The group can end between the watch's last look and a stop, or before the grace is
+    over: signalling a group that is gone is not an error (an agent's timer thread would
+    report it as an internal error)."""
+    # A group of one process, this test's child: once reaped, nothing of it is left.
+    (tmp_path / "run").mkdir()
+    proc = subprocess.Popen(["sleep", "600"], env={**os.environ, "LAUNCHCTL_RUN_ID": "r-lone"},
+                            start_new_session=True)  # fmt: skip
+    wait_for(lambda: procfs.read(proc.pid, "environ").count(b"r-lone"), what="sleep to exec")
+    adopted = adopt(tmp_path, {"id": "r-lone", "pid": proc.pid, "state": "running"})
+    assert isinstance(adopted, AdoptedProcess)
+    adopted.stop(grace_s=600)
+    killer = adopted._killer
+    assert killer is not None and killer.daemon  # never keeps an exiting agent alive
+    killer.cancel()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()  # reaped: the group is gone
+    wait_for(adopted.poll, what="the watch to see the run gone")
+    adopted._kill()  # the grace ends after the group did
+    adopted._gone.clear()  # as if the watch had not looked yet
+    adopted._killer = None
+    adopted.stop(grace_s=600)  # the group ended just before the stop
+    assert adopted._killer is not None
+    adopted._killer.cancel()
+
+
+def test_an_adopted_run_stopped_for_a_full_disk_says_so(tmp_path: Path, group: Group) -> None:
+    from launchctl.runners.logfile import LOG_ERROR_FILE
+
+    proc = start_unwatched(tmp_path, group, "r-lost")
+    adopted = adopt(tmp_path, {"id": "r-lost", "pid": proc.pid, "state": "running"})
+    assert isinstance(adopted, AdoptedProcess)
+    note = "disk full: the run's log could not be written; the run was stopped"
+    (tmp_path / "run" / LOG_ERROR_FILE).write_text(note + "\n")  # its copier's note
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert wait_for(adopted.poll, what="the adopted run to end") == Exit(code=None, message=note)
