@@ -271,6 +271,7 @@ def run_command(
     *,
     source: str,
     environ: Mapping[str, str],
+    cancel: threading.Event | None = None,
 ) -> tuple[Outcome, list[str]]:
     """Run a command hook: ``/bin/sh -c COMMAND`` in a session of its own, in a private
     temporary folder, the facts in its environment; its group killed after the timeout.
@@ -319,14 +320,24 @@ def run_command(
             except OSError as exc:
                 return Outcome(False, f"could not start: {exc.strerror or exc}"), []
             timeout = float(hook.get("timeout", DEFAULT_TIMEOUT["command"]))
-            try:
-                code = proc.wait(timeout=timeout)
+            deadline = time.monotonic() + timeout
+            code: int | None = None
+            while code is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or (cancel is not None and cancel.is_set()):
+                    break
+                try:
+                    code = proc.wait(timeout=min(left, 0.2))
+                except subprocess.TimeoutExpired:
+                    continue
+            if code is not None:
                 outcome = Outcome(True) if code == 0 else Outcome(False, f"exited {code}")
-            except subprocess.TimeoutExpired:
+            else:
                 _kill_group(proc)
-                outcome = Outcome(
-                    False, f"timed out after {timeout:g} s; its process group was killed"
-                )
+                why = f"timed out after {timeout:g} s"
+                if cancel is not None and cancel.is_set() and time.monotonic() < deadline:
+                    why = "the agent stopped before it ended"
+                outcome = Outcome(False, f"{why}; its process group was killed")
         lines = _tail_lines(out_path)
         return outcome, lines
     finally:
@@ -524,36 +535,46 @@ class Dispatcher:
         self.poll = _env_seconds(POLL_ENV, 1.0)
         self.backoff = _env_seconds(BACKOFF_ENV, 1.0)
         self._event = threading.Event()
+        self._cancel = threading.Event()  # kills a command in flight (a stop that waited)
         self._stopping = False
+        self._drain = False
         self._thread: threading.Thread | None = None
         self._said_no_notify = False
         self._store: Store | None = None
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="launchctl-hooks", daemon=True)
-            self._thread.start()
+        """Say in the store whether this agent has hooks (before it claims anything), and
+        start the thread, with a store connection of its own."""
+        if self._thread is not None:
+            return
+        from launchctl.store import Store
+
+        self._store = Store(self.home)
+        _table(self._store).mark_agent(self.agent_id, bool(self.hooks))
+        self._thread = threading.Thread(target=self._loop, name="launchctl-hooks", daemon=True)
+        self._thread.start()
 
     def wake(self) -> None:
         self._event.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the pass under way (and one more, for what just ended: a hook owed
-        when the agent stops is made now if it is due, else by the next agent)."""
+    def stop(self, *, drain: bool = False, timeout: float = 10.0) -> None:
+        """Stop after the pass under way and one more, for what just ended: what is due
+        now is made now (with ``drain``, as ``agent --burst`` ends, commands included,
+        each within its own timeout; else a command not yet started is left to the next
+        agent, and one still running ``timeout`` seconds later is killed, its group, and
+        recorded as failed, saying so). A retry not yet due is left to the next agent."""
         self._stopping = True
+        self._drain = drain
         self._event.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(None if drain else timeout)
+            if self._thread.is_alive():
+                self._cancel.set()
+                self._thread.join(10.0)
 
     # -- the loop ----------------------------------------------------------------------
     def _loop(self) -> None:
-        from launchctl.store import Store
-
-        try:
-            self._store = Store(self.home)
-        except LaunchctlError as exc:
-            self.say(f"hooks: cannot open the store: {exc}")
-            return
+        assert self._store is not None
         try:
             while True:
                 stopping = self._stopping
@@ -578,6 +599,8 @@ class Dispatcher:
         store = self._store
         assert store is not None
         table = _table(store)
+        if not table.busy(self.agent_id):  # the usual case: one read, nothing to do
+            return self.poll
         queue_ids = self._queue_ids(store)
         dead = self._dead(store)
         for end in table.ends_for(self.agent_id, queue_ids, dead):
@@ -593,6 +616,8 @@ class Dispatcher:
             if self._stopping:
                 break
         nxt = table.next_at(self.agent_id)
+        if self._stopping and nxt is not None:
+            self.say("hooks: deliveries still owed are left to the next agent of these queues")
         wait = self.poll if nxt is None else min(self.poll, max(0.0, nxt - time.time()))
         return max(wait, 0.01)
 
@@ -623,7 +648,9 @@ class Dispatcher:
         config = (queue or {}).get("config") or {}
         sources: list[tuple[str, list[Any]]] = [
             ("queue", config.get("hooks") or [] if isinstance(config, dict) else []),
-            ("agent", self.hooks),
+            # An agent config's hooks: for runs an agent held when they ended (this one,
+            # or one that died: its restart takes its place); not for a queued run cancelled.
+            ("agent", self.hooks if end.get("agent_id") is not None else []),
         ]
         for source, hooks in sources:
             for hook in hooks:
@@ -641,6 +668,8 @@ class Dispatcher:
         table.expand(end["run_id"], owed)
 
     def _deliver(self, store: Store, table: HookTable, row: Mapping[str, Any]) -> None:
+        if self._stopping and not self._drain and row["kind"] == "command":
+            return  # not started while the agent stops: the next agent runs it
         if not table.attempt(row["id"], self.agent_id):
             return
         attempt = int(row["attempts"]) + 1
@@ -651,7 +680,9 @@ class Dispatcher:
         secret_url: str | None = None
         try:
             if kind == "command":
-                outcome, lines = run_command(hook, f, source=row["source"], environ=os.environ)
+                outcome, lines = run_command(
+                    hook, f, source=row["source"], environ=os.environ, cancel=self._cancel
+                )
             elif kind == "webhook":
                 url = hook["webhook"]
                 if isinstance(url, dict):

@@ -240,6 +240,25 @@ def test_a_hook_that_hangs_is_killed_after_its_timeout_and_the_run_stays_finishe
     assert any("timed out" in (e["message"] or "") for e in run["events"])  # a note on the run
 
 
+def test_an_agent_stopping_kills_a_command_hook_still_running_and_says_so(
+    tmp_path: Path, start_agent: StartAgent
+) -> None:
+    pid_file = tmp_path / "hook.pid"
+    hooks = [{"command": f"echo $$ > {pid_file}; sleep 600", "timeout": 600}]
+    cli("queue", "create", "train", "--config", json.dumps({"hooks": hooks}), check=True)
+    run_id = launch("-q", "train", "-u", str(job(tmp_path)), "-E", "python main.py")
+    agent = start_agent("-q", "train", "--grace", "1")  # a hook gets a run's grace
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the hook started")
+    hook_pid = int(pid_file.read_text())
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=60) == 0
+    assert not Path(f"/proc/{hook_pid}").exists() or _zombie(hook_pid)  # no orphan left
+    [done] = hooks_of(run_id)
+    assert done["state"] == "failed"
+    assert "the agent stopped before it ended; its process group was killed" in done["last_error"]
+    assert cli_json("runs", "show", run_id)["state"] == "finished"
+
+
 def _zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -276,6 +295,16 @@ def test_a_queued_run_cancelled_gets_its_hooks_from_the_next_agent_of_its_queue(
     start_agent("-q", "train")
     wait_for(lambda: settled(run_id), what="the cancelled run's hook")
     assert json.loads(receiver.requests[0]["body"])["state"] == "stopped"
+
+
+def test_runs_with_no_hook_anywhere_record_nothing_for_hooks(tmp_path: Path, home: Path) -> None:
+    cli("queue", "create", "plain", check=True)
+    run_id = launch("-q", "plain", "-u", str(job(tmp_path)), "-E", "python main.py")
+    cli("agent", "-q", "plain", "--burst", check=True)
+    assert cli_json("runs", "show", run_id)["state"] == "finished"
+    counts = table_counts(home)
+    assert (counts["hook_ends"], counts["hook_deliveries"]) == (0, 0)
+    assert "hooks:" not in cli("runs", "show", run_id, check=True).stdout
 
 
 def test_a_notify_hook_without_a_desktop_is_skipped_saying_so_once(

@@ -227,7 +227,8 @@ def agent(
     try:
         worker.run(burst=burst)
     finally:
-        hooks.stop()
+        # --burst: its runs' hooks first; else a command hook gets a run's --grace
+        hooks.stop(drain=burst and signals == 0, timeout=opts.grace_s)
         if bridge is not None:
             bridge.stop()
         if background is not None:

@@ -36,6 +36,23 @@ class HookTable:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def mark_agent(self, agent_id: str, has_hooks: bool) -> None:
+        """Say whether ``agent_id``'s config has hooks: the trigger records the ends of its
+        runs only then (or when their queue has hooks)."""
+        with self.db.write():
+            self.db.execute(
+                "UPDATE agents SET hooks = ? WHERE id = ?", [1 if has_hooks else 0, agent_id]
+            )
+
+    def busy(self, me: str) -> bool:
+        """Whether a pass may find work: an end recorded, or a delivery pending anywhere
+        (``me``'s own, or another agent's it may have to take over)."""
+        row = self.db.one(
+            "SELECT EXISTS (SELECT 1 FROM hook_ends)"
+            f" OR EXISTS (SELECT 1 FROM hook_deliveries WHERE state = '{PENDING}') AS busy"
+        )
+        return bool(row and row["busy"])
+
     # -- ends ------------------------------------------------------------------------------
     def ends_for(
         self, me: str, queue_ids: Iterable[int], dead: Sequence[str], *, limit: int = 100

@@ -488,8 +488,12 @@ def m010_sweeps(db: Database) -> None:
 
 def hook_ends_trigger() -> str:
     """The trigger that records, in the same transaction as the move, every run that
-    reaches a terminal state (``launchctl.states.TERMINAL``): the hooks it is owed are
-    worked out from this row by an agent's hook dispatcher (``launchctl.hooks``)."""
+    reaches a terminal state (``launchctl.states.TERMINAL``) and may be owed a hook: its
+    queue's config lists hooks, or the agent that held it has hooks of its own
+    (``agents.hooks``). The hooks are worked out from this row by an agent's hook
+    dispatcher (``launchctl.hooks``). A run with no hook costs nothing more than the test.
+    A config that is not JSON (never written so) is read as having no hooks: the test can
+    never fail the move."""
     from launchctl.states import TERMINAL
     from launchctl.store.runs import sql_states
 
@@ -497,6 +501,9 @@ def hook_ends_trigger() -> str:
     return (
         "CREATE TRIGGER runs_hook_ends AFTER UPDATE OF state ON runs"
         f" WHEN NEW.state IN {ended} AND OLD.state NOT IN {ended}"
+        " AND (EXISTS (SELECT 1 FROM agents WHERE id = NEW.agent_id AND hooks = 1)"
+        "  OR EXISTS (SELECT 1 FROM queues WHERE id = NEW.queue_id AND CASE"
+        "   WHEN json_valid(config) THEN json_array_length(config, '$.hooks') > 0 END))"
         " BEGIN"
         "  INSERT OR IGNORE INTO hook_ends (run_id, state, agent_id, queue_id, at)"
         "  VALUES (NEW.id, NEW.state, NEW.agent_id, NEW.queue_id,"
@@ -511,7 +518,8 @@ def m011_hooks(db: Database) -> None:
 
     ``hook_ends``: a run that reached a terminal state and whose hooks are not worked out
     yet, written by a trigger in the transaction of the move that ended it (so no end is
-    missed, whoever moved it: an agent, a cancel from the CLI, a queue's deletion).
+    missed, whoever moved it: an agent, a cancel from the CLI, a queue's deletion), when
+    its queue or its agent has hooks (``agents.hooks``: the agent's config lists some).
 
     ``hook_deliveries``: the durable outbox: one row per hook owed to one ended run (a
     command, a webhook, a notification), the hook as it was configured, the facts of the
@@ -549,6 +557,7 @@ def m011_hooks(db: Database) -> None:
     )
     db.execute("CREATE INDEX hook_deliveries_due ON hook_deliveries (state, owner, next_at)")
     db.execute("CREATE INDEX hook_deliveries_run ON hook_deliveries (run_id)")
+    db.execute("ALTER TABLE agents ADD COLUMN hooks INTEGER NOT NULL DEFAULT 0")
     db.execute(hook_ends_trigger())
 
 
