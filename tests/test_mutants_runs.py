@@ -437,8 +437,11 @@ def test_claim_first_reads_a_second_page_only_when_the_first_has_none_to_take(
         add(store, name)
     seen: list[list[str]] = []
 
+    store.queues.update("default", config={"gpu_sharing": 3})
+
     def only(wanted: str) -> Any:
         def choose(queue: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
+            assert queue["config"] == {"gpu_sharing": 3}  # on each page
             seen.append([r["id"] for r in rows])
             return wanted if wanted in seen[-1] else None
 
@@ -455,6 +458,16 @@ def test_claim_first_reads_a_second_page_only_when_the_first_has_none_to_take(
     # A run taken from the first page is the one claimed: the rest is never read.
     got = store.runs.claim_first(1, "agent-1", 30, only(names[1]))
     assert got is not None and got["id"] == names[1] and seen == [names[:CLAIM_PAGE]]
+    seen.clear()
+    # Exactly a page waiting, none taken: no second, empty page is offered.
+    for name in names:
+        if store.runs.state(name) == "queued":
+            store.runs.request_cancel(name)
+    page = [f"p{i}" for i in range(CLAIM_PAGE)]
+    for name in page:
+        add(store, name)
+    assert store.runs.claim_first(1, "agent-1", 30, only("nothing")) is None
+    assert seen == [page]
 
 
 def test_claim_first_looks_at_200_runs_by_default(store: Store) -> None:
