@@ -287,10 +287,11 @@ def test_an_adopted_runs_group_that_is_gone_already_is_no_error(tmp_path: Path) 
     adopted.stop(grace_s=600)
     killer = adopted._killer
     assert killer is not None and killer.daemon  # never keeps an exiting agent alive
-    killer.cancel()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()  # reaped: the group is gone
     wait_for(adopted.poll, what="the watch to see the run gone")
+    # The watch cancels the grace's SIGKILL: it must never reach a reused group id.
+    assert killer.finished.is_set()
     adopted._kill()  # the grace ends after the group did
     adopted._gone.clear()  # as if the watch had not looked yet
     adopted._killer = None
