@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from launchctl.errors import NotFound
 from launchctl.runners import local_process
 from launchctl.runners.base import Exit, Launch
 from launchctl.runners.local_process import EXIT_FILE, PID_FILE, LocalProcessRunner, wrap
@@ -169,3 +170,19 @@ def test_runs_end_with_their_code_and_stop_with_or_without_the_shared_reaper(
     slow.stop(grace_s=600)  # sleep dies of the SIGTERM: no SIGKILL needed
     assert wait_for(slow.poll, what="the stopped run") == Exit(code=143)
     assert sorted(ended) == ["masked", "quick", "slow"]  # each end told once
+
+
+def test_the_cancel_check_before_a_start_reads_the_flag_of_that_run(store: Store) -> None:
+    for run_id in ("r1", "r2"):
+        store.runs.insert(
+            {"id": run_id, "queue_id": 1, "queue_name": "default", "job_version_id": None,
+             "name": f"n-{run_id}", "project": "p", "entity": "e",
+             "resource": "local-process", "spec": {}, "priority": 2},
+            claim_for="agent-1", lease_s=30,
+        )  # fmt: skip
+    assert store.runs.cancel_requested("r1") is False
+    store.runs.request_cancel("r2")
+    assert store.runs.cancel_requested("r2") is True
+    assert store.runs.cancel_requested("r1") is False
+    with pytest.raises(NotFound):
+        store.runs.cancel_requested("r3")

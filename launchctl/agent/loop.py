@@ -49,6 +49,7 @@ class Active:
     stop_reason: str | None = None  # set when the agent asked it to stop
     deadline: float | None = None  # time.monotonic() past which it is stopped: timeout
     engine_said: str | None = None  # issue 14: the engine's last word, noted on the run
+    run: Row | None = None  # the row as claimed: its end is recorded without reading it again
 
 
 class Agent:
@@ -425,7 +426,7 @@ class Agent:
                 continue
             # Forgotten only once recorded: a store that cannot be written now (a full
             # disk) raises here, and the next pass records it again.
-            self._finish(run_id, result, active.stop_reason)
+            self._finish(run_id, result, active.stop_reason, active.run)
             del self.active[run_id]
             active.handle.release()
 
@@ -571,11 +572,15 @@ class Agent:
         deadline = None
         if started.max_run_time is not None:
             deadline = time.monotonic() + started.max_run_time
-        return Active(run_id, started.handle, deadline=deadline)
+        return Active(run_id, started.handle, deadline=deadline, run=run)
 
-    def _finish(self, run_id: str, result: Exit, stop_reason: str | None) -> None:
+    def _finish(
+        self, run_id: str, result: Exit, stop_reason: str | None, run: Row | None = None
+    ) -> None:
+        """Record how a run ended. ``run``: its row as claimed (``record_exit`` reads only
+        what a run never changes from it, its id and queue; the rest it reads anew)."""
         try:
-            run = self.store.runs.get(run_id)
+            run = self.store.runs.get(run_id) if run is None else run
             outcome = record_exit(self.store, run, result, stop_reason, self.id)
         except StateConflict as exc:
             self.say(f"run {run_id}: {exc}")

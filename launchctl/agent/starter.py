@@ -220,7 +220,7 @@ class Starter:
             ) from None
 
     def _check_cancel(self, run_id: str) -> None:
-        if self.store.runs.get(run_id)["cancel_requested"]:
+        if self.store.runs.cancel_requested(run_id):
             raise Cancelled(run_id)
 
     def _build(self, planned: Plan, secrets: dict[str, str], notes: list[str]) -> str:

@@ -124,6 +124,14 @@ class RunTable:
             raise NotFound(f"run '{run_id}' does not exist")
         return str(row["state"])
 
+    def cancel_requested(self, run_id: str) -> bool:
+        """Whether a cancel was asked for the run (a start checks it last): one column,
+        not the whole row with its spec decoded."""
+        row = self.db.one("SELECT cancel_requested FROM runs WHERE id = ?", [run_id])
+        if row is None:
+            raise NotFound(f"run '{run_id}' does not exist")
+        return bool(row["cancel_requested"])
+
     def select(
         self, *, queue: str | None = None, states: Iterable[str] = (), limit: int | None = 50
     ) -> list[Row]:
