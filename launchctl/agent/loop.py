@@ -26,7 +26,7 @@ from launchctl.agent.plan import Plan, log_path, plan
 from launchctl.agent.recovery import end_dead_leases
 from launchctl.agent.starter import Cancelled, StartContext, Starter, agent_context, read_secrets
 from launchctl.agent.wake import Waker
-from launchctl.errors import LaunchctlError, StateConflict, stage_of
+from launchctl.errors import LaunchctlError, StateConflict, StoreBusy, stage_of
 from launchctl.gpus.allocator import GpuAllocator
 from launchctl.gpus.waiting import WAITING, Passed, live_gpu_agents, without_gpus
 from launchctl.history import attempts
@@ -74,6 +74,7 @@ class Agent:
         self._trouble: str | None = None  # the store error last said (said once)
         # Failures the store could not take when they happened (a full disk): retried.
         self._unrecorded: dict[str, tuple[str, str]] = {}
+        self._unreturned: dict[str, str] = {}  # run id -> why: back to its queue when it can
         self._rr = 0
         self._renewed_at = 0.0
         self._status_at = time.monotonic()  # the start banner says it all first
@@ -257,7 +258,7 @@ class Agent:
 
     @property
     def busy(self) -> bool:
-        return bool(self.active or self.starting or self._unrecorded)
+        return bool(self.active or self.starting or self._unrecorded or self._unreturned)
 
     def drain(self) -> None:
         """First signal: stop claiming; running runs finish."""
@@ -419,6 +420,8 @@ class Agent:
     def reap(self) -> None:
         for run_id, (stage, reason) in list(self._unrecorded.items()):
             self._fail(self.store, run_id, stage, reason)  # failures a full store refused
+        for run_id, why in list(self._unreturned.items()):
+            self._give_back(self.store, run_id, why)  # runs a busy store kept from their queue
         for run_id, active in list(self.active.items()):
             result = active.handle.poll()
             if result is None:
@@ -560,6 +563,11 @@ class Agent:
                      expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
             self.say(f"run {run_id} stopped before it started (cancelled)")
             return None
+        except StoreBusy as exc:
+            # Contention is not the run's fault: it goes back to its queue (its process,
+            # if one started, was stopped), and the next pass claims it again (issue 19).
+            self._give_back(store, run_id, str(exc))
+            return None
         except LaunchctlError as exc:  # a RunnerError says its stage; any other: agent
             self._fail(store, run_id, stage_of(exc), str(exc))
             return None
@@ -586,6 +594,20 @@ class Agent:
             self.say(f"run {run_id}: {exc}")
             return
         self.say(f"run {run_id} {outcome.state.value} ({outcome.summary})")
+
+    def _give_back(self, store: Store, run_id: str, why: str) -> None:
+        """A claimed run whose start a busy store interrupted goes back to its queue; if the
+        store is still busy, the loop's next pass tries again (``reap``)."""
+        try:
+            with _quiet_conflict():
+                move(store, run_id, State.QUEUED, agent_id=self.id,
+                     message=f"requeued: the store was busy while it started ({why})",
+                     expect=frozenset({State.CLAIMED, State.BUILDING, State.STARTING}))  # fmt: skip
+        except LaunchctlError:
+            self._unreturned[run_id] = why
+            return
+        self._unreturned.pop(run_id, None)
+        self.say(f"run {run_id} back in its queue: the store was busy while it started")
 
     def _fail(self, store: Store, run_id: str, stage: str, reason: str) -> None:
         try:

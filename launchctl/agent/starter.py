@@ -25,7 +25,7 @@ from typing import Any
 from launchctl import paths, runas, runners
 from launchctl.agent import workspace
 from launchctl.agent.plan import AgentContext, Plan, plan
-from launchctl.errors import LaunchctlError, stage_of
+from launchctl.errors import LaunchctlError, StoreBusy, stage_of
 from launchctl.masking import Masker
 from launchctl.resolve import check_host_paths
 from launchctl.runners import Handle, RunnerError
@@ -94,7 +94,7 @@ def masked_errors(values: list[str]) -> Iterator[None]:
     once the secrets are read) replaced by ``***``: a runner's message can quote the env."""
     try:
         yield
-    except Cancelled:
+    except (Cancelled, StoreBusy):  # no run's text in either: the run is not failed for them
         raise
     except Exception as exc:
         if not values:
@@ -158,12 +158,28 @@ class Starter:
              log_path=str(launch.log_path), image=launch.image,
              expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
         handle = runners.get(run["resource"]).start(launch)
-        pid = handle.pid
-        move(self.store, run_id, State.RUNNING, agent_id=self.ctx.agent_id,
-             message=f"pid {pid}" if pid else getattr(handle, "container_id", None),
-             pid=pid, pid_started=handle.pid_started, started_at=time.time(),
-             expect=frozenset({State.STARTING}))  # fmt: skip
+        try:
+            self._record_running(run_id, handle)
+        except StoreBusy:
+            # The run's process runs, but the store could not say so: it is stopped, so
+            # the run can go back to its queue with no second process beside a first.
+            _stop_unrecorded(handle)
+            raise
         return Started(handle, launch.limits.max_run_time)
+
+    def _record_running(self, run_id: str, handle: Handle) -> None:
+        """STARTING -> RUNNING, tried again while another writer holds the store."""
+        pid = handle.pid
+        for attempt in range(3):
+            try:
+                move(self.store, run_id, State.RUNNING, agent_id=self.ctx.agent_id,
+                     message=f"pid {pid}" if pid else getattr(handle, "container_id", None),
+                     pid=pid, pid_started=handle.pid_started, started_at=time.time(),
+                     expect=frozenset({State.STARTING}))  # fmt: skip
+                return
+            except StoreBusy:
+                if attempt == 2:
+                    raise
 
     def _read(self, run: Row) -> tuple[Row | None, Row | None]:
         """The run's job version and queue, read once, and the roles the store keeps checked:
@@ -297,3 +313,13 @@ def _check_host_paths(planned: Plan) -> None:
         check_host_paths(planned.host_paths)
     except LaunchctlError as exc:
         raise RunnerError(f"the run breaks its queue's rules: {exc}", stage="agent") from None
+
+
+def _stop_unrecorded(handle: Handle, wait_s: float = 10.0) -> None:
+    """Kill a run's process whose start the store could not record, and wait for its end."""
+    handle.stop(0)
+    deadline = time.monotonic() + wait_s
+    while handle.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(Exception):
+        handle.release()
