@@ -30,7 +30,7 @@ def _translate(exc: sqlite3.Error, path: Path) -> LaunchctlError:
     if "locked" in text or "busy" in text:
         return StoreBusy(
             f"the database {path} stayed locked by another writer for over "
-            f"{BUSY_TIMEOUT_S:.0f} s; nothing was changed, try again"
+            f"{BUSY_TIMEOUT_S:g} s; nothing was changed, try again"
         )
     if "disk is full" in text or "database or disk is full" in text or _disk_full(path):
         return LaunchctlError(f"the disk holding {path} is full; nothing was changed")
