@@ -66,7 +66,7 @@ DEFAULT_TIMEOUT = {"command": 60.0, "webhook": 10.0, "notify": 10.0}
 DEFAULT_RETRIES = 5
 MAX_RETRIES = 20
 BACKOFF_ENV = "LAUNCHCTL_HOOK_BACKOFF_S"  # the first wait between webhook tries (default 1 s)
-POLL_ENV = "LAUNCHCTL_HOOK_POLL_S"  # how often the dispatcher looks for ends (default 1 s)
+POLL_ENV = "LAUNCHCTL_HOOK_POLL_S"  # the dispatcher's fallback poll (default 2 s)
 LOG_COPY_BYTES = 1 << 20  # a queue hook's LAUNCHCTL_LOG: the last MiB of the run's log
 OUTPUT_LINES = 5  # lines of a command's output said on failure
 MASK = "***"
@@ -532,7 +532,7 @@ class Dispatcher:
         self.hooks = list(hooks or [])
         self.say = say
         self.home = home
-        self.poll = _env_seconds(POLL_ENV, 1.0)
+        self.poll = _env_seconds(POLL_ENV, 2.0)
         self.backoff = _env_seconds(BACKOFF_ENV, 1.0)
         self._event = threading.Event()
         self._cancel = threading.Event()  # kills a command in flight (a stop that waited)
@@ -541,16 +541,24 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._said_no_notify = False
         self._store: Store | None = None
+        self._waker: Any = None
 
     def start(self) -> None:
         """Say in the store whether this agent has hooks (before it claims anything), and
         start the thread, with a store connection of its own."""
         if self._thread is not None:
             return
+        from launchctl.agent.wake import Waker
+        from launchctl.paths import db_path
         from launchctl.store import Store
 
         self._store = Store(self.home)
         _table(self._store).mark_agent(self.agent_id, bool(self.hooks))
+        # Woken by every write to the store (a run's end among them), as the agent is;
+        # each pass is one read when there is nothing to do.
+        self._waker = Waker(db_path(self._store.root), fallback_s=self.poll)
+        self._event = self._waker.event
+        self._waker.start()
         self._thread = threading.Thread(target=self._loop, name="launchctl-hooks", daemon=True)
         self._thread.start()
 
@@ -584,6 +592,8 @@ class Dispatcher:
                 self._event.wait(wait)
                 self._event.clear()
         finally:
+            if self._waker is not None:
+                self._waker.close()
             self._store.close()
 
     def _safe_pass(self) -> float:
