@@ -445,3 +445,38 @@ def test_a_run_as_queue_s_command_hook_runs_as_that_user_and_cannot_read_the_sto
         assert (out / "home").read_text().strip() == run_user.pw_dir
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_a_gone_agent_s_own_hooks_are_taken_over_only_by_an_agent_of_the_same_user(
+    store: Any,
+) -> None:
+    """The trust rule of a takeover, at the store: an agent config's hooks are its owner's
+    (a command in them runs as the agent's user), so only an agent of that same Unix user
+    takes them over; a queue's hooks go to an agent that serves that queue."""
+    from launchctl.store.hooks import HookTable
+
+    cli("queue", "create", "mine", check=True)
+    cli("queue", "create", "theirs", check=True)
+    run_id = launch("-q", "mine", "-u", str(job(Path(tempfile.mkdtemp()))), "-E", "true")
+    mine, theirs = store.queues.get("mine")["id"], store.queues.get("theirs")["id"]
+    table = HookTable(store.db)
+    me, other = os.getuid(), os.getuid() + 4242
+    base = {"owner": "gone-agent", "kind": "notify", "hook": {}, "facts": {}, "max_attempts": 1}
+    rows = [
+        {**base, "source": "agent", "queue_id": mine, "owner_uid": me},
+        {**base, "source": "agent", "queue_id": mine, "owner_uid": other},
+        {**base, "source": "queue", "queue_id": mine, "owner_uid": other},
+        {**base, "source": "queue", "queue_id": theirs, "owner_uid": me},
+    ]
+    store.db.execute(
+        "INSERT INTO hook_ends (run_id, state, at) VALUES (?, 'finished', 0)", [run_id]
+    )
+    assert table.expand(run_id, rows)
+    assert table.take_over("new-agent", me, [mine], dead=[]) == 2
+    owners = [(r["source"], r["owner_uid"], r["owner"]) for r in table.for_run(run_id)]
+    assert owners == [
+        ("agent", me, "new-agent"),  # its own user's config: taken over
+        ("agent", other, "gone-agent"),  # another user's config: never
+        ("queue", other, "new-agent"),  # a queue it serves: taken over
+        ("queue", me, "gone-agent"),  # a queue it does not serve: never
+    ]
