@@ -430,6 +430,28 @@ def submit(
     return store.runs.insert(run, claim_for=claim_for, lease_s=lease_s)
 
 
+def _check_values(
+    store: Store, queue: Row | None, spec: dict[str, Any], resource: str, user: str | None = None
+) -> None:
+    """The launcher's role in ``queue``, the template values and the guardrails, checked
+    as a launch checks them (``user``: whose launch it is, default the current user); the
+    spec's ``template_variables`` become the values the queue's fields made of them."""
+    from launchctl.buildconfig import check_spec_images
+
+    if queue is not None:
+        from launchctl import teams
+
+        teams.check_launch(store, queue, spec, user)
+    # Template values and guardrails, checked now so that nothing bad is queued.
+    resolved = resolve(queue, spec, resource)
+    # A queue's base image may be a {{field}}: its value, filled in, is an image reference too.
+    check_spec_images(resolved.config, "the queue's config with this launch's values")
+    gpus.check_machine_fits(store, resolved.limits.gpus)
+    given = spec.get("template_variables") or {}
+    if given:
+        spec["template_variables"] = {name: resolved.values[name] for name in given}
+
+
 def build_run(
     store: Store,
     spec: dict[str, Any],
@@ -464,18 +486,7 @@ def build_run(
     else:
         # A direct launch of an image runs it in a container, as W&B's does.
         resource = "local-container" if _names_image(store, spec) else DEFAULT_RESOURCE
-    if queue is not None:
-        from launchctl import teams
-
-        teams.check_launch(store, queue, spec)
-    # Template values and guardrails, checked now so that nothing bad is queued.
-    resolved = resolve(queue, spec, resource)
-    # A queue's base image may be a {{field}}: its value, filled in, is an image reference too.
-    check_spec_images(resolved.config, "the queue's config with this launch's values")
-    gpus.check_machine_fits(store, resolved.limits.gpus)
-    given = spec.get("template_variables") or {}
-    if given:
-        spec["template_variables"] = {name: resolved.values[name] for name in given}
+    _check_values(store, queue, spec, resource)
     image = (spec.get("docker") or {}).get("docker_image")
     version = _resolve_job(store, spec, queue, create, say)
     runs_image = image or (version is not None and version["source_type"] == "image")
@@ -617,10 +628,16 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
 
     A direct launch has no queue of its own; its rerun goes to the ``default`` queue.
     """
-    old = store.runs.get(run_id)
+    changes = parse_set(sets) if sets else {}
+    prio = parse_priority(priority) if priority else None
+    return store.runs.insert(_rerun_row(store, store.runs.get(run_id), changes, prio))
+
+
+def _rerun_row(store: Store, old: Row, sets: dict[str, Any], prio: int | None) -> dict[str, Any]:
+    """The run a rerun of ``old`` makes, checked as ``rerun`` checks it, not yet written."""
     spec = copy.deepcopy(old["spec"])
     if sets:
-        spec.setdefault("overrides", {}).setdefault("run_config", {}).update(parse_set(sets))
+        spec.setdefault("overrides", {}).setdefault("run_config", {}).update(sets)
     if old["queue_id"] is not None:
         queue = store.queues.by_id(old["queue_id"])
     elif old["queue_name"] is None:
@@ -645,11 +662,10 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
     from launchctl.buildconfig import check_spec_images
 
     check_spec_images(resolved.config, "the queue's config with this run's values")
-    prio = parse_priority(priority) if priority else old["priority"]
     new_id = new_run_id()
     base = old["name"].rsplit("-", 1)[0] if "-" in old["name"] else old["name"]
     spec.update(name=f"{base}-{new_id[:4]}", queue=queue["name"])
-    run = {
+    return {
         "id": new_id,
         "queue_id": queue["id"],
         "queue_name": queue["name"],
@@ -659,7 +675,167 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
         "entity": old["entity"],
         "resource": old["resource"],
         "spec": spec,
-        "priority": prio,
+        "priority": old["priority"] if prio is None else prio,
         "rerun_of": old["id"],
     }
-    return store.runs.insert(run)
+
+
+@dataclass
+class FailedReruns:
+    """What ``rerun --failed`` did: ``reran`` pairs each original with its rerun (None in a
+    dry run), ``skipped`` each failed run left alone with why, ``others`` how many failed
+    runs the user may not rerun (another user's, not an admin's)."""
+
+    reran: list[tuple[Row, Row | None]] = field(default_factory=list)
+    skipped: list[tuple[Row, str]] = field(default_factory=list)
+    others: int = 0
+
+
+def rerun_failed(
+    store: Store,
+    *,
+    queue: str | None = None,
+    since: str | None = None,
+    sets: list[str] = (),  # type: ignore[assignment]
+    priority: str | None = None,
+    dry_run: bool = False,
+) -> FailedReruns:
+    """Rerun every failed run (of ``queue``, created ``since``), oldest first, each as
+    ``runs rerun RUN`` records it. A run that already has a rerun is skipped (checked
+    again in the rerun's own transaction, so two at once never rerun one run twice); so is
+    one the user may not rerun: only its author, or an admin of its entity or its queue's,
+    reruns a failed run in bulk, and the rerun must pass today's launch checks."""
+    from launchctl import teams
+    from launchctl.runs import parse_since
+    from launchctl.states import State
+    from launchctl.store.runs import select_runs
+
+    changes = parse_set(list(sets)) if sets else {}
+    prio = parse_priority(priority) if priority else None
+    start = parse_since(since) if since is not None else None
+    if queue is not None:
+        store.queues.get(queue)  # a queue that does not exist is refused, not "none failed"
+    failed = select_runs(store.db, queue=queue, states=[State.FAILED], since=start, limit=None)
+    failed.reverse()  # oldest first: the reruns queue in the order the runs were made
+    user = identity.current_user()
+    done = FailedReruns()
+    mine: list[Row] = []
+    for old in failed:
+        try:
+            teams.require_canceller(store, old, user, action="rerun")
+        except teams.PermissionDenied:
+            done.others += 1
+            continue
+        mine.append(old)
+    later = store.runs.reruns_of(r["id"] for r in mine)
+    for old in mine:
+        if old["id"] in later:
+            done.skipped.append((old, f"already rerun as {later[old['id']]}"))
+            continue
+        try:
+            row = _rerun_row(store, old, changes, prio)
+        except LaunchctlError as exc:
+            done.skipped.append((old, str(exc)))
+            continue
+        if dry_run:
+            done.reran.append((old, None))
+            continue
+        new = store.runs.insert_first_rerun(row)
+        if new is None:
+            done.skipped.append((old, "already rerun (by another command just now)"))
+        else:
+            done.reran.append((old, new))
+    return done
+
+
+# -- runs edit: change a queued run (issue 18) ---------------------------------------------
+_SHOWN = 40  # the longest value an edit's event shows in full
+_UNSET = object()
+
+
+def _same(was: Any, now: Any) -> bool:
+    """Whether an edit leaves a value as it was (``1`` and ``1.0``, ``1`` and ``true`` differ)."""
+    return was is not _UNSET and json.dumps(was, sort_keys=True) == json.dumps(now, sort_keys=True)
+
+
+def _shown(value: Any) -> str:
+    if value is _UNSET:
+        return "(unset)"
+    # Text a launcher typed is data: control characters are shown escaped, never sent raw.
+    plain = isinstance(value, str) and value.isprintable()
+    text = value if plain else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "\u2026"
+
+
+def edit(
+    store: Store,
+    run_id: str,
+    *,
+    sets: list[str] = (),  # type: ignore[assignment]
+    set_vars: list[str] = (),  # type: ignore[assignment]
+    priority: str | None = None,
+) -> tuple[Row, list[str]]:
+    """Change a queued run's ``--set`` overrides, ``--set-var`` template values or priority,
+    checked as a launch into its queue is (the run's author's role, the queue's template
+    limits and guardrails, by today's queue rules). Only the run's author or an admin of
+    its entity (or its queue's) may; the change and the check that the run is still
+    queued are one transaction. Returns the run after and what changed, in words (empty:
+    nothing did, nothing written); the run's events get "edited by USER: lr 0.1 -> 0.05"."""
+    from launchctl import teams
+    from launchctl.errors import StateConflict
+
+    changes = parse_set(list(sets)) if sets else {}
+    values = parse_set_vars(list(set_vars)) if set_vars else {}
+    prio = parse_priority(priority)
+    if not (changes or values or prio is not None):
+        raise UsageError("nothing to edit: pass --set KEY=VALUE, --set-var NAME=VALUE or -P")
+    run = store.runs.get(run_id)
+    user = teams.require_canceller(store, run, action="edit")
+    if run["state"] != "queued":
+        raise StateConflict(f"run {run['id']} is {run['state']}: only a queued run can be edited")
+    queue = store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
+    if queue is None:
+        raise StateConflict(f"run {run['id']} has no queue: only a queued run can be edited")
+    old = run["spec"]
+    spec = copy.deepcopy(old)
+    if changes:
+        spec.setdefault("overrides", {}).setdefault("run_config", {}).update(changes)
+    if values:
+        if spec.get("resource_args"):
+            raise UsageError(
+                f"run {run['id']} was launched with resource_args; a run holds those or"
+                " template variables, not both (as W&B's): launch it again with --set-var"
+            )
+        spec["template_variables"] = {**(spec.get("template_variables") or {}), **values}
+    if prio is not None:
+        spec["priority"] = PRIORITY_NAMES[prio]
+    author = spec.get("author")
+    # The run stays its author's launch: checked with the author's role, as the agent will.
+    _check_values(store, queue, spec, run["resource"], str(author) if author else None)
+    try:
+        json.dumps(spec, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        raise UsageError("the edit holds a value JSON cannot store") from None
+    said: list[str] = []
+    before = (old.get("overrides") or {}).get("run_config") or {}
+    for key, value in changes.items():
+        if not _same(before.get(key, _UNSET), value):
+            said.append(f"{key} {_shown(before.get(key, _UNSET))} -> {_shown(value)}")
+    was_vars = old.get("template_variables") or {}
+    for name in values:
+        now = spec["template_variables"][name]
+        if not _same(was_vars.get(name, _UNSET), now):
+            said.append(
+                f"template variable {name} {_shown(was_vars.get(name, _UNSET))} -> {_shown(now)}"
+            )
+    if prio is not None and prio != run["priority"]:
+        was = PRIORITY_NAMES.get(run["priority"], str(run["priority"]))
+        said.append(f"priority {was} -> {PRIORITY_NAMES[prio]}")
+    if not said:
+        return run, []
+    new_prio = run["priority"] if prio is None else prio
+    store.runs.edit_queued(
+        run["id"], expect=run, spec=spec, priority=new_prio,
+        message=f"edited by {user}: {', '.join(said)}",
+    )  # fmt: skip
+    return store.runs.get(run["id"]), said

@@ -117,9 +117,12 @@ def show(store: Store, entity: str, user: str | None = None) -> Row:
     return row
 
 
-def require_canceller(store: Store, run: Row, user: str | None = None) -> str:
+def require_canceller(
+    store: Store, run: Row, user: str | None = None, *, action: str = "cancel"
+) -> str:
     """Refuse unless ``user`` (default: the current user) may cancel ``run``: its author,
     or an admin of the run's entity or of the entity that owns its queue. Returns the user.
+    ``action`` names what was asked in the refusal (``edit`` decides by the same rule).
     """
     user = user or identity.current_user()
     author = run["spec"].get("author")
@@ -131,7 +134,7 @@ def require_canceller(store: Store, run: Row, user: str | None = None) -> str:
         return user
     admins = " or ".join(f"'{e}'" for e in entities) or "its entity"
     raise PermissionDenied(
-        f"user '{user}' may not cancel run {run['id']}: only its author"
+        f"user '{user}' may not {action} run {run['id']}: only its author"
         f" ('{author or 'unknown'}') or an admin of entity {admins} may"
     )
 

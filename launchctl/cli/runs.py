@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from launchctl.cli.common import JSON_OPTION, open_store
-from launchctl.cli.output import ago, duration, emit_json, err, line, table, when
+from launchctl.cli.output import ago, clean, duration, emit_json, err, line, table, when
 
 app = typer.Typer(
     help="List, inspect, cancel and rerun runs.\n\n\b\nExample:\n"
@@ -207,17 +207,54 @@ def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
 
 @app.command("rerun")
 def rerun(
-    run_id: str = typer.Argument(..., help="Run id to copy."),
+    run_id: str | None = typer.Argument(
+        None, help="Run id to copy (or --failed for every failed run)."
+    ),
     set_: list[str] = typer.Option([], "--set", help="run_config override key=value (repeatable)."),
     priority: str | None = typer.Option(None, "--priority", "-P", help="New priority."),
+    failed: bool = typer.Option(
+        False,
+        "--failed",
+        help="Rerun every failed run that has no rerun yet (yours, or"
+        " any of an entity you administer).",
+    ),
+    queue: str | None = typer.Option(
+        None, "--queue", "-q", help="With --failed: only this queue's failed runs."
+    ),
+    since: str | None = typer.Option(
+        None,
+        "--since",
+        metavar="WHEN",
+        help="With --failed: only runs created since then: an age (2h, 7d) or an ISO date.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="With --failed: say which runs would be rerun; queue nothing."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Queue a new run with the same spec, changing the --set overrides.
 
+    --failed reruns every failed run (of -q, created since --since) in one step, each
+    recorded as a rerun of its original, and prints the new ids; a run that already has
+    a rerun is not rerun again.
+
     \b
     Example:
       launchctl runs rerun 3kx9q2ab --set lr=0.01
+      launchctl runs rerun --failed -q gpu --since 2h
     """
+    from launchctl.errors import UsageError
+
+    if failed:
+        if run_id is not None:
+            raise UsageError("pass a run id or --failed, not both")
+        _rerun_failed(queue, since, set_, priority, dry_run, as_json)
+        return
+    if run_id is None:
+        raise UsageError("pass a run id to rerun, or --failed to rerun every failed run")
+    for flag, given in (("--queue (-q)", queue), ("--since", since), ("--dry-run", dry_run)):
+        if given:
+            raise UsageError(f"{flag} goes with --failed; a rerun of one run takes its queue")
     from launchctl.launch import rerun as do_rerun
 
     run = do_rerun(open_store(), run_id, sets=set_, priority=priority)
@@ -225,6 +262,92 @@ def rerun(
         emit_json(run)
     else:
         print(run["id"])
+
+
+def _rerun_failed(
+    queue: str | None,
+    since: str | None,
+    sets: list[str],
+    priority: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """``runs rerun --failed`` (issue 18): new ids on stdout, one a line; what was left
+    alone on stderr."""
+    from launchctl.launch import parse_priority, parse_set, rerun_failed
+    from launchctl.runs import parse_since
+
+    parse_set(sets)  # refused before the store is opened: a refusal creates nothing
+    parse_priority(priority)
+    if since is not None:
+        parse_since(since)
+    done = rerun_failed(
+        open_store(), queue=queue, since=since, sets=sets, priority=priority, dry_run=dry_run
+    )
+    if as_json:
+        emit_json({
+            "dry_run": dry_run,
+            "rerun": [{"run": new["id"] if new else None, "rerun_of": old["id"]}
+                      for old, new in done.reran],
+            "skipped": [{"run": old["id"], "reason": why} for old, why in done.skipped],
+            "not_yours": done.others,
+        })  # fmt: skip
+        return
+    for old, why in done.skipped:
+        err(clean(f"skipping run {old['id']}: {why}"))
+    if done.others:
+        err(
+            f"left {done.others} failed run{'s' if done.others != 1 else ''} of other users"
+            " alone: only a run's author or an admin of its entity reruns it in bulk"
+        )
+    if not done.reran:
+        err("no failed runs to rerun")
+        return
+    for old, new in done.reran:
+        if new is None:
+            print(f"{old['id']} (would be rerun)")
+        else:
+            print(new["id"])
+
+
+@app.command("edit")
+def edit(
+    run_id: str = typer.Argument(..., help="A queued run's id (a unique prefix is enough)."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE", help="run_config override to change (repeatable)."
+    ),
+    set_var: list[str] = typer.Option(
+        [],
+        "--set-var",
+        "-v",
+        metavar="NAME=VALUE",
+        help="Template variable value to change (repeatable).",
+    ),
+    priority: str | None = typer.Option(None, "--priority", "-P", help="New priority."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Change a queued run's overrides, template values or priority before an agent takes it.
+
+    Checked as a launch into its queue is; refused once an agent has claimed the run.
+    Only its author or an admin of its entity may; `runs show` lists the change.
+
+    \b
+    Example:
+      launchctl runs edit 3kx9q2ab --set lr=0.05 -P high
+    """
+    from launchctl.launch import edit as do_edit
+    from launchctl.launch import parse_priority, parse_set, parse_set_vars
+
+    parse_set(set_)  # refused before the store is opened: a refusal creates nothing
+    parse_set_vars(set_var)
+    parse_priority(priority)
+    run, changed = do_edit(open_store(), run_id, sets=set_, set_vars=set_var, priority=priority)
+    if as_json:
+        emit_json({"run": run["id"], "changed": changed})
+    elif changed:
+        line(f"run {run['id']} edited: {', '.join(changed)}")
+    else:
+        print(f"run {run['id']} unchanged: it already has those values")
 
 
 def confirm(question: str, yes: bool) -> bool:

@@ -416,6 +416,74 @@ class RunTable:
                 return str(state)
             raise StateConflict(f"run {run_id} is already {state}")
 
+    # -- edits and bulk reruns (issue 18) ------------------------------------------------
+    def edit_queued(
+        self,
+        run_id: str,
+        *,
+        expect: Row,
+        spec: dict[str, Any],
+        priority: int,
+        message: str,
+    ) -> None:
+        """Replace a queued run's spec and priority, recording ``message`` as a note, in one
+        transaction. The run must still be queued and hold the spec and priority of
+        ``expect`` (what the caller read and checked), else ``StateConflict`` and nothing
+        is written: an agent that claims it at the same moment gets the old spec or the
+        new one, never a mix, and two edits never undo each other unseen."""
+        now = time.time()
+        with self.db.write():
+            row = self.db.one("SELECT state, spec, priority FROM runs WHERE id = ?", [run_id])
+            if row is None:
+                raise NotFound(f"run '{run_id}' does not exist")
+            if row["state"] != State.QUEUED:
+                raise StateConflict(
+                    f"run {run_id} is {row['state']}: only a queued run can be edited"
+                )
+            if (loads(row["spec"]) or {}) != expect["spec"] or row["priority"] != expect[
+                "priority"
+            ]:
+                raise StateConflict(f"run {run_id} was changed while it was edited; try again")
+            cur = self.db.execute(
+                f"UPDATE runs SET spec = ?, priority = ?, updated_at = ?"
+                f" WHERE id = ? AND state IN {WAITING}",
+                [dumps(spec), priority, now, run_id],
+            )
+            if cur.rowcount != 1:  # cannot happen inside the write lock; checked all the same
+                raise StateConflict(f"run {run_id} is no longer queued: it was not edited")
+            self._event(run_id, State.QUEUED, State.QUEUED, None, message, now)
+
+    def reruns_of(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """For each of ``run_ids`` that has been rerun, the id of its newest rerun."""
+        ids = list(run_ids)
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            for row in self.db.all(
+                f"SELECT id, rerun_of FROM runs WHERE rerun_of IN ({marks}) ORDER BY seq", chunk
+            ):
+                out[row["rerun_of"]] = row["id"]
+        return out
+
+    def insert_first_rerun(self, run: dict[str, Any]) -> Row | None:
+        """Store ``run`` (a rerun: ``rerun_of`` set) unless its original already has a
+        rerun, checked in the same transaction: two bulk reruns at once never rerun one
+        run twice. None when it had one."""
+        now = time.time()
+        row = dict(
+            run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
+            spec=dumps(run["spec"]),
+        )  # fmt: skip
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.db.write():
+            if self.db.one("SELECT 1 FROM runs WHERE rerun_of = ?", [run["rerun_of"]]):
+                return None
+            self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
+            self._event(run["id"], None, State.QUEUED, None, "launched", now)
+        return self.get(run["id"])
+
     def _event(
         self,
         run_id: str,
