@@ -617,11 +617,13 @@ class Dispatcher:
             self._expand(store, table, end)
         if table.take_over(self.agent_id, os.getuid(), queue_ids, dead):
             self.say("hooks: took over the deliveries owed by an agent that is gone")
+        tried: set[int] = set()  # each delivery at most once a pass, whatever happens
         while True:
-            due = table.due(self.agent_id, time.time())
+            due = [r for r in table.due(self.agent_id, time.time()) if r["id"] not in tried]
             if not due:
                 break
             for row in due:
+                tried.add(int(row["id"]))
                 self._deliver(store, table, row)
             if self._stopping:
                 break
@@ -713,9 +715,13 @@ class Dispatcher:
             outcome = Outcome(False, str(exc))
         except OSError as exc:
             outcome = Outcome(False, f"{type(exc).__name__}: {exc.strerror or exc}")
+        except Exception as exc:  # anything else ends this delivery, never the dispatcher
+            outcome = Outcome(False, f"{type(exc).__name__}: {exc}")
         error = outcome.error
         if error and secret_url:
             error = error.replace(secret_url, MASK)
+        if error and isinstance(hook.get("webhook"), str):
+            error = error.replace(hook["webhook"], shown_url(hook))
         if outcome.ok:
             table.settle(row["id"], "delivered", retry_at=None)
             self.say(f"hooks: run {run_id}: {row['source']} hook {what}: delivered")

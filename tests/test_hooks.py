@@ -162,6 +162,27 @@ def test_a_webhook_owed_when_its_agent_is_killed_is_delivered_after_a_restart(
     assert cli_json("runs", "show", run_id)["state"] == "finished"
 
 
+def test_a_webhook_secret_that_is_missing_or_not_a_url_fails_the_hook_never_the_run(
+    tmp_path: Path,
+) -> None:
+    value = "sk-" + os.urandom(8).hex()  # a secret that is not a URL: never shown
+    cli("secret", "set", "not-a-url", input=value, check=True)
+    hooks = [
+        {"webhook": {"secret": "not-a-url"}, "retries": 0},
+        {"webhook": {"secret": "never-set"}, "retries": 0},  # (tried again when retries > 0)
+    ]
+    cli("queue", "create", "train", "--config", json.dumps({"hooks": hooks}), check=True)
+    run_id = launch("-q", "train", "-u", str(job(tmp_path)), "-E", "python main.py")
+    proc = cli("agent", "-q", "train", "--burst", check=True)
+    done = wait_for(lambda: settled(run_id, 2), what="both hooks settled")
+    assert [d["state"] for d in done] == ["failed", "failed"]
+    assert "the URL in secret not-a-url only http and https URLs" in done[0]["last_error"]
+    assert "never-set" in done[1]["last_error"]
+    shown = cli("runs", "show", run_id, check=True).stdout
+    assert value not in shown + proc.stderr + json.dumps(done)
+    assert cli_json("runs", "show", run_id)["state"] == "finished"
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
