@@ -14,6 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from launchctl.errors import StateConflict
 from launchctl.store import Store
 from tests.conftest import StartAgent, cli, cli_json, make_script, table_counts, wait_for
 
@@ -227,3 +230,26 @@ def test_an_agent_claiming_during_edits_gets_the_old_spec_or_the_new_never_a_mix
             assert "only a queued run can be edited" in proc.stderr, proc.stderr
             assert proc.stderr.count("\n") == 1
             assert seen[0] == 'SEEN {"lr": 1} 1', (run_id, proc.stderr)
+
+
+def test_the_stores_edit_is_guarded_on_the_state_and_on_what_was_read(
+    store: Store, tmp_path: Path
+) -> None:
+    """The guard itself, behind the CLI's own early check: an edit computed from a run
+    read while queued is refused once the run was claimed, and one computed from a spec
+    another edit changed meanwhile is refused too (two edits never undo each other)."""
+    cli("queue", "create", "q", "--config", json.dumps(CPUS), check=True)
+    src = code(tmp_path)
+    first, second = launch(src, "--set", "lr=1"), launch(src, "--set", "lr=1")
+    read = store.runs.get(second)
+    cli("runs", "edit", second, "--set", "lr=3", check=True)  # another edit, meanwhile
+    stale = dict(read["spec"], overrides={"run_config": {"lr": 2}})
+    with pytest.raises(StateConflict, match="was changed while it was edited"):
+        store.runs.edit_queued(second, expect=read, spec=stale, priority=0, message="x")
+    queued = store.runs.get(first)
+    cli("agent", "-q", "q", "--burst", check=True)
+    with pytest.raises(StateConflict, match="is finished: only a queued run can be edited"):
+        store.runs.edit_queued(first, expect=queued, spec=stale, priority=0, message="x")
+    assert cli_json("runs", "show", first)["spec"]["overrides"]["run_config"] == {"lr": 1}
+    assert cli_json("runs", "show", second)["spec"]["overrides"]["run_config"] == {"lr": 3}
+    assert edit_notes(first) == [] and len(edit_notes(second)) == 1
