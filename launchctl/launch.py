@@ -40,6 +40,8 @@ UNUSED_OVERRIDE_KEYS = {
 GIT_KEYS = frozenset({"version", "repo", "commit"})
 # Where the flags for the job a -u launch creates travel to submit; never stored.
 CREATE_KEY = "_create"
+# Where prepare_spec leaves --delay/--at/--after* for build_run (never stored in the spec).
+WORKFLOW_KEY = "_workflow"
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -136,6 +138,13 @@ class LaunchRequest:
     git_version: str | None = None
     build_context: str | None = None
     base_image: str | None = None
+    # When the queued run may be claimed (issue 18; launchctl.workflow): --delay or --at,
+    # and the runs it waits for (--after, --after-ok, --after-fail).
+    delay: str | None = None
+    at: str | None = None
+    after: list[str] = field(default_factory=list)
+    after_ok: list[str] = field(default_factory=list)
+    after_fail: list[str] = field(default_factory=list)
 
 
 def _stderr(line: str) -> None:
@@ -398,6 +407,15 @@ def prepare_spec(req: LaunchRequest, say: Callable[[str], None] = _stderr) -> di
     resource_args dropped for template_variables."""
     spec = _merge_config(req, say)
     _check_combination(spec)
+    from launchctl import workflow
+
+    when = workflow.start_time(req.delay, req.at)
+    after = workflow.parse_after(req.after, req.after_ok, req.after_fail)
+    workflow.check_launch_flags(
+        queued=bool(spec.get("queue")), remote=False, when=when, after=bool(after)
+    )
+    if when is not None or after:
+        spec[WORKFLOW_KEY] = {"not_before": when, "after": after}
     if req.base_image is not None:
         from launchctl.imageref import check_image_ref
 
@@ -466,8 +484,15 @@ def build_run(
     be built (an embedded agent claims it)."""
     spec = copy.deepcopy(spec)
     create = spec.pop(CREATE_KEY, None) or {}
+    flow = spec.pop(WORKFLOW_KEY, None) or {}
     if not spec.get("queue") and not direct_ok:
         raise UsageError("a direct launch (no --queue) needs an agent to claim it")
+    extra: dict[str, Any] = {}
+    if flow:  # issue 18: checked before a -u launch writes its job's version
+        from launchctl import workflow
+
+        deps = workflow.resolve_deps(store, flow.get("after") or [], identity.current_user())
+        extra = workflow.as_fields(flow.get("not_before"), deps)
     names.check_run_names(spec)  # before anything is written: a code dir's job is written
     from launchctl.buildconfig import check_spec_images
 
@@ -527,6 +552,7 @@ def build_run(
         "resource": resource,
         "spec": spec,
         "priority": DEFAULT_PRIORITY if priority is None else priority,
+        **extra,
     }
 
 

@@ -464,6 +464,7 @@ class Agent:
             self.take_over_expired()
 
     def claim_and_start(self) -> int:
+        self._end_doomed()
         claimed_count = 0
         n = len(self.queues)
         while self.capacity > 0 and n and self._claimable():
@@ -479,6 +480,16 @@ class Agent:
             self.start_claimed(claimed)
             claimed_count += 1
         return claimed_count
+
+    def _end_doomed(self) -> None:
+        """Issue 18: a queued run whose dependencies can no longer be met (an --after-ok
+        one failed) ends failed at stage agent, saying which: in the store, one
+        transaction, by whichever agent serving its queue gets there first."""
+        from launchctl.workflow import doom_reason
+
+        ids = [q["id"] for q in self.queues]
+        for run_id, why in self.store.runs.end_doomed(ids, self.id, doom_reason):
+            self.say(f"run {run_id} failed: {why}")
 
     def _claim(self, queue: Row) -> Row | None:
         """The queue's next run this agent can give what it asks for; with GPUs, the next

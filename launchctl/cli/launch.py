@@ -87,6 +87,27 @@ def launch(
     base_url: str | None = typer.Option(
         None, "--base-url", help="With --remote-queue: the W&B server (default: as `sync`)."
     ),
+    delay: str | None = typer.Option(
+        None, "--delay", metavar="AGE", help="With -q: claimable only after this long (90s, 2h)."
+    ),
+    at: str | None = typer.Option(
+        None,
+        "--at",
+        metavar="WHEN",
+        help="With -q: claimable only from then: 2026-12-01T02:00 (local) or 02:00 (next).",
+    ),
+    after: list[str] = typer.Option(
+        [], "--after", metavar="RUNS", help="With -q: wait until these runs end (RUN,RUN...)."
+    ),
+    after_ok: list[str] = typer.Option(
+        [], "--after-ok", metavar="RUNS", help="With -q: run only if these runs all finish."
+    ),
+    after_fail: list[str] = typer.Option(
+        [], "--after-fail", metavar="RUNS", help="With -q: run only if one of these runs fails."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", help="With -q: print only the run id (no notes), for scripts."
+    ),
 ) -> None:
     """Launch a run: queue it with -q, or run it now and exit with its status.
 
@@ -120,7 +141,13 @@ def launch(
         git_version=git_version,
         build_context=build_context,
         base_image=base_image,
+        delay=delay,
+        at=at,
+        after=after,
+        after_ok=after_ok,
+        after_fail=after_fail,
     )
+    _check_workflow_flags(req, remote_queue, quiet=quiet, wait=wait, as_json=as_json)
     if run_async and queue is not None:  # as W&B's cli.py launch refuses it
         from launchctl.errors import UsageError
 
@@ -132,19 +159,25 @@ def launch(
         return
     notes: list[str] = []  # said once the launch is taken: a refusal stays one line
     spec = prepare_spec(req, say=notes.append)
+    if quiet and not spec.get("queue"):
+        from launchctl.errors import UsageError
+
+        raise UsageError("--quiet goes with a queued launch (-q): it prints only the run id")
     store = open_store()
     if run_async:
         _run_async(store, spec, as_json, notes)
         return
     if spec.get("queue"):
-        run = submit(store, spec)
-        _say(notes)
+        run = submit(store, spec, say=notes.append)
+        if not quiet:
+            _say(notes)
         if not wait:
             if as_json:
                 emit_json(run)
             else:
                 print(run["id"])
-                _hint_if_unserved(store, run)
+                if not quiet:
+                    _hint_if_unserved(store, run)
             return
         err(f"queued run {run['id']} on queue {run['queue_name']}")
         _wait_queued(store, run["id"], as_json)
@@ -192,12 +225,33 @@ def _push_remote(
         )
 
 
+def _check_workflow_flags(
+    req: Any, remote_queue: str | None, *, quiet: bool, wait: bool, as_json: bool
+) -> None:
+    """Issue 18: --delay/--at/--after* need a local queue; --quiet is for a queued launch
+    that prints its id."""
+    from launchctl import workflow
+    from launchctl.errors import UsageError
+
+    workflow.check_launch_flags(  # without a queue: refused by prepare_spec
+        queued=True,
+        remote=remote_queue is not None,
+        when=0.0 if (req.delay is not None or req.at is not None) else None,
+        after=bool(req.after or req.after_ok or req.after_fail),
+    )
+    if quiet:
+        others = ((wait, "--wait"), (as_json, "--json"), (remote_queue, "--remote-queue"))
+        for given, flag in others:
+            if given:
+                raise UsageError(f"cannot use both --quiet and {flag}: pick one")
+
+
 def _say(notes: list[str]) -> None:
     for line in notes:
         err(line)
 
 
-_NO_VALUE = frozenset({"--wait", "--json", "--async", "-h", "--help"})
+_NO_VALUE = frozenset({"--wait", "--json", "--async", "--quiet", "-h", "--help"})
 
 
 def bare_queue(argv: list[str]) -> list[str]:

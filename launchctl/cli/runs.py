@@ -64,10 +64,14 @@ def list_(
     if since is not None:
         runs.parse_since(since)
     keys = runs.parse_columns(columns)
+    store = open_store()
     rows = runs.listing(
-        open_store(), queue=queue, states=state, limit=limit, job=job, project=project,
+        store, queue=queue, states=state, limit=limit, job=job, project=project,
         since=since,
     )  # fmt: skip
+    from launchctl import workflow  # issue 18: held, not before, after
+
+    workflow.annotate(store, rows)
     if as_json:
         emit_json([runs.for_json(r) for r in rows])
         return
@@ -88,7 +92,7 @@ def list_(
                 r["id"],
                 r["name"],
                 r["queue_name"] or "(direct)",
-                r["state"],
+                workflow.state_cell(r),
                 PRIORITY_NAMES.get(r["priority"], r["priority"]),
                 *(runs.config_value(r, k) for k in keys),
                 *(get(r) for _, get in extra),  # type: ignore[operator]
@@ -119,6 +123,9 @@ def show(
     store = open_store()
     run = runs.details(store, run_id)
     run["hooks"] = hooks.deliveries(store, run["id"])  # issue 18: hooks owed when it ended
+    from launchctl import workflow  # issue 18: held, not before, after
+
+    workflow.annotate(store, [run])
     if as_json:
         emit_json(run)
         return
@@ -128,6 +135,8 @@ def show(
     entry = (run["spec"].get("overrides") or {}).get("entry_point")
     line(f"run:        {run['id']} ({run['name']})")
     line(f"state:      {run['state']}", state=run["state"])
+    for waits in workflow.waiting_for(run):  # issue 18
+        line(f"waits for:  {waits}")
     if run["stage"] or run["reason"]:
         line(
             f"reason:     {run['reason'] or '-'}"
@@ -203,6 +212,11 @@ def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
         print(f"run {run['id']} stopped")
     else:
         print(f"run {run['id']} is {state}; its agent is stopping it")
+
+
+from launchctl.cli import runs_hold  # noqa: E402  (issue 18: runs hold, runs release)
+
+runs_hold.register(app)
 
 
 @app.command("rerun")

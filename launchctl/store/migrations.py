@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from launchctl import identity
-from launchctl.states import EventKind
+from launchctl.states import EventKind, State
 
 if TYPE_CHECKING:
     from sqlite_utils import Database, Migrations
@@ -559,6 +559,34 @@ def m011_hooks(db: Database) -> None:
     db.execute("CREATE INDEX hook_deliveries_run ON hook_deliveries (run_id)")
     db.execute("ALTER TABLE agents ADD COLUMN hooks INTEGER NOT NULL DEFAULT 0")
     db.execute(hook_ends_trigger())
+
+
+@step
+def m012_workflows(db: Database) -> None:
+    """When a queued run may be claimed (issue 18): ``held`` (``runs hold``), ``deps`` (how
+    many runs it waits for, so a claim reads ``run_deps`` only for such runs) and
+    ``run_deps``: one row per run it waits for, with how (``any``: that run ended; ``ok``:
+    it finished; ``fail``: it ended otherwise). A delayed start (``launch --delay/--at``)
+    is the retry backoff's ``not_before``. ``dep_id`` has no foreign key: an ended
+    dependency may be deleted (``runs delete``), and a claim reads a deleted one as ended
+    and not finished.
+    """
+    db.execute("ALTER TABLE runs ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE runs ADD COLUMN deps INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE TABLE run_deps ("
+        " run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,"
+        " dep_id TEXT NOT NULL,"
+        " kind TEXT NOT NULL CHECK (kind IN ('any', 'ok', 'fail')),"
+        " PRIMARY KEY (run_id, dep_id))"
+    )
+    db.execute("CREATE INDEX run_deps_dep ON run_deps (dep_id)")
+    # The queued runs that wait for others: what a claim pass checks for a dependency
+    # that can no longer hold (``RunTable.end_doomed``), without reading the queue.
+    db.execute(
+        "CREATE INDEX runs_waiting_deps ON runs (queue_id)"
+        f" WHERE deps > 0 AND state = '{State.QUEUED.value}'"
+    )
 
 
 NAMES = [fn.__name__ for fn in _STEPS]

@@ -30,15 +30,53 @@ HELD = sql_states(ACTIVE)
 WAITING = sql_states([State.QUEUED])
 
 
+# -- when a queued run may be claimed (issue 18) -------------------------------------------
+# How a run waits for another (``run_deps.kind``), as Slurm's --dependency says it:
+# ``any`` (afterany) until it ends, ``ok`` (afterok) until it finishes, ``fail``
+# (afternotok) until it ends otherwise. A dependency that is gone (deleted after it
+# ended) counts as ended and not finished.
+DEP_KINDS = ("any", "ok", "fail")
+_ENDED = sql_states(TERMINAL)
+_NOT_OK = sql_states(TERMINAL - {State.FINISHED})
+
+
+def _dep_exists(kind: str | None, test: str) -> str:
+    """EXISTS a dependency of run ``r`` (of ``kind``, or any) whose run ``x`` passes ``test``."""
+    of_kind = f" AND d.kind = '{kind}'" if kind else ""
+    return (
+        "EXISTS (SELECT 1 FROM run_deps d LEFT JOIN runs x ON x.id = d.dep_id"
+        f" WHERE d.run_id = r.id{of_kind} AND ({test}))"
+    )
+
+
+_UNENDED = f"x.id IS NOT NULL AND x.state NOT IN {_ENDED}"
+_ENDED_NOT_OK = f"x.id IS NULL OR x.state IN {_NOT_OK}"
+# An --after-ok dependency ended otherwise; or every --after-fail one finished.
+DOOMED = (
+    f"({_dep_exists('ok', _ENDED_NOT_OK)}"
+    f" OR ({_dep_exists('fail', '1')} AND NOT {_dep_exists('fail', _UNENDED)}"
+    f" AND NOT {_dep_exists('fail', _ENDED_NOT_OK)}))"
+)
+# Not held, and every dependency ended as its kind asks (``deps`` is 0 for most runs:
+# their claim never reads ``run_deps``).
+READY = (
+    f"r.held = 0 AND (r.deps = 0 OR (NOT {_dep_exists(None, _UNENDED)}"
+    f" AND NOT {_dep_exists('ok', _ENDED_NOT_OK)}"
+    f" AND (NOT {_dep_exists('fail', '1')} OR {_dep_exists('fail', _ENDED_NOT_OK)})))"
+)
+
+
 def waiting_sql(columns: str) -> str:
     """The waiting runs of one unpaused queue that may be claimed now, in claim order:
     highest priority first, then the longest waiting (a requeued run waits again from
     the end). Parameters: queue id, now, limit. The one definition of claim order: the
-    plain claim and the GPU claim both read it."""
+    plain claim and the GPU claim both read it. A run that is held, not due yet (a retry
+    backoff, ``launch --delay/--at``) or waits for other runs (``--after*``) is left out:
+    the claim that reads this is one transaction, so no agent starts it early."""
     return (
         f"SELECT {columns} FROM runs r JOIN queues q ON q.id = r.queue_id"
         f" WHERE r.queue_id = ? AND r.state IN {WAITING} AND q.paused = 0"
-        " AND (r.not_before IS NULL OR r.not_before <= ?)"
+        f" AND (r.not_before IS NULL OR r.not_before <= ?) AND {READY}"
         " ORDER BY r.priority, r.enqueued_at, r.seq LIMIT ?"
     )
 
@@ -84,15 +122,23 @@ class RunTable:
         directly (``launchctl launch`` without ``-q``).
         """
         now = time.time()
+        run = dict(run)
+        after: list[tuple[str, str]] = list(run.pop("after", None) or [])
         row = dict(
             run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-            spec=dumps(run["spec"]),
+            spec=dumps(run["spec"]), deps=len(after),
         )  # fmt: skip
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         with self.db.write():
+            self._check_deps(after)
             self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
             self._event(run["id"], None, State.QUEUED, None, "launched", now)
+            for dep_id, kind in after:
+                self.db.execute(
+                    "INSERT INTO run_deps (run_id, dep_id, kind) VALUES (?, ?, ?)",
+                    [run["id"], dep_id, kind],
+                )
             if claim_for is not None:
                 transition(
                     self.db, run["id"], [State.QUEUED], State.CLAIMED, by=claim_for,
@@ -170,20 +216,21 @@ class RunTable:
         row = self.db.one(
             "SELECT EXISTS (SELECT 1 FROM runs r JOIN queues q ON q.id = r.queue_id"
             f" WHERE r.state IN {WAITING} AND q.paused = 0"
-            " AND (r.not_before IS NULL OR r.not_before <= ?)"
+            f" AND (r.not_before IS NULL OR r.not_before <= ?) AND {READY}"
             f" AND r.queue_id IN ({', '.join('?' for _ in ids)}){not_in}) AS e",
             [time.time(), *ids, *skip],
         )
         return bool(row and row["e"])
 
     def next_retry_at(self, queue_ids: Iterable[int]) -> float | None:
-        """When the earliest queued run that waits out a retry backoff may be claimed."""
+        """When the earliest queued run that waits out a retry backoff, or a delayed start
+        (``launch --delay/--at``), may be claimed: when the agent wakes next."""
         ids = list(queue_ids)
         if not ids:
             return None
         row = self.db.one(
             "SELECT MIN(r.not_before) AS t FROM runs r JOIN queues q ON q.id = r.queue_id"
-            f" WHERE r.state IN {WAITING} AND q.paused = 0 AND r.not_before > ?"
+            f" WHERE r.state IN {WAITING} AND q.paused = 0 AND r.not_before > ? AND {READY}"
             f" AND r.queue_id IN ({', '.join('?' for _ in ids)})",
             [time.time(), *ids],
         )
@@ -289,6 +336,96 @@ class RunTable:
                 [now + lease_s, agent_id],
             )
         return cur.rowcount
+
+    # -- holds and dependencies (issue 18) ------------------------------------------------
+    def _check_deps(self, after: list[tuple[str, str]]) -> None:
+        """Inside the insert's transaction: every dependency exists (checked again, so one
+        deleted since the launch checked it is refused, not waited for)."""
+        for dep_id, kind in after:
+            if kind not in DEP_KINDS:
+                raise ValueError(f"unknown dependency kind {kind!r}")
+            if self.db.one("SELECT 1 AS x FROM runs WHERE id = ?", [dep_id]) is None:
+                raise NotFound(f"run '{dep_id}' does not exist (see `launchctl runs list`)")
+
+    def deps_of(self, run_ids: Iterable[str]) -> dict[str, list[Row]]:
+        """The runs each of ``run_ids`` waits for: ``dep_id``, ``kind`` and the dependency's
+        ``state`` (None when it was deleted), in dependency-id order."""
+        ids = list(run_ids)
+        out: dict[str, list[Row]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self.db.all(
+                "SELECT d.run_id, d.dep_id, d.kind, x.state FROM run_deps d"
+                " LEFT JOIN runs x ON x.id = d.dep_id"
+                f" WHERE d.run_id IN ({', '.join('?' for _ in chunk)}) ORDER BY d.dep_id",
+                chunk,
+            )
+            for row in rows:
+                out.setdefault(row["run_id"], []).append(row)
+        return out
+
+    def set_held(self, run_id: str, held: bool, by: str) -> bool:
+        """Hold (or release) a queued run, with an event naming ``by``; returns whether it
+        changed. A run that is no longer queued is refused (``StateConflict``): the check
+        and the change are one transaction, as the claim that would take it is."""
+        now = time.time()
+        verb = "held" if held else "released"
+        with self.db.write():
+            row = self.db.one("SELECT state, held FROM runs WHERE id = ?", [run_id])
+            if row is None:
+                raise NotFound(f"run '{run_id}' does not exist")
+            if row["state"] != State.QUEUED:
+                raise StateConflict(
+                    f"run {run_id} is {row['state']}: only a queued run can be {verb}"
+                )
+            if bool(row["held"]) == held:
+                return False
+            self.db.execute(
+                f"UPDATE runs SET held = ?, updated_at = ? WHERE id = ? AND state IN {WAITING}",
+                [int(held), now, run_id],
+            )
+            self._event(run_id, row["state"], row["state"], None, f"{verb} by {by}", now)
+        return True
+
+    def _doomed(self, ids: list[int]) -> list[str]:
+        return [
+            r["id"]
+            for r in self.db.all(
+                "SELECT r.id FROM runs r"
+                f" WHERE r.queue_id IN ({', '.join('?' for _ in ids)})"
+                f" AND r.deps > 0 AND r.state = '{State.QUEUED.value}' AND {DOOMED}"
+                " ORDER BY r.seq",
+                ids,
+            )
+        ]
+
+    def end_doomed(
+        self, queue_ids: Iterable[int], agent_id: str, reason: Callable[[list[Row]], str]
+    ) -> list[tuple[str, str]]:
+        """Fail the queued runs of ``queue_ids`` whose dependencies can no longer be met
+        (an ``--after-ok`` one ended otherwise, or every ``--after-fail`` one finished):
+        claimed by ``agent_id`` and failed at stage ``agent`` with ``reason(deps)`` in one
+        transaction, so a run never waits forever and two agents never both end it. The
+        first read uses a partial index of the queued runs with dependencies; most passes
+        stop there. Returns (run id, reason) for each."""
+        ids = list(queue_ids)
+        if not ids or not self._doomed(ids):
+            return []
+        ended: list[tuple[str, str]] = []
+        now = time.time()
+        with self.db.write():
+            for run_id in self._doomed(ids):
+                why = reason(self.deps_of([run_id]).get(run_id, []))
+                transition(
+                    self.db, run_id, [State.QUEUED], State.CLAIMED, by=agent_id, at=now,
+                    fields={"agent_id": agent_id, "lease_expires_at": now},
+                )  # fmt: skip
+                transition(
+                    self.db, run_id, [State.CLAIMED], State.FAILED, by=agent_id, at=now,
+                    holder=agent_id, fields={"stage": "agent", "reason": why},
+                )  # fmt: skip
+                ended.append((run_id, why))
+        return ended
 
     # -- moving ---------------------------------------------------------------------------
     def move(
