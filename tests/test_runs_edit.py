@@ -253,3 +253,28 @@ def test_the_stores_edit_is_guarded_on_the_state_and_on_what_was_read(
     assert cli_json("runs", "show", first)["spec"]["overrides"]["run_config"] == {"lr": 1}
     assert cli_json("runs", "show", second)["spec"]["overrides"]["run_config"] == {"lr": 3}
     assert edit_notes(first) == [] and len(edit_notes(second)) == 1
+
+
+def test_a_held_run_is_edited_then_released_pueue_style(store: Store, tmp_path: Path) -> None:
+    """Hold it so no agent takes it half-way through your changes, edit, release."""
+    cli("queue", "create", "q", "--config", json.dumps(CPUS), check=True)
+    run_id = launch(code(tmp_path), "--set", "lr=1")
+    cli("runs", "hold", run_id, check=True)
+    cli("runs", "edit", run_id, "--set", "lr=4", "-v", "cpus=4", check=True)
+    cli("runs", "release", run_id, check=True)
+    cli("agent", "-q", "q", "--burst", check=True)
+    log = Path(cli_json("runs", "show", run_id)["log_path"]).read_text()
+    assert 'SEEN {"lr": 4} 4' in log
+
+
+def test_template_values_are_refused_on_a_run_launched_with_resource_args(
+    home: Path, tmp_path: Path
+) -> None:
+    """W&B keeps one of the two; an edit does not quietly drop what an admin launched with."""
+    cli("queue", "create", "plain", check=True)
+    src = code(tmp_path)
+    run_id = launch(src, "-R", '{"local-process": {"env": {"CPUS": "7"}}}', queue="plain")
+    before = table_counts(home)
+    err = one_line_error(cli("runs", "edit", run_id, "-v", "cpus=2"))
+    assert "was launched with resource_args" in err
+    assert table_counts(home) == before
