@@ -11,11 +11,13 @@ from typing import Any
 from launchctl.errors import UsageError
 from launchctl.follow import log_path
 from launchctl.history import attempts
-from launchctl.states import State
+from launchctl.states import TERMINAL, State
 from launchctl.store import Row, Store
 
 # An agent that has sent no heartbeat for this long is not counted as serving its queues.
 SERVING_WITHIN_S = 120.0
+# The states a dependency may end in (issue 18).
+_ENDED = frozenset(s.value for s in TERMINAL)
 # SQLite integers are 64-bit: a larger --limit is the same as "all".
 _MAX_LIMIT = 1 << 62
 
@@ -218,9 +220,21 @@ def waiting_reason(store: Store, run: Row) -> str:
     row = store.queues.by_id(run["queue_id"])
     if row is not None and row.get("paused"):
         return f"queue {queue} is paused (resume it with `launchctl queue resume {queue}`)"
+    if run.get("held"):  # issue 18: runs hold
+        return f"held (`launchctl runs release {run['id']}` lets it be claimed)"
     if run.get("not_before") and run["not_before"] > time.time():
         left = int(run["not_before"] - time.time()) + 1
+        if not run.get("retries"):  # issue 18: launch --delay/--at
+            return f"not claimable for {left}s more (launched with --delay or --at)"
         return f"waiting out a retry backoff ({left}s left) in queue {queue}"
+    if run.get("deps"):  # issue 18: launch --after*
+        from launchctl.workflow import annotate, waiting_for
+
+        row = annotate(store, [dict(run, held=False, not_before=None)])[0]
+        row["after"] = [d for d in row["after"] if d["state"] not in _ENDED]
+        waits = waiting_for(row)
+        if waits:
+            return "waiting for " + "; ".join(waits)
     if not serving_agents(store, queue):
         return (
             f"waiting for an agent: none is serving queue {queue}"

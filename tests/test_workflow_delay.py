@@ -53,13 +53,9 @@ def test_a_delayed_run_starts_when_its_delay_ends_and_not_before(
     wait_for(agent.output, what="the agent to start")
     before = time.time()
     mark = tmp_path / "delayed.mark"
-    delayed = launch("--delay", "2s", "--set", f"mark={mark}")
-    row = next(r for r in cli_json("runs", "list") if r["id"] == delayed)
-    assert row["state"] == "queued" and row["eligible_at"] is not None
-    eligible = dt.datetime.fromisoformat(row["eligible_at"]).timestamp()
-    assert before + 1 <= eligible <= time.time() + 3
-    assert "queued (at " in cli("runs", "list", check=True).stdout
-    assert "waits for:  not before " in cli("runs", "show", delayed, check=True).stdout
+    delayed = launch("--delay", "3s", "--set", f"mark={mark}")
+    eligible = float(show(delayed)["not_before"])  # type: ignore[arg-type]
+    assert before + 3 <= eligible <= time.time() + 3
     first = tmp_path / "now.mark"
     now = launch("--set", f"mark={first}")  # launched after it, claimed before it
     wait_for(first.exists, what="the undelayed run")
@@ -87,7 +83,12 @@ def test_at_a_date_and_time(job: str) -> None:
     when = (dt.datetime.now() + dt.timedelta(days=3)).replace(microsecond=0)
     run_id = launch("--at", when.isoformat(timespec="minutes"))
     row = next(r for r in cli_json("runs", "list") if r["id"] == run_id)
+    assert row["state"] == "queued"
     assert dt.datetime.fromisoformat(row["eligible_at"]) == when.replace(second=0).astimezone()
+    shown = when.replace(second=0).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"queued (at {shown})" in cli("runs", "list", check=True).stdout
+    assert "waits for:  not before " in cli("runs", "show", run_id, check=True).stdout
+    assert "launched with --delay or --at" in cli("logs", run_id).stderr
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,8 @@ def test_a_chain_under_two_agents_starts_each_run_after_its_dependency_once(
     row = next(r for r in cli_json("runs", "list") if r["id"] == report)
     assert row["after"] == [{"run": evaluate, "kind": "any", "state": "queued"}]
     assert f"queued (after {evaluate})" in cli("runs", "list", check=True).stdout
+    waiting = cli("logs", evaluate).stderr
+    assert f"has not started: waiting for run {train} to finish (--after-ok" in waiting
     for _ in range(2):
         start_agent("-q", "default", "--max-jobs", "3")
     wait_for(lambda: state(train) == "running", what="train to start")

@@ -79,6 +79,7 @@ def test_a_held_run_is_passed_over_until_released(team: Path, start_agent: Start
 def test_holding_twice_changes_nothing_and_says_so(team: Path) -> None:
     run_id = launch(MEMBER)
     cli("runs", "hold", run_id, env=MEMBER, check=True)
+    assert f"has not started: held (`launchctl runs release {run_id}`" in cli("logs", run_id).stderr
     events = len(run(run_id)["events"])  # type: ignore[arg-type]
     again = cli("runs", "hold", run_id, env=MEMBER, check=True)
     assert again.stdout.strip() == f"run {run_id} is already held"
