@@ -96,10 +96,12 @@ def test_the_queue_and_since_filters_and_a_dry_run(home: Path, tmp_path: Path) -
     assert future.returncode == 0 and future.stdout == ""
     assert future.stderr == "no failed runs to rerun\n"
     assert table_counts(home) == before
-    proc = cli("runs", "rerun", "--failed", "-q", "b", "--since", "1h", "-P", "high")
+    proc = cli("runs", "rerun", "--failed", "-q", "b", "--since", "1h", "-P", "high",
+               "--set", "lr=0.5")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rerun = cli_json("runs", "show", proc.stdout.strip())
     assert rerun["rerun_of"] == in_b and rerun["queue_name"] == "b" and rerun["priority"] == 1
+    assert rerun["spec"]["overrides"]["run_config"] == {"lr": 0.5}
 
 
 def test_bad_combinations_are_refused_in_one_line_with_nothing_written(

@@ -12,7 +12,7 @@ from launchctl.cli.common import JSON_OPTION, open_store
 from launchctl.cli.output import ago, clean, duration, emit_json, err, line, table, when
 
 app = typer.Typer(
-    help="List, inspect, cancel and rerun runs.\n\n\b\nExample:\n"
+    help="List, inspect, edit, cancel and rerun runs.\n\n\b\nExample:\n"
     "  launchctl runs list --state running",
     no_args_is_help=True,
     rich_markup_mode=None,
