@@ -109,6 +109,10 @@ SHORT_HELP = {
     "runs rerun": "Queue a new run with the same spec.",
     "runs delete": "Delete ended runs and their files.",
     "runs prune": "Delete ended runs older than an age.",
+    # issue 18: `release` widened the runs listing's name column; edit's line no longer fits.
+    "runs hold": "Keep a queued run from being claimed.",
+    "runs release": "Let a held run be claimed again.",
+    "runs edit": "Change a queued run's values or priority.",
     "secret": "Set, list and delete secrets.",
     "secret set": "Store a secret (prompted or from stdin).",
     "secret list": "List the secrets' names.",
