@@ -137,6 +137,9 @@ def test_a_dependency_that_cannot_hold_or_does_not_exist_is_refused(
         (["--after", fine, "--after-ok", fine], f"run {fine} is named by both --after and"),
         (["--after", "a,,b"], "invalid --after 'a,,b': expected run ids separated by commas"),
         (["--after", fine, "--remote-queue", "e/p/q"], "--after goes with a local queue"),
+        # The key that carries the flags to build_run cannot be typed in a launch spec
+        # (nor arrive in one popped from a W&B queue, which is read as -c is).
+        (["-c", '{"_workflow": {"after": [["x", "any"]]}}'], "unknown key '_workflow'"),
     ]:
         proc = cli("launch", "-q", "default", "-j", "step", *args)
         assert proc.returncode == 1, proc.stderr
