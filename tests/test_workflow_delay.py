@@ -45,12 +45,14 @@ def claimed_at(run: dict[str, object]) -> float:
 def test_a_delayed_run_starts_when_its_delay_ends_and_not_before(
     job: str, start_agent: StartAgent, tmp_path: Path
 ) -> None:
-    """The agent sleeps until the delay ends: its wake-up is the delay's end, as for a
-    retry backoff. Its fallback poll is 120 s here, and the test waits for the run's own
-    mark (a file), not on the store (a read of the store could wake the agent's watch):
-    a run that started within the wait was woken by its delay."""
-    agent = start_agent("-q", "default", "--poll", "120")
-    wait_for(agent.output, what="the agent to start")
+    """An agent sleeps until the delay ends: its wake-up is the delay's end, as for a
+    retry backoff. Two agents serve the queue, each with a fallback poll of 120 s, and the
+    test waits for the run's own mark (a file), not on the store (a read of the store
+    could wake the agents' watch): a run that started within the wait was woken by its
+    delay."""
+    agents = [start_agent("-q", "default", "--poll", "120") for _ in range(2)]
+    for agent in agents:  # two of them: neither claims it early, only one claims it
+        wait_for(agent.output, what="the agent to start")
     before = time.time()
     mark = tmp_path / "delayed.mark"
     delayed = launch("--delay", "3s", "--set", f"mark={mark}")
@@ -63,6 +65,8 @@ def test_a_delayed_run_starts_when_its_delay_ends_and_not_before(
     wait_for(lambda: show(delayed)["state"] == "finished", what="the delayed run's end")
     run = show(delayed)
     assert claimed_at(run) >= eligible  # never claimed early
+    claims = [e for e in run["events"] if e["to_state"] == "claimed"]  # type: ignore[attr-defined]
+    assert len(claims) == 1
     assert claimed_at(run) > claimed_at(show(now))
     assert "waits for" not in cli("runs", "show", delayed, check=True).stdout
 
