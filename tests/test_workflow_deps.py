@@ -11,8 +11,8 @@ from tests.conftest import StartAgent, cli, cli_json, make_script, table_counts,
 
 @pytest.fixture
 def job(tmp_path: Path) -> str:
-    """The job 'step': waits for ``--set gate=PATH`` to exist when given, then exits with
-    ``--set exit=N`` (0 by default)."""
+    """The job 'step': waits for ``--set gate=PATH`` to exist when given, writes ``--set
+    mark=PATH`` when given, then exits with ``--set exit=N`` (0 by default)."""
     code = make_script(
         tmp_path / "step",
         "main.py",
@@ -20,6 +20,8 @@ def job(tmp_path: Path) -> str:
         "cfg = json.loads(os.environ['WANDB_CONFIG'])\n"
         "while cfg.get('gate') and not os.path.exists(cfg['gate']):\n"
         "    time.sleep(0.02)\n"
+        "if cfg.get('mark'):\n"
+        "    open(cfg['mark'], 'w').close()\n"
         "sys.exit(int(cfg.get('exit', 0)))\n",
     ).parent
     cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "step", check=True)
@@ -167,3 +169,27 @@ def test_another_team_may_not_wait_on_a_run_it_cannot_see(job: str, home: Path) 
     assert f"user 'eve' may not wait for run {secret_id}" in proc.stderr
     assert table_counts(home) == before
     cli("launch", "-q", "vq", "-j", "vision/step", "--after", secret_id, env=bob, check=True)
+
+
+def test_an_agent_wakes_when_a_dependency_on_another_agent_ends(
+    job: str, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    """The dependency runs in another queue under another agent; the dependent's agent
+    (fallback poll 120 s) starts it once the dependency ends: the end is a store write,
+    and its watch of the store wakes it. The test waits on the run's mark (a file), not
+    on the store, whose reads could wake the agent too."""
+    cli("queue", "create", "other", check=True)
+    gate = tmp_path / "gate"
+    first = cli("launch", "-q", "other", "-j", "step", "--quiet", "--set", f"gate={gate}",
+                check=True).stdout.strip()  # fmt: skip
+    mark = tmp_path / "then.mark"
+    then = launch("--after-ok", first, "--set", f"mark={mark}")
+    start_agent("-q", "other", "--poll", "120")
+    waiter = start_agent("-q", "default", "--poll", "120")
+    wait_for(lambda: state(first) == "running" and waiter.output(), what="both agents")
+    assert state(then) == "queued"
+    gate.touch()
+    wait_for(mark.exists, timeout=60, what="the dependent run")
+    wait_for(lambda: state(then) == "finished", what="the dependent run's end")
+    ended = float(show(first)["ended_at"])  # type: ignore[arg-type]
+    assert moves(show(then), "claimed")[0] >= ended
