@@ -20,6 +20,13 @@ from tests.pkgindex import index  # noqa: F401 - the local package index fixture
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
+# The tests Ctrl-C the processes they start (`status --watch`, agents, `ui`). A suite started
+# in the background of a shell without job control (`./scripts/test.sh &`) inherits SIGINT
+# ignored, and so would every process it starts: they would never see the Ctrl-C. Handled
+# here, SIGINT reaches the children at its default again (an exec keeps only "ignored").
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

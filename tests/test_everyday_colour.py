@@ -49,8 +49,12 @@ def on_pty(*args: str, seconds: float | None = None, **extra: str) -> str:
     os.close(slave)
     chunks: list[bytes] = []
     deadline = time.monotonic() + (seconds if seconds is not None else 60)
+    give_up = deadline + 60  # a child that never ends fails the test, never hangs the suite
     interrupted = False
     while True:
+        if time.monotonic() > give_up:
+            proc.kill()
+            raise AssertionError(f"launchctl {' '.join(args)} did not end after its Ctrl-C")
         if seconds is not None and not interrupted and time.monotonic() > deadline:
             proc.send_signal(signal.SIGINT)
             interrupted = True
