@@ -106,6 +106,18 @@ def test_completion_is_offered_and_shows_a_script() -> None:
     assert "_LAUNCHCTL_COMPLETE=complete_bash" in script
 
 
+def test_the_shell_named_after_show_completion_is_the_one_shown() -> None:
+    """Typer's flag ignored the word and guessed the shell from the parent processes: a
+    suite started under setsid (no shell above it) got 'Shell  not supported.', and a bash
+    user asking for zsh's script got bash's."""
+    for args, shown in [
+        (["--show-completion", "zsh"], "_LAUNCHCTL_COMPLETE=complete_zsh"),
+        (["--show-completion=fish"], "complete_fish"),
+        (["--show-completion", "bash"], "_LAUNCHCTL_COMPLETE=complete_bash"),
+    ]:
+        assert shown in cli(*args, check=True).stdout, args
+
+
 def _complete(words: str, env: dict[str, str] | None = None) -> list[str]:
     parts = words.split(" ")
     result = subprocess.run(

@@ -108,6 +108,7 @@ def main() -> None:
     try:
         # launchctl's own files are private (or group-shared): see launchctl/paths.py.
         paths.apply_umask()
+        _named_completion_shell(sys.argv[1:])
         if sys.argv[1:2] == ["launch"]:  # W&B's bare `launch --queue` (issue 11)
             sys.argv[2:] = launch_cmd.bare_queue(sys.argv[2:])
         code = app(prog_name=_prog_name(), standalone_mode=False)
@@ -144,6 +145,22 @@ def main() -> None:
         sys.exit(1)
     # Not standalone, Click returns the code a typer.Exit carried (commands return None).
     sys.exit(code if isinstance(code, int) else 0)
+
+
+COMPLETION_SHELLS = frozenset({"bash", "zsh", "fish", "powershell", "pwsh"})
+
+
+def _named_completion_shell(args: list[str]) -> None:
+    """``--show-completion bash`` / ``--install-completion zsh`` use the shell named: Typer's
+    flags otherwise ignore the word and guess the shell from the parent processes, which
+    fails where no shell is among them (a service, a CI step, ``setsid``)."""
+    for flag in ("--show-completion", "--install-completion"):
+        at = args.index(flag) + 1 if flag in args else 0
+        named = at and at < len(args) and args[at] in COMPLETION_SHELLS
+        if named or any(a.split("=", 1)[0] == flag and "=" in a for a in args):
+            # Typer's own switch: the two options then take the shell as their value.
+            os.environ["_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"] = "1"
+            return
 
 
 def _prog_name() -> str:
