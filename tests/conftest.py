@@ -118,9 +118,15 @@ class AgentProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
+        """Stop the agent as a user would: SIGTERM (drain), and a second one (stop the runs)
+        once the first has been taken: two sent at once can arrive as one signal, and the
+        agent would then drain, waiting for its runs, until the test gave up on it."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
