@@ -26,8 +26,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) and mypy over the package."""
     session.install("-e", ".[dev]")
-    session.run("ruff", "check", "launchctl", "tests", "noxfile.py", "benchmarks")
-    session.run("ruff", "format", "--check", "launchctl", "tests", "noxfile.py", "benchmarks")
+    paths = ("launchctl", "tests", "noxfile.py", "benchmarks", "scripts", "examples")
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
     session.run("mypy")
 
 

@@ -71,8 +71,8 @@ if [ -n "$missing" ]; then
 fi
 
 echo "test.sh: lint (ruff, mypy)" >&2
-"$venv/bin/ruff" check launchctl tests noxfile.py benchmarks
-"$venv/bin/ruff" format --check launchctl tests noxfile.py benchmarks
+"$venv/bin/ruff" check launchctl tests noxfile.py benchmarks scripts examples
+"$venv/bin/ruff" format --check launchctl tests noxfile.py benchmarks scripts examples
 "$venv/bin/mypy"
 
 echo "test.sh: pytest" >&2

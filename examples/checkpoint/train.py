@@ -17,7 +17,9 @@ from pathlib import Path
 config = {"steps": 10, "step_s": 0.2}
 config.update(json.loads(os.environ.get("WANDB_CONFIG") or "{}"))
 run_id = os.environ.get("WANDB_RUN_ID", "local")
-root = config.get("checkpoint_dir") or os.environ.get("LAUNCHCTL_CACHE_DIR") or tempfile.gettempdir()
+root = (
+    config.get("checkpoint_dir") or os.environ.get("LAUNCHCTL_CACHE_DIR") or tempfile.gettempdir()
+)
 checkpoint = Path(root) / "checkpoints" / f"{run_id}.json"
 checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
