@@ -182,25 +182,20 @@ async def csrf_ok(request: Any, token: str) -> bool:
     return same(value if isinstance(value, str) else None, token)
 
 
-async def _plain(send: Any, status: int, text: str) -> None:
-    body = text.encode("utf-8")
+async def _answer(send: Any, status: int, text: str, content_type: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+            "headers": [(b"content-type", content_type + b"; charset=utf-8")],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": text.encode("utf-8")})
+
+
+async def _plain(send: Any, status: int, text: str) -> None:
+    await _answer(send, status, text, b"text/plain")
 
 
 async def _page(send: Any, status: int, html: str) -> None:
-    body = html.encode("utf-8")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/html; charset=utf-8")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _answer(send, status, html, b"text/html")
