@@ -29,6 +29,9 @@ CONFIG_KEYS = (
     "retry",
     "run_as",
     "hooks",
+    "limits",
+    "stall_after",
+    "on_stall",
 )
 
 
@@ -280,6 +283,14 @@ def validate_config(config: dict[str, Any], resource: str, *, where: str = "queu
                 " its environment (LAUNCHCTL_RUN_ID...), never text a launcher typed"
             )
         check_hooks(config["hooks"], where=where, resource=resource)
+    if "limits" in config:  # issue 18: per-user limits (launchctl.limits)
+        from launchctl.limits import check_limits
+
+        check_limits(config["limits"], where=where)
+    if "stall_after" in config or "on_stall" in config:  # issue 18: stuck runs
+        from launchctl.stall import check_stall
+
+        check_stall(config, where=where)
     from launchctl import runas
 
     runas.check_config(config, resource, where)  # an existing user, never root

@@ -24,6 +24,7 @@ from launchctl.agent.config import AgentOptions
 from launchctl.agent.outcome import REQUEUE, TIMEOUT, record_exit
 from launchctl.agent.plan import Plan, log_path, plan
 from launchctl.agent.recovery import end_dead_leases
+from launchctl.agent.stall import StallWatch
 from launchctl.agent.starter import Cancelled, StartContext, Starter, agent_context, read_secrets
 from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict, StoreBusy, stage_of
@@ -87,6 +88,7 @@ class Agent:
         self._passed = Passed()
         self._burst = False
         self._sweeps_said: dict[str, str] = {}  # issue 15: a sweep's trouble, said once
+        self.stalls = StallWatch(store, self.say)  # issue 18: runs silent too long
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -362,6 +364,7 @@ class Agent:
         self.reap()
         self.schedule_sweeps()
         self.enforce_deadlines()
+        self.stalls.check(self.active, self._stop_stalled)
         self.apply_cancels()
         self.renew()
         if self.draining:
@@ -402,6 +405,14 @@ class Agent:
                 active.handle.stop(self.options.grace_s)
                 self.say(f"stopping run {active.run_id}: past its max_run_time")
 
+    def _stop_stalled(self, active: Active, reason: str) -> None:
+        """Issue 18: a stalled run of a queue with ``on_stall: stop`` is stopped, as a
+        timeout is; it ends failed with ``reason``."""
+        if active.stop_reason is None:
+            active.stop_reason = reason
+            active.handle.stop(self.options.grace_s)
+            self.say(f"stopping run {active.run_id}: {reason}")
+
     def next_wake(self) -> float:
         """Seconds to sleep: the fallback poll, or less when a deadline comes sooner."""
         wait = self.options.fallback_poll_s
@@ -415,6 +426,9 @@ class Agent:
         for active in self.active.values():
             if active.deadline is not None and not active.stop_reason:
                 wait = min(wait, max(0.0, active.deadline - now) + 0.01)
+        stall_at = self.stalls.next_check()
+        if stall_at is not None:
+            wait = min(wait, max(0.0, stall_at - now) + 0.01)
         return wait
 
     def reap(self) -> None:

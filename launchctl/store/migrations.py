@@ -589,6 +589,24 @@ def m012_workflows(db: Database) -> None:
     )
 
 
+@step
+def m013_limits(db: Database) -> None:
+    """Who holds a queue's slots, arrays, stuck runs (issue 18).
+
+    ``author``: the launcher, a column (it was only in the spec) so a claim can count a
+    user's runs in flight for a queue's ``limits.per_user``. ``array_id``/``array_index``/
+    ``array_limit``: a run of ``launch --array 0-15%4``, its index, and how many of its
+    array may be in flight at once (a claim counts them). ``stalled_at``: when the agent
+    found a running run silent for its queue's ``stall_after`` (cleared when it speaks).
+    """
+    for column in ("author TEXT", "array_id TEXT", "array_index INTEGER",
+                   "array_limit INTEGER", "stalled_at REAL"):  # fmt: skip
+        db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    db.execute("UPDATE runs SET author = json_extract(spec, '$.author')")
+    db.execute("CREATE INDEX runs_author ON runs (queue_id, author, state)")
+    db.execute("CREATE INDEX runs_array ON runs (array_id, state) WHERE array_id IS NOT NULL")
+
+
 NAMES = [fn.__name__ for fn in _STEPS]
 
 

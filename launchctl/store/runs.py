@@ -66,6 +66,22 @@ READY = (
 )
 
 
+# Limits on what is in flight (issue 18), counted in the claim's own transaction: an
+# array's ``%N`` (``launch --array 0-15%4``), and a queue's ``limits: {per_user: N}``
+# (the runs of the same launcher in that queue's held states).
+ARRAY_OK = (
+    "(r.array_limit IS NULL OR (SELECT COUNT(*) FROM runs a WHERE a.array_id = r.array_id"
+    f" AND a.state IN {HELD}) < r.array_limit)"
+)
+_PER_USER = "json_extract(q.config, '$.limits.per_user')"
+PER_USER_OK = (
+    f"({_PER_USER} IS NULL OR (SELECT COUNT(*) FROM runs u WHERE u.queue_id = r.queue_id"
+    f" AND u.author IS r.author AND u.state IN {HELD}) < {_PER_USER})"
+)
+# What READY leaves out besides, for every claim (``q`` is the run's queue).
+UNDER_LIMITS = f"{ARRAY_OK} AND {PER_USER_OK}"
+
+
 def waiting_sql(columns: str) -> str:
     """The waiting runs of one unpaused queue that may be claimed now, in claim order:
     highest priority first, then the longest waiting (a requeued run waits again from
@@ -76,7 +92,7 @@ def waiting_sql(columns: str) -> str:
     return (
         f"SELECT {columns} FROM runs r JOIN queues q ON q.id = r.queue_id"
         f" WHERE r.queue_id = ? AND r.state IN {WAITING} AND q.paused = 0"
-        f" AND (r.not_before IS NULL OR r.not_before <= ?) AND {READY}"
+        f" AND (r.not_before IS NULL OR r.not_before <= ?) AND {READY} AND {UNDER_LIMITS}"
         " ORDER BY r.priority, r.enqueued_at, r.seq LIMIT ?"
     )
 
@@ -126,7 +142,7 @@ class RunTable:
         after: list[tuple[str, str]] = list(run.pop("after", None) or [])
         row = dict(
             run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-            spec=dumps(run["spec"]), deps=len(after),
+            spec=dumps(run["spec"]), deps=len(after), author=run["spec"].get("author"),
         )  # fmt: skip
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -216,7 +232,7 @@ class RunTable:
         row = self.db.one(
             "SELECT EXISTS (SELECT 1 FROM runs r JOIN queues q ON q.id = r.queue_id"
             f" WHERE r.state IN {WAITING} AND q.paused = 0"
-            f" AND (r.not_before IS NULL OR r.not_before <= ?) AND {READY}"
+            f" AND (r.not_before IS NULL OR r.not_before <= ?) AND {READY} AND {UNDER_LIMITS}"
             f" AND r.queue_id IN ({', '.join('?' for _ in ids)}){not_in}) AS e",
             [time.time(), *ids, *skip],
         )
@@ -231,6 +247,7 @@ class RunTable:
         row = self.db.one(
             "SELECT MIN(r.not_before) AS t FROM runs r JOIN queues q ON q.id = r.queue_id"
             f" WHERE r.state IN {WAITING} AND q.paused = 0 AND r.not_before > ? AND {READY}"
+            f" AND {UNDER_LIMITS}"
             f" AND r.queue_id IN ({', '.join('?' for _ in ids)})",
             [time.time(), *ids],
         )
@@ -610,7 +627,7 @@ class RunTable:
         now = time.time()
         row = dict(
             run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-            spec=dumps(run["spec"]),
+            spec=dumps(run["spec"]), author=run["spec"].get("author"),
         )  # fmt: skip
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)

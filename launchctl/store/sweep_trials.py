@@ -135,7 +135,7 @@ class SweepTrialTable:
         now = time.time()
         row = dict(
             run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-            spec=dumps(run["spec"]),
+            spec=dumps(run["spec"]), author=run["spec"].get("author"),
         )  # fmt: skip
         with self.db.write():
             held = self.db.one(
