@@ -192,6 +192,11 @@ def _local(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
+def local_time(ts: float) -> str:
+    """A store time (seconds since the epoch) as local ISO time, to the second."""
+    return _local(ts)
+
+
 def annotate(store: Store, rows: list[Row]) -> list[Row]:
     """Give listed runs ``held`` (a bool), ``after`` (the runs each waits for: run, kind,
     state) and ``eligible_at`` (ISO, when a queued run's delay or backoff ends; None when

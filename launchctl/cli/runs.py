@@ -137,6 +137,8 @@ def show(
     line(f"state:      {run['state']}", state=run["state"])
     for waits in workflow.waiting_for(run):  # issue 18
         line(f"waits for:  {waits}")
+    if run.get("stalled_at") and run["state"] == "running":  # issue 18: launchctl.agent.stall
+        line(f"stalled:    no output since {workflow.local_time(run['stalled_at'])}")
     if run["stage"] or run["reason"]:
         line(
             f"reason:     {run['reason'] or '-'}"
