@@ -76,10 +76,21 @@ def why_waiting(store: Store, run: dict[str, Any]) -> str | None:
     )
     if held < limit:
         return None
+    return describe(author, held, limit, str(queue["name"]))
+
+
+def describe(author: Any, held: int, limit: int, queue: str) -> str:
+    """One line for a launcher at or over a queue's ``limits.per_user`` (``why_waiting``'s
+    words, for anyone who counted ``held`` by other means)."""
     who = user_label(author)
     verb = "hold" if not author else "holds"
+    if held > limit:  # the limit was lowered while these ran: they go on, new ones wait
+        return (
+            f"{who} {verb} {held} slots in queue {queue}, over the {limit} a user may hold"
+            " now (limits.per_user was lowered): new runs wait until under it"
+        )
     slots = "slot" if limit == 1 else "slots"
     return (
-        f"{who} {verb} {held} of the {limit} {slots} a user may hold in queue"
-        f" {queue['name']} (limits.per_user)"
+        f"{who} {verb} {held} of the {limit} {slots} a user may hold in queue {queue}"
+        " (limits.per_user)"
     )
