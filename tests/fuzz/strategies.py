@@ -237,6 +237,15 @@ QUEUE_CONFIG_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         ),
         ANY_VALUE,
     ),
+    # issue 18: per-user limits (launchctl.limits) and stuck runs (launchctl.stall)
+    "limits": st.one_of(
+        st.fixed_dictionaries({}, optional={"per_user": st.one_of(st.integers(-2, 5), ANY_VALUE)}),
+        ANY_VALUE,
+    ),
+    "stall_after": st.one_of(
+        st.sampled_from(["30m", "2s", "1h30m", "0s", "x", "{{t}}"]), NUMBERISH, ANY_VALUE
+    ),
+    "on_stall": st.one_of(st.sampled_from(["stop", "report", "kill"]), ANY_VALUE),
 }
 # Every key launchctl knows is fuzzed (a new one fails here until it is added above).
 assert set(QUEUE_CONFIG_FIELDS) >= set(CONFIG_KEYS), set(CONFIG_KEYS) - set(QUEUE_CONFIG_FIELDS)
