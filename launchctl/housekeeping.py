@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from launchctl import identity
-from launchctl.errors import LaunchctlError, UsageError
+from launchctl.errors import LaunchctlError, StateConflict, UsageError
 from launchctl.follow import log_path
 from launchctl.states import TERMINAL, State
 from launchctl.store import Row, Store
@@ -99,21 +99,45 @@ def _remove(path: Path) -> list[str]:
 
 class Plan:
     """What a delete or prune would remove: the runs, the bytes they hold, and what it
-    leaves alone with the reason."""
+    leaves alone with the reason. ``strict`` (``runs delete``): a run that runs still
+    wait for, found so only in the transaction that deletes, refuses the whole delete
+    instead of being kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict: bool = False) -> None:
         self.runs: list[Row] = []
         self.size = 0
         self.skipped: list[tuple[Row, str]] = []
+        self.strict = strict
 
 
-def _plan(store: Store, runs: Sequence[Row], user: str) -> Plan:
-    plan = Plan()
+def waited_for_message(run_id: str, dependents: Sequence[Row]) -> str:
+    """Why a run that others wait for is kept (issue 18), naming them: ``run X is waited
+    for by Y (--after-ok; it is queued): delete it once they have ended, or cancel
+    them``. Once ended they no longer read it; a run that started may still be requeued
+    (preempted, its agent lost), and its claim would read its dependencies again."""
+    from launchctl.workflow import FLAGS
+
+    named = [f"{d['run_id']} ({FLAGS[d['kind']]}; it is {d['state']})" for d in dependents[:5]]
+    more = f" and {len(dependents) - 5} more" if len(dependents) > 5 else ""
+    them = "it has" if len(dependents) == 1 else "they have"
+    return (
+        f"run {run_id} is waited for by {', '.join(named)}{more}: delete it once {them}"
+        f" ended, or cancel {'it' if len(dependents) == 1 else 'them'}"
+    )
+
+
+def _plan(store: Store, runs: Sequence[Row], user: str, *, strict: bool = False) -> Plan:
+    from launchctl.store.housekeeping import waiting_dependents
+
+    plan = Plan(strict=strict)
+    waited = waiting_dependents(store.db, [r["id"] for r in runs if r["state"] in TERMINAL])
     for run in runs:
         if run["state"] not in TERMINAL:
             plan.skipped.append((run, f"it is {run['state']}"))
         elif not may_delete(store, run, user):
             plan.skipped.append((run, f"user '{user}' is not its author nor an admin"))
+        elif waited.get(run["id"]):  # issue 18: deleting it would change their outcome
+            plan.skipped.append((run, waited_for_message(run["id"], waited[run["id"]])))
         else:
             plan.runs.append(run)
             plan.size += sum(disk_usage(p) for p in run_paths(store, run))
@@ -125,13 +149,15 @@ def plan_delete(store: Store, run_ids: Sequence[str]) -> Plan:
     ended and be the user's to delete: a refusal names the first that is not."""
     user = identity.current_user()
     runs = list({r["id"]: r for r in (store.runs.get(i) for i in run_ids)}.values())
-    plan = _plan(store, runs, user)
-    for run, _why in plan.skipped:
+    plan = _plan(store, runs, user, strict=True)
+    for run, why in plan.skipped:
         if run["state"] not in TERMINAL:
             raise LaunchctlError(
                 f"run {run['id']} is {run['state']}: only ended runs are deleted"
                 f" (cancel it first with `launchctl runs cancel {run['id']}`)"
             )
+        if may_delete(store, run, user):  # issue 18: runs still wait for its outcome
+            raise StateConflict(why)
         raise PermissionDenied(
             f"user '{user}' may not delete run {run['id']}: only its author"
             f" ('{run['spec'].get('author') or 'unknown'}') or an admin of its entity may"
@@ -172,7 +198,10 @@ def execute(store: Store, plan: Plan) -> tuple[list[str], int, list[str]]:
     by_id = {r["id"]: r for r in plan.runs}
     paths = {rid: run_paths(store, run) for rid, run in by_id.items()}
     sizes = {rid: sum(disk_usage(p) for p in ps) for rid, ps in paths.items()}
-    deleted = delete_ended_runs(store.db, list(by_id))
+    refuse = (
+        (lambda rid, deps: StateConflict(waited_for_message(rid, deps))) if plan.strict else None
+    )
+    deleted = delete_ended_runs(store.db, list(by_id), refuse=refuse)
     problems: list[str] = []
     for rid in deleted:
         for path in paths[rid]:
@@ -185,7 +214,7 @@ def execute(store: Store, plan: Plan) -> tuple[list[str], int, list[str]]:
 __all__ = [
     "DEFAULT_PRUNE_STATES", "Plan", "check_prune_states", "disk_usage", "execute",
     "human_size", "list_images", "may_delete", "plan_delete", "plan_prune", "prune_images",
-    "run_paths",
+    "run_paths", "waited_for_message",
 ]  # fmt: skip
 
 

@@ -3,7 +3,7 @@ project, age), attempt counts, and deleting runs and job versions (issue 12)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from launchctl.states import State
 from launchctl.store.db import Database, Row
@@ -22,16 +22,61 @@ def attempt_counts(db: Database, run_ids: Sequence[str]) -> dict[str, int]:
     return {str(r["run_id"]): int(r["n"]) for r in rows}
 
 
-def delete_ended_runs(db: Database, run_ids: Sequence[str]) -> list[str]:
-    """Delete the runs among ``run_ids`` that have ended, with their events (in one
-    transaction, re-checking the state there: a run that was requeued or rerun meanwhile
-    stays). Returns the ids deleted."""
+# The kinds of dependency whose outcome a deleted run would change (issue 18): a claim
+# reads a deleted dependency as ended and not finished, so deleting a finished run dooms
+# an --after-ok dependent that would have run, and lets an --after-fail one run that
+# would have been doomed. An --after dependent waits only for its end, which stays.
+OUTCOME_KINDS = ("ok", "fail")
+
+
+def waiting_dependents(db: Database, run_ids: Sequence[str]) -> dict[str, list[Row]]:
+    """For each of ``run_ids``, the runs that have not ended and wait for its outcome
+    (``--after-ok``, ``--after-fail``): ``run_id``, ``kind``, ``state``, oldest first. A
+    run that has started counts too: if it is requeued (preempted, its agent lost) its
+    claim reads its dependencies again. Reads the ``run_deps_dep`` index."""
+    from launchctl.states import TERMINAL
+    from launchctl.store.runs import sql_states
+
+    out: dict[str, list[Row]] = {}
+    ids = list(run_ids)
+    kinds = ", ".join(f"'{k}'" for k in OUTCOME_KINDS)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for row in db.all(
+            "SELECT d.dep_id, d.run_id, d.kind, r.state FROM run_deps d"
+            " JOIN runs r ON r.id = d.run_id"
+            f" WHERE d.dep_id IN ({', '.join('?' for _ in chunk)}) AND d.kind IN ({kinds})"
+            f" AND r.state NOT IN {sql_states(TERMINAL)} ORDER BY r.seq",
+            chunk,
+        ):
+            out.setdefault(str(row["dep_id"]), []).append(row)
+    return out
+
+
+def delete_ended_runs(
+    db: Database,
+    run_ids: Sequence[str],
+    *,
+    refuse: Callable[[str, list[Row]], Exception] | None = None,
+) -> list[str]:
+    """Delete the runs among ``run_ids`` that have ended and that no unended run waits
+    for (``waiting_dependents``), with their events, in one transaction that re-checks
+    both there: a run that was requeued or rerun meanwhile stays, and so does one that a
+    run launched meanwhile waits for (launch checks its dependencies exist in its insert's
+    transaction, so one of the two always sees the other). With ``refuse``, such a run
+    raises ``refuse(run id, its dependents)`` instead and nothing is deleted. Returns the
+    ids deleted."""
     from launchctl.states import TERMINAL
     from launchctl.store.runs import sql_states
 
     done: list[str] = []
     with db.write():
+        waited = waiting_dependents(db, run_ids)
         for run_id in run_ids:
+            if waited.get(run_id):
+                if refuse is not None:
+                    raise refuse(run_id, waited[run_id])
+                continue
             cur = db.execute(
                 f"DELETE FROM runs WHERE id = ? AND state IN {sql_states(TERMINAL)}", [run_id]
             )
