@@ -37,13 +37,57 @@ def status(store: Store) -> dict[str, Any]:
     now = time.time()
     agents = queries.agents(within_s=SERVING_WITHIN_S)
     runs = queries.held_runs()
+    queues = _queues(queries.queue_counts(), agents)
+    _waiting(queues, queries.waiting_counts(), runs)
     return {
         "at": iso(now),
-        "queues": _queues(queries.queue_counts(), agents),
+        "queues": queues,
         "agents": [_agent(a, now) for a in agents],
         "silent_agents": queries.silent_agents(within_s=SERVING_WITHIN_S, since_s=SILENT_SINCE_S),
         "gpus": _gpus(queries.gpus(), queries.allocations_without_device()),
         "active_runs": [_run(r, now) for r in runs],
+        "stalled_runs": [_stalled(r, now) for r in runs if _is_stalled(r)],
+    }
+
+
+# Why a queued run is not claimable now (``OverviewQueries.waiting_counts``), in the order
+# each is decided: held; waits for other runs (--after*); for a time (--delay/--at or a
+# retry backoff); for a limit on what is in flight (an array's %N, limits.per_user).
+WAIT_REASONS = ("held", "after", "time", "limit")
+
+
+def _waiting(
+    queues: list[dict[str, Any]], counts: list[dict[str, Any]], runs: list[dict[str, Any]]
+) -> None:
+    """Give each queue ``waiting`` (its queued runs by why they wait: ``WAIT_REASONS``;
+    the rest may be claimed as far as the run goes) and ``stalled`` (its running runs an
+    agent found silent for the queue's ``stall_after``)."""
+    by_name = {q["name"]: q for q in queues}
+    for queue in queues:
+        queue["waiting"] = dict.fromkeys(WAIT_REASONS, 0)
+        queue["stalled"] = 0
+    for row in counts:
+        counted = by_name.get(row["queue"])
+        if counted is not None and row["why"] in WAIT_REASONS:
+            counted["waiting"][row["why"]] += int(row["n"])
+    for run in runs:
+        held_by = by_name.get(run["queue_name"] or DIRECT) if _is_stalled(run) else None
+        if held_by is not None:
+            held_by["stalled"] += 1
+
+
+def _is_stalled(run: dict[str, Any]) -> bool:
+    return bool(run.get("stalled_at")) and run["state"] == State.RUNNING
+
+
+def _stalled(row: dict[str, Any], now: float) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "queue": row["queue_name"],
+        "agent": row["agent_id"],
+        "stalled_at": iso(row["stalled_at"]),
+        "stalled_s": round(max(0.0, now - row["stalled_at"]), 1),
     }
 
 
@@ -134,4 +178,5 @@ def _run(row: dict[str, Any], now: float) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "started_at": iso(started),
         "running_s": round(now - started, 1) if started is not None else None,
+        "stalled_at": iso(row["stalled_at"]) if _is_stalled(row) else None,
     }

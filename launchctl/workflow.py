@@ -212,7 +212,47 @@ def annotate(store: Store, rows: list[Row]) -> list[Row]:
         nb = row.get("not_before")
         queued = row.get("state") == "queued"
         row["eligible_at"] = _local(nb) if queued and nb and nb > now else None
+    _annotate_limits(store, rows)
     return rows
+
+
+def _annotate_limits(store: Store, rows: list[Row]) -> None:
+    """Give listed runs ``limited``: the limits on what is in flight that keep a queued
+    run from being claimed now, each ``{"limit": "array", "array", "in_flight", "max"}``
+    (``launch --array ...%N``) or ``{"limit": "per_user", "user", "queue", "in_flight",
+    "max"}`` (its queue's ``limits.per_user``; ``user`` None for a run with no recorded
+    launcher); [] for the rest. As the claim counts them (``ARRAY_OK``, ``PER_USER_OK``),
+    in at most three queries for all the rows, whatever their number."""
+    from launchctl.store.overview import OverviewQueries
+
+    queued = [r for r in rows if r.get("state") == "queued"]
+    for row in rows:
+        row["limited"] = []
+    if not queued:
+        return
+    queries = OverviewQueries(store.db)
+    arrays = queries.arrays_in_flight(
+        sorted({str(r["array_id"]) for r in queued if r.get("array_limit") is not None})
+    )
+    users = queries.per_user_in_flight(
+        sorted({int(r["queue_id"]) for r in queued if r.get("queue_id") is not None})
+    )
+    for row in queued:
+        cap = row.get("array_limit")
+        if cap is not None and row.get("array_id") is not None:
+            held = arrays.get(str(row["array_id"]), 0)
+            if held >= cap:
+                row["limited"].append(
+                    {"limit": "array", "array": row["array_id"], "in_flight": held, "max": cap}
+                )
+        if row.get("queue_id") in users:
+            cap, by_user = users[row["queue_id"]]
+            held = by_user.get(row.get("author"), 0)
+            if held >= cap:
+                row["limited"].append(
+                    {"limit": "per_user", "user": row.get("author"),
+                     "queue": row.get("queue_name"), "in_flight": held, "max": cap}
+                )  # fmt: skip
 
 
 def state_cell(row: Row) -> str:
@@ -233,6 +273,9 @@ def state_cell(row: Row) -> str:
         notes.append(
             f"after {waiting[0]['run']}" if len(waiting) == 1 else f"after {len(waiting)} runs"
         )
+    for limit in row.get("limited") or []:  # an array's %N, a queue's limits.per_user
+        what = "array" if limit["limit"] == "array" else "per_user"
+        notes.append(f"{what} {limit['in_flight']}/{limit['max']} in flight")
     return f"{state} ({', '.join(notes)})" if notes else state
 
 
@@ -251,7 +294,24 @@ def waiting_for(row: Row) -> list[str]:
         lines.append(
             f"run {dep['run']} {_WAITS[dep['kind']]} ({FLAGS[dep['kind']]}; it is {state})"
         )
+    lines += [limit_line(limit) for limit in row.get("limited") or []]
     return lines
+
+
+def limit_line(limit: dict[str, Any]) -> str:
+    """One ``limited`` entry (``annotate``) in words: ``array 3kx9q2ab: 2 of 2 in flight
+    (%2)``, or as ``launchctl.limits.why_waiting`` says a per-user limit."""
+    if limit["limit"] == "array":
+        held, cap = limit["in_flight"], limit["max"]
+        return f"array {limit['array']}: {held} of {cap} in flight (%{cap})"
+    from launchctl.limits import user_label
+
+    verb = "holds" if limit["user"] else "hold"
+    slots = "slot" if limit["max"] == 1 else "slots"
+    return (
+        f"{user_label(limit['user'])} {verb} {limit['in_flight']} of the {limit['max']} {slots}"
+        f" a user may hold in queue {limit['queue']} (limits.per_user)"
+    )
 
 
 def check_launch_flags(*, queued: bool, remote: bool, when: float | None, after: bool) -> None:

@@ -19,6 +19,10 @@ from launchctl.errors import UsageError
 # Clear the screen and go home, between two frames on a terminal.
 _CLEAR = "\x1b[H\x1b[2J"
 TERMINAL_STATES = ("finished", "failed", "stopped")
+# Why queued runs wait (launchctl.overview.WAIT_REASONS), as the queues table heads them:
+# held (runs hold), after other runs (--after*), until a time (--delay/--at, a retry
+# backoff), at a limit on what is in flight (an array's %N, limits.per_user).
+WAIT_COLUMNS = {"held": "held", "after": "after", "time": "delayed", "limit": "at limit"}
 
 
 def status(
@@ -97,14 +101,20 @@ def _print(shown: dict[str, Any], *, every: float | None = None) -> None:
     else:
         _write("Queues")
         extra = [s for s in ("preempted",) if any(q["counts"].get(s) for q in queues)]
-        headers = ["queue", "resource", "queued", "active", *TERMINAL_STATES, *extra, "agents"]
+        # issue 18: why queued runs wait, and silent running runs, when any queue has some
+        why = [w for w in WAIT_COLUMNS if any(q.get("waiting", {}).get(w) for q in queues)]
+        stalled = ["stalled"] if any(q.get("stalled") for q in queues) else []
+        headers = ["queue", "resource", "queued", *(WAIT_COLUMNS[w] for w in why), "active",
+                   *stalled, *TERMINAL_STATES, *extra, "agents"]  # fmt: skip
         table(
             (
                 [
                     q["name"] + (" (paused)" if q["paused"] else ""),
                     q["resource"],
                     q["queued"],
+                    *(q["waiting"][w] for w in why),
                     q["active"],
+                    *(q["stalled"] for _ in stalled),
                     *(q["counts"].get(s, 0) for s in (*TERMINAL_STATES, *extra)),
                     q["agents"],
                 ]
@@ -145,6 +155,19 @@ def _print(shown: dict[str, Any], *, every: float | None = None) -> None:
             ),
             ["host", "gpu", "name", "runs"],
         )
+
+    stalled_runs = shown.get("stalled_runs") or []
+    if stalled_runs:  # issue 18: running runs an agent found silent for their stall_after
+        _write("")
+        _write("Stalled runs (no output for their queue's stall_after)")
+        table(
+            (
+                [r["id"], r["name"], r["queue"] or "(direct)", r["agent"],
+                 r["stalled_at"].replace("T", " ")[:19], _since(r["stalled_s"])]
+                for r in stalled_runs
+            ),
+            ["run", "name", "queue", "agent", "silent since", "for"],
+        )  # fmt: skip
 
     _write("")
     if not runs:

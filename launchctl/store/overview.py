@@ -5,10 +5,11 @@ stay fast however many runs the store holds (each reads an index or the held run
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from launchctl.store.db import Database, Row, loads
 from launchctl.store.gpus import decode_devices
-from launchctl.store.runs import HELD
+from launchctl.store.runs import HELD, READY, UNDER_LIMITS, WAITING
 
 
 class OverviewQueries:
@@ -61,7 +62,7 @@ class OverviewQueries:
         """The runs agents hold now (claimed, building, starting, running), oldest first."""
         rows = self.db.all(
             "SELECT id, name, queue_name, state, agent_id, priority, devices, resume_count,"
-            " created_at, started_at, updated_at"
+            " created_at, started_at, updated_at, stalled_at"
             f" FROM runs WHERE state IN {HELD} ORDER BY seq"
         )
         for row in rows:
@@ -84,3 +85,65 @@ class OverviewQueries:
             " WHERE NOT EXISTS (SELECT 1 FROM gpus g WHERE g.host = a.host AND g.idx = a.idx)"
             " GROUP BY a.host, a.idx ORDER BY a.host, a.idx"
         )
+
+    # -- why queued runs wait (issue 18) ---------------------------------------------------
+    def waiting_counts(self) -> list[Row]:
+        """Per queue, its queued runs by the first reason each may not be claimed now:
+        ``held``, ``after`` (waits for other runs), ``time`` (``--delay``/``--at`` or a
+        retry backoff), ``limit`` (its array's ``%N`` or the queue's ``limits.per_user``),
+        ``ready`` (claimable as far as the run goes). The same conditions the claim reads
+        (``READY``, ``not_before``, ``UNDER_LIMITS``), in that order; the limit's counts
+        are read only for runs that pass the others."""
+        return self.db.all(
+            "SELECT q.name AS queue, CASE WHEN r.held THEN 'held'"
+            f" WHEN r.deps > 0 AND NOT ({READY}) THEN 'after'"
+            " WHEN r.not_before IS NOT NULL AND r.not_before > ? THEN 'time'"
+            f" WHEN NOT ({UNDER_LIMITS}) THEN 'limit' ELSE 'ready' END AS why,"
+            " COUNT(*) AS n FROM runs r JOIN queues q ON q.id = r.queue_id"
+            f" WHERE r.state IN {WAITING} GROUP BY q.id, why",
+            [time.time()],
+        )
+
+    def arrays_in_flight(self, array_ids: list[str]) -> dict[str, int]:
+        """How many runs of each array are in flight (held by an agent), as the claim's
+        ``ARRAY_OK`` counts them; one query for all (the ``runs_array`` index)."""
+        out: dict[str, int] = {}
+        for start in range(0, len(array_ids), 500):
+            chunk = array_ids[start : start + 500]
+            for row in self.db.all(
+                "SELECT array_id, COUNT(*) AS n FROM runs"
+                f" WHERE array_id IN ({', '.join('?' for _ in chunk)}) AND state IN {HELD}"
+                " GROUP BY array_id",
+                chunk,
+            ):
+                out[str(row["array_id"])] = int(row["n"])
+        return out
+
+    def per_user_in_flight(self, queue_ids: list[int]) -> dict[int, tuple[int, dict[Any, int]]]:
+        """For each of ``queue_ids`` that sets ``limits.per_user``: (the limit, the runs in
+        flight by launcher: ``runs.author``, None for runs with no recorded launcher), as
+        the claim's ``PER_USER_OK`` counts them. Two queries for all (the queues, then
+        their held runs by the ``runs_author`` index)."""
+        if not queue_ids:
+            return {}
+        marks = ", ".join("?" for _ in queue_ids)
+        limits = {
+            int(r["id"]): int(r["n"])
+            for r in self.db.all(
+                "SELECT id, json_extract(config, '$.limits.per_user') AS n FROM queues"
+                f" WHERE id IN ({marks}) AND json_extract(config, '$.limits.per_user') IS NOT NULL",
+                queue_ids,
+            )
+        }
+        if not limits:
+            return {}
+        out: dict[int, tuple[int, dict[Any, int]]] = {q: (n, {}) for q, n in limits.items()}
+        ids = list(limits)
+        for row in self.db.all(
+            "SELECT queue_id, author, COUNT(*) AS n FROM runs"
+            f" WHERE queue_id IN ({', '.join('?' for _ in ids)}) AND state IN {HELD}"
+            " GROUP BY queue_id, author",
+            ids,
+        ):
+            out[int(row["queue_id"])][1][row["author"]] = int(row["n"])
+        return out

@@ -1,0 +1,185 @@
+"""Issue 18: why a queued run waits, and which running runs are stalled, where users look:
+`runs list`'s state cell and `--json`, `runs show`, and `status` (table and `--json`).
+
+The claim decides (``launchctl.store.runs``: ``READY``, ``not_before``, ``UNDER_LIMITS``);
+these tests check that what is shown is what the claim does: a run shown waiting for a
+limit is the one the agent leaves queued, and it starts once the limit allows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import StartAgent, cli, cli_json, make_script, wait_for
+
+
+@pytest.fixture(autouse=True)
+def as_alice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAUNCHCTL_USER", "alice")
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> str:
+    """The job 'step': waits for ``--set gate=PATH`` to exist when given, then exits 0."""
+    code = make_script(
+        tmp_path / "step",
+        "main.py",
+        "import json, os, time\n"
+        "cfg = json.loads(os.environ['WANDB_CONFIG'])\n"
+        "while cfg.get('gate') and not os.path.exists(cfg['gate']):\n"
+        "    time.sleep(0.02)\n",
+    ).parent
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "step", check=True)
+    return "step"
+
+
+def launch(queue: str, *args: str) -> str:
+    proc = cli("launch", "-q", queue, "-j", "step", "--quiet", *args, check=True)
+    return proc.stdout.strip()
+
+
+def state(run_id: str) -> str:
+    return str(cli_json("runs", "show", run_id)["state"])
+
+
+def listed(run_id: str) -> dict[str, Any]:
+    return next(r for r in cli_json("runs", "list") if r["id"] == run_id)
+
+
+def cell(run_id: str) -> str:
+    """The run's state cell in `runs list` (its columns are split by two spaces or more)."""
+    out = cli("runs", "list", "--columns", "none", check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith(run_id))
+    return re.split(r"\s{2,}", line.strip())[3]
+
+
+def queue_status(name: str) -> dict[str, Any]:
+    return next(q for q in cli_json("status")["queues"] if q["name"] == name)
+
+
+def store_write(home: Path, sql: str, params: list[Any]) -> None:
+    """Set what another part of the agent sets (an array's columns as `launch --array`
+    writes them; ``stalled_at`` as the stall watch does), straight in the store."""
+    conn = sqlite3.connect(home / "launchctl.db", timeout=30)
+    try:
+        conn.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_run_held_back_by_its_users_limit_says_so_and_starts_when_a_slot_frees(
+    job: str, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    cli("queue", "create", "lab", "--config", json.dumps({"limits": {"per_user": 1}}),
+        check=True)  # fmt: skip
+    gate = tmp_path / "gate"
+    first = launch("lab", "--set", f"gate={gate}")
+    second = launch("lab")
+    start_agent("-q", "lab", "--max-jobs", "4")
+    wait_for(lambda: state(first) == "running", what="the first run to start")
+    assert state(second) == "queued"  # the agent has three free slots: the limit holds it
+    assert cell(second) == "queued (per_user 1/1 in flight)"
+    assert listed(second)["limited"] == [
+        {"limit": "per_user", "user": "alice", "queue": "lab", "in_flight": 1, "max": 1}
+    ]
+    assert listed(first)["limited"] == []
+    shown = cli("runs", "show", second, check=True).stdout
+    assert (
+        "waits for:  alice holds 1 of the 1 slot a user may hold in queue lab"
+        " (limits.per_user)" in shown
+    )
+    lab = queue_status("lab")
+    assert lab["waiting"] == {"held": 0, "after": 0, "time": 0, "limit": 1}
+    table = cli("status", check=True).stdout
+    head = next(ln for ln in table.splitlines() if ln.startswith("QUEUE"))
+    row = next(ln for ln in table.splitlines() if ln.startswith("lab "))
+    assert "AT LIMIT" in head
+    assert row.split()[:5] == ["lab", "local-process", "1", "1", "1"]  # queued, at limit, active
+    gate.touch()
+    wait_for(lambda: state(second) == "finished", what="the second run, once a slot freed")
+    assert queue_status("lab")["waiting"]["limit"] == 0
+
+
+def test_a_run_held_back_by_its_arrays_throttle_says_so(
+    job: str, start_agent: StartAgent, tmp_path: Path, home: Path
+) -> None:
+    """Two runs of one array with %1 (the columns `launch --array 0-1%1` writes)."""
+    gate = tmp_path / "gate"
+    runs = [launch("default", "--set", f"gate={gate}") for _ in range(2)]
+    for index, run in enumerate(runs):
+        store_write(
+            home, "UPDATE runs SET array_id = ?, array_index = ?, array_limit = 1 WHERE id = ?",
+            ["arr1", index, run],
+        )  # fmt: skip
+    start_agent("-q", "default", "--max-jobs", "4")
+    wait_for(lambda: "running" in {state(r) for r in runs}, what="one run of the array")
+    waiting = next(r for r in runs if state(r) != "running")
+    assert state(waiting) == "queued"
+    assert cell(waiting) == "queued (array 1/1 in flight)"
+    assert listed(waiting)["limited"] == [
+        {"limit": "array", "array": "arr1", "in_flight": 1, "max": 1}
+    ]
+    shown = cli("runs", "show", waiting, check=True).stdout
+    assert "waits for:  array arr1: 1 of 1 in flight (%1)" in shown
+    assert queue_status("default")["waiting"]["limit"] == 1
+    gate.touch()
+    wait_for(lambda: state(waiting) == "finished", what="the array's second run")
+
+
+def test_status_counts_why_queued_runs_wait_each_under_its_first_reason(job: str) -> None:
+    """No agent serves 'parked': held, waiting for a run, waiting for a time; a run both
+    held and delayed counts once, as held (a release leaves it waiting for its time)."""
+    cli("queue", "create", "parked", check=True)
+    held = launch("parked")
+    cli("runs", "hold", held, check=True)
+    both = launch("parked", "--delay", "2h")
+    cli("runs", "hold", both, check=True)
+    launch("parked", "--delay", "2h")
+    launch("parked", "--after", held)
+    launch("parked")  # claimable: counted in queued only
+    parked = queue_status("parked")
+    assert parked["queued"] == 5
+    assert parked["waiting"] == {"held": 2, "after": 1, "time": 1, "limit": 0}
+    table = cli("status", check=True).stdout.splitlines()
+    head = next(ln for ln in table if ln.startswith("QUEUE")).split()
+    row = next(ln for ln in table if ln.startswith("parked ")).split()
+    assert head[:6] == ["QUEUE", "RESOURCE", "QUEUED", "HELD", "AFTER", "DELAYED"]
+    assert row[:6] == ["parked", "local-process", "5", "2", "1", "1"]
+    cli("runs", "release", both, check=True)
+    assert queue_status("parked")["waiting"] == {"held": 1, "after": 1, "time": 2, "limit": 0}
+
+
+def test_status_lists_stalled_running_runs_by_id(
+    job: str, start_agent: StartAgent, tmp_path: Path, home: Path
+) -> None:
+    gate = tmp_path / "gate"
+    quiet, busy = (
+        launch("default", "--set", f"gate={gate}"),
+        launch("default", "--set", f"gate={gate}"),
+    )
+    start_agent("-q", "default", "--max-jobs", "2")
+    wait_for(lambda: state(quiet) == state(busy) == "running", what="both runs to start")
+    assert cli_json("status")["stalled_runs"] == []
+    assert "Stalled runs" not in cli("status", check=True).stdout
+    since = time.time() - 90
+    store_write(home, "UPDATE runs SET stalled_at = ? WHERE id = ?", [since, quiet])
+    shown = cli_json("status")
+    assert [r["id"] for r in shown["stalled_runs"]] == [quiet]
+    assert shown["stalled_runs"][0]["stalled_s"] >= 90
+    assert queue_status("default")["stalled"] == 1
+    active = {r["id"]: r for r in shown["active_runs"]}
+    assert active[quiet]["stalled_at"] is not None and active[busy]["stalled_at"] is None
+    table = cli("status", check=True).stdout
+    section = table.split("Stalled runs", 1)[1].split("Active runs", 1)[0]
+    assert quiet in section and busy not in section
+    gate.touch()
+    wait_for(lambda: state(quiet) == "finished", what="the run to end")
+    assert cli_json("status")["stalled_runs"] == []  # a run that ended is no longer stalled
