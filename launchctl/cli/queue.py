@@ -152,6 +152,11 @@ def show(name: str = typer.Argument(..., help="Queue name."), as_json: bool = JS
     line(f"created:     {when(row['created_at'])}")
     counts = ", ".join(f"{k} {v}" for k, v in sorted(row["runs"].items())) or "none"
     line(f"runs:        {counts}")
+    limits = row["config"].get("limits") if isinstance(row["config"], dict) else None
+    per_user = limits.get("per_user") if isinstance(limits, dict) else None
+    if per_user is not None:  # issue 18: a queue's limits.per_user (launchctl.limits)
+        most = f"each launcher holds at most {per_user} of its slots"
+        line(f"limits:      per_user {per_user} ({most})")
     written = row.get("config_written")
     if written is not None:
         line("config (as written):")
