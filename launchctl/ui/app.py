@@ -67,6 +67,8 @@ def create_app(
         Route("/runs/{run_id}", _read(ctx, pages.run_page)),
         Route("/runs/{run_id}/cancel", _change(ctx, pages.cancel), methods=["POST"]),
         Route("/runs/{run_id}/rerun", _change(ctx, pages.rerun), methods=["POST"]),
+        Route("/runs/{run_id}/hold", _change(ctx, pages.hold), methods=["POST"]),
+        Route("/runs/{run_id}/release", _change(ctx, pages.release), methods=["POST"]),
         Route("/runs/{run_id}/log/events", _read(ctx, events.log_events)),
         Route("/queues/{name}", _read(ctx, pages.queue_page)),
         Route("/queues/{name}/launch", _change(ctx, pages.launch), methods=["POST"]),

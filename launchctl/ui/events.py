@@ -58,7 +58,18 @@ def run_payload(run: dict[str, Any], now: float | None = None) -> dict[str, Any]
         "gpus": run.get("devices") or [],
         "reason": run.get("reason"),
         "config": {k: runs.config_value(run, k) for k in runs.run_config(run)},
+        "state_cell": _state_cell(run),
     }
+
+
+def _state_cell(run: dict[str, Any]) -> str:
+    """The state as ``runs list`` shows it (``queued (held)``...), once ``annotate`` gave
+    the run its ``held``/``after``/``limited``; the plain state before that."""
+    if "limited" not in run:
+        return str(run["state"])
+    from launchctl.workflow import state_cell
+
+    return state_cell(run)
 
 
 def changed_runs(store: Any, after: int, limit: int = 1000) -> tuple[int, list[dict[str, Any]]]:
@@ -69,13 +80,16 @@ def changed_runs(store: Any, after: int, limit: int = 1000) -> tuple[int, list[d
     if not fresh:
         return after, []
     now = time.time()
-    payloads = []
+    rows = []
     for run_id in dict.fromkeys(e["run_id"] for e in fresh):
         try:
-            payloads.append(run_payload(runs.get(store, run_id), now))
+            rows.append(runs.get(store, run_id))
         except LaunchctlError:  # deleted meanwhile
             continue
-    return int(fresh[-1]["id"]), payloads
+    from launchctl.workflow import annotate
+
+    annotate(store, rows)  # issue 18: each run's state cell, as the runs page shows it
+    return int(fresh[-1]["id"]), [run_payload(r, now) for r in rows]
 
 
 class ChangeFeed:

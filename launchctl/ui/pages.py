@@ -106,7 +106,9 @@ def _runs(ctx: Context, filters: dict[str, str]) -> dict[str, Any]:
         since=filters.get("since") or None,
     )  # fmt: skip
     from launchctl.ui.events import run_payload
+    from launchctl.workflow import annotate
 
+    annotate(ctx.store(), rows)  # issue 18: the state cell says why a queued run waits
     now = time.time()
     keys = runs.differing_keys(rows)
     return {
@@ -136,9 +138,11 @@ BUILD_HEAD = 256 * 1024  # the build comes first in a run's log: read its steps 
 
 
 def _run_view(ctx: Context, run_id: str) -> dict[str, Any]:
-    from launchctl import runs
+    from launchctl import runs, workflow
 
     run = runs.details(ctx.store(), run_id)
+    workflow.annotate(ctx.store(), [run])  # issue 18: what a queued run waits for
+    stalled = run.get("stalled_at") if run["state"] == "running" else None
     mask = masker()
     path = Path(run["log_path"])
     try:
@@ -180,6 +184,9 @@ def _run_view(ctx: Context, run_id: str) -> dict[str, Any]:
         "offset": size,
         "sets": "\n".join(f"{k}={runs.config_value(run, k)}" for k in runs.run_config(run)),
         "ended": run["state"] in ("finished", "failed", "stopped"),
+        "waits": [mask.mask_text(w) for w in workflow.waiting_for(run)],
+        "stalled": workflow.local_time(stalled) if stalled else None,
+        "state_cell": workflow.state_cell(run),
     }
 
 
@@ -203,6 +210,28 @@ async def cancel(ctx: Context, request: Request) -> Response:
     except LaunchctlError as exc:
         return await run_page(ctx, request, status=status_of(exc), error=str(exc))
     return RedirectResponse(f"/runs/{quote(run['id'], safe='')}", status_code=303)
+
+
+async def _hold(ctx: Context, request: Request, held: bool) -> Response:
+    """Hold or release a queued run (issue 18), through ``workflow.hold`` as ``runs
+    hold/release`` does: the same role check (its author, or an admin of its entity or
+    its queue's) and the same refusals."""
+    from launchctl import workflow
+
+    run_id = request.path_params["run_id"]
+    try:
+        run, _changed = await _call(ctx, lambda: workflow.hold(ctx.store(), run_id, held))
+    except LaunchctlError as exc:
+        return await run_page(ctx, request, status=status_of(exc), error=str(exc))
+    return RedirectResponse(f"/runs/{quote(run['id'], safe='')}", status_code=303)
+
+
+async def hold(ctx: Context, request: Request) -> Response:
+    return await _hold(ctx, request, True)
+
+
+async def release(ctx: Context, request: Request) -> Response:
+    return await _hold(ctx, request, False)
 
 
 async def rerun(ctx: Context, request: Request) -> Response:

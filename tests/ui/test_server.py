@@ -617,3 +617,79 @@ def test_every_template_and_static_file_ships_in_the_wheel() -> None:
     assert len(files) >= 10
     for path in files:
         assert any(path.relative_to(package).match(p) for p in patterns), path
+
+
+# -- why a queued run waits, holds, stalled runs (issue 18) ---------------------------------
+
+
+def test_hold_and_release_from_the_run_page_with_the_clis_role_check(
+    team: None, start_ui: Callable[..., UiServer], home: Path
+) -> None:
+    """A member may not hold another's run over HTTP (the CLI's refusal, 403, nothing
+    changed), nor hold any run without the page's token; their own run they hold and
+    release, and the pages say it is held."""
+    alices = launch("-q", "vision-gpu", "-j", "vision/hello", env=ADMIN)
+    bobs = launch("-q", "vision-gpu", "-j", "vision/hello", env=MEMBER)
+    server = start_ui(env=MEMBER)
+    before = table_counts(home)
+    refused = post(server, f"/runs/{alices}/hold", {})
+    assert refused.status == 403
+    by_cli = cli("runs", "hold", alices, env=MEMBER)
+    assert by_cli.returncode == 1
+    assert by_cli.stderr.strip().removeprefix("launchctl: error: ") in unescape(refused.body)
+    assert post(server, f"/runs/{bobs}/hold", {}, csrf=False).status == 403
+    assert table_counts(home) == before
+    assert not cli_json("runs", "show", alices)["held"]
+    assert not cli_json("runs", "show", bobs)["held"]
+
+    page = get(server, f"/runs/{bobs}").body
+    assert 'id="hold"' in page and 'id="release"' not in page
+    assert post(server, f"/runs/{bobs}/hold", {}).status == 303
+    assert cli_json("runs", "show", bobs)["held"]
+    page = get(server, f"/runs/{bobs}").body
+    assert 'id="release"' in page and 'id="hold"' not in page
+    waits = page.split('<ul id="run-waits">')[1].split("</ul>")[0]
+    assert f"held (`launchctl runs release {bobs}` lets it be claimed)" in unescape(waits)
+    row = get(server, "/runs").body.split(f'<tr id="run-{bobs}"')[1].split("</tr>")[0]
+    assert '<td class="state">queued (held)</td>' in row
+    overview = get(server, "/").body
+    queue = overview.split('data-queue="vision-gpu">')[1].split("</section>")[0]
+    assert '<span class="count" data-waiting="held">1</span>' in queue
+    assert post(server, f"/runs/{bobs}/release", {}).status == 303
+    assert not cli_json("runs", "show", bobs)["held"]
+    assert 'data-waiting="held"' not in get(server, "/").body
+    cli("runs", "cancel", bobs, env=MEMBER, check=True)
+    ended = post(server, f"/runs/{bobs}/hold", {})  # no longer queued: the CLI's line
+    assert ended.status == 400
+    assert f"run {bobs} is stopped: only a queued run can be held" in unescape(ended.body)
+    assert 'id="hold"' not in ended.body
+
+
+def test_the_run_page_says_what_a_run_waits_for_and_since_when_it_is_stalled(
+    ui_server: UiServer, start_agent: StartAgent, tmp_path: Path, home: Path
+) -> None:
+    body = "import time\nprint('started', flush=True)\ntime.sleep(120)\n"
+    job = make_script(tmp_path / "job", "sleep.py", body)
+    running = launch("-q", "default", "-u", str(job.parent), "-E", "python sleep.py")
+    later = launch("-q", "default", "-u", str(job.parent), "-E", "python sleep.py",
+                   "--after-ok", running)  # fmt: skip
+    waits = get(ui_server, f"/runs/{later}").body.split('<ul id="run-waits">')[1]
+    assert f"run {running} to finish (--after-ok; it is queued)" in unescape(waits)
+    row = get(ui_server, "/runs").body.split(f'<tr id="run-{later}"')[1].split("</tr>")[0]
+    assert f'<td class="state">queued (after {running})</td>' in row
+    start_agent("-q", "default")
+    wait_for(lambda: cli_json("runs", "show", running)["state"] == "running", what="the run")
+    assert 'id="run-stalled"' not in get(ui_server, f"/runs/{running}").body
+    import sqlite3
+
+    conn = sqlite3.connect(home / "launchctl.db", timeout=30)
+    with conn:  # what the agent's stall watch sets once a run is silent for stall_after
+        conn.execute("UPDATE runs SET stalled_at = ? WHERE id = ?", [time.time() - 600, running])
+    conn.close()
+    page = get(ui_server, f"/runs/{running}").body
+    assert re.search(r'<dd id="run-stalled">no output since \d{4}-\d\d-\d\dT', page)
+    overview = get(ui_server, "/").body
+    queue = overview.split('data-queue="default">')[1].split("</section>")[0]
+    assert 'data-stalled="1">1</span>' in queue
+    assert "(stalled: no output since" in overview.split('<table id="active">')[1]
+    cli("runs", "cancel", running, check=True)

@@ -31,7 +31,7 @@
   function fillRow(tr, run) {
     tr.dataset.state = run.state;
     var s = tr.querySelector("td.state");
-    if (s) s.textContent = run.state;
+    if (s) s.textContent = run.state_cell || run.state;
     var ex = tr.querySelector("td.exit");
     if (ex) ex.textContent = run.exit_code === null || run.exit_code === undefined ? "" : String(run.exit_code);
     var g = tr.querySelector("td.gpus");
