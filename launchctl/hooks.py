@@ -1,4 +1,4 @@
-"""Hooks when a run ends: a command, a webhook or a desktop notification (issue 18).
+"""Hooks when a run ends, or stalls: a command, a webhook or a desktop notification (issue 18).
 
 A queue's config (``hooks:``, written by its admins) and an agent's config file (``hooks:``,
 its owner's) list them::
@@ -10,6 +10,8 @@ its owner's) list them::
       - webhook: {"secret": "SLACK_HOOK"}  # or a plain http(s) URL
         retries: 5                         # with backoff from 1 s, doubling
       - notify: true                       # notify-send / osascript, where there is one
+      - on: [stalled]                      # a running run silent for its queue's stall_after
+        webhook: https://example.org/stuck #   (launchctl.stall); never in the default
 
 How they run:
 
@@ -30,6 +32,11 @@ How they run:
   is its owner's: the agent's user, its environment, the real log path.
 - The run's facts (name, reason...) reach a command only through its environment, never
   its command line. A webhook URL from a secret is shown as ``***`` everywhere.
+- ``stalled`` (issue 18) is an event, not an end: the agent's stall watch
+  (``launchctl.agent.stall``) owes a stalled run's deliveries (``owed_for_stall``) in the
+  transaction that marks it, and the dispatcher makes them as it makes the others. Its
+  facts say ``"event": "run.stalled"``, the state ``running`` and ``stalled_since``; a
+  command gets ``LAUNCHCTL_HOOK_EVENT`` (``run.ended`` or ``run.stalled``).
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ if TYPE_CHECKING:
     from launchctl.store.hooks import HookTable
 
 ENDS = [s.value for s in ordered(TERMINAL)]  # finished, failed, stopped
+STALLED = "stalled"  # issue 18: not an end; a hook names it in ``on:`` to get it
+EVENTS = [*ENDS, STALLED]
 KINDS = ("command", "webhook", "notify")
 KEYS = ("on", "command", "webhook", "notify", "timeout", "retries")
 MAX_HOOKS = 20
@@ -107,16 +116,18 @@ def check_hooks(
         if isinstance(on, str):
             on = [on]
         if not isinstance(on, list) or not on or not all(isinstance(s, str) for s in on):
-            raise ConfigError(f"{at}.on must be a list of end states: {', '.join(ENDS)}")
+            raise ConfigError(
+                f"{at}.on must be a list of end states: {', '.join(ENDS)} (or {STALLED})"
+            )
         for state in on:
-            if state not in ENDS:
+            if state not in EVENTS:
                 why = (
                     " (a preempted run goes back to its queue: it has not ended)"
                     if state == "preempted"
                     else ""
                 )
                 raise ConfigError(
-                    f"{at}.on: {state[:40]!r} is not an end state{why}; use: {', '.join(ENDS)}"
+                    f"{at}.on: {state[:40]!r} is not an end state{why}; use: {', '.join(EVENTS)}"
                 )
         checked: dict[str, Any] = {"on": list(dict.fromkeys(on)), kind: hook[kind]}
         timeout = hook.get("timeout", DEFAULT_TIMEOUT[kind])
@@ -229,6 +240,43 @@ def facts(run: Mapping[str, Any], queue: Mapping[str, Any] | None, log: str) -> 
     }
 
 
+def stall_facts(
+    run: Mapping[str, Any], queue: Mapping[str, Any] | None, log: str, since: float, silent_s: float
+) -> dict[str, Any]:
+    """What a ``stalled`` hook is given: a running run's facts, since when it is silent."""
+    f = facts(run, queue, log)
+    f.update(event="run.stalled", state="running", stalled_since=_iso(since),
+             silent_s=round(silent_s, 3))  # fmt: skip
+    return f
+
+
+def owed_for_stall(
+    f: Mapping[str, Any],
+    queue: Mapping[str, Any] | None,
+    agent_hooks: Iterable[Mapping[str, Any]],
+    owner: str,
+) -> list[dict[str, Any]]:
+    """The deliveries a stalled run is owed (``facts`` from ``stall_facts``): its queue's and
+    its agent's hooks that name ``stalled`` in ``on:``, owed by the agent ``owner``."""
+    config = (queue or {}).get("config") or {}
+    queue_hooks = config.get("hooks") or [] if isinstance(config, dict) else []
+    owed: list[dict[str, Any]] = []
+    for source, hooks in (("queue", queue_hooks), ("agent", list(agent_hooks))):
+        for hook in hooks:
+            if not isinstance(hook, dict) or STALLED not in (hook.get("on") or ()):
+                continue
+            kind = next((k for k in KINDS if k in hook), None)
+            if kind is None:
+                continue
+            tries = 1 + int(hook.get("retries", DEFAULT_RETRIES)) if kind == "webhook" else 1
+            owed.append({
+                "source": source, "queue_id": (queue or {}).get("id"), "owner": owner,
+                "owner_uid": os.getuid(), "kind": kind, "hook": dict(hook), "facts": dict(f),
+                "max_attempts": tries,
+            })  # fmt: skip
+    return owed
+
+
 def body(f: Mapping[str, Any]) -> dict[str, Any]:
     """A webhook's JSON body: the facts, without where things are on this machine."""
     return {k: v for k, v in f.items() if k not in ("log", "run_as")}
@@ -239,6 +287,8 @@ def command_env(f: Mapping[str, Any], log: str) -> dict[str, str]:
         return "" if v is None else str(v)
 
     return {
+        "LAUNCHCTL_HOOK_EVENT": text(f.get("event") or "run.ended"),
+        "LAUNCHCTL_STALLED_SINCE": text(f.get("stalled_since")),
         "LAUNCHCTL_RUN_ID": f["run_id"],
         "LAUNCHCTL_RUN_NAME": text(f["name"]),
         "LAUNCHCTL_RUN_STATE": f["state"],
@@ -441,6 +491,8 @@ def notify(f: Mapping[str, Any], timeout: float) -> Outcome:
             skipped=True,
         )
     title = f"launchctl: run {f['name']} {f['state']}"
+    if f.get("event") == "run.stalled":
+        title = f"launchctl: run {f['name']} stalled (no output since {f.get('stalled_since')})"
     text = f"{f['run_id']} on {f.get('queue') or '(direct launch)'}"
     if f.get("exit_code") is not None:
         text += f", exit code {f['exit_code']}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from launchctl.runners import Exit
+from launchctl.stall import STALLED
 from launchctl.states import State, move
 from launchctl.store import Row, Store
 
@@ -45,6 +46,8 @@ def record_exit(
         stop_reason = result.message or "cancelled on the engine"
     if stop_reason == TIMEOUT:
         return _fail(store, run, TIMEOUT, "timeout", agent_id, fields, expect)
+    if stop_reason == STALLED:  # issue 18: on_stall: stop (launchctl.agent.stall)
+        return _fail(store, run, STALLED, STALLED, agent_id, fields, expect)
     if stop_reason is not None:
         move(store, run["id"], State.STOPPED, agent_id=agent_id, reason=stop_reason,
              expect=expect, **fields)  # fmt: skip

@@ -1,6 +1,9 @@
 """SQL for hooks when a run ends (migration m011): the ends a trigger records, and the
 durable outbox of deliveries owed. No policy: which hooks apply, who may run them and
 how is ``launchctl.hooks``' business.
+
+Issue 18: a running run found silent (``runs.stalled_at``, m013) is marked here, with its
+note and the deliveries its ``on: [stalled]`` hooks are owed, in one transaction.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from launchctl.store.db import Database, Row, dumps, loads
+from launchctl.store.runs import insert_event
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -75,17 +79,59 @@ class HookTable:
             cur = self.db.execute("DELETE FROM hook_ends WHERE run_id = ?", [run_id])
             if cur.rowcount != 1:
                 return False
-            for d in deliveries:
-                self.db.execute(
-                    "INSERT INTO hook_deliveries (run_id, source, queue_id, owner, owner_uid,"
-                    " kind, hook, facts, max_attempts, next_at, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id, d["source"], d.get("queue_id"), d["owner"], d["owner_uid"],
-                        d["kind"], dumps(d["hook"]), dumps(d["facts"]), d["max_attempts"],
-                        now, now,
-                    ],
-                )  # fmt: skip
+            self._owe(run_id, deliveries, now)
+        return True
+
+    def _owe(self, run_id: str, deliveries: Sequence[dict[str, Any]], now: float) -> None:
+        for d in deliveries:
+            self.db.execute(
+                "INSERT INTO hook_deliveries (run_id, source, queue_id, owner, owner_uid,"
+                " kind, hook, facts, max_attempts, next_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id, d["source"], d.get("queue_id"), d["owner"], d["owner_uid"],
+                    d["kind"], dumps(d["hook"]), dumps(d["facts"]), d["max_attempts"],
+                    now, now,
+                ],
+            )  # fmt: skip
+
+    # -- stuck runs (issue 18) ---------------------------------------------------------------
+    def mark_stalled(
+        self,
+        run_id: str,
+        since: float,
+        note: str,
+        deliveries: Sequence[dict[str, Any]],
+        agent_id: str | None,
+    ) -> bool:
+        """Mark a running run stalled since ``since`` (its last output), note it and owe its
+        stall hooks, in one transaction; False when it is not running or already marked."""
+        now = time.time()
+        with self.db.write():
+            cur = self.db.execute(
+                "UPDATE runs SET stalled_at = ? WHERE id = ? AND state = 'running'"
+                " AND stalled_at IS NULL",
+                [since, run_id],
+            )
+            if cur.rowcount != 1:
+                return False
+            insert_event(self.db, run_id, "running", "running", agent_id, note, now)
+            self._owe(run_id, deliveries, now)
+        return True
+
+    def clear_stalled(self, run_id: str, note: str | None, agent_id: str | None) -> bool:
+        """Clear a run's ``stalled_at`` (it wrote again, or it ended), with ``note`` when
+        given; False when it was not marked."""
+        now = time.time()
+        with self.db.write():
+            row = self.db.one(
+                "SELECT state FROM runs WHERE id = ? AND stalled_at IS NOT NULL", [run_id]
+            )
+            if row is None:
+                return False
+            self.db.execute("UPDATE runs SET stalled_at = NULL WHERE id = ?", [run_id])
+            if note:
+                insert_event(self.db, run_id, row["state"], row["state"], agent_id, note, now)
         return True
 
     def pending_ends(self) -> int:
