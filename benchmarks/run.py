@@ -29,6 +29,8 @@ and noisy:
 9. ui (``bench_ui.py``, issue 16): the web view with 200 runs (40 running): ``GET /runs``
    and the browser's load event, and a state change in the store -> the ``/events`` client
    and -> the row's state cell in Chromium, against one ``runs list --json`` of the same runs.
+12. deps (``bench_deps.py``, issue 18): a dependency's end -> its dependent run's start along
+   a chain of ``launch --after-ok`` runs, against a ``tsp -D`` chain of the same script.
 
 4 and 5 need the Docker engine and the base images that ``scripts/services.sh all`` starts;
 when it cannot, the table says they were skipped and why.
@@ -57,6 +59,7 @@ from bench_bigqueue import bench_bigqueue
 from bench_bigstore import bench_bigstore
 from bench_cache_hit import bench_cache_hit
 from bench_container import bench_container_latency
+from bench_deps import bench_deps
 from bench_dispatch import bench_dispatch
 from bench_slurm import bench_slurm
 from bench_startup import bench_startup
@@ -88,7 +91,8 @@ def parse_args(argv: list[str]) -> tuple[Settings, bool]:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 100 runs")
     parser.add_argument(
         "--only",
-        help="run one benchmark: startup, dispatch, throughput, containers, sync, slurm, sweep, ui",
+        help="run one benchmark: startup, dispatch, throughput, containers, sync, bigqueue,"
+        " bigstore, slurm, sweep, ui, deps",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
     args = parser.parse_args(argv)
@@ -110,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     benches = (bench_startup, bench_dispatch, bench_throughput, bench_containers, bench_sync)
     benches += (bench_bigqueue, bench_bigstore)  # issue 17: 10,000 queued, 100,000 stored
-    for bench in (*benches, bench_slurm, bench_sweep, bench_ui):  # slurm: 14; sweep: 15; ui: 16
+    benches += (bench_slurm, bench_sweep, bench_ui, bench_deps)  # 14, 15, 16; deps: issue 18
+    for bench in benches:
         name = bench.__name__.removeprefix("bench_")
         if settings.only and settings.only != name:
             continue

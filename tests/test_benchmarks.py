@@ -82,3 +82,23 @@ def test_every_launchctl_name_the_benchmarks_import_exists() -> None:
             except ImportError:
                 missing.append(f"{file}: {module}.{name}")
     assert not missing, f"benchmarks import names launchctl no longer has: {missing}"
+
+
+def test_the_dependency_chain_benchmark_measures_a_real_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench_deps (issue 18) on a chain of 3 ``--after-ok`` runs: one gap per link, each a
+    dependent's own start after its dependency's own end, never before it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    before = set(sys.modules)
+    try:
+        bench_deps = importlib.import_module("bench_deps")
+        gaps = bench_deps.launchctl_chain(3)["gaps_s"]
+        report = importlib.import_module("report").Report()
+        bench_deps.add_deps_rows(report, 3, 1, gaps, [])
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+    assert len(gaps) == 3 and all(0 <= gap < 60 for gap in gaps), gaps
+    assert report.rows[0].benchmark.startswith("deps: a dependency ends"), report.rows
+    assert report.raw["deps"]["launchctl_gaps_s"] == gaps
