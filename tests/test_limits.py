@@ -320,3 +320,39 @@ def test_queue_show_and_list_say_the_limit(lab: Path) -> None:
     row = next(q for q in cli_json("queue", "list") if q["name"] == "lab")
     assert row["config"]["limits"] == {"per_user": 2}
     assert "limits:" not in cli("queue", "show", "default", check=True).stdout
+
+
+def test_a_sweep_s_trials_count_against_the_sweep_s_author(
+    lab: Path, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """alice's sweep queues 4 trials at once (num_workers 4): they are alice's runs (the
+    agent's scheduler queues them in her name), so they hold at most 2 slots, and bob's run
+    starts beside them."""
+    gate = tmp_path / "gate"
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({
+        "job": "step", "method": "grid",
+        "metric": {"name": "loss", "goal": "minimize"},
+        "parameters": {"x": {"values": [1, 2, 3, 4]}, "log": {"value": str(lab)},
+                       "gate": {"value": str(gate)}},
+        "scheduler": {"num_workers": 4},
+    }))  # fmt: skip
+    cli("launch-sweep", str(sweep), "-q", "lab", env=ALICE, check=True)
+    start_agent("-q", "lab", "-j", "8")
+
+    def trials() -> list[str]:
+        return [r["id"] for r in cli_json("runs", "list", "--limit", "0")
+                if r["author"] == "alice"]  # fmt: skip
+
+    wait_for(lambda: len(trials()) == 4, what="the sweep to queue 4 trials")
+    bob = launch(BOB, lab, gate)
+    wait_for(lambda: bob in started(lab) and len(started(lab)) == 3, what="bob's run to start")
+    assert sorted(states(trials()).values()) == ["queued", "queued", "running", "running"]
+    queued = next(r for r, s in states(trials()).items() if s == "queued")
+    assert why(queued) == (
+        "alice holds 2 of the 2 slots a user may hold in queue lab (limits.per_user)"
+    )
+    gate.touch()
+    wait_for(lambda: set(states([*trials(), bob]).values()) == {"finished"}, timeout=60,
+             what="the trials and bob's run to finish")  # fmt: skip
+    assert most_at_once(lab) == {"alice": 2, "bob": 1}
