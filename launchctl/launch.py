@@ -659,6 +659,17 @@ def rerun(store: Store, run_id: str, *, sets: list[str], priority: str | None = 
     return store.runs.insert(_rerun_row(store, store.runs.get(run_id), changes, prio))
 
 
+def rerun_row(store: Store, old: Row, sets: dict[str, Any], prio: int | None) -> dict[str, Any]:
+    """The run a rerun of ``old`` makes, checked as ``rerun`` checks it, not yet written
+    (``runs rerun --array`` writes a whole array of them in one transaction)."""
+    return _rerun_row(store, old, sets, prio)
+
+
+def default_name(base: str, run_id: str) -> str:
+    """A run's name when the launch gave none (each run of an array gets its own)."""
+    return _default_name(base, run_id)
+
+
 def _rerun_row(store: Store, old: Row, sets: dict[str, Any], prio: int | None) -> dict[str, Any]:
     """The run a rerun of ``old`` makes, checked as ``rerun`` checks it, not yet written."""
     spec = copy.deepcopy(old["spec"])

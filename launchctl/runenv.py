@@ -58,7 +58,43 @@ def run_environment(
         env["WANDB_SWEEP_ID"] = str(spec["sweep_id"])
     if resumed or run.get("resume_count"):
         env["WANDB_RESUME"] = "allow"
+    env.update(array_environment(spec))
     return env
+
+
+# A run of ``launch --array`` (issue 18): launchctl's names, and Slurm's for the same facts
+# (a Slurm queue's runner passes both: each run is its own sbatch job, not a Slurm array).
+ARRAY_NAMES = {
+    "id": "LAUNCHCTL_ARRAY_ID",
+    "index": "LAUNCHCTL_ARRAY_INDEX",
+    "count": "LAUNCHCTL_ARRAY_COUNT",
+    "min": "LAUNCHCTL_ARRAY_MIN",
+    "max": "LAUNCHCTL_ARRAY_MAX",
+}
+SLURM_ARRAY_NAMES = {
+    "LAUNCHCTL_ARRAY_ID": "SLURM_ARRAY_JOB_ID",
+    "LAUNCHCTL_ARRAY_INDEX": "SLURM_ARRAY_TASK_ID",
+    "LAUNCHCTL_ARRAY_COUNT": "SLURM_ARRAY_TASK_COUNT",
+    "LAUNCHCTL_ARRAY_MIN": "SLURM_ARRAY_TASK_MIN",
+    "LAUNCHCTL_ARRAY_MAX": "SLURM_ARRAY_TASK_MAX",
+}
+
+
+def array_environment(spec: dict[str, Any]) -> dict[str, str]:
+    """``LAUNCHCTL_ARRAY_ID``, ``_INDEX``, ``_COUNT``, ``_MIN`` and ``_MAX`` for a run of an
+    array (its spec's ``array``, written by ``launchctl.arrays``; a launch spec from
+    ``-c`` cannot hold that key); nothing for any other run."""
+    facts = spec.get("array")
+    if not isinstance(facts, dict):
+        return {}
+    return {name: str(facts[key]) for key, name in ARRAY_NAMES.items() if key in facts}
+
+
+def slurm_array_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """Slurm's names for an array run's facts (``SLURM_ARRAY_TASK_ID`` ...), from the
+    LAUNCHCTL_ARRAY_* variables in ``env``: a script written for ``sbatch --array`` reads
+    them unchanged."""
+    return {slurm: env[ours] for ours, slurm in SLURM_ARRAY_NAMES.items() if ours in env}
 
 
 def env_items(value: Any) -> list[Any]:

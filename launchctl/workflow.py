@@ -19,8 +19,10 @@ from launchctl.teams import PermissionDenied, require_canceller
 
 # The longest delay or the furthest --at (a typo such as 2000d is refused, not queued).
 MAX_DELAY_S = 366 * 86400
-# The most runs one run may wait for.
+# The most runs one run may wait for (named one by one; an array named by its id counts
+# its runs, up to MAX_ARRAY_DEPS in all).
 MAX_DEPS = 1000
+MAX_ARRAY_DEPS = 10_000
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DELAY = re.compile(r"(?:(\d{1,9})([smhdw]))+")
@@ -137,8 +139,7 @@ def resolve_deps(
     fail). A new run cannot be waited for by an older one, so no cycle can form."""
     out: list[tuple[str, str]] = []
     fail_deps: list[Row] = []
-    for given, kind in named:
-        run = store.runs.get(given)  # a unique prefix is enough; NotFound says so
+    for run, given, kind in _expand(store, named):
         if any(run["id"] == d for d, _ in out):
             raise UsageError(f"run {run['id']} is named twice (as {given!r})")
         author = run["spec"].get("author")
@@ -155,9 +156,25 @@ def resolve_deps(
             fail_deps.append(run)
         out.append((run["id"], kind))
     if fail_deps and all(r["state"] == "finished" for r in fail_deps):
-        ids = ", ".join(r["id"] for r in fail_deps)
+        ids = ", ".join(r["id"] for r in fail_deps[:5]) + (", ..." if len(fail_deps) > 5 else "")
         raise StateConflict(f"run {ids} already finished: --after-fail can never hold")
+    if len(out) > MAX_ARRAY_DEPS:
+        raise UsageError(f"a run may wait for at most {MAX_ARRAY_DEPS} runs (arrays counted)")
     return out
+
+
+def _expand(store: Store, named: Sequence[tuple[str, str]]) -> Iterable[tuple[Row, str, str]]:
+    """Each run named (a unique prefix is enough; NotFound says so), with what it was
+    named as and its kind; an array's id (``a-...``, issue 18) names every run of that
+    array, as Slurm's ``--dependency=afterok:<array job>`` waits for every task."""
+    from launchctl import arrays
+
+    for given, kind in named:
+        if not arrays.is_array_id(given):
+            yield store.runs.get(given), given, kind
+            continue
+        for run in store.arrays.runs(arrays.resolve(store, given)):
+            yield run, given, kind
 
 
 def doom_reason(deps: list[Row]) -> str:

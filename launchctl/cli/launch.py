@@ -108,6 +108,13 @@ def launch(
     quiet: bool = typer.Option(
         False, "--quiet", help="With -q: print only the run id (no notes), for scripts."
     ),
+    array: str | None = typer.Option(
+        None,
+        "--array",
+        metavar="INDICES",
+        help="With -q: queue one run per index, as sbatch --array: 0-15, 1,3,5-7, 0-15:4;"
+        " %N: at most N in flight (0-15%4). Prints the array id.",
+    ),
 ) -> None:
     """Launch a run: queue it with -q, or run it now and exit with its status.
 
@@ -117,8 +124,11 @@ def launch(
       launchctl launch -q default -j hello:latest -P high --set epochs=3
       launchctl launch -q default -u . -E 'python train.py' --wait   # in CI
       launchctl launch -u . -E 'python train.py' --async   # prints the run id, returns
+      launchctl launch -q default -u . -E 'python train.py' --array 0-15%4
     """
     from launchctl.launch import LaunchRequest, prepare_spec, submit
+
+    indices = _parse_array(array, queue, remote_queue, run_async=run_async, wait=wait)
 
     req = LaunchRequest(
         uri=uri,
@@ -164,6 +174,9 @@ def launch(
 
         raise UsageError("--quiet goes with a queued launch (-q): it prints only the run id")
     store = open_store()
+    if indices is not None:
+        _launch_array(store, spec, indices, notes, quiet=quiet, as_json=as_json)
+        return
     if run_async:
         _run_async(store, spec, as_json, notes)
         return
@@ -183,6 +196,52 @@ def launch(
         _wait_queued(store, run["id"], as_json)
         return
     _run_direct(store, spec, as_json, notes)
+
+
+def _parse_array(
+    text: str | None, queue: str | None, remote_queue: str | None, *, run_async: bool,
+    wait: bool,
+) -> Any:  # fmt: skip
+    """``--array`` (issue 18), parsed and checked against the other flags before anything
+    is read or written; None without it."""
+    if text is None:
+        return None
+    from launchctl import arrays
+    from launchctl.errors import UsageError
+
+    others = ((remote_queue, "--remote-queue"), (run_async, "--async"), (wait, "--wait"))
+    for given, flag in others:
+        if given:
+            raise UsageError(f"cannot use both --array and {flag}: an array's runs wait in a queue")
+    if queue is None:
+        raise UsageError("--array needs a queue (-q): its runs wait there for agents")
+    return arrays.parse(text)
+
+
+def _launch_array(
+    store: Any, spec: dict[str, Any], indices: Any, notes: list[str], *, quiet: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """``launch -q Q --array 0-15%4``: every run in one transaction. Prints the array id
+    (as ``sbatch --parsable`` prints an array's job id); --json prints every run."""
+    from launchctl import arrays
+
+    array_id, runs = arrays.submit(store, spec, indices, say=notes.append)
+    if not quiet:
+        _say(notes)
+    if as_json:
+        emit_json(runs)
+        return
+    print(array_id)
+    if quiet:
+        return
+    limit = f", at most {indices.limit} at once" if indices.limit else ""
+    err(
+        f"queued array {array_id}: {indices.count} runs ({indices.text.partition('%')[0]})"
+        f"{limit} on queue {runs[0]['queue_name']};"
+        f" `launchctl runs list --array {array_id}` lists them"
+    )
+    _hint_if_unserved(store, runs[0])
 
 
 def _push_remote(

@@ -48,6 +48,12 @@ def list_(
     limit: int = typer.Option(
         50, "--limit", "-n", help="At most this many, newest first (0: all)."
     ),
+    array: str | None = typer.Option(
+        None,
+        "--array",
+        metavar="ARRAY",
+        help="Only this array's runs (launch --array printed its id), by index.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List runs, newest first, with the run-config values that tell them apart.
@@ -64,11 +70,18 @@ def list_(
     if since is not None:
         runs.parse_since(since)
     keys = runs.parse_columns(columns)
-    store = open_store()
-    rows = runs.listing(
-        store, queue=queue, states=state, limit=limit, job=job, project=project,
-        since=since,
-    )  # fmt: skip
+    if array is not None:
+        _check_array_filters(array, queue=queue, job=job, project=project, since=since)
+        from launchctl import arrays
+
+        store = open_store()
+        rows = arrays.listing(store, array, state, limit)
+    else:
+        store = open_store()
+        rows = runs.listing(
+            store, queue=queue, states=state, limit=limit, job=job, project=project,
+            since=since,
+        )  # fmt: skip
     from launchctl import workflow  # issue 18: held, not before, after
 
     workflow.annotate(store, rows)
@@ -86,6 +99,8 @@ def list_(
         extra.append(("attempts", lambda r: r["attempts"]))
     if any(r["rerun_of"] for r in rows):
         extra.append(("rerun-of", lambda r: r["rerun_of"]))
+    if any(r.get("array_id") for r in rows):  # issue 18: launch --array
+        extra.append(("array", _array_cell))
     table(
         (
             [
@@ -105,6 +120,27 @@ def list_(
         ["run", "name", "queue", "state", "priority", *keys, *(h for h, _ in extra),
          "exit", "runtime", "created"],
     )  # fmt: skip
+
+
+def _check_array_filters(given: str, **others: str | None) -> None:
+    """``runs list --array ID`` lists the array's runs by index (with --state and
+    --limit); the other filters are refused with it, before the store is opened."""
+    from launchctl import arrays
+    from launchctl.errors import UsageError
+
+    flags = {"queue": "--queue (-q)", "job": "--job (-j)", "project": "--project (-p)",
+             "since": "--since"}  # fmt: skip
+    for key, flag in flags.items():
+        if others.get(key) is not None:
+            raise UsageError(f"cannot use both --array and {flag}: an array is one launch")
+    arrays.check_id(given)
+
+
+def _array_cell(row: dict[str, Any]) -> str | None:
+    """``a-3kx9q2ab[3]``: the run's array and its index there."""
+    if not row.get("array_id"):
+        return None
+    return f"{row['array_id']}[{row['array_index']}]"
 
 
 @app.command("show")
@@ -156,6 +192,13 @@ def show(
     line(f"runtime:    {duration(run['started_at'], run['ended_at'])}")
     if run["rerun_of"]:
         line(f"rerun of:   {run['rerun_of']}")
+    if run.get("array_id"):  # issue 18: launch --array
+        facts = run["spec"].get("array") or {}
+        limit = f", at most {run['array_limit']} at once" if run.get("array_limit") else ""
+        line(
+            f"array:      {run['array_id']} index {run['array_index']}"
+            f" (of {facts.get('count', '?')}{limit})"
+        )
     if run.get("image"):  # the image that ran; its base is in the `starting` event (issue 20)
         line(f"image:      {run['image']}")
     line(f"log:        {run['log_path']}")
@@ -196,17 +239,33 @@ def _hook_lines(owed: dict[str, Any]) -> None:
 
 
 @app.command("cancel")
-def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
+def cancel(
+    run_id: str | None = typer.Argument(None, help="Run id."),
+    array: str | None = typer.Option(
+        None, "--array", metavar="ARRAY", help="Cancel every unfinished run of this array."
+    ),
+) -> None:
     """Cancel a run: a queued run stops at once, a running one is stopped by its agent.
 
     Only the run's author, or an admin of its entity (or of its queue's), may cancel it;
-    `runs show` says who did.
+    `runs show` says who did. --array cancels every run of an array not yet ended, as
+    scancel does an array job's.
 
     \b
     Example:
       launchctl runs cancel 3kx9q2ab
+      launchctl runs cancel --array a-3kx9q2ab
     """
     from launchctl import runs
+    from launchctl.errors import UsageError
+
+    if array is not None:
+        if run_id is not None:
+            raise UsageError("pass a run id or --array, not both")
+        _cancel_array(array)
+        return
+    if run_id is None:
+        raise UsageError("pass a run id to cancel, or --array ARRAY")
 
     # Refused unless the user is its author, or an admin of its entity or its queue's.
     run, state = runs.cancel(open_store(), run_id)
@@ -214,6 +273,26 @@ def cancel(run_id: str = typer.Argument(..., help="Run id.")) -> None:
         print(f"run {run['id']} stopped")
     else:
         print(f"run {run['id']} is {state}; its agent is stopping it")
+
+
+def _cancel_array(given: str) -> None:
+    """``runs cancel --array`` (issue 18): one line per run on stdout, one per refusal on
+    stderr; exit 1 when any was refused."""
+    from launchctl import arrays
+
+    arrays.check_id(given)  # before the store is opened
+    done = arrays.cancel(open_store(), given)
+    for run, state in done.done:
+        if state == "stopped":
+            print(f"run {run['id']} stopped")
+        else:
+            print(f"run {run['id']} is {state}; its agent is stopping it")
+    for _run, why in done.refused:
+        err(clean(why))
+    if not done.done and not done.refused:
+        print(f"array {done.array_id} has no unfinished runs")
+    if done.refused:
+        raise typer.Exit(1)
 
 
 from launchctl.cli import runs_hold  # noqa: E402  (issue 18: runs hold, runs release)
@@ -246,6 +325,12 @@ def rerun(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="With --failed: say which runs would be rerun; queue nothing."
     ),
+    array: str | None = typer.Option(
+        None,
+        "--array",
+        metavar="ARRAY",
+        help="Rerun this array's runs (with --failed: its failed ones) as a new array.",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Queue a new run with the same spec, changing the --set overrides.
@@ -258,9 +343,17 @@ def rerun(
     Example:
       launchctl runs rerun 3kx9q2ab --set lr=0.01
       launchctl runs rerun --failed -q gpu --since 2h
+      launchctl runs rerun --array a-3kx9q2ab --failed
     """
     from launchctl.errors import UsageError
 
+    if array is not None:
+        for flag, given in (("a run id", run_id), ("--queue (-q)", queue), ("--since", since),
+                            ("--dry-run", dry_run)):  # fmt: skip
+            if given:
+                raise UsageError(f"cannot use both --array and {flag}: pick one")
+        _rerun_array(array, failed, set_, priority, as_json)
+        return
     if failed:
         if run_id is not None:
             raise UsageError("pass a run id or --failed, not both")
@@ -278,6 +371,27 @@ def rerun(
         emit_json(run)
     else:
         print(run["id"])
+
+
+def _rerun_array(
+    given: str, failed: bool, sets: list[str], priority: str | None, as_json: bool
+) -> None:
+    """``runs rerun --array ID [--failed]`` (issue 18): the new array's id on stdout (as
+    ``launch --array`` prints it); --json: its runs."""
+    from launchctl import arrays
+    from launchctl.launch import parse_priority, parse_set
+
+    arrays.check_id(given)  # refused before the store is opened: a refusal creates nothing
+    parse_set(sets)
+    parse_priority(priority)
+    new_id, new_runs = arrays.rerun(
+        open_store(), given, failed=failed, sets=sets, priority=priority
+    )
+    if as_json:
+        emit_json(new_runs)
+        return
+    print(new_id)
+    err(f"queued array {new_id}: {len(new_runs)} rerun{'s' if len(new_runs) != 1 else ''}")
 
 
 def _rerun_failed(

@@ -34,6 +34,7 @@ from typing import Any
 
 from launchctl.errors import RunnerError
 from launchctl.masking import Masker
+from launchctl.runenv import slurm_array_environment
 from launchctl.runners.base import Exit, Launch
 from launchctl.runners.registry import register
 from launchctl.runners.slurm_options import OPTIONS, OptionError, config_problem, sbatch_args
@@ -468,6 +469,7 @@ class SlurmRunner:
         with os.fdopen(fd, "w") as fh:
             fh.write(_script(launch, options, folder))
         env = dict(launch.env)
+        env.update(slurm_array_environment(env))  # issue 18: a run of launch --array
         env.setdefault("PATH", os.environ.get("PATH", os.defpath))
         for key in ("SLURM_CONF", "HOME", "USER"):  # how sbatch itself finds its cluster
             if key in os.environ:

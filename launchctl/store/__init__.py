@@ -6,6 +6,7 @@ from pathlib import Path
 
 from launchctl import paths
 from launchctl.store.agents import AgentTable
+from launchctl.store.arrays import ArrayTable
 from launchctl.store.db import Database, Row, dumps, loads
 from launchctl.store.gpus import GpuTable
 from launchctl.store.jobs import JobTable
@@ -26,6 +27,7 @@ class Store:
         self.agents = AgentTable(self.db)
         self.teams = TeamTable(self.db)
         self.gpus = GpuTable(self.db)
+        self.arrays = ArrayTable(self.db)  # issue 18: launch --array
 
     def run_dir(self, run_id: str) -> Path:
         return paths.run_dir(run_id, self.root)
