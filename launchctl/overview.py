@@ -38,7 +38,7 @@ def status(store: Store) -> dict[str, Any]:
     agents = queries.agents(within_s=SERVING_WITHIN_S)
     runs = queries.held_runs()
     queues = _queues(queries.queue_counts(), agents)
-    _waiting(queues, queries.waiting_counts(), runs)
+    _waiting(queues, _waiting_counts(queries), runs)
     return {
         "at": iso(now),
         "queues": queues,
@@ -54,6 +54,24 @@ def status(store: Store) -> dict[str, Any]:
 # each is decided: held; waits for other runs (--after*); for a time (--delay/--at or a
 # retry backoff); for a limit on what is in flight (an array's %N, limits.per_user).
 WAIT_REASONS = ("held", "after", "time", "limit")
+
+
+def _waiting_counts(queries: OverviewQueries) -> list[dict[str, Any]]:
+    """Queued runs by queue and why they wait (``queue``, ``why``, ``n``): the store's
+    counts, with the runs that are otherwise ready told apart when they are at a limit
+    (``workflow.limits_reached``: the claim's ARRAY_OK and PER_USER_OK), from a count of
+    the runs in flight per array and per launcher, not one per queued run."""
+    from launchctl.workflow import limits_reached
+
+    rows = queries.waiting_counts()
+    ready = [r for r in rows if r["why"] == "ready"]
+    arrays = queries.arrays_in_flight(sorted({r["array_key"] for r in ready if r["array_key"]}))
+    users = queries.per_user_in_flight(sorted({int(r["queue_id"]) for r in ready}))
+    for row in ready:
+        run = dict(row, array_id=row["array_key"], queue_name=row["queue"])
+        if limits_reached(run, arrays, users):
+            row["why"] = "limit"
+    return rows
 
 
 def _waiting(

@@ -255,21 +255,31 @@ def _annotate_limits(store: Store, rows: list[Row]) -> None:
         sorted({int(r["queue_id"]) for r in queued if r.get("queue_id") is not None})
     )
     for row in queued:
-        cap = row.get("array_limit")
-        if cap is not None and row.get("array_id") is not None:
-            held = arrays.get(str(row["array_id"]), 0)
-            if held >= cap:
-                row["limited"].append(
-                    {"limit": "array", "array": row["array_id"], "in_flight": held, "max": cap}
-                )
-        if row.get("queue_id") in users:
-            cap, by_user = users[row["queue_id"]]
-            held = by_user.get(row.get("author"), 0)
-            if held >= cap:
-                row["limited"].append(
-                    {"limit": "per_user", "user": row.get("author"),
-                     "queue": row.get("queue_name"), "in_flight": held, "max": cap}
-                )  # fmt: skip
+        row["limited"] = limits_reached(row, arrays, users)
+
+
+def limits_reached(
+    row: Row, arrays: dict[str, int], users: dict[int, tuple[int, dict[Any, int]]]
+) -> list[dict[str, Any]]:
+    """The limits a queued run (``array_id``, ``array_limit``, ``queue_id``, ``author``,
+    ``queue_name``) is at, from the counts of runs in flight (``OverviewQueries``'s
+    ``arrays_in_flight`` and ``per_user_in_flight``), as the claim's ``ARRAY_OK`` and
+    ``PER_USER_OK`` decide: a run may be claimed while fewer than the limit are."""
+    out: list[dict[str, Any]] = []
+    cap = row.get("array_limit")
+    if cap is not None and row.get("array_id") is not None:
+        held = arrays.get(str(row["array_id"]), 0)
+        if held >= cap:
+            out.append({"limit": "array", "array": row["array_id"], "in_flight": held, "max": cap})
+    if row.get("queue_id") in users:
+        cap, by_user = users[row["queue_id"]]
+        held = by_user.get(row.get("author"), 0)
+        if held >= cap:
+            out.append(
+                {"limit": "per_user", "user": row.get("author"), "queue": row.get("queue_name"),
+                 "in_flight": held, "max": cap}
+            )  # fmt: skip
+    return out
 
 
 def state_cell(row: Row) -> str:

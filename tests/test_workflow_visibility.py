@@ -111,27 +111,31 @@ def test_a_run_held_back_by_its_users_limit_says_so_and_starts_when_a_slot_frees
 def test_a_run_held_back_by_its_arrays_throttle_says_so(
     job: str, start_agent: StartAgent, tmp_path: Path, home: Path
 ) -> None:
-    """Two runs of one array with %1 (the columns `launch --array 0-1%1` writes)."""
+    """Two runs of one array with %1 and one of another (the columns `launch --array
+    0-1%1` writes), under an agent with one slot: the array's second run waits for its
+    throttle, the other array's run only for a slot, and status counts them apart."""
     gate = tmp_path / "gate"
-    runs = [launch("default", "--set", f"gate={gate}") for _ in range(2)]
-    for index, run in enumerate(runs):
+    runs = [launch("default", "--set", f"gate={gate}") for _ in range(3)]
+    for index, (run, array) in enumerate(zip(runs, ["arr1", "arr1", "arr2"], strict=True)):
         store_write(
             home, "UPDATE runs SET array_id = ?, array_index = ?, array_limit = 1 WHERE id = ?",
-            ["arr1", index, run],
+            [array, index, run],
         )  # fmt: skip
-    start_agent("-q", "default", "--max-jobs", "4")
-    wait_for(lambda: "running" in {state(r) for r in runs}, what="one run of the array")
-    waiting = next(r for r in runs if state(r) != "running")
-    assert state(waiting) == "queued"
+    start_agent("-q", "default", "--max-jobs", "1")
+    wait_for(lambda: state(runs[0]) == "running", what="the oldest run of the array")
+    waiting, other = runs[1], runs[2]
+    assert state(waiting) == "queued" and state(other) == "queued"
     assert cell(waiting) == "queued (array 1/1 in flight)"
+    assert cell(other) == "queued"  # it waits for a slot, not for its array
     assert listed(waiting)["limited"] == [
         {"limit": "array", "array": "arr1", "in_flight": 1, "max": 1}
     ]
+    assert listed(other)["limited"] == []
     shown = cli("runs", "show", waiting, check=True).stdout
     assert "waits for:  array arr1: 1 of 1 in flight (%1)" in shown
     assert queue_status("default")["waiting"]["limit"] == 1
     gate.touch()
-    wait_for(lambda: state(waiting) == "finished", what="the array's second run")
+    wait_for(lambda: state(waiting) == state(other) == "finished", what="the other runs")
 
 
 def test_status_counts_why_queued_runs_wait_each_under_its_first_reason(job: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from launchctl.store.db import Database, Row, loads
 from launchctl.store.gpus import decode_devices
-from launchctl.store.runs import HELD, READY, UNDER_LIMITS, WAITING
+from launchctl.store.runs import HELD, READY, WAITING
 
 
 class OverviewQueries:
@@ -88,19 +88,23 @@ class OverviewQueries:
 
     # -- why queued runs wait (issue 18) ---------------------------------------------------
     def waiting_counts(self) -> list[Row]:
-        """Per queue, its queued runs by the first reason each may not be claimed now:
-        ``held``, ``after`` (waits for other runs), ``time`` (``--delay``/``--at`` or a
-        retry backoff), ``limit`` (its array's ``%N`` or the queue's ``limits.per_user``),
-        ``ready`` (claimable as far as the run goes). The same conditions the claim reads
-        (``READY``, ``not_before``, ``UNDER_LIMITS``), in that order; the limit's counts
-        are read only for runs that pass the others."""
+        """Queued runs counted by queue and by the first reason each may not be claimed
+        now: ``held``, ``after`` (waits for other runs), ``time`` (``--delay``/``--at`` or
+        a retry backoff), else ``ready``; the same conditions the claim reads (``READY``,
+        ``not_before``). ``ready`` rows are split by ``array_key`` (a throttled array's
+        id), ``array_limit`` and ``author``, so the caller tells those at a limit
+        (``arrays_in_flight``, ``per_user_in_flight``) without a count per run. Reads
+        each queue's queued runs by ``runs_claim``."""
         return self.db.all(
-            "SELECT q.name AS queue, CASE WHEN r.held THEN 'held'"
+            "SELECT q.name AS queue, q.id AS queue_id, CASE WHEN r.held THEN 'held'"
             f" WHEN r.deps > 0 AND NOT ({READY}) THEN 'after'"
             " WHEN r.not_before IS NOT NULL AND r.not_before > ? THEN 'time'"
-            f" WHEN NOT ({UNDER_LIMITS}) THEN 'limit' ELSE 'ready' END AS why,"
-            " COUNT(*) AS n FROM runs r JOIN queues q ON q.id = r.queue_id"
-            f" WHERE r.state IN {WAITING} GROUP BY q.id, why",
+            " ELSE 'ready' END AS why,"
+            " CASE WHEN r.array_limit IS NOT NULL THEN r.array_id END AS array_key,"
+            " r.array_limit, r.author, COUNT(*) AS n"
+            " FROM queues q CROSS JOIN runs r"  # queue by queue, through runs_claim
+            f" WHERE r.queue_id = q.id AND r.state IN {WAITING}"
+            " GROUP BY q.id, why, array_key, r.array_limit, r.author",
             [time.time()],
         )
 
@@ -140,7 +144,9 @@ class OverviewQueries:
         out: dict[int, tuple[int, dict[Any, int]]] = {q: (n, {}) for q, n in limits.items()}
         ids = list(limits)
         for row in self.db.all(
-            "SELECT queue_id, author, COUNT(*) AS n FROM runs"
+            # runs_claim (queue_id, state, ...) reads the held runs only; runs_author, which
+            # the GROUP BY tempts the planner to, reads every run of the queue
+            "SELECT queue_id, author, COUNT(*) AS n FROM runs INDEXED BY runs_claim"
             f" WHERE queue_id IN ({', '.join('?' for _ in ids)}) AND state IN {HELD}"
             " GROUP BY queue_id, author",
             ids,
