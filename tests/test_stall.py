@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import StartAgent, cli, cli_json, make_script, wait_for
-from test_hooks import BACKOFF, Receiver
+from test_hooks import ALICE, BACKOFF, BOB, Receiver
 
 from launchctl.agent.stall import StallWatch
 from launchctl.states import State, move
@@ -78,6 +78,10 @@ def stalled(run_id: str) -> dict[str, Any] | None:
     return run if run.get("stalled_at") else None
 
 
+def run_hooks(run_id: str) -> list[dict[str, Any]]:
+    return list(show(run_id)["hooks"]["deliveries"])
+
+
 def logged(run_id: str, text: str) -> bool:
     return text in cli("logs", run_id, check=True).stdout
 
@@ -136,7 +140,16 @@ def test_on_stall_stop_fails_the_run_with_reason_stalled_and_ends_its_process_gr
     main = code / "main.py"
     main.write_text("import subprocess\nsubprocess.Popen(['sleep', '300'])\n" + main.read_text())
     run_id = launch("train", code)
-    agent = start_agent("-q", "train", "--grace", "1")
+    # The agent config's own hook, named `stalled`: its owner's, with the real log.
+    seen = tmp_path / "seen.txt"
+    config = tmp_path / "launch-config.yaml"
+    config.write_text(
+        "queues: [train]\n"
+        "hooks:\n"
+        '  - "on": [stalled]\n'  # quoted: YAML reads a bare on as true
+        f"    command: 'echo \"$LAUNCHCTL_HOOK_EVENT $LAUNCHCTL_LOG\" > {seen}'\n"
+    )
+    agent = start_agent("-c", str(config), "--grace", "1")
     wait_for(lambda: show(run_id)["state"] == "failed", what="the stalled run stopped")
     run = show(run_id)
     assert (run["reason"], run["stage"]) == ("stalled", "run")
@@ -151,6 +164,11 @@ def test_on_stall_stop_fails_the_run_with_reason_stalled_and_ends_its_process_gr
         return False
 
     wait_for(group_gone, what="the run's process group gone")
+    assert run["stalled_at"] is None  # the mark goes with the run's end; its reason stays
+    [hook] = wait_for(lambda: [d for d in run_hooks(run_id) if d["state"] != "pending"],
+                      what="the agent's stall hook")  # fmt: skip
+    assert (hook["source"], hook["state"]) == ("agent", "delivered")
+    assert seen.read_text().split() == ["run.stalled", run["log_path"]]
     out = agent.output()
     assert f"run {run_id} stalled: no output for" in out and "on_stall: stop" in out
     assert f"stopping run {run_id}: stalled" in out
@@ -217,6 +235,62 @@ def test_an_agent_restart_keeps_watching_from_the_log_s_time_and_never_marks_twi
     (tmp_path / "end").touch()
     wait_for(lambda: show(run_id)["state"] == "finished", what="the run's end")
     assert f"run {run_id} stalled" not in third.output()
+
+
+def test_a_run_writing_its_own_w_b_log_is_not_silent_but_a_link_it_plants_does_not_count(
+    tmp_path: Path, start_agent: StartAgent
+) -> None:
+    queue("train", {"stall_after": 1, "on_stall": "stop"})
+    # W&B's transaction log, as wandb.init() writes it in the working copy: life.
+    wandb_body = """
+import time
+from pathlib import Path
+print("start", flush=True)
+folder = Path("wandb/run-20260101_000000-abcd1234")
+folder.mkdir(parents=True)
+for i in range(15):
+    with open(folder / "run-abcd1234.wandb", "ab") as fh:
+        fh.write(b"record")
+    time.sleep(0.2)
+"""
+    metrics = launch("train", make_script(tmp_path / "metrics", "main.py", wandb_body).parent)
+    # A link to a file somebody else writes is not the run's output: never followed.
+    busy = tmp_path / "elsewhere" / "run-20260101_000000-evil"
+    busy.mkdir(parents=True)
+    link_body = f"""
+import os, time
+from pathlib import Path
+print("start", flush=True)
+os.makedirs("wandb")
+os.symlink({str(busy)!r}, "wandb/run-20260101_000000-evil")
+while True:
+    time.sleep(0.05)
+"""
+    planted = launch("train", make_script(tmp_path / "planted", "main.py", link_body).parent)
+    start_agent("-q", "train", "-j", "2", "--grace", "1")
+
+    def touch_elsewhere() -> str:
+        with open(busy / "run-evil.wandb", "ab") as fh:
+            fh.write(b"x")
+        return str(show(planted)["state"])
+
+    wait_for(lambda: touch_elsewhere() == "failed", what="the planted run stopped")
+    assert show(planted)["reason"] == "stalled"
+    wait_for(lambda: show(metrics)["state"] == "finished", what="the W&B run's end")
+    run = show(metrics)
+    assert run["reason"] is None and not [n for n in notes(run) if "stalled" in n]
+
+
+def test_a_member_cannot_set_a_team_queue_s_stall_rules_only_its_admins(home: Path) -> None:
+    cli("team", "create", "vision", env=ALICE, check=True)
+    cli("team", "add", "vision", "bob", env=ALICE, check=True)
+    cli("queue", "create", "gpu", "--entity", "vision", env=ALICE, check=True)
+    config = json.dumps({"stall_after": 1, "on_stall": "stop"})  # would stop alice's runs
+    proc = cli("queue", "edit", "gpu", "--config", config, env=BOB)
+    assert proc.returncode == 1 and "admin" in proc.stderr and proc.stderr.count("\n") == 1
+    assert "on_stall" not in cli_json("queue", "show", "gpu")["config"]
+    cli("queue", "edit", "gpu", "--config", config, env=ALICE, check=True)  # its admin may
+    assert cli_json("queue", "show", "gpu")["config"]["on_stall"] == "stop"
 
 
 def test_stall_settings_are_checked_when_written() -> None:

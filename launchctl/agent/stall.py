@@ -65,6 +65,7 @@ class _Watch:
     stalled: float | None = None  # runs.stalled_at: its last output, when found stalled
     gpu_busy_at: float | None = None  # the last GPU sample at GPU_BUSY_PERCENT or more
     engine_wait_at: float | None = None  # the last look at which its engine had not started it
+    trouble: bool = False  # a look failed (said once)
 
 
 class StallWatch:
@@ -108,14 +109,18 @@ class StallWatch:
         for run_id, followed in active.items():
             if getattr(followed, "stop_reason", None) is not None:
                 continue
-            watch = self._watches.setdefault(run_id, _Watch(run_id))
-            if now < watch.next_at:
+            watch = self._watches.get(run_id)
+            if watch is None:
+                watch = self._watches[run_id] = _Watch(run_id)
+            elif now < watch.next_at:
                 continue
             try:
                 self._look(followed, watch, stop, now)
-            except LaunchctlError as exc:  # a busy or full store: the next look tries again
-                watch.next_at = now + STALLED_EVERY_S
-                self.say(f"run {run_id}: could not check whether it is stalled: {exc}")
+            except Exception as exc:  # a busy store, a bug: said once a run, never fatal
+                watch.next_at = now + CONFIG_TTL_S
+                if not watch.trouble:
+                    watch.trouble = True
+                    self.say(f"run {run_id}: could not check whether it is stalled: {exc}")
 
     def next_check(self) -> float | None:
         """``time.monotonic()`` by which the loop must pass again, or None."""
