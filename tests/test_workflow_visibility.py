@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +62,6 @@ def queue_status(name: str) -> dict[str, Any]:
     return next(q for q in cli_json("status")["queues"] if q["name"] == name)
 
 
-def store_write(home: Path, sql: str, params: list[Any]) -> None:
-    """Set what another part of the agent sets (an array's columns as `launch --array`
-    writes them; ``stalled_at`` as the stall watch does), straight in the store."""
-    conn = sqlite3.connect(home / "launchctl.db", timeout=30)
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def test_a_run_held_back_by_its_users_limit_says_so_and_starts_when_a_slot_frees(
     job: str, start_agent: StartAgent, tmp_path: Path
 ) -> None:
@@ -109,30 +96,27 @@ def test_a_run_held_back_by_its_users_limit_says_so_and_starts_when_a_slot_frees
 
 
 def test_a_run_held_back_by_its_arrays_throttle_says_so(
-    job: str, start_agent: StartAgent, tmp_path: Path, home: Path
+    job: str, start_agent: StartAgent, tmp_path: Path
 ) -> None:
-    """Two runs of one array with %1 and one of another (the columns `launch --array
-    0-1%1` writes), under an agent with one slot: the array's second run waits for its
-    throttle, the other array's run only for a slot, and status counts them apart."""
+    """`launch --array 0-1%1` and a one-run array `--array 0%1`, under an agent with one
+    slot: the first array's second run waits for its throttle, the other array's run
+    only for a slot, and status counts them apart."""
     gate = tmp_path / "gate"
-    runs = [launch("default", "--set", f"gate={gate}") for _ in range(3)]
-    for index, (run, array) in enumerate(zip(runs, ["arr1", "arr1", "arr2"], strict=True)):
-        store_write(
-            home, "UPDATE runs SET array_id = ?, array_index = ?, array_limit = 1 WHERE id = ?",
-            [array, index, run],
-        )  # fmt: skip
+    first = launch("default", "--array", "0-1%1", "--set", f"gate={gate}")
+    second = launch("default", "--array", "0%1", "--set", f"gate={gate}")
+    rows = {(r["array_id"], r["array_index"]): r["id"] for r in cli_json("runs", "list")}
     start_agent("-q", "default", "--max-jobs", "1")
-    wait_for(lambda: state(runs[0]) == "running", what="the oldest run of the array")
-    waiting, other = runs[1], runs[2]
+    wait_for(lambda: state(rows[first, 0]) == "running", what="the oldest run of the array")
+    waiting, other = rows[first, 1], rows[second, 0]
     assert state(waiting) == "queued" and state(other) == "queued"
     assert cell(waiting) == "queued (array 1/1 in flight)"
     assert cell(other) == "queued"  # it waits for a slot, not for its array
     assert listed(waiting)["limited"] == [
-        {"limit": "array", "array": "arr1", "in_flight": 1, "max": 1}
+        {"limit": "array", "array": first, "in_flight": 1, "max": 1}
     ]
     assert listed(other)["limited"] == []
     shown = cli("runs", "show", waiting, check=True).stdout
-    assert "waits for:  array arr1: 1 of 1 in flight (%1)" in shown
+    assert f"waits for:  array {first}: 1 of 1 in flight (%1)" in shown
     assert queue_status("default")["waiting"]["limit"] == 1
     gate.touch()
     wait_for(lambda: state(waiting) == state(other) == "finished", what="the other runs")
@@ -161,24 +145,35 @@ def test_status_counts_why_queued_runs_wait_each_under_its_first_reason(job: str
     assert queue_status("parked")["waiting"] == {"held": 1, "after": 1, "time": 2, "limit": 0}
 
 
-def test_status_lists_stalled_running_runs_by_id(
-    job: str, start_agent: StartAgent, tmp_path: Path, home: Path
-) -> None:
+def test_status_lists_stalled_running_runs_by_id(start_agent: StartAgent, tmp_path: Path) -> None:
+    """A queue's stall_after: 2s; one run prints nothing, the other prints all along."""
+    cli("queue", "create", "watched", "--config", json.dumps({"stall_after": "2s"}),
+        check=True)  # fmt: skip
     gate = tmp_path / "gate"
-    quiet, busy = (
-        launch("default", "--set", f"gate={gate}"),
-        launch("default", "--set", f"gate={gate}"),
-    )
-    start_agent("-q", "default", "--max-jobs", "2")
+    code = make_script(
+        tmp_path / "talk",
+        "main.py",
+        "import os, sys, time\n"
+        "while not os.path.exists(sys.argv[2]):\n"
+        "    if sys.argv[1] == 'busy':\n"
+        "        print('step', flush=True)\n"
+        "    time.sleep(0.1)\n",
+    ).parent
+    runs = {
+        kind: cli("launch", "-q", "watched", "-u", str(code), "-E",
+                  f"python main.py {kind} {gate}", "--quiet", check=True).stdout.strip()
+        for kind in ("quiet", "busy")
+    }  # fmt: skip
+    quiet, busy = runs["quiet"], runs["busy"]
+    start_agent("-q", "watched", "--max-jobs", "2")
     wait_for(lambda: state(quiet) == state(busy) == "running", what="both runs to start")
-    assert cli_json("status")["stalled_runs"] == []
-    assert "Stalled runs" not in cli("status", check=True).stdout
-    since = time.time() - 90
-    store_write(home, "UPDATE runs SET stalled_at = ? WHERE id = ?", [since, quiet])
-    shown = cli_json("status")
+    shown = wait_for(
+        lambda: (s := cli_json("status"))["stalled_runs"] and s, timeout=60,
+        what="the silent run to be found stalled",
+    )  # fmt: skip
     assert [r["id"] for r in shown["stalled_runs"]] == [quiet]
-    assert shown["stalled_runs"][0]["stalled_s"] >= 90
-    assert queue_status("default")["stalled"] == 1
+    assert shown["stalled_runs"][0]["stalled_s"] >= 0
+    assert queue_status("watched")["stalled"] == 1
     active = {r["id"]: r for r in shown["active_runs"]}
     assert active[quiet]["stalled_at"] is not None and active[busy]["stalled_at"] is None
     table = cli("status", check=True).stdout

@@ -666,30 +666,28 @@ def test_hold_and_release_from_the_run_page_with_the_clis_role_check(
 
 
 def test_the_run_page_says_what_a_run_waits_for_and_since_when_it_is_stalled(
-    ui_server: UiServer, start_agent: StartAgent, tmp_path: Path, home: Path
+    ui_server: UiServer, start_agent: StartAgent, tmp_path: Path
 ) -> None:
+    cli("queue", "create", "watched", "--config", json.dumps({"stall_after": "2s"}),
+        check=True)  # fmt: skip
     body = "import time\nprint('started', flush=True)\ntime.sleep(120)\n"
     job = make_script(tmp_path / "job", "sleep.py", body)
-    running = launch("-q", "default", "-u", str(job.parent), "-E", "python sleep.py")
-    later = launch("-q", "default", "-u", str(job.parent), "-E", "python sleep.py",
+    running = launch("-q", "watched", "-u", str(job.parent), "-E", "python sleep.py")
+    later = launch("-q", "watched", "-u", str(job.parent), "-E", "python sleep.py",
                    "--after-ok", running)  # fmt: skip
     waits = get(ui_server, f"/runs/{later}").body.split('<ul id="run-waits">')[1]
     assert f"run {running} to finish (--after-ok; it is queued)" in unescape(waits)
     row = get(ui_server, "/runs").body.split(f'<tr id="run-{later}"')[1].split("</tr>")[0]
     assert f'<td class="state">queued (after {running})</td>' in row
-    start_agent("-q", "default")
+    start_agent("-q", "watched")
     wait_for(lambda: cli_json("runs", "show", running)["state"] == "running", what="the run")
-    assert 'id="run-stalled"' not in get(ui_server, f"/runs/{running}").body
-    import sqlite3
-
-    conn = sqlite3.connect(home / "launchctl.db", timeout=30)
-    with conn:  # what the agent's stall watch sets once a run is silent for stall_after
-        conn.execute("UPDATE runs SET stalled_at = ? WHERE id = ?", [time.time() - 600, running])
-    conn.close()
-    page = get(ui_server, f"/runs/{running}").body
+    page = wait_for(
+        lambda: 'id="run-stalled"' in (p := get(ui_server, f"/runs/{running}").body) and p,
+        timeout=60, what="the silent run to be found stalled",
+    )  # fmt: skip
     assert re.search(r'<dd id="run-stalled">no output since \d{4}-\d\d-\d\dT', page)
     overview = get(ui_server, "/").body
-    queue = overview.split('data-queue="default">')[1].split("</section>")[0]
+    queue = overview.split('data-queue="watched">')[1].split("</section>")[0]
     assert 'data-stalled="1">1</span>' in queue
     assert "(stalled: no output since" in overview.split('<table id="active">')[1]
     cli("runs", "cancel", running, check=True)
