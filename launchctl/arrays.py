@@ -114,17 +114,12 @@ def check_id(text: str) -> str:
     return value
 
 
-def facts(array_id: str, index: int, indices: Sequence[int]) -> dict[str, Any]:
-    """What a run of an array carries in its spec (``spec["array"]``), for its
+def facts(array_id: str, indices: Sequence[int]) -> list[dict[str, Any]]:
+    """What each run of an array carries in its spec (``spec["array"]``), for its
     environment (``launchctl.runenv``): the array, its index, how many runs the array
     has and its lowest and highest index (Slurm's SLURM_ARRAY_TASK_COUNT/_MIN/_MAX)."""
-    return {
-        "id": array_id,
-        "index": index,
-        "count": len(indices),
-        "min": min(indices),
-        "max": max(indices),
-    }
+    shared = {"count": len(indices), "min": min(indices), "max": max(indices)}
+    return [{"id": array_id, "index": index, **shared} for index in indices]
 
 
 # -- launching one --------------------------------------------------------------------------
@@ -137,8 +132,6 @@ def submit(
     one) its own name, its index in ``array_index`` and in its spec's ``array`` (what its
     environment says), and the array's ``%N`` in ``array_limit``. Returns the array id
     and the runs, by index order as given."""
-    import copy
-
     from launchctl import launch
 
     if not spec.get("queue"):
@@ -155,15 +148,16 @@ def submit(
     base = first["name"].rsplit("-", 1)[0]
     rows = []
     ids = {first["id"]}
-    for n, index in enumerate(array.indices):
-        row = copy.deepcopy(first)
+    for n, about in enumerate(facts(array_id, array.indices)):
+        # Only top-level keys differ: the rest of the spec is shared, never changed.
+        row = dict(first, spec=dict(first["spec"], array=about))
+        row["after"] = list(first.get("after") or [])
         while n and row["id"] in ids:
             row["id"] = launch.new_run_id()
         ids.add(row["id"])
         if not named:
             row["name"] = row["spec"]["name"] = launch.default_name(base, row["id"])
-        row["spec"]["array"] = facts(array_id, index, array.indices)
-        row.update(array_id=array_id, array_index=index, array_limit=array.limit)
+        row.update(array_id=array_id, array_index=about["index"], array_limit=array.limit)
         rows.append(row)
     return array_id, store.arrays.insert(rows)
 
@@ -244,11 +238,11 @@ def rerun(
     for old in olds:
         require_canceller(store, old, action="rerun")
     new_id = new_array_id()
-    indices = [int(r["array_index"]) for r in olds]
+    about = facts(new_id, [int(r["array_index"]) for r in olds])
     rows = []
-    for old in olds:
+    for old, mine in zip(olds, about, strict=True):
         row = launch.rerun_row(store, old, changes, prio)
-        row["spec"]["array"] = facts(new_id, int(old["array_index"]), indices)
+        row["spec"]["array"] = mine
         row.update(array_id=new_id, array_index=old["array_index"], array_limit=old["array_limit"])
         rows.append(row)
     return new_id, store.arrays.insert(rows, first_reruns=failed)

@@ -353,3 +353,33 @@ def test_launch_json_and_quiet_do_not_mix(home: Path, tmp_path: Path) -> None:
                "--array", "0-1", "--quiet", "--json")  # fmt: skip
     assert "--quiet" in one_line_error(proc)
     assert json.loads(cli("runs", "list", "--json").stdout) == []
+
+
+def test_the_index_reaches_the_command_through_sh_c_and_delay_holds_every_run(
+    store: Store, tmp_path: Path
+) -> None:
+    """-E is not run through a shell: ``sh -c`` puts the index into the command line."""
+    cli("queue", "create", "q", check=True)
+    src = task(tmp_path)
+    array_id = launch_array(src, "4-5", "-E", "sh -c 'echo seed=$LAUNCHCTL_ARRAY_INDEX'")
+    drain()
+    for run in store.arrays.runs(array_id):
+        assert f"seed={run['array_index']}" in cli("logs", run["id"], check=True).stdout
+    later = launch_array(src, "0-2", "--delay", "1h", "-P", "high")
+    runs = store.arrays.runs(later)
+    assert all(r["not_before"] and r["priority"] == runs[0]["priority"] for r in runs)
+    listed = cli_json("runs", "list", "--array", later)
+    assert all(r["eligible_at"] and r["priority"] == "high" for r in listed)
+    assert not store.runs.has_queued([runs[0]["queue_id"]])  # no claim may take them yet
+
+
+def test_a_launch_spec_cannot_claim_to_be_part_of_an_array(home: Path, tmp_path: Path) -> None:
+    """Only launch --array writes a run's array facts: a -c spec naming one is refused, so
+    no run can pose as another user's array (or take a slot of its %N)."""
+    cli("queue", "create", "q", check=True)
+    before = table_counts(home)
+    spec = {"array": {"id": "a-someone", "index": 0, "count": 1, "min": 0, "max": 0}}
+    proc = cli("launch", "-q", "q", "-u", task(tmp_path), "-E", "python main.py",
+               "-c", json.dumps(spec))  # fmt: skip
+    assert "unknown key 'array'" in one_line_error(proc)
+    assert table_counts(home) == before
