@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
 CONFIG_TTL_S = 10.0  # a queue's stall_after is read again after this long
 STALLED_EVERY_S = 1.0  # a stalled run's log is looked at this often (it may speak again)
-MIN_EVERY_S = 1.0  # ... and no run more often than this
+MIN_EVERY_S = 1.0  # ... and a run that is not yet running, or whose GPUs are sampled
+DEADLINE_MIN_S = 0.1  # a look at the moment a run's silence reaches stall_after: at least
+# this long after the one before (a run speaking pushes its deadline by up to stall_after,
+# so a run is looked at about once per stall_after, never more than 10 times a second)
 GPU_SAMPLES = 10  # GPU use is sampled about this many times per stall_after...
 GPU_EVERY_MAX_S = 60.0  # ... at least this often
 WANDB_FOLDERS = 8  # the newest W&B run folders of a run looked at
@@ -162,7 +165,7 @@ class StallWatch:
                 stop(followed, STALLED)
             watch.next_at = now + STALLED_EVERY_S
             return
-        wait = max(MIN_EVERY_S, stall_after - silent)
+        wait = max(DEADLINE_MIN_S, stall_after - silent)
         if watch.devices:
             wait = min(wait, max(MIN_EVERY_S, min(stall_after / GPU_SAMPLES, GPU_EVERY_MAX_S)))
         watch.next_at = now + wait
