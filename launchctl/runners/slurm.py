@@ -372,7 +372,8 @@ def _container_lines(launch: Launch, runtime: str, run_id: str) -> list[str]:
         f" on node '\"$(hostname)\"': the container runtime of the queue is {runtime}';"
         " exit 127; }"
     )
-    names = [f"-e {shlex.quote(k)}" for k in sorted(launch.env)]
+    passed = {**launch.env, **slurm_array_environment(launch.env)}  # as start() passes it
+    names = [f"-e {shlex.quote(k)}" for k in sorted(passed)]
     if runtime == "docker":
         name = f"launchctl-{run_id}-$SLURM_JOB_ID"
         run = shlex.join(["docker", "run", "--rm", "--label", f"launchctl.run_id={run_id}"])

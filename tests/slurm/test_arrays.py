@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from launchctl.store import Store
 from tests.conftest import StartAgent, cli, make_script, wait_for
@@ -43,3 +44,19 @@ def test_each_run_of_an_array_on_slurm_sees_slurms_array_variables(
             f" SLURM_ARRAY_TASK_COUNT=2 SLURM_ARRAY_TASK_MIN=3 SLURM_ARRAY_TASK_MAX=5"
             f" LAUNCHCTL_ARRAY_INDEX={index}"
         ) in log, log
+
+
+def test_an_image_run_of_an_array_on_slurm_gets_them_inside_its_container(
+    slurm: Path, store: Store, docker: Any, start_agent: StartAgent
+) -> None:
+    config = {"resource_args": {"slurm": {"shared_dir": str(slurm)}}}
+    cli("queue", "create", "hpc", "-r", "slurm", "--config", json.dumps(config), check=True)
+    array_id = cli(
+        "launch", "-q", "hpc", "-d", "launchctl-test/busybox:latest", "-E",
+        "sh -c 'echo task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_TASK_COUNT"
+        " index $LAUNCHCTL_ARRAY_INDEX'", "--array", "7", "--quiet", check=True,
+    ).stdout.strip()  # fmt: skip
+    (run,) = store.arrays.runs(array_id)
+    start_agent("-q", "hpc")
+    wait_for(lambda: store.runs.state(run["id"]) == "finished", timeout=120, what="finished")
+    assert "task 7 of 1 index 7" in cli("logs", run["id"], check=True).stdout
