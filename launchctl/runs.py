@@ -235,6 +235,11 @@ def waiting_reason(store: Store, run: Row) -> str:
         waits = waiting_for(row)
         if waits:
             return "waiting for " + "; ".join(waits)
+    from launchctl.workflow import annotate, limit_line  # issue 18: an array's %N, per_user
+
+    limited = annotate(store, [dict(run)])[0]["limited"]
+    if limited:
+        return "held back by a limit: " + "; ".join(limit_line(lim) for lim in limited)
     if not serving_agents(store, queue):
         return (
             f"waiting for an agent: none is serving queue {queue}"

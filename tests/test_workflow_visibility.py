@@ -83,6 +83,10 @@ def test_a_run_held_back_by_its_users_limit_says_so_and_starts_when_a_slot_frees
         "waits for:  alice holds 1 of the 1 slot a user may hold in queue lab"
         " (limits.per_user)" in shown
     )
+    assert (
+        "has not started: held back by a limit: alice holds 1 of the 1 slot a user may hold"
+        " in queue lab (limits.per_user)" in cli("logs", second).stderr
+    )
     lab = queue_status("lab")
     assert lab["waiting"] == {"held": 0, "after": 0, "time": 0, "limit": 1}
     table = cli("status", check=True).stdout
@@ -117,6 +121,7 @@ def test_a_run_held_back_by_its_arrays_throttle_says_so(
     assert listed(other)["limited"] == []
     shown = cli("runs", "show", waiting, check=True).stdout
     assert f"waits for:  array {first}: 1 of 1 in flight (%1)" in shown
+    assert f"held back by a limit: array {first}: 1 of 1" in cli("logs", waiting).stderr
     assert queue_status("default")["waiting"]["limit"] == 1
     gate.touch()
     wait_for(lambda: state(waiting) == state(other) == "finished", what="the other runs")
