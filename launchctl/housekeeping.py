@@ -108,6 +108,7 @@ class Plan:
         self.size = 0
         self.skipped: list[tuple[Row, str]] = []
         self.strict = strict
+        self.waited: list[str] = []  # kept: runs that have not ended wait for their outcome
 
 
 def waited_for_message(run_id: str, dependents: Sequence[Row]) -> str:
@@ -138,6 +139,7 @@ def _plan(store: Store, runs: Sequence[Row], user: str, *, strict: bool = False)
             plan.skipped.append((run, f"user '{user}' is not its author nor an admin"))
         elif waited.get(run["id"]):  # issue 18: deleting it would change their outcome
             plan.skipped.append((run, waited_for_message(run["id"], waited[run["id"]])))
+            plan.waited.append(run["id"])
         else:
             plan.runs.append(run)
             plan.size += sum(disk_usage(p) for p in run_paths(store, run))

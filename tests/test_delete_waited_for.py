@@ -119,6 +119,9 @@ def test_prune_keeps_a_run_others_wait_for_and_says_why(job: str, start_agent: S
         f"skipping run {first}: run {first} is waited for by {evaluate} (--after-ok; it is"
         " queued)" in pruned.stderr
     )
+    assert pruned.stderr.strip().splitlines()[-1] == (
+        "kept 1 run that runs not yet ended wait for (see above)"
+    )
     assert state(first) == "finished"
     assert cli("runs", "show", second).returncode != 0  # gone
 

@@ -500,6 +500,9 @@ def _report(store: Any, plan: Any, yes: bool, what: str) -> None:
 
     for run, why in plan.skipped:
         err(f"skipping run {run['id']}: {why}")
+    if plan.waited:  # issue 18 (launchctl.housekeeping): how many, once, after the lines
+        n = len(plan.waited)
+        err(f"kept {n} run{'s' if n != 1 else ''} that runs not yet ended wait for (see above)")
     if not plan.runs:
         print(f"no runs to {what}")
         return
