@@ -540,8 +540,9 @@ def deliveries(store: Store, run_id: str) -> dict[str, Any]:
         {
             "id": r["id"],
             "source": r["source"],
+            "event": _event(r),  # run.ended, or run.stalled
             "kind": r["kind"],
-            "hook": describe(r),
+            "hook": describe(r) + (" (stalled)" if _event(r) == "run.stalled" else ""),
             "state": r["state"],
             "attempts": r["attempts"],
             "max_attempts": r["max_attempts"],
@@ -551,6 +552,10 @@ def deliveries(store: Store, run_id: str) -> dict[str, Any]:
         for r in rows
     ]
     return {"waiting": table.waiting_end(run_id), "deliveries": listed}
+
+
+def _event(row: Mapping[str, Any]) -> str:
+    return str((row.get("facts") or {}).get("event") or "run.ended")
 
 
 def _table(store: Store) -> HookTable:

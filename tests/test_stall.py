@@ -116,6 +116,8 @@ def test_a_silent_run_is_marked_its_hooks_fire_it_keeps_running_and_speaking_cle
     assert body["stalled_since"].endswith("Z") and body["silent_s"] >= 2
     assert "log" not in body and "run_as" not in body
     wait_for(lambda: "LAUNCHCTL_HOOK_EVENT=" in env_file.read_text(), what="the command's env")
+    delivered = f"queue  webhook {receiver.url}/stuck (stalled)  delivered"
+    wait_for(lambda: delivered in cli("runs", "show", run_id, check=True).stdout, what="shown")
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     assert env["LAUNCHCTL_HOOK_EVENT"] == "run.stalled"
     assert env["LAUNCHCTL_RUN_ID"] == run_id and env["LAUNCHCTL_RUN_STATE"] == "running"
@@ -167,7 +169,7 @@ def test_on_stall_stop_fails_the_run_with_reason_stalled_and_ends_its_process_gr
     assert run["stalled_at"] is None  # the mark goes with the run's end; its reason stays
     [hook] = wait_for(lambda: [d for d in run_hooks(run_id) if d["state"] != "pending"],
                       what="the agent's stall hook")  # fmt: skip
-    assert (hook["source"], hook["state"]) == ("agent", "delivered")
+    assert (hook["source"], hook["state"], hook["event"]) == ("agent", "delivered", "run.stalled")
     assert seen.read_text().split() == ["run.stalled", run["log_path"]]
     out = agent.output()
     assert f"run {run_id} stalled: no output for" in out and "on_stall: stop" in out

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from launchctl.store import Row, Store
 
 CONFIG_TTL_S = 10.0  # a queue's stall_after is read again after this long
-STALLED_EVERY_S = 1.0  # a stalled run's log is looked at this often (it may speak again)
+STALLED_EVERY_S = 1.0  # a stalled run's log is looked at this often (it may speak again)...
+STALLED_EVERY_MAX_S = 10.0  # ... or a tenth of its stall_after, up to this
 MIN_EVERY_S = 1.0  # ... and a run that is not yet running, or whose GPUs are sampled
 DEADLINE_MIN_S = 0.1  # a look at the moment a run's silence reaches stall_after: at least
 # this long after the one before (a run speaking pushes its deadline by up to stall_after,
@@ -163,7 +164,8 @@ class StallWatch:
         if watch.stalled is not None:
             if stop_it:
                 stop(followed, STALLED)
-            watch.next_at = now + STALLED_EVERY_S
+            every = min(max(STALLED_EVERY_S, stall_after / 10), STALLED_EVERY_MAX_S)
+            watch.next_at = now + every
             return
         wait = max(DEADLINE_MIN_S, stall_after - silent)
         if watch.devices:
