@@ -161,3 +161,30 @@ def test_a_dependent_launched_while_its_dependency_is_deleted_never_loses_it(
         assert exists == (launched == "0")
         if launched == "0":
             assert state(dependent.strip()) == "queued"
+
+
+def test_a_dependent_launched_after_the_delete_was_planned_keeps_its_dependency(
+    job: str, start_agent: StartAgent, home: Path
+) -> None:
+    """`runs delete` plans, asks (a person may sit at "delete 1 run?" for minutes), then
+    deletes: a dependent launched in between is seen by the delete's own transaction,
+    which refuses (delete) or keeps the run (prune), and nothing is deleted."""
+    from launchctl import housekeeping
+    from launchctl.errors import StateConflict
+    from launchctl.store import Store
+
+    train = finished_run(start_agent)
+    store = Store(home)
+    try:
+        plan = housekeeping.plan_delete(store, [train])
+        pruning = housekeeping.plan_prune(store, older_than_s=0, states=[])
+        assert [r["id"] for r in plan.runs] == [train]
+        assert [r["id"] for r in pruning.runs] == [train]
+        evaluate = launch("parked", "--after-ok", train)
+        with pytest.raises(StateConflict, match=f"run {train} is waited for by {evaluate}"):
+            housekeeping.execute(store, plan)
+        assert state(train) == "finished"
+        assert housekeeping.execute(store, pruning)[0] == []
+        assert state(train) == "finished"
+    finally:
+        store.close()
