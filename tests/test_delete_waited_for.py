@@ -43,28 +43,33 @@ def state(run_id: str) -> str:
     return str(cli_json("runs", "show", run_id)["state"])
 
 
-def finished_run(start_agent: StartAgent) -> str:
-    run = launch("default")
-    agent = start_agent("-q", "default")
-    wait_for(lambda: state(run) == "finished", what="the run to finish")
+def finished_runs(start_agent: StartAgent, count: int) -> list[str]:
+    runs = [launch("default") for _ in range(count)]
+    agent = start_agent("-q", "default", "--max-jobs", str(count))
+    wait_for(lambda: all(state(r) == "finished" for r in runs), what="the runs to finish")
     agent.stop()
-    return run
+    return runs
+
+
+def finished_run(start_agent: StartAgent) -> str:
+    return finished_runs(start_agent, 1)[0]
 
 
 def test_a_finished_run_an_after_ok_run_waits_for_is_not_deleted(
     job: str, start_agent: StartAgent, home: Path
 ) -> None:
-    train = finished_run(start_agent)
+    train, other = finished_runs(start_agent, 2)
     evaluate = launch("parked", "--after-ok", train)
     report = launch("parked", "--after", train)  # waits for its end only: that stays
     before = table_counts(home)
-    refused = cli("runs", "delete", train, "--yes")
-    assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines() == [
-        f"launchctl: error: run {train} is waited for by {evaluate} (--after-ok; it is queued):"
-        " delete it once it has ended, or cancel it"
-    ]
-    assert table_counts(home) == before
+    for ids in ([train], [other, train[:6]]):  # named among others, or by a prefix
+        refused = cli("runs", "delete", *ids, "--yes")
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines() == [
+            f"launchctl: error: run {train} is waited for by {evaluate} (--after-ok; it is"
+            " queued): delete it once it has ended, or cancel it"
+        ]
+        assert table_counts(home) == before  # the other run too: nothing is deleted
     assert state(train) == "finished"
     shown = cli("runs", "show", evaluate, check=True).stdout
     assert f"run {train} to finish (--after-ok; it is finished)" in shown
