@@ -10,8 +10,14 @@ prints, what the agent copies from a container or a Slurm job) or to the transac
 of a W&B run it made itself (``wandb/run-*/run-*.wandb`` in its working copy or its
 ``wandb-dir``: a run that logs metrics without printing is not silent). A GPU run is not
 stalled while any of its GPUs computes at ``GPU_BUSY_PERCENT`` or more (NVML's
-utilization, sampled about ten times per ``stall_after``, at most once a second); with
-no NVML it is judged by its output alone.
+utilization, sampled about ten times per ``stall_after``, at least once a minute and at
+most once a second); with no NVML it is judged by its output alone.
+
+A stalled run gets ``runs.stalled_at`` (the time of its last output), a note
+(``stalled: no output for 30m0s``), a line in the agent's output and its hooks that name
+``stalled`` in ``on:`` (``launchctl.hooks``); writing again clears the mark, with a note
+(``output again after ...``). A run stopped for it is not retried by its queue's
+``retry`` policy (``retry.on`` knows ``failed`` and ``timeout``).
 """
 
 from __future__ import annotations
