@@ -383,3 +383,27 @@ def test_a_launch_spec_cannot_claim_to_be_part_of_an_array(home: Path, tmp_path:
                "-c", json.dumps(spec))  # fmt: skip
     assert "unknown key 'array'" in one_line_error(proc)
     assert table_counts(home) == before
+
+
+def test_two_rerun_array_failed_at_once_make_one_new_array(store: Store, tmp_path: Path) -> None:
+    """The check that an original has no rerun yet is made again in the new array's own
+    transaction: two commands at the same moment never rerun the failed runs twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cli("queue", "create", "q", check=True)
+    old = launch_array(task(tmp_path), "0-7", "--set", "fail_odd=true")
+    drain()
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda _: cli("runs", "rerun", "--array", old, "--failed"), [0, 1]))
+    assert sorted(p.returncode for p in procs) == [0, 1], [p.stderr for p in procs]
+    refused = next(p for p in procs if p.returncode)
+    assert ("no failed run without a rerun" in refused.stderr) or (
+        "was rerun by another command just now" in refused.stderr
+    )
+    new = next(p for p in procs if not p.returncode).stdout.strip()
+    failed = [r["id"] for r in store.arrays.runs(old) if r["state"] == "failed"]
+    assert len(failed) == 4
+    assert store.runs.reruns_of(failed) == {
+        r["rerun_of"]: r["id"] for r in store.arrays.runs(new)
+    }  # fmt: skip
+    assert len(store.arrays.runs(new)) == 4
