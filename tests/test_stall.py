@@ -389,6 +389,22 @@ def test_the_watch_never_marks_a_run_that_is_not_running(home: Path, tmp_path: P
     assert not [e for e in store.runs.events(run_id) if "stalled" in (e["message"] or "")]
 
 
+def test_a_run_being_stopped_never_has_the_loop_wake_for_its_watch(
+    home: Path, tmp_path: Path
+) -> None:
+    """A run that stops (cancelled, past its max_run_time) during its grace: its look,
+    overdue, must not keep waking the agent's loop at once, pass after pass."""
+    run_id = _running(home, tmp_path, devices=[], silent_s=0)
+    watch = StallWatch(Store(home), lambda line: None, agent_id="agent-x", hooks=[])
+    active = _active(run_id)
+    watch.check({run_id: active}, lambda a, r: None)
+    due = watch.next_check()
+    assert due is not None and due > time.monotonic()  # watched: due when it could stall
+    active.stop_reason = "cancelled"
+    watch.check({run_id: active}, lambda a, r: None)
+    assert watch.next_check() is None
+
+
 def test_nvml_reads_the_use_of_a_real_gpu() -> None:
     from launchctl.gpus.usage import busiest, utilization
 

@@ -112,6 +112,8 @@ class StallWatch:
         now = time.monotonic()
         for run_id, followed in active.items():
             if getattr(followed, "stop_reason", None) is not None:
+                if run_id in self._watches:  # being stopped: the loop needs no wake for it
+                    self._watches[run_id].armed = False
                 continue
             watch = self._watches.get(run_id)
             if watch is None:
