@@ -56,6 +56,16 @@ def _guarded_loader() -> Any:
             # Aliases (*name) can expand a few hundred bytes into billions of nodes.
             raise _Refused("YAML aliases (*name) are not supported", self.line, self.column)
 
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            # A plain key that YAML 1.1 reads as a boolean (``on:``, ``off:``, ``yes:``)
+            # stays the word written: a hook's ``on: [failed]`` is a key named "on" (as
+            # GitHub Actions reads its ``on:``), never True. Values are unchanged.
+            for key, _ in node.value:
+                plain = isinstance(key, yaml.ScalarNode) and key.style is None
+                if plain and key.tag == "tag:yaml.org,2002:bool":
+                    key.tag = "tag:yaml.org,2002:str"
+            return super().construct_mapping(node, deep)
+
     return GuardedLoader
 
 
