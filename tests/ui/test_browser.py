@@ -185,6 +185,23 @@ def test_cancel_stops_a_running_run_live(
     assert cli_json("runs", "show", run_id)["state"] == "stopped"
 
 
+def test_hold_and_release_a_queued_run_from_its_page(page: Page, tmp_path: Path) -> None:
+    """Issue 18: the buttons post the page's token and bring the page back saying it."""
+    setup_queue(tmp_path)  # no agent: the run stays queued
+    run_id = cli("launch", "-q", "team", "-j", "demo", check=True).stdout.strip()
+    page.open(f"/runs/{run_id}")
+    page.css("#hold").click()
+    page.wait(lambda: page.all("#release"), what="the page with a release button")
+    assert "held (`launchctl runs release" in page.text("#run-waits")
+    assert cli_json("runs", "show", run_id)["held"]
+    page.open("/runs")
+    assert page.text(f"#run-{run_id} td.state") == "queued (held)"
+    page.open(f"/runs/{run_id}")
+    page.css("#release").click()
+    page.wait(lambda: page.all("#hold"), what="the page with a hold button")
+    assert not cli_json("runs", "show", run_id)["held"]
+
+
 def test_a_run_named_like_a_script_shows_as_text(page: Page, tmp_path: Path) -> None:
     setup_queue(tmp_path)
     cli("launch", "-q", "team", "-j", "demo", "--set", "note=plain", check=True)
