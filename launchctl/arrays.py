@@ -213,6 +213,39 @@ def cancel(store: Any, given: str) -> Cancelled:
     return out
 
 
+@dataclass
+class Held:
+    """What ``runs hold/release --array`` did: the runs it changed, those already so, each
+    refusal (another's run, one claimed meanwhile)."""
+
+    array_id: str
+    changed: list[Any]
+    unchanged: list[Any]
+    refused: list[tuple[Any, str]]
+
+
+def hold(store: Any, given: str, held: bool) -> Held:
+    """Hold (or release) every queued run of an array, each as ``runs hold`` decides (its
+    author, or an admin of its entity or its queue's; only while it is queued), as
+    ``scontrol hold`` does an array job's pending tasks. Runs already claimed or ended are
+    left alone: a hold is about what has not started."""
+    from launchctl import workflow
+    from launchctl.teams import PermissionDenied
+
+    array_id = resolve(store, given)
+    out = Held(array_id, [], [], [])
+    for run in store.arrays.runs(array_id, states=["queued"]):
+        try:
+            row, changed = workflow.hold(store, run["id"], held)
+        except PermissionDenied as exc:
+            out.refused.append((run, str(exc)))
+            continue
+        except StateConflict:  # claimed (or cancelled) meanwhile: no longer queued
+            continue
+        (out.changed if changed else out.unchanged).append(row)
+    return out
+
+
 def rerun(
     store: Any, given: str, *, failed: bool = False, sets: Sequence[str] = (),
     priority: str | None = None,
