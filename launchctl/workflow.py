@@ -331,14 +331,9 @@ def limit_line(limit: dict[str, Any]) -> str:
     if limit["limit"] == "array":
         held, cap = limit["in_flight"], limit["max"]
         return f"array {limit['array']}: {held} of {cap} in flight (%{cap})"
-    from launchctl.limits import user_label
+    from launchctl.limits import describe  # its words, the lowered-limit case included
 
-    verb = "holds" if limit["user"] else "hold"
-    slots = "slot" if limit["max"] == 1 else "slots"
-    return (
-        f"{user_label(limit['user'])} {verb} {limit['in_flight']} of the {limit['max']} {slots}"
-        f" a user may hold in queue {limit['queue']} (limits.per_user)"
-    )
+    return describe(limit["user"], limit["in_flight"], limit["max"], limit["queue"])
 
 
 def check_launch_flags(*, queued: bool, remote: bool, when: float | None, after: bool) -> None:
