@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pytest
 
-from launchctl.launch import LaunchRequest, prepare_spec, submit
 from launchctl.store import Store
 from tests.conftest import AgentProcess, StartAgent, cli, cli_json, make_script, wait_for
 
@@ -162,8 +161,7 @@ def test_sigkill_with_prepared_runs_runs_each_exactly_once(
     SIGKILLed at random moments, a new one started after each kill."""
     rng = random.Random(int(os.environ.get("LAUNCHCTL_CHAOS_SEED", "17")))
     ledger, _release = _job(tmp_path)
-    request = LaunchRequest(queue="default", job="ahead", args="short")
-    ids = {str(submit(store, prepare_spec(request))["id"]) for _ in range(60)}
+    ids = {_launch("short") for _ in range(60)}
     env = {**os.environ, "LAUNCHCTL_HOME": str(home)}
     command = [sys.executable, "-m", "launchctl", "agent", "-q", "default", "-j", "2",
                "--resume-queues"]  # fmt: skip
