@@ -16,8 +16,8 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 from launchctl import runners
 from launchctl.agent.config import AgentOptions
@@ -25,15 +25,7 @@ from launchctl.agent.outcome import REQUEUE, TIMEOUT, record_exit
 from launchctl.agent.plan import Plan, log_path, plan
 from launchctl.agent.recovery import end_dead_leases
 from launchctl.agent.stall import StallWatch
-from launchctl.agent.starter import (
-    Cancelled,
-    Ready,
-    StartContext,
-    Started,
-    Starter,
-    agent_context,
-    read_secrets,
-)
+from launchctl.agent.starter import Cancelled, StartContext, Starter, agent_context, read_secrets
 from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict, StoreBusy, stage_of
 from launchctl.gpus.allocator import GpuAllocator
@@ -45,21 +37,8 @@ from launchctl.runners.local_process import EXIT_FILE, PID_FILE
 from launchctl.states import ACTIVE, TERMINAL, State, move
 from launchctl.store import Row, Store, loads
 
-_T = TypeVar("_T")
-
 # How many passed-over runs an agent remembers (to leave them out of "is there work").
 PASSED_KEPT = 500
-
-# Issue 17: while every slot runs a run, an agent whose last run ended within
-# AHEAD_AFTER_S prepares the next one per slot (claimed, its folder, log and working copy
-# laid out), so a freed slot costs only the STARTING move, the process and RUNNING. A
-# prepared run waits at most HOLD_READY_S for a slot, then goes back to its queue in its
-# place: an agent busy with long runs does not keep work from idle agents.
-AHEAD_AFTER_S = 1.0
-
-# How long after its STARTING move a run lost with its agent may still show no process.
-STARTING_GRACE_S = 2.0
-HOLD_READY_S = 1.0  # LAUNCHCTL_HOLD_READY_S sets another (seconds; 0: never prepare ahead)
 
 
 @dataclass
@@ -72,17 +51,6 @@ class Active:
     deadline: float | None = None  # time.monotonic() past which it is stopped: timeout
     engine_said: str | None = None  # issue 14: the engine's last word, noted on the run
     run: Row | None = None  # the row as claimed: its end is recorded without reading it again
-    began: float = field(default_factory=time.monotonic)  # when this agent started following it
-
-
-@dataclass
-class Prepared:
-    """A run this agent claimed ahead of a free slot (issue 17): held, its start prepared
-    in a worker thread (``future``: None if the preparation ended the run)."""
-
-    run: Row
-    future: Future[Ready | None]
-    since: float = field(default_factory=time.monotonic)
 
 
 class Agent:
@@ -102,9 +70,6 @@ class Agent:
         self.queues: list[Row] = []
         self.active: dict[str, Active] = {}
         self.starting: dict[str, Future[Active | None]] = {}
-        self.prepared: dict[str, Prepared] = {}  # claimed ahead of a free slot, in claim order
-        self._ahead = False  # the last run that ended here was short: prepare ahead
-        self.hold_ready_s = _seconds_env("LAUNCHCTL_HOLD_READY_S", HOLD_READY_S)
         self.draining = False
         self.stop_reason: str | None = None  # set by stop_all: runs that start now stop too
         self._trouble: str | None = None  # the store error last said (said once)
@@ -193,16 +158,16 @@ class Agent:
                      expect=frozenset({State(state)}))  # fmt: skip
             return
         planned = self._plan_of(run)
-        found = self._look_for(run, planned)
-        if found is None and state == State.STARTING:
-            # Its agent may have died between fork and exec: the child, not yet the run's
-            # shell, shows no run id and wrote no pid file. Looked for again once it has
-            # had STARTING_GRACE_S since its STARTING move, before it is called unstarted.
-            since = self.store.runs.entered_at(run["id"], State.STARTING)
-            wait = STARTING_GRACE_S - (time.time() - (since or 0.0))
-            if wait > 0:
-                time.sleep(min(wait, STARTING_GRACE_S))
-                found = self._look_for(run, planned)
+        try:
+            found = runners.get(run["resource"]).adopt(
+                run,
+                log_path(self.store.root, run["id"]),
+                self.waker.wake,
+                self._secrets_of(planned),
+            )
+        except Exception as exc:  # an engine that is down: say so, keep the run truthful
+            found = None
+            self.say(f"run {run['id']}: could not look for it: {exc}")
         if found is None:
             if state == State.STARTING:
                 with _quiet_conflict():
@@ -228,19 +193,6 @@ class Agent:
         self.store.runs.note(run["id"], "adopted: following it again after its agent was lost")
         deadline = self._deadline_of(run, planned)
         self.active[run["id"]] = Active(run["id"], found, deadline=deadline)
-
-    def _look_for(self, run: Row, planned: Plan | None) -> Exit | Handle | None:
-        """A taken-over run's process (or how it ended), by its runner; None: not found."""
-        try:
-            return runners.get(run["resource"]).adopt(
-                run,
-                log_path(self.store.root, run["id"]),
-                self.waker.wake,
-                self._secrets_of(planned),
-            )
-        except Exception as exc:  # an engine that is down: say so, keep the run truthful
-            self.say(f"run {run['id']}: could not look for it: {exc}")
-            return None
 
     def _ended_unwatched(self, run_id: str, at: float | None) -> None:
         """A run that ended while no agent watched it ends when it ended (its exit-code
@@ -308,9 +260,7 @@ class Agent:
 
     @property
     def busy(self) -> bool:
-        return bool(
-            self.active or self.starting or self.prepared or self._unrecorded or self._unreturned
-        )
+        return bool(self.active or self.starting or self._unrecorded or self._unreturned)
 
     def drain(self) -> None:
         """First signal: stop claiming; running runs finish."""
@@ -418,7 +368,6 @@ class Agent:
         self.apply_cancels()
         self.renew()
         if self.draining:
-            self.release_prepared("requeued: its agent stopped before it started")
             return 0
         return self.claim_and_start()
 
@@ -440,16 +389,12 @@ class Agent:
                 continue
             del self.starting[run_id]
             active = future.result()
-            if active is not None:
-                self._follow(active)
-
-    def _follow(self, active: Active) -> None:
-        """A run this agent started: followed by ``reap``; stopped at once if the agent is
-        stopping its runs (a second signal came while it started)."""
-        self.active[active.run_id] = active
-        if self.stop_reason is not None:
-            active.stop_reason = self.stop_reason
-            active.handle.stop(self.options.grace_s)
+            if active is None:
+                continue
+            self.active[run_id] = active
+            if self.stop_reason is not None:
+                active.stop_reason = self.stop_reason
+                active.handle.stop(self.options.grace_s)
 
     def enforce_deadlines(self) -> None:
         """A run past its max_run_time is stopped; it ends failed with the reason timeout."""
@@ -481,9 +426,6 @@ class Agent:
         for active in self.active.values():
             if active.deadline is not None and not active.stop_reason:
                 wait = min(wait, max(0.0, active.deadline - now) + 0.01)
-        for prepared in self.prepared.values():  # one not prepared yet wakes it when it is
-            if prepared.future.done():
-                wait = min(wait, max(0.0, prepared.since + self.hold_ready_s - now) + 0.01)
         stall_at = self.stalls.next_check()
         if stall_at is not None:
             wait = min(wait, max(0.0, stall_at - now) + 0.01)
@@ -500,13 +442,10 @@ class Agent:
                 self._note_engine_state(active)
                 continue
             # Forgotten only once recorded: a store that cannot be written now (a full
-            # disk) raises here, and the next pass records it again. Recorded before a
-            # prepared run takes its slot: the store never shows more than max_jobs
-            # running (tests/test_agent.py counts them).
+            # disk) raises here, and the next pass records it again.
             self._finish(run_id, result, active.stop_reason, active.run)
             del self.active[run_id]
             active.handle.release()
-            self._ahead = time.monotonic() - active.began < AHEAD_AFTER_S
 
     def _note_engine_state(self, active: Active) -> None:
         """Issue 14: a cluster runner's word for a run its engine has not started yet
@@ -517,19 +456,14 @@ class Agent:
             self.store.runs.note(active.run_id, said)
 
     def apply_cancels(self) -> None:
-        if not self.active and not self.prepared:
+        if not self.active:
             return
-        for run_id in self.store.runs.cancels_held_by(self.id):
-            active = self.active.get(run_id)
-            if active is not None and active.stop_reason is None:
+        for run in self.store.runs.held_by(self.id):
+            active = self.active.get(run["id"])
+            if run["cancel_requested"] and active is not None and active.stop_reason is None:
                 active.stop_reason = "cancelled"
                 active.handle.stop(self.options.grace_s)
-                self.say(f"stopping run {run_id}: cancelled")
-            prepared = self.prepared.get(run_id)
-            if prepared is not None and prepared.future.done():  # else: when it is prepared
-                del self.prepared[run_id]
-                if prepared.future.result() is not None:
-                    self._cancelled(self.store, run_id)
+                self.say(f"stopping run {run['id']}: cancelled")
 
     def renew(self) -> None:
         now = time.monotonic()
@@ -544,91 +478,22 @@ class Agent:
             self.take_over_expired()
 
     def claim_and_start(self) -> int:
-        """Start prepared runs in the free slots, claim and start more for the slots left,
-        then claim ahead (``AHEAD_AFTER_S``). Returns how many runs were claimed."""
         self._end_doomed()
-        self.launch_prepared()
         claimed_count = 0
-        # A run being prepared has the next free slot: no second claim for it.
-        while self.capacity > len(self.prepared) and self._claimable():
-            claimed = self._claim_one(ahead=False)
+        n = len(self.queues)
+        while self.capacity > 0 and n and self._claimable():
+            claimed = None
+            for i in range(n):
+                queue = self.queues[(self._rr + i) % n]
+                claimed = self._claim(queue)
+                if claimed is not None:
+                    self._rr = (self._rr + i + 1) % n
+                    break
             if claimed is None:
                 break
             self.start_claimed(claimed)
             claimed_count += 1
-        while self._may_prepare() and self._claimable():
-            claimed = self._claim_one(ahead=True)
-            if claimed is None:
-                break
-            self.prepare_claimed(claimed)
-            claimed_count += 1
         return claimed_count
-
-    def _claim_one(self, *, ahead: bool) -> Row | None:
-        """The next run of the queues served here, taken in turns (round robin)."""
-        n = len(self.queues)
-        for i in range(n):
-            queue = self.queues[(self._rr + i) % n]
-            claimed = self._claim(queue, ahead=ahead)
-            if claimed is not None:
-                self._rr = (self._rr + i + 1) % n
-                return claimed
-        return None
-
-    def _may_prepare(self) -> bool:
-        """Whether to claim a run ahead: every slot is taken, the runs here end quickly,
-        fewer are prepared than there are slots, and no GPUs are scheduled here."""
-        slots = self.options.max_jobs
-        return (
-            self._ahead
-            and self.hold_ready_s > 0
-            and self.gpus is None
-            and slots > 0
-            and self.capacity == 0
-            and len(self.prepared) < slots
-        )
-
-    def launch_prepared(self) -> None:
-        """Prepared runs into free slots, in claim order; one that waited past HOLD_READY_S
-        for a slot goes back to its queue, in its place."""
-        now = time.monotonic()
-        for run_id, prepared in list(self.prepared.items()):
-            if not prepared.future.done():
-                continue
-            ready = prepared.future.result()
-            if ready is None:  # its preparation ended it (failed, cancelled, given back)
-                del self.prepared[run_id]
-            elif self.capacity > 0:
-                del self.prepared[run_id]
-                self.launch_ready(ready)
-            elif now - prepared.since >= self.hold_ready_s:
-                del self.prepared[run_id]
-                self._ahead = False  # the runs here are long now: claim when a slot is free
-                why = (
-                    f"requeued: prepared ahead, it waited over {self.hold_ready_s:g}s for a"
-                    " slot of its agent (its place in the queue kept)"
-                )
-                self._requeue_prepared(prepared.run, why)
-
-    def release_prepared(self, why: str) -> None:
-        """Prepared runs back to their queues, in their places, as soon as each is prepared
-        (a draining agent claims nothing more; its prepared runs start elsewhere)."""
-        for run_id, prepared in list(self.prepared.items()):
-            if prepared.future.done():
-                del self.prepared[run_id]
-                if prepared.future.result() is not None:
-                    self._requeue_prepared(prepared.run, why)
-
-    def _requeue_prepared(self, run: Row, why: str) -> None:
-        """A prepared run back to its queue where it was (its ``enqueued_at`` kept)."""
-        try:
-            with _quiet_conflict():
-                move(self.store, run["id"], State.QUEUED, agent_id=self.id, message=why,
-                     enqueued_at=run["enqueued_at"],
-                     expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
-        except LaunchctlError:
-            self._unreturned[run["id"]] = why  # the store cannot be written: tried again
-            raise
 
     def _end_doomed(self) -> None:
         """Issue 18: a queued run whose dependencies can no longer be met (an --after-ok
@@ -640,18 +505,15 @@ class Agent:
         for run_id, why in self.store.runs.end_doomed(ids, self.id, doom_reason):
             self.say(f"run {run_id} failed: {why}")
 
-    def _claim(self, queue: Row, *, ahead: bool = False) -> Row | None:
+    def _claim(self, queue: Row) -> Row | None:
         """The queue's next run this agent can give what it asks for; with GPUs, the next
         that fits, claimed with its devices. A run asking for GPUs it cannot have waits,
-        saying why (see ``launchctl.gpus.waiting``). ``ahead``: only if that run is a
-        local process (prepared in milliseconds; a build is not made ahead)."""
+        saying why (see ``launchctl.gpus.waiting``)."""
         passed = Passed()
         if self.gpus is not None:
             claimed = self.gpus.claim(queue["id"], self.options.lease_s, passed)
         else:
             choose = without_gpus(self.id, passed)
-            if ahead:
-                choose = _local_only(choose)
             claimed = self.store.runs.claim_first(
                 queue["id"], self.id, self.options.lease_s, choose
             )
@@ -711,77 +573,20 @@ class Agent:
             say=self.say,  # build steps reach the agent's terminal and its -l log file
         )
 
-    def prepare_claimed(self, run: Row) -> None:
-        """Prepare a run claimed ahead, in a worker thread; ``launch_prepared`` starts it."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(thread_name_prefix="launchctl-start")
-        future = self._pool.submit(self._prepare, run)
-        future.add_done_callback(lambda _f: self.waker.wake())
-        self.prepared[run["id"]] = Prepared(run, future)
-
-    def launch_ready(self, ready: Ready) -> None:
-        """Start a prepared run: a local process here in the loop (milliseconds: STARTING,
-        the process, RUNNING), any other in a worker thread (an engine may be slow)."""
-        if ready.run["resource"] != "local-process":
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(thread_name_prefix="launchctl-start")
-            future = self._pool.submit(lambda: self._launch(self._thread_store(), ready))
-            future.add_done_callback(lambda _f: self.waker.wake())
-            self.starting[ready.run["id"]] = future
-            return
-        active = self._launch(self.store, ready)
-        if active is not None:
-            self._follow(active)
-
     def _start(self, run: Row) -> Active | None:
-        """A claimed run prepared and started (``Starter.start``), in a worker thread."""
+        run_id = run["id"]
         store = self._thread_store()
-
-        def start() -> Started:
-            if run["cancel_requested"]:
-                raise Cancelled(run["id"])
-            self._mark_attempt(store, run)
-            return Starter(store, self._context()).start(run)
-
-        return self._active(run, self._guarded(store, run["id"], start))
-
-    def _prepare(self, run: Row) -> Ready | None:
-        """In a worker thread: everything before STARTING (``Starter.prepare``). None if it
-        ended the run (failed, cancelled, back in its queue: recorded, and said)."""
-        store = self._thread_store()
-
-        def prepare() -> Ready:
-            if run["cancel_requested"]:
-                raise Cancelled(run["id"])
-            self._mark_attempt(store, run)
-            return Starter(store, self._context()).prepare(run)
-
-        return self._guarded(store, run["id"], prepare)
-
-    def _launch(self, store: Store, ready: Ready) -> Active | None:
-        """A prepared run started (``Starter.launch``); None if that ended it."""
-        run = ready.run
-        starter = Starter(store, self._context())
-        return self._active(run, self._guarded(store, run["id"], lambda: starter.launch(ready)))
-
-    def _active(self, run: Row, started: Started | None) -> Active | None:
-        """A run its start started, to follow; said on the agent's terminal."""
-        if started is None:
-            return None
-        queue = run["queue_name"] or "(direct)"
-        self.say(f"started run {run['id']} ({run['name']}) from queue {queue}")
-        deadline = None
-        if started.max_run_time is not None:
-            deadline = time.monotonic() + started.max_run_time
-        return Active(run["id"], started.handle, deadline=deadline, run=run)
-
-    def _guarded(self, store: Store, run_id: str, step: Callable[[], _T]) -> _T | None:
-        """``step`` of a run's start; what goes wrong ends the run as it says (or puts it
-        back in its queue), recorded and said: None then."""
+        context = self._context()
         try:
-            return step()
+            if run["cancel_requested"]:
+                raise Cancelled(run_id)
+            self._mark_attempt(store, run)
+            started = Starter(store, context).start(run)
         except Cancelled:
-            self._cancelled(store, run_id)
+            with _quiet_conflict():
+                move(store, run_id, State.STOPPED, agent_id=self.id, reason="cancelled",
+                     expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
+            self.say(f"run {run_id} stopped before it started (cancelled)")
             return None
         except StoreBusy as exc:
             # Contention is not the run's fault: it goes back to its queue (its process,
@@ -795,13 +600,12 @@ class Agent:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self._fail(store, run_id, "agent", f"internal error: {detail}")
             return None
-
-    def _cancelled(self, store: Store, run_id: str) -> None:
-        """A run cancelled before it started ends stopped, saying so."""
-        with _quiet_conflict():
-            move(store, run_id, State.STOPPED, agent_id=self.id, reason="cancelled",
-                 expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
-        self.say(f"run {run_id} stopped before it started (cancelled)")
+        queue = run["queue_name"] or "(direct)"
+        self.say(f"started run {run_id} ({run['name']}) from queue {queue}")
+        deadline = None
+        if started.max_run_time is not None:
+            deadline = time.monotonic() + started.max_run_time
+        return Active(run_id, started.handle, deadline=deadline, run=run)
 
     def _finish(
         self, run_id: str, result: Exit, stop_reason: str | None, run: Row | None = None
@@ -853,40 +657,6 @@ def attempt_mark(tries: list[dict[str, Any]]) -> str:
         f"--- attempt {now['attempt']} on agent {now['agent']} (attempt {before['attempt']}"
         f" on agent {before['agent']} ended: {why}) ---"
     )
-
-
-def _local_only(
-    choose: Callable[[Row, list[Row]], str | None],
-) -> Callable[[Row, list[Row]], str | None]:
-    """``choose``, for a claim ahead: its pick only if that run is a local process. Having
-    declined one, it declines the rest of the scan too (claim order is kept)."""
-    declined = False
-
-    def pick(queue: Row, rows: list[Row]) -> str | None:
-        nonlocal declined
-        run_id = None if declined else choose(queue, rows)
-        if run_id is None:
-            return None
-        if next(r["resource"] for r in rows if str(r["id"]) == run_id) != "local-process":
-            declined = True
-            return None
-        return run_id
-
-    return pick
-
-
-def _seconds_env(name: str, default: float) -> float:
-    """A number of seconds (0 or more) from the environment variable ``name``."""
-    text = os.environ.get(name)
-    if text is None or not text.strip():
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise LaunchctlError(f"{name} must be a number of seconds (0 or more), not {text!r}")
-    return value
 
 
 def _within(value: float | None, low: float, high: float) -> float:

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from launchctl.agent.plan import AgentContext, Plan, plan
 from launchctl.errors import LaunchctlError, StoreBusy, stage_of
 from launchctl.masking import Masker
 from launchctl.resolve import check_host_paths
-from launchctl.runners import Handle, Launch, RunnerError
+from launchctl.runners import Handle, RunnerError
 from launchctl.secrets import MissingSecret, SecretStore
 from launchctl.states import State, move
 from launchctl.store import Row, Store
@@ -40,16 +40,6 @@ BUILD_LOG = "build.log"  # BuildKit's raw output, beside the run's output.log
 class Started:
     handle: Handle
     max_run_time: float | None  # seconds; the agent stops the run past it
-
-
-@dataclass
-class Ready:
-    """A run prepared to start (issue 17): what ``Starter.launch`` needs, made ahead."""
-
-    run: Row
-    launch: Launch | None = None  # set once prepared
-    notes: list[str] = field(default_factory=list)  # its STARTING event's message
-    secrets: list[str] = field(default_factory=list)  # values masked in its errors
 
 
 class Cancelled(Exception):
@@ -129,24 +119,11 @@ class Starter:
 
     def start(self, run: Row) -> Started:
         """Check, lay out, build if needed, and start ``run``; returns the runner's handle."""
-        return self.launch(self.prepare(run))
+        secrets: list[str] = []  # filled in once read; every error after that is masked
+        with masked_errors(secrets):
+            return self._start(run, secrets)
 
-    def prepare(self, run: Row) -> Ready:
-        """Everything before the run's STARTING move: check, plan, lay out its folder, log
-        and working copy, build its image. The run stays CLAIMED (or BUILDING) and held."""
-        ready = Ready(run)
-        with masked_errors(ready.secrets):
-            self._prepare(ready)
-        return ready
-
-    def launch(self, ready: Ready) -> Started:
-        """A prepared run's start: a last cancel check, STARTING, the runner, RUNNING."""
-        with masked_errors(ready.secrets):
-            return self._launch(ready)
-
-    def _prepare(self, ready: Ready) -> None:
-        run = ready.run
-        secrets = ready.secrets  # filled in once read; every error after that is masked
+    def _start(self, run: Row, secrets: list[str]) -> Started:
         run_id = run["id"]
         if self.ctx.secure_mode and (run["spec"].get("overrides") or {}).get("entry_point"):
             # W&B's agent in secure_mode (agent.py, _assert_secure) refuses the same run.
@@ -163,7 +140,7 @@ class Starter:
         secrets.extend(planned.masks(by_name))
         run_as = self._run_as(planned)
         self._make_folder(planned, run_as)
-        notes = ready.notes
+        notes: list[str] = []
         if planned.process:
             notes.append(workspace.prepare(self.store, run, version, planned.workdir))
             if run_as is not None:
@@ -174,17 +151,13 @@ class Starter:
             _check_host_paths(planned)  # rendered again: ${image_uri} is the image built
         for name in sorted(planned.unknown):
             self.store.runs.note(run_id, f"warning: unknown macro ${{{name}}} left as written")
-        ready.launch = planned.launch(by_name, run_as=run_as, on_exit=self.ctx.on_exit)
-
-    def _launch(self, ready: Ready) -> Started:
-        run_id, launch = ready.run["id"], ready.launch
-        assert launch is not None, "launch() takes a run that prepare() returned"
+        launch = planned.launch(by_name, run_as=run_as, on_exit=self.ctx.on_exit)
         self._check_cancel(run_id)
         move(self.store, run_id, State.STARTING, agent_id=self.ctx.agent_id,
-             message="; ".join(ready.notes) or None, workdir=str(launch.workdir),
+             message="; ".join(notes) or None, workdir=str(launch.workdir),
              log_path=str(launch.log_path), image=launch.image,
              expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
-        handle = runners.get(ready.run["resource"]).start(launch)
+        handle = runners.get(run["resource"]).start(launch)
         try:
             self._record_running(run_id, handle)
         except StoreBusy:

@@ -228,24 +228,6 @@ class RunTable:
         rows = self.db.all(f"SELECT * FROM runs WHERE agent_id = ? AND state IN {HELD}", [agent_id])
         return [r for r in (_decode(row) for row in rows) if r is not None]
 
-    def entered_at(self, run_id: str, state: str) -> float | None:
-        """When the run last moved into ``state`` (its event's time), if it ever did."""
-        row = self.db.one(
-            "SELECT MAX(at) AS at FROM events WHERE run_id = ? AND to_state = ?"
-            " AND (from_state IS NULL OR from_state != to_state)",
-            [run_id, str(state)],
-        )
-        return float(row["at"]) if row and row["at"] is not None else None
-
-    def cancels_held_by(self, agent_id: str) -> list[str]:
-        """The runs ``agent_id`` holds that a cancel was asked for (its loop asks every
-        pass: ids only, no spec decoded)."""
-        rows = self.db.all(
-            f"SELECT id FROM runs WHERE agent_id = ? AND state IN {HELD} AND cancel_requested = 1",
-            [agent_id],
-        )
-        return [str(r["id"]) for r in rows]
-
     def has_queued(self, queue_ids: Iterable[int], *, besides: Iterable[str] = ()) -> bool:
         """Whether a run of ``queue_ids`` may be claimed now, leaving out the ``besides``
         runs (those an agent cannot give what they ask for: they wait for another)."""
