@@ -88,7 +88,9 @@ class Agent:
         self._passed = Passed()
         self._burst = False
         self._sweeps_said: dict[str, str] = {}  # issue 15: a sweep's trouble, said once
-        self.stalls = StallWatch(store, self.say)  # issue 18: runs silent too long
+        # Issue 18: runs silent too long; a stall's hooks are owed by this agent (its
+        # config's hooks, and the run's queue's).
+        self.stalls = StallWatch(store, self.say, agent_id=self.id, hooks=self.options.hooks)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:

@@ -75,9 +75,9 @@ class _Watch:
 class StallWatch:
     """Finds running runs that are silent for their queue's ``stall_after``.
 
-    ``agent_id`` and ``hooks`` (the agent config's) say who owes a stalled run's hooks;
-    when not given they are the agent's whose ``stop`` method ``check`` is given (its
-    ``id`` and ``options.hooks``), else the run's holder. ``gpu_use`` reads the highest
+    ``agent_id`` and ``hooks`` (the agent config's) say who owes a stalled run's hooks
+    (the agent passes its own; without ``agent_id``, the run's holder, and only the
+    queue's hooks). ``gpu_use`` reads the highest
     compute use of a run's GPUs (NVML by default; a stand-in in tests).
     """
 
@@ -97,16 +97,12 @@ class StallWatch:
         self.gpu_use: GpuReader = gpu_use or _nvml_busiest
         self._watches: dict[str, _Watch] = {}
         self._queues: dict[int, tuple[float, Row | None]] = {}
-        self._seen_agent: str | None = None  # the agent whose stop method check is given
-        self._agent_hooks: list[Mapping[str, Any]] | None = None
 
     # -- the seam ---------------------------------------------------------------------------
     def check(self, active: Mapping[str, Any], stop: Callable[[Any, str], None]) -> None:
         """Look at each followed run (``launchctl.agent.loop.Active``: its ``run_id``,
         ``handle``, ``run`` row as claimed); ``stop(active, reason)`` stops one
         (``on_stall: stop``)."""
-        if self._agent_hooks is None:
-            self.learn_agent(stop)
         for run_id in [r for r in self._watches if r not in active]:
             self._forget(self._watches.pop(run_id))
         now = time.monotonic()
@@ -234,8 +230,7 @@ class StallWatch:
         owner = self._owner(run)
         log = str(watch.log) if watch.log is not None else ""
         facts = stall_facts(run, queue, log, last, silent)
-        hooks = self.hooks if self.hooks is not None else self._agent_hooks
-        owed = owed_for_stall(facts, queue, hooks or [], owner) if owner else []
+        owed = owed_for_stall(facts, queue, self.hooks or [], owner) if owner else []
         note = f"stalled: no output for {said(silent)}"
         if self._table().mark_stalled(watch.run_id, last, note, owed, owner):
             watch.stalled = last
@@ -243,14 +238,14 @@ class StallWatch:
             self.say(f"run {watch.run_id} stalled: no output for {said(silent)}{then}")
 
     def _clear(self, watch: _Watch, note: str | None) -> None:
-        self._table().clear_stalled(watch.run_id, note, self.agent_id or self._seen_agent)
+        self._table().clear_stalled(watch.run_id, note, self.agent_id)
         watch.stalled = None
 
     def _forget(self, watch: _Watch) -> None:
         """A run no longer followed (it ended): its mark goes with it."""
         if watch.stalled is not None:
             with contextlib.suppress(LaunchctlError):
-                self._table().clear_stalled(watch.run_id, None, self.agent_id or self._seen_agent)
+                self._table().clear_stalled(watch.run_id, None, self.agent_id)
 
     # -- what it reads --------------------------------------------------------------------------
     def _queue(self, queue_id: int | None) -> Row | None:
@@ -271,18 +266,7 @@ class StallWatch:
         return HookTable(self.store.db)
 
     def _owner(self, run: Row) -> str | None:
-        return self.agent_id or self._seen_agent or run.get("agent_id")
-
-    def learn_agent(self, stop: Callable[[Any, str], None]) -> None:
-        """The agent behind ``stop`` (a bound method of ``launchctl.agent.loop.Agent``):
-        its id and its config's hooks, when they were not given."""
-        agent = getattr(stop, "__self__", None)
-        if agent is None:
-            self._agent_hooks = []
-            return
-        self._seen_agent = getattr(agent, "id", None)
-        options = getattr(agent, "options", None)
-        self._agent_hooks = list(getattr(options, "hooks", None) or [])
+        return self.agent_id or run.get("agent_id")
 
 
 def _mtime(path: Path | None) -> float:
