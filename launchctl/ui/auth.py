@@ -141,6 +141,7 @@ class TokenAuth:
             await send(message)
 
         if not host_allowed(headers.get("host"), self.allowed_hosts):
+            await _drain(receive)
             await _plain(send_secured, 421, "this server answers only its own address\n")
             return
         path = scope.get("path", "")
@@ -150,6 +151,7 @@ class TokenAuth:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if path == "/" and "token" in query and scope["method"] in SAFE_METHODS:
             if not same(query["token"][0], self.token):
+                await _drain(receive)
                 await _page(send_secured, 401, UNAUTHORIZED_PAGE)
                 return
             cookie = f"{cookie_name(scope)}={self.token}; HttpOnly; SameSite=Strict; Path=/"
@@ -164,6 +166,7 @@ class TokenAuth:
             return
         mine = cookie_token(headers, cookie_name(scope))
         if not (same(mine, self.token) or same(bearer_token(headers), self.token)):
+            await _drain(receive)
             await _page(send_secured, 401, UNAUTHORIZED_PAGE)
             return
         scope.setdefault("state", {})["csrf_header_ok"] = same(headers.get(CSRF_HEADER), self.token)
@@ -182,15 +185,33 @@ async def csrf_ok(request: Any, token: str) -> bool:
     return same(value if isinstance(value, str) else None, token)
 
 
+# The most of a refused request's body read before answering it (``_drain``).
+DRAIN_LIMIT = 1 << 20
+
+
+async def _drain(receive: Any) -> None:
+    """Read, and drop, a refused request's body before answering it. A server that answers
+    and closes with a POST's body unread has the kernel reset the connection, and the
+    client may lose the answer (a form sent without the token then reads "connection
+    reset", not 401). Bounded: past ``DRAIN_LIMIT`` the rest is left unread."""
+    seen = 0
+    while seen <= DRAIN_LIMIT:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 async def _answer(send: Any, status: int, text: str, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type + b"; charset=utf-8")],
-        }
-    )
-    await send({"type": "http.response.body", "body": text.encode("utf-8")})
+    body = text.encode("utf-8")
+    headers = [
+        (b"content-type", content_type + b"; charset=utf-8"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _plain(send: Any, status: int, text: str) -> None:
