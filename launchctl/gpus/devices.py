@@ -11,10 +11,13 @@ import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from launchctl.errors import UsageError
+
+T = TypeVar("T")
 
 SMI_QUERY = "index,name,memory.total,memory.used,uuid"
 # LAUNCHCTL_GPU_DISCOVERY=off: behave as on a machine without GPUs, so that --gpus is taken
@@ -56,8 +59,9 @@ def parse_list(text: str) -> list[int] | None:
     return out
 
 
-def nvml_devices() -> list[Device] | None:
-    """The GPUs NVML reports, or None when NVML (library or driver) is not there."""
+def with_nvml(read: Callable[[Any], T]) -> T | None:
+    """``read(pynvml)`` between NVML's init and shutdown; None when NVML (the library or
+    its driver) is not there, or the reading fails. ``pynvml`` is imported only here."""
     try:
         import pynvml
     except ImportError:
@@ -67,12 +71,17 @@ def nvml_devices() -> list[Device] | None:
     except Exception:  # NVMLError_LibraryNotFound, _DriverNotLoaded, ...: no NVML here
         return None
     try:
-        return [_nvml_device(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())]
+        return read(pynvml)
     except Exception:
         return None
     finally:
         with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
+
+
+def nvml_devices() -> list[Device] | None:
+    """The GPUs NVML reports, or None when NVML (library or driver) is not there."""
+    return with_nvml(lambda nvml: [_nvml_device(nvml, i) for i in range(nvml.nvmlDeviceGetCount())])
 
 
 def _nvml_device(nvml: Any, index: int) -> Device:

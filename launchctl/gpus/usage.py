@@ -9,8 +9,8 @@ is missing, or its driver is, the answer is None and the run is judged by its ou
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 
 def utilization(indices: Iterable[int]) -> dict[int, int] | None:
@@ -19,25 +19,16 @@ def utilization(indices: Iterable[int]) -> dict[int, int] | None:
     wanted = list(indices)
     if not wanted:
         return {}
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVMLError_LibraryNotFound, _DriverNotLoaded, ...: no NVML here
-        return None
-    try:
+    from launchctl.gpus.devices import with_nvml
+
+    def read(nvml: Any) -> dict[int, int]:
         out: dict[int, int] = {}
         for index in wanted:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(int(index))
-            out[int(index)] = int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+            handle = nvml.nvmlDeviceGetHandleByIndex(int(index))
+            out[int(index)] = int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
         return out
-    except Exception:
-        return None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+
+    return with_nvml(read)
 
 
 def busiest(indices: Iterable[int]) -> int | None:
