@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from launchctl.errors import NotFound, StateConflict
-from launchctl.states import State
-from launchctl.store.db import Database, Row, dumps
-from launchctl.store.runs import DEP_KINDS, _decode, insert_event
+from launchctl.store.db import Database, Row
+from launchctl.store.runs import DEP_KINDS, _decode, insert_queued
 
 
 class ArrayTable:
@@ -47,19 +46,7 @@ class ArrayTable:
                     raise StateConflict(
                         f"run {again} was rerun by another command just now; nothing was queued"
                     )
-                row = dict(
-                    run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-                    spec=dumps(run["spec"]), deps=len(after), author=run["spec"].get("author"),
-                )  # fmt: skip
-                cols = ", ".join(row)
-                marks = ", ".join("?" for _ in row)
-                self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-                insert_event(self.db, run["id"], None, State.QUEUED, None, "launched", now)
-                for dep_id, kind in after:
-                    self.db.execute(
-                        "INSERT INTO run_deps (run_id, dep_id, kind) VALUES (?, ?, ?)",
-                        [run["id"], dep_id, kind],
-                    )
+                insert_queued(self.db, run, now, after=after)
         return self.runs_by_id(r["id"] for r in runs)
 
     def resolve(self, given: str) -> str:

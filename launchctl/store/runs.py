@@ -150,21 +150,9 @@ class RunTable:
         now = time.time()
         run = dict(run)
         after: list[tuple[str, str]] = list(run.pop("after", None) or [])
-        row = dict(
-            run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-            spec=dumps(run["spec"]), deps=len(after), author=run["spec"].get("author"),
-        )  # fmt: skip
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
         with self.db.write():
             self._check_deps(after)
-            self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-            self._event(run["id"], None, State.QUEUED, None, "launched", now)
-            for dep_id, kind in after:
-                self.db.execute(
-                    "INSERT INTO run_deps (run_id, dep_id, kind) VALUES (?, ?, ?)",
-                    [run["id"], dep_id, kind],
-                )
+            insert_queued(self.db, run, now, after=after)
             if claim_for is not None:
                 transition(
                     self.db, run["id"], [State.QUEUED], State.CLAIMED, by=claim_for,
@@ -635,17 +623,10 @@ class RunTable:
         rerun, checked in the same transaction: two bulk reruns at once never rerun one
         run twice. None when it had one."""
         now = time.time()
-        row = dict(
-            run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-            spec=dumps(run["spec"]), author=run["spec"].get("author"),
-        )  # fmt: skip
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
         with self.db.write():
             if self.db.one("SELECT 1 FROM runs WHERE rerun_of = ?", [run["rerun_of"]]):
                 return None
-            self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-            self._event(run["id"], None, State.QUEUED, None, "launched", now)
+            insert_queued(self.db, run, now)
         return self.get(run["id"])
 
     def _event(
@@ -724,6 +705,35 @@ def transition(
         )
     insert_event(db, run_id, current["state"], str(to), by, detail, now)
     return str(current["state"])
+
+
+def insert_queued(
+    db: Database,
+    run: dict[str, Any],
+    at: float,
+    *,
+    after: Iterable[tuple[str, str]] = (),
+    agent_id: str | None = None,
+    message: str = "launched",
+) -> None:
+    """Write one new ``queued`` run: its row (its spec encoded, its launcher as ``author``
+    for the claim's per-user count), its first event, and a ``run_deps`` row for each run
+    it waits for. Every way a run is made (a launch, a rerun, an array, a sweep's trial)
+    writes it through this, in the caller's transaction."""
+    after = list(after)
+    row = dict(
+        run, state=State.QUEUED, created_at=at, updated_at=at, enqueued_at=at,
+        spec=dumps(run["spec"]), deps=len(after), author=run["spec"].get("author"),
+    )  # fmt: skip
+    cols = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
+    insert_event(db, run["id"], None, State.QUEUED, agent_id, message, at)
+    for dep_id, kind in after:
+        db.execute(
+            "INSERT INTO run_deps (run_id, dep_id, kind) VALUES (?, ?, ?)",
+            [run["id"], dep_id, kind],
+        )
 
 
 def insert_event(

@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from launchctl.states import TERMINAL, State
+from launchctl.states import TERMINAL
 from launchctl.store.db import Database, Row, dumps, loads
-from launchctl.store.runs import insert_event, sql_states
+from launchctl.store.runs import insert_queued, sql_states
 
 # The sweep states a scheduler works on: running ones get new trials; paused and stopped
 # ones only have their trials in flight scored.
@@ -133,10 +133,6 @@ class SweepTrialTable:
         ``agent_id`` holds the sweep's lease and the sweep is running, and only if ``seq``
         is new: returns False (nothing written) otherwise."""
         now = time.time()
-        row = dict(
-            run, state=State.QUEUED, created_at=now, updated_at=now, enqueued_at=now,
-            spec=dumps(run["spec"]), author=run["spec"].get("author"),
-        )  # fmt: skip
         with self.db.write():
             held = self.db.one(
                 "SELECT 1 AS ok FROM sweeps WHERE id = ? AND state = 'running'"
@@ -148,12 +144,9 @@ class SweepTrialTable:
             )
             if held is None or taken is not None:
                 return False
-            cols = ", ".join(row)
-            marks = ", ".join("?" for _ in row)
-            self.db.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-            insert_event(
-                self.db, run["id"], None, State.QUEUED, agent_id,
-                f"launched by sweep {sweep_id} (trial {seq})", now,
+            insert_queued(
+                self.db, run, now, agent_id=agent_id,
+                message=f"launched by sweep {sweep_id} (trial {seq})",
             )  # fmt: skip
             self.db.execute(
                 "INSERT INTO sweep_trials (sweep_id, seq, run_id, params, created_at)"
