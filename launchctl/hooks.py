@@ -258,19 +258,41 @@ def owed_for_stall(
 ) -> list[dict[str, Any]]:
     """The deliveries a stalled run is owed (``facts`` from ``stall_facts``): its queue's and
     its agent's hooks that name ``stalled`` in ``on:``, owed by the agent ``owner``."""
+    sources = [("queue", queue_hooks(queue)), ("agent", list(agent_hooks))]
+    return owed_by(
+        f, sources, lambda hook: STALLED in (hook.get("on") or ()),
+        queue_id=(queue or {}).get("id"), owner=owner,
+    )  # fmt: skip
+
+
+def queue_hooks(queue: Mapping[str, Any] | None) -> list[Any]:
+    """The hooks a queue's config names (none for a queue that is gone)."""
     config = (queue or {}).get("config") or {}
-    queue_hooks = config.get("hooks") or [] if isinstance(config, dict) else []
+    return list(config.get("hooks") or []) if isinstance(config, dict) else []
+
+
+def owed_by(
+    f: Mapping[str, Any],
+    sources: Iterable[tuple[str, Iterable[Any]]],
+    wants: Callable[[Mapping[str, Any]], bool],
+    *,
+    queue_id: Any,
+    owner: str,
+) -> list[dict[str, Any]]:
+    """The deliveries owed for one event with ``facts`` ``f``: each hook of ``sources``
+    (``(source, hooks)``: ``queue``, ``agent``) that ``wants`` picks and that names a kind,
+    owed by the agent ``owner``; a webhook gets its retries."""
     owed: list[dict[str, Any]] = []
-    for source, hooks in (("queue", queue_hooks), ("agent", list(agent_hooks))):
+    for source, hooks in sources:
         for hook in hooks:
-            if not isinstance(hook, dict) or STALLED not in (hook.get("on") or ()):
+            if not isinstance(hook, dict) or not wants(hook):
                 continue
             kind = next((k for k in KINDS if k in hook), None)
             if kind is None:
                 continue
             tries = 1 + int(hook.get("retries", DEFAULT_RETRIES)) if kind == "webhook" else 1
             owed.append({
-                "source": source, "queue_id": (queue or {}).get("id"), "owner": owner,
+                "source": source, "queue_id": queue_id, "owner": owner,
                 "owner_uid": os.getuid(), "kind": kind, "hook": dict(hook), "facts": dict(f),
                 "max_attempts": tries,
             })  # fmt: skip
@@ -712,28 +734,16 @@ class Dispatcher:
             table.expand(end["run_id"], [])
             return
         log = run.get("log_path") or str(paths.run_dir(run["id"], store.root) / "output.log")
-        f = facts(run, queue, log)
-        owed: list[dict[str, Any]] = []
-        config = (queue or {}).get("config") or {}
         sources: list[tuple[str, list[Any]]] = [
-            ("queue", config.get("hooks") or [] if isinstance(config, dict) else []),
+            ("queue", queue_hooks(queue)),
             # An agent config's hooks: for runs an agent held when they ended (this one,
             # or one that died: its restart takes its place); not for a queued run cancelled.
             ("agent", self.hooks if end.get("agent_id") is not None else []),
         ]
-        for source, hooks in sources:
-            for hook in hooks:
-                if not isinstance(hook, dict) or run["state"] not in hook.get("on", ENDS):
-                    continue
-                kind = next((k for k in KINDS if k in hook), None)
-                if kind is None:
-                    continue
-                tries = 1 + int(hook.get("retries", DEFAULT_RETRIES)) if kind == "webhook" else 1
-                owed.append({
-                    "source": source, "queue_id": end.get("queue_id"), "owner": self.agent_id,
-                    "owner_uid": os.getuid(), "kind": kind, "hook": hook, "facts": f,
-                    "max_attempts": tries,
-                })  # fmt: skip
+        owed = owed_by(
+            facts(run, queue, log), sources, lambda hook: run["state"] in hook.get("on", ENDS),
+            queue_id=end.get("queue_id"), owner=self.agent_id,
+        )  # fmt: skip
         table.expand(end["run_id"], owed)
 
     def _deliver(self, store: Store, table: HookTable, row: Mapping[str, Any]) -> None:
