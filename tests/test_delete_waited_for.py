@@ -15,23 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartAgent, cli, cli_json, make_script, table_counts, wait_for
+from tests.conftest import StartAgent, cli, cli_json, table_counts, wait_for
+from tests.step_job import create_step_job
 
 
 @pytest.fixture
 def job(tmp_path: Path) -> str:
-    """The job 'step': waits for ``--set gate=PATH`` to exist when given, then exits 0."""
-    code = make_script(
-        tmp_path / "step",
-        "main.py",
-        "import json, os, time\n"
-        "cfg = json.loads(os.environ['WANDB_CONFIG'])\n"
-        "while cfg.get('gate') and not os.path.exists(cfg['gate']):\n"
-        "    time.sleep(0.02)\n",
-    ).parent
-    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "step", check=True)
+    """The job 'step' (tests/step_job.py)."""
+    name = create_step_job(tmp_path)
     cli("queue", "create", "parked", check=True)  # no agent serves it: its runs stay queued
-    return "step"
+    return name
 
 
 def launch(queue: str, *args: str) -> str:

@@ -6,26 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import StartAgent, cli, cli_json, make_script, table_counts, wait_for
+from tests.conftest import StartAgent, cli, cli_json, table_counts, wait_for
+from tests.step_job import create_step_job
 
 
 @pytest.fixture
 def job(tmp_path: Path) -> str:
-    """The job 'step': waits for ``--set gate=PATH`` to exist when given, writes ``--set
-    mark=PATH`` when given, then exits with ``--set exit=N`` (0 by default)."""
-    code = make_script(
-        tmp_path / "step",
-        "main.py",
-        "import json, os, sys, time\n"
-        "cfg = json.loads(os.environ['WANDB_CONFIG'])\n"
-        "while cfg.get('gate') and not os.path.exists(cfg['gate']):\n"
-        "    time.sleep(0.02)\n"
-        "if cfg.get('mark'):\n"
-        "    open(cfg['mark'], 'w').close()\n"
-        "sys.exit(int(cfg.get('exit', 0)))\n",
-    ).parent
-    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "step", check=True)
-    return "step"
+    """The job 'step' (tests/step_job.py)."""
+    return create_step_job(tmp_path)
 
 
 def launch(*args: str, env: dict[str, str] | None = None) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartAgent, cli, cli_json, make_script, wait_for
+from tests.step_job import create_step_job
 
 
 @pytest.fixture(autouse=True)
@@ -25,17 +26,8 @@ def as_alice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def job(tmp_path: Path) -> str:
-    """The job 'step': waits for ``--set gate=PATH`` to exist when given, then exits 0."""
-    code = make_script(
-        tmp_path / "step",
-        "main.py",
-        "import json, os, time\n"
-        "cfg = json.loads(os.environ['WANDB_CONFIG'])\n"
-        "while cfg.get('gate') and not os.path.exists(cfg['gate']):\n"
-        "    time.sleep(0.02)\n",
-    ).parent
-    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "step", check=True)
-    return "step"
+    """The job 'step' (tests/step_job.py)."""
+    return create_step_job(tmp_path)
 
 
 def launch(queue: str, *args: str) -> str:
