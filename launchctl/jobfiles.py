@@ -400,11 +400,15 @@ class LayoutCache:
 LAYOUTS = LayoutCache()
 
 
-def extract_cached(digest: str, data: Any, dest: Path, cache: LayoutCache = LAYOUTS) -> list[str]:
+def extract_cached(
+    digest: str, data: Any, dest: Path, cache: LayoutCache | None = None
+) -> list[str]:
     """``extract`` of the snapshot ``digest``, whose bytes ``data()`` reads (only when this
     process has not laid it out before): the first time it is unpacked and checked as
     ``extract`` does, and kept; after that each working copy is written from what was kept,
     with no tar, no gzip, and no walk for links leaving the copy (none can be kept)."""
+    if cache is None:
+        cache = LAYOUTS
     layout = cache.get(digest)
     if layout is not None:
         return layout.write(dest)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from launchctl import jobfiles
+from launchctl.agent import Agent, AgentOptions, starter
 from launchctl.errors import NotFound
 from launchctl.runners import local_process
 from launchctl.runners.base import Exit, Launch
@@ -186,3 +189,42 @@ def test_the_cancel_check_before_a_start_reads_the_flag_of_that_run(store: Store
     assert store.runs.cancel_requested("r1") is False
     with pytest.raises(NotFound):
         store.runs.cancel_requested("r3")
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["snapshot kept", "snapshot too big to keep"])
+def test_runs_of_a_version_started_quickly_before_start_in_the_agents_loop(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: bool
+) -> None:
+    """The first run of a job version starts in a worker thread (it unpacks the snapshot);
+    the next ones, with the snapshot kept, start in the loop; a snapshot this agent does not
+    keep (over its share of the cache) sends every run to a worker, as a build or a clone
+    would. Either way every run ends with its own output."""
+    monkeypatch.setattr(jobfiles, "LAYOUTS", jobfiles.LayoutCache(0 if not kept else 1 << 26))
+    code = tmp_path / "code"
+    make_script(code, "main.py", "import os; print('run', os.environ['LAUNCHCTL_RUN_ID'])\n")
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "quick", check=True)
+    ids = [cli_json("launch", "-j", "quick", "-q", "default")["id"] for _ in range(4)]
+    threads: list[str] = []
+    real = starter.Starter.start
+
+    def start(self: starter.Starter, run: dict[str, Any]) -> starter.Started:
+        threads.append(threading.current_thread().name)
+        return real(self, run)
+
+    monkeypatch.setattr(starter.Starter, "start", start)
+    agent = Agent(store, ["default"], AgentOptions(max_jobs=1), say=lambda _l: None)
+    agent.start()
+    agent.run(burst=True)
+    main = threading.main_thread().name
+    assert len(threads) == 4 and threads[0] != main
+    if kept:
+        assert threads[1:] == [main] * 3
+    else:
+        assert main not in threads
+    for run_id in ids:
+        run = store.runs.get(run_id)
+        assert run["state"] == "finished", run
+        assert Path(run["log_path"]).read_text() == f"run {run_id}\n"
+        events = [(e["from_state"], e["to_state"]) for e in store.runs.events(run_id)]
+        assert events == [(None, "queued"), ("queued", "claimed"), ("claimed", "starting"),
+                          ("starting", "running"), ("running", "finished")]  # fmt: skip

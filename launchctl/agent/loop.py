@@ -3,7 +3,8 @@
 One pass of the loop is ``run_once``: collect started runs, reap finished ones,
 pass on cancels, renew leases, claim and start new runs. ``run`` repeats it,
 sleeping on a file watch of the store so new work starts within a fraction of a
-second. Starting (which may build an image) happens in worker threads.
+second. Starting (which may build an image) happens in worker threads, except for
+runs known to start in milliseconds (``start_claimed``), which start in the loop.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class Agent:
         self._renewed_at = 0.0
         self._status_at = time.monotonic()  # the start banner says it all first
         self._pool: ThreadPoolExecutor | None = None
+        # Job versions (None: runs with no job) whose local-process runs start in the
+        # loop: this agent started one quickly (issue 17, see ``start_claimed``).
+        self._quick: set[int | None] = set()
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
         self.gpus = GpuAllocator(store, self.options.gpus, self.id) if self.options.gpus else None
@@ -391,12 +395,15 @@ class Agent:
                 continue
             del self.starting[run_id]
             active = future.result()
-            if active is None:
-                continue
-            self.active[run_id] = active
-            if self.stop_reason is not None:
-                active.stop_reason = self.stop_reason
-                active.handle.stop(self.options.grace_s)
+            if active is not None:
+                self._follow(active)
+
+    def _follow(self, active: Active) -> None:
+        """A run just started: followed from now on (stopped at once if the agent stops)."""
+        self.active[active.run_id] = active
+        if self.stop_reason is not None:
+            active.stop_reason = self.stop_reason
+            active.handle.stop(self.options.grace_s)
 
     def enforce_deadlines(self) -> None:
         """A run past its max_run_time is stopped; it ends failed with the reason timeout."""
@@ -548,7 +555,18 @@ class Agent:
 
     # -- one run --------------------------------------------------------------------------
     def start_claimed(self, run: Row) -> None:
-        """Start a run this agent holds, in a worker thread; the loop collects its handle."""
+        """Start a run this agent holds, in a worker thread; the loop collects its handle.
+
+        Issue 17: a local-process run of a job version this agent has started quickly
+        before (its snapshot unpacked and kept, see ``Started.quick``) starts in the loop
+        itself: milliseconds of work, where handing it to a thread and back cost as much
+        again, and a second connection's turn at the store.
+        """
+        if run["resource"] == "local-process" and run["job_version_id"] in self._quick:
+            active = self._start(run, self.store)
+            if active is not None:
+                self._follow(active)
+            return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(thread_name_prefix="launchctl-start")
         future = self._pool.submit(self._start, run)
@@ -575,9 +593,11 @@ class Agent:
             say=self.say,  # build steps reach the agent's terminal and its -l log file
         )
 
-    def _start(self, run: Row) -> Active | None:
+    def _start(self, run: Row, store: Store | None = None) -> Active | None:
+        """Start ``run`` (``store``: the loop's own, when it starts in the loop; else this
+        worker thread's)."""
         run_id = run["id"]
-        store = self._thread_store()
+        store = store or self._thread_store()
         context = self._context()
         try:
             if run["cancel_requested"]:
@@ -602,6 +622,8 @@ class Agent:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self._fail(store, run_id, "agent", f"internal error: {detail}")
             return None
+        if started.quick:
+            self._quick.add(run["job_version_id"])
         queue = run["queue_name"] or "(direct)"
         self.say(f"started run {run_id} ({run['name']}) from queue {queue}")
         deadline = None

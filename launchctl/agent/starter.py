@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launchctl import paths, runas, runners
+from launchctl import jobfiles, paths, runas, runners
 from launchctl.agent import workspace
 from launchctl.agent.plan import AgentContext, Plan, plan
 from launchctl.errors import LaunchctlError, StoreBusy, stage_of
@@ -40,6 +40,10 @@ BUILD_LOG = "build.log"  # BuildKit's raw output, beside the run's output.log
 class Started:
     handle: Handle
     max_run_time: float | None  # seconds; the agent stops the run past it
+    # Issue 17: nothing slow will be done for the next run of the same job version: a
+    # local process whose working copy comes from a snapshot this process keeps
+    # unpacked (or no job at all), no clone, no build. Such runs start in the agent's loop.
+    quick: bool = False
 
 
 class Cancelled(Exception):
@@ -165,7 +169,7 @@ class Starter:
             # the run can go back to its queue with no second process beside a first.
             _stop_unrecorded(handle)
             raise
-        return Started(handle, launch.limits.max_run_time)
+        return Started(handle, launch.limits.max_run_time, quick=_quick(planned, version))
 
     def _record_running(self, run_id: str, handle: Handle) -> None:
         """STARTING -> RUNNING, tried again while another writer holds the store."""
@@ -305,6 +309,16 @@ class Starter:
         for warning in built.warnings:  # a base its registry could not confirm
             self.store.runs.note(run_id, f"warning: {warning}")
         return built.uri
+
+
+def _quick(planned: Plan, version: Row | None) -> bool:
+    """Whether the next run of this job version starts in milliseconds here (``Started``)."""
+    if not planned.process or planned.build is not None:
+        return False
+    if version is None:
+        return True
+    digest = version["source"].get("snapshot")
+    return digest is not None and jobfiles.LAYOUTS.get(digest) is not None
 
 
 def _check_host_paths(planned: Plan) -> None:
