@@ -83,13 +83,31 @@ def test_a_run_is_found_by_a_unique_prefix_only(store: Store) -> None:
     assert store.runs.state("abc2") == "queued"
 
 
-def test_held_by_lists_only_the_runs_an_agent_holds(store: Store) -> None:
-    for name in ("a", "b", "c"):
+def test_cancels_held_by_lists_only_the_cancelled_runs_an_agent_holds(store: Store) -> None:
+    for name in ("a", "b", "c", "d"):
         add(store, name, claim_for="agent-1", lease_s=30)
     add(store, "other", claim_for="agent-2", lease_s=30)
+    for name in ("a", "c", "other"):
+        store.runs.request_cancel(name)
     store.runs.move("c", [State.CLAIMED], State.FAILED, agent_id="agent-1", reason="x")
-    held = store.runs.held_by("agent-1")
-    assert sorted(r["id"] for r in held) == ["a", "b"] and held[0]["spec"] == {"k": "a"}
+    assert store.runs.cancels_held_by("agent-1") == ["a"]
+    assert store.runs.cancels_held_by("agent-2") == ["other"]
+    assert store.runs.cancels_held_by("agent-3") == []
+
+
+def test_a_move_from_one_state_says_why_it_did_not_take(store: Store) -> None:
+    """A move with one state to leave reads the run only when it fails (issue 17)."""
+    add(store, "a", claim_for="agent-1", lease_s=30)
+    with pytest.raises(StateConflict, match=r"^run a is claimed; it cannot become running$"):
+        store.runs.move("a", [State.STARTING], State.RUNNING, agent_id="agent-1")
+    with pytest.raises(StateConflict, match=r"^run a is claimed; it cannot become starting$"):
+        store.runs.move("a", [State.CLAIMED], State.STARTING, agent_id="agent-2")
+    with pytest.raises(NotFound, match=r"^run 'zz' does not exist$"):
+        store.runs.move("zz", [State.CLAIMED], State.STARTING, agent_id="agent-1")
+    assert store.runs.move("a", [State.CLAIMED], State.STARTING, agent_id="agent-1") == "claimed"
+    events = store.runs.events("a")
+    assert [(e["from_state"], e["to_state"]) for e in events][-1] == ("claimed", "starting")
+    assert store.runs.state("a") == "starting"
 
 
 # --- claiming ------------------------------------------------------------------------------

@@ -84,6 +84,9 @@ class Agent:
         # Job versions (None: runs with no job) whose local-process runs start in the
         # loop: this agent started one quickly (issue 17, see ``start_claimed``).
         self._quick: set[int | None] = set()
+        # The last claim took a run, and none waits for GPUs here: the next claim is tried
+        # without asking first whether one may be claimed (the claim itself tells).
+        self._claimed_last = False
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
         self.gpus = GpuAllocator(store, self.options.gpus, self.id) if self.options.gpus else None
@@ -467,12 +470,12 @@ class Agent:
     def apply_cancels(self) -> None:
         if not self.active:
             return
-        for run in self.store.runs.held_by(self.id):
-            active = self.active.get(run["id"])
-            if run["cancel_requested"] and active is not None and active.stop_reason is None:
+        for run_id in self.store.runs.cancels_held_by(self.id):
+            active = self.active.get(run_id)
+            if active is not None and active.stop_reason is None:
                 active.stop_reason = "cancelled"
                 active.handle.stop(self.options.grace_s)
-                self.say(f"stopping run {run['id']}: cancelled")
+                self.say(f"stopping run {run_id}: cancelled")
 
     def renew(self) -> None:
         now = time.monotonic()
@@ -490,7 +493,7 @@ class Agent:
         self._end_doomed()
         claimed_count = 0
         n = len(self.queues)
-        while self.capacity > 0 and n and self._claimable():
+        while self.capacity > 0 and n and (self._claimed_last or self._claimable()):
             claimed = None
             for i in range(n):
                 queue = self.queues[(self._rr + i) % n]
@@ -498,6 +501,7 @@ class Agent:
                 if claimed is not None:
                     self._rr = (self._rr + i + 1) % n
                     break
+            self._claimed_last = claimed is not None and not self._passed.reasons
             if claimed is None:
                 break
             self.start_claimed(claimed)

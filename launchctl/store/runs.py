@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from launchctl.errors import NotFound, StateConflict
 from launchctl.states import ACTIVE, TERMINAL, EventKind, State, check_move, ordered
@@ -215,9 +215,14 @@ class RunTable:
             "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", [event_id, limit]
         )
 
-    def held_by(self, agent_id: str) -> list[Row]:
-        rows = self.db.all(f"SELECT * FROM runs WHERE agent_id = ? AND state IN {HELD}", [agent_id])
-        return [r for r in (_decode(row) for row in rows) if r is not None]
+    def cancels_held_by(self, agent_id: str) -> list[str]:
+        """The runs ``agent_id`` holds whose cancel was asked for (ids only: the agent asks
+        every pass)."""
+        rows = self.db.all(
+            f"SELECT id FROM runs WHERE agent_id = ? AND state IN {HELD} AND cancel_requested = 1",
+            [agent_id],
+        )
+        return [row["id"] for row in rows]
 
     def has_queued(self, queue_ids: Iterable[int], *, besides: Iterable[str] = ()) -> bool:
         """Whether a run of ``queue_ids`` may be claimed now, leaving out the ``besides``
@@ -689,12 +694,20 @@ def transition(
     if holder is not None:
         guard += " AND (agent_id = ? OR agent_id IS NULL)"
         params.append(holder)
-    current = db.one("SELECT state FROM runs WHERE id = ?", [run_id])
-    if current is None:
-        raise NotFound(f"run '{run_id}' does not exist")
-    cur = db.execute(f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}", params)
-    if cur.rowcount != 1:
-        raise StateConflict(f"run {run_id} is {current['state']}; it cannot become {to}")
+    update = f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}"
+    if len(froms) == 1:
+        # One state to leave (most moves): the run left it if the guarded update took, so
+        # no read first (issue 17: a read less per move); the read only says why it did not.
+        if db.execute(update, params).rowcount != 1:
+            _refuse(db, run_id, to)
+        old = froms[0]
+    else:
+        current = db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+        if current is None:
+            raise NotFound(f"run '{run_id}' does not exist")
+        if db.execute(update, params).rowcount != 1:
+            raise StateConflict(f"run {run_id} is {current['state']}; it cannot become {to}")
+        old = current["state"]
     detail = message
     if detail is None and fields.get("reason"):
         detail = str(fields["reason"])
@@ -703,8 +716,17 @@ def transition(
             f"UPDATE runs SET reason = NULL WHERE id = ? AND reason LIKE '{WAIT_PREFIX}%'",
             [run_id],
         )
-    insert_event(db, run_id, current["state"], str(to), by, detail, now)
-    return str(current["state"])
+    insert_event(db, run_id, old, str(to), by, detail, now)
+    return str(old)
+
+
+def _refuse(db: Database, run_id: str, to: str) -> NoReturn:
+    """Why a guarded move did not take: the run does not exist, or is in another state
+    (or held by another agent)."""
+    current = db.one("SELECT state FROM runs WHERE id = ?", [run_id])
+    if current is None:
+        raise NotFound(f"run '{run_id}' does not exist")
+    raise StateConflict(f"run {run_id} is {current['state']}; it cannot become {to}")
 
 
 def insert_queued(
