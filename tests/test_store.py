@@ -113,3 +113,64 @@ def test_second_agent_cannot_claim_a_claimed_run(store: Store, home: Path) -> No
     first = store.runs.claim_next(1, "agent-a", 30)
     second = other.runs.claim_next(1, "agent-b", 30)
     assert first is not None and second is None
+
+
+def test_a_write_inside_a_write_is_undone_alone_and_commits_with_the_outer_one(
+    store: Store, home: Path
+) -> None:
+    """Issue 17: the agent claims a run and moves it to starting in one commit. A write
+    inside a write of the same connection is a savepoint: what fails inside is undone alone;
+    nothing is seen by another connection before the outermost write commits; an error
+    that leaves the outermost write undoes all of it."""
+    first, second, third = (_queued_run(store) for _ in range(3))
+    other = Store(home)  # another process's view
+    with store.db.write():
+        assert store.runs.claim_next(1, "agent-a", 30)["id"] == first
+        with pytest.raises(StateConflict):  # held by agent-a: agent-b's move fails, alone
+            move(store, first, State.STARTING, agent_id="agent-b")
+        move(store, first, State.STARTING, agent_id="agent-a")
+        assert other.runs.state(first) == "queued"  # not committed yet
+    assert other.runs.state(first) == "starting"
+    events = [(e["from_state"], e["to_state"]) for e in other.runs.events(first)]
+    assert events[-2:] == [("queued", "claimed"), ("claimed", "starting")]
+    with pytest.raises(RuntimeError, match="boom"), store.db.write():
+        assert store.runs.claim_next(1, "agent-a", 30)["id"] == second
+        move(store, second, State.STARTING, agent_id="agent-a")
+        raise RuntimeError("boom")
+    assert other.runs.state(second) == "queued"  # the whole write undone
+    assert [e["to_state"] for e in other.runs.events(second)] == ["queued"]
+    assert other.runs.state(third) == "queued"
+    # The savepoints leave no transaction open behind them.
+    assert not store.db.conn.in_transaction
+    move(store, second, State.CLAIMED, agent_id="agent-a")
+    assert other.runs.state(second) == "claimed"
+
+
+def test_another_threads_write_on_a_shared_connection_waits_and_is_not_nested(
+    store: Store,
+) -> None:
+    """A write is nested only in its own thread's write: another thread using the same
+    connection waits for the outer write to end, and is its own transaction."""
+    import threading
+
+    run_id = _queued_run(store)
+    inside, done = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def other_thread() -> None:
+        inside.wait(10)
+        with store.db.write():
+            order.append("other")
+        done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with pytest.raises(RuntimeError), store.db.write():
+        store.runs.claim_next(1, "agent-a", 30)
+        inside.set()
+        assert not done.wait(0.3)  # it waits for this write
+        order.append("outer")
+        raise RuntimeError("undo")
+    thread.join(10)
+    assert order == ["outer", "other"] and done.is_set()
+    assert store.runs.state(run_id) == "queued"  # undone, not committed by the other thread

@@ -205,13 +205,13 @@ def test_runs_of_a_version_started_quickly_before_start_in_the_agents_loop(
     cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "quick", check=True)
     ids = [cli_json("launch", "-j", "quick", "-q", "default")["id"] for _ in range(4)]
     threads: list[str] = []
-    real = starter.Starter.start
+    real = starter.Starter.prepare
 
-    def start(self: starter.Starter, run: dict[str, Any]) -> starter.Started:
+    def prepare(self: starter.Starter, run: dict[str, Any]) -> starter.Ready:
         threads.append(threading.current_thread().name)
         return real(self, run)
 
-    monkeypatch.setattr(starter.Starter, "start", start)
+    monkeypatch.setattr(starter.Starter, "prepare", prepare)
     agent = Agent(store, ["default"], AgentOptions(max_jobs=1), say=lambda _l: None)
     agent.start()
     agent.run(burst=True)
@@ -228,3 +228,30 @@ def test_runs_of_a_version_started_quickly_before_start_in_the_agents_loop(
         events = [(e["from_state"], e["to_state"]) for e in store.runs.events(run_id)]
         assert events == [(None, "queued"), ("queued", "claimed"), ("claimed", "starting"),
                           ("starting", "running"), ("running", "finished")]  # fmt: skip
+
+
+def test_a_quick_run_that_cannot_start_fails_saying_why_and_the_next_one_runs(
+    store: Store, tmp_path: Path
+) -> None:
+    """A run started in the loop that fails before its process (its claim and the failure
+    commit together) or at its process's start (after its move to starting) ends failed,
+    saying why, with its events in order; the agent goes on to the next run."""
+    code = tmp_path / "code"
+    make_script(code, "main.py", "print('ok')\n")
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "q", check=True)
+    first = cli_json("launch", "-j", "q", "-q", "default")["id"]
+    missing = cli_json("launch", "-j", "q", "-q", "default", "-E", "no-such-program-xyz")["id"]
+    last = cli_json("launch", "-j", "q", "-q", "default")["id"]
+    agent = Agent(store, ["default"], AgentOptions(max_jobs=1), say=lambda _l: None)
+    agent.start()
+    agent.run(burst=True)
+    assert store.runs.get(first)["state"] == "finished"
+    failed = store.runs.get(missing)
+    assert failed["state"] == "failed" and "command not found: no-such-program-xyz" in (
+        failed["reason"] or ""
+    ), failed
+    moves = [(e["from_state"], e["to_state"]) for e in store.runs.events(missing)]
+    assert moves == [(None, "queued"), ("queued", "claimed"), ("claimed", "starting"),
+                     ("starting", "failed")]  # fmt: skip
+    assert store.runs.get(last)["state"] == "finished"
+    assert not store.db.conn.in_transaction

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from launchctl import runners
 from launchctl.agent.config import AgentOptions
@@ -26,7 +26,15 @@ from launchctl.agent.outcome import REQUEUE, TIMEOUT, record_exit
 from launchctl.agent.plan import Plan, log_path, plan
 from launchctl.agent.recovery import end_dead_leases
 from launchctl.agent.stall import StallWatch
-from launchctl.agent.starter import Cancelled, StartContext, Starter, agent_context, read_secrets
+from launchctl.agent.starter import (
+    Cancelled,
+    Ready,
+    StartContext,
+    Started,
+    Starter,
+    agent_context,
+    read_secrets,
+)
 from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict, StoreBusy, stage_of
 from launchctl.gpus.allocator import GpuAllocator
@@ -37,6 +45,8 @@ from launchctl.runners.base import engine_state
 from launchctl.runners.local_process import EXIT_FILE, PID_FILE
 from launchctl.states import ACTIVE, TERMINAL, State, move
 from launchctl.store import Row, Store, loads
+
+T = TypeVar("T")
 
 # How many passed-over runs an agent remembers (to leave them out of "is there work").
 PASSED_KEPT = 500
@@ -494,18 +504,28 @@ class Agent:
         claimed_count = 0
         n = len(self.queues)
         while self.capacity > 0 and n and (self._claimed_last or self._claimable()):
-            claimed = None
-            for i in range(n):
-                queue = self.queues[(self._rr + i) % n]
-                claimed = self._claim(queue)
-                if claimed is not None:
-                    self._rr = (self._rr + i + 1) % n
-                    break
+            prepared: tuple[Starter, Ready] | None = None
+            # Issue 17: a quick run's claim and its move to starting are one commit; its
+            # process starts once that commit is made (never before: exactly once).
+            with self.store.db.write():
+                claimed = None
+                for i in range(n):
+                    queue = self.queues[(self._rr + i) % n]
+                    claimed = self._claim(queue)
+                    if claimed is not None:
+                        self._rr = (self._rr + i + 1) % n
+                        break
+                quick = claimed is not None and self._is_quick(claimed)
+                if claimed is not None and quick:
+                    prepared = self._prepare_here(claimed)
             self._claimed_last = claimed is not None and not self._passed.reasons
             if claimed is None:
                 break
-            self.start_claimed(claimed)
             claimed_count += 1
+            if not quick:
+                self.start_claimed(claimed)
+            elif prepared is not None:
+                self._launch_here(*prepared)
         return claimed_count
 
     def _end_doomed(self) -> None:
@@ -566,7 +586,7 @@ class Agent:
         itself: milliseconds of work, where handing it to a thread and back cost as much
         again, and a second connection's turn at the store.
         """
-        if run["resource"] == "local-process" and run["job_version_id"] in self._quick:
+        if self._is_quick(run):
             active = self._start(run, self.store)
             if active is not None:
                 self._follow(active)
@@ -597,17 +617,53 @@ class Agent:
             say=self.say,  # build steps reach the agent's terminal and its -l log file
         )
 
+    def _is_quick(self, run: Row) -> bool:
+        """Whether ``run`` starts in the loop (see ``start_claimed``)."""
+        return run["resource"] == "local-process" and run["job_version_id"] in self._quick
+
+    def _prepare_here(self, run: Row) -> tuple[Starter, Ready] | None:
+        """A quick run prepared in the loop, inside the transaction that claimed it; None
+        when it could not be (it ended, or went back to its queue, saying why)."""
+        starter = Starter(self.store, self._context())
+
+        def prepare() -> Ready:
+            self._check_start(self.store, run)
+            return starter.prepare(run)
+
+        ready = self._guarded(self.store, run, prepare)
+        return None if ready is None else (starter, ready)
+
+    def _launch_here(self, starter: Starter, ready: Ready) -> None:
+        """Start a quick run's process in the loop, its move to starting committed."""
+        started = self._guarded(self.store, ready.run, lambda: starter.launch(ready))
+        if started is not None:
+            self._follow(self._started(ready.run, started))
+
     def _start(self, run: Row, store: Store | None = None) -> Active | None:
         """Start ``run`` (``store``: the loop's own, when it starts in the loop; else this
         worker thread's)."""
+        use = store or self._thread_store()
+        starter = Starter(use, self._context())
+
+        def start() -> Started:
+            self._check_start(use, run)
+            return starter.start(run)
+
+        started = self._guarded(use, run, start)
+        return None if started is None else self._started(run, started)
+
+    def _check_start(self, store: Store, run: Row) -> None:
+        """Before a start: a run cancelled meanwhile stops; a later attempt's log says so."""
+        if run["cancel_requested"]:
+            raise Cancelled(run["id"])
+        self._mark_attempt(store, run)
+
+    def _guarded(self, store: Store, run: Row, step: Callable[[], T]) -> T | None:
+        """``step`` of a run's start; what it raises ends the run (or sends it back to its
+        queue) with why, and gives None: one failing run never stops the agent."""
         run_id = run["id"]
-        store = store or self._thread_store()
-        context = self._context()
         try:
-            if run["cancel_requested"]:
-                raise Cancelled(run_id)
-            self._mark_attempt(store, run)
-            started = Starter(store, context).start(run)
+            return step()
         except Cancelled:
             with _quiet_conflict():
                 move(store, run_id, State.STOPPED, agent_id=self.id, reason="cancelled",
@@ -626,14 +682,17 @@ class Agent:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self._fail(store, run_id, "agent", f"internal error: {detail}")
             return None
+
+    def _started(self, run: Row, started: Started) -> Active:
+        """A run whose process started: said, and followed from now on."""
         if started.quick:
             self._quick.add(run["job_version_id"])
         queue = run["queue_name"] or "(direct)"
-        self.say(f"started run {run_id} ({run['name']}) from queue {queue}")
+        self.say(f"started run {run['id']} ({run['name']}) from queue {queue}")
         deadline = None
         if started.max_run_time is not None:
             deadline = time.monotonic() + started.max_run_time
-        return Active(run_id, started.handle, deadline=deadline, run=run)
+        return Active(run["id"], started.handle, deadline=deadline, run=run)
 
     def _finish(
         self, run_id: str, result: Exit, stop_reason: str | None, run: Row | None = None

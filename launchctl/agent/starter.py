@@ -28,7 +28,7 @@ from launchctl.agent.plan import AgentContext, Plan, plan
 from launchctl.errors import LaunchctlError, StoreBusy, stage_of
 from launchctl.masking import Masker
 from launchctl.resolve import check_host_paths
-from launchctl.runners import Handle, RunnerError
+from launchctl.runners import Handle, Launch, RunnerError
 from launchctl.secrets import MissingSecret, SecretStore
 from launchctl.states import State, move
 from launchctl.store import Row, Store
@@ -44,6 +44,16 @@ class Started:
     # local process whose working copy comes from a snapshot this process keeps
     # unpacked (or no job at all), no clone, no build. Such runs start in the agent's loop.
     quick: bool = False
+
+
+@dataclass
+class Ready:
+    """A run prepared to start: its move to starting made, its process not yet started."""
+
+    run: Row
+    launch: Launch
+    secrets: list[str]  # the values its errors are masked with
+    quick: bool  # see ``Started.quick``
 
 
 class Cancelled(Exception):
@@ -123,11 +133,23 @@ class Starter:
 
     def start(self, run: Row) -> Started:
         """Check, lay out, build if needed, and start ``run``; returns the runner's handle."""
+        return self.launch(self.prepare(run))
+
+    def prepare(self, run: Row) -> Ready:
+        """Everything before the run's process: check, lay out or build, and the move to
+        starting. The agent's loop does this for a quick run inside the transaction that
+        claimed it (one commit for both), then ``launch``es it once that has committed."""
         secrets: list[str] = []  # filled in once read; every error after that is masked
         with masked_errors(secrets):
-            return self._start(run, secrets)
+            return self._prepare(run, secrets)
 
-    def _start(self, run: Row, secrets: list[str]) -> Started:
+    def launch(self, ready: Ready) -> Started:
+        """Start a prepared run's process (its move to starting committed) and record it
+        running; returns the runner's handle."""
+        with masked_errors(ready.secrets):
+            return self._launch(ready)
+
+    def _prepare(self, run: Row, secrets: list[str]) -> Ready:
         run_id = run["id"]
         if self.ctx.secure_mode and (run["spec"].get("overrides") or {}).get("entry_point"):
             # W&B's agent in secure_mode (agent.py, _assert_secure) refuses the same run.
@@ -161,7 +183,11 @@ class Starter:
              message="; ".join(notes) or None, workdir=str(launch.workdir),
              log_path=str(launch.log_path), image=launch.image,
              expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
-        handle = runners.get(run["resource"]).start(launch)
+        return Ready(run, launch, secrets, quick=_quick(planned, version))
+
+    def _launch(self, ready: Ready) -> Started:
+        run_id, launch = ready.run["id"], ready.launch
+        handle = runners.get(ready.run["resource"]).start(launch)
         try:
             self._record_running(run_id, handle)
         except StoreBusy:
@@ -169,7 +195,7 @@ class Starter:
             # the run can go back to its queue with no second process beside a first.
             _stop_unrecorded(handle)
             raise
-        return Started(handle, launch.limits.max_run_time, quick=_quick(planned, version))
+        return Started(handle, launch.limits.max_run_time, quick=ready.quick)
 
     def _record_running(self, run_id: str, handle: Handle) -> None:
         """STARTING -> RUNNING, tried again while another writer holds the store."""

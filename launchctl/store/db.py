@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.read_only = False
+        self._depth = 0  # 1 inside write(), more inside its savepoints
+        self._owner: int | None = None  # the thread inside write()
         try:
             paths.make_dir(path.parent)  # 0700 (or the group mode), if launchctl creates it
         except OSError as exc:
@@ -251,13 +254,37 @@ class Database:
     def close(self) -> None:
         self.conn.close()
 
-    @contextlib.contextmanager
-    def write(self) -> Iterator[Database]:
+    def write(self) -> contextlib.AbstractContextManager[Database]:
         """A write transaction that takes the write lock at once (BEGIN IMMEDIATE).
 
         Taking it up front means a reader-turned-writer never fails with SQLITE_BUSY
-        half way; other writers wait up to the busy timeout.
+        half way; other writers wait up to the busy timeout. Inside another write of this
+        connection it is a savepoint of it (issue 17: the agent claims a run and moves it
+        to starting in one commit): what fails inside is undone alone, and it all commits
+        with the outermost write.
         """
+        if self._depth and self._owner == threading.get_ident():
+            return self._savepoint()
+        return self._transaction()
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[Database]:
+        name = f"w{self._depth}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            self.conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Database]:
         # Writers of this process take turns on a lock of their own first (issue 17): an
         # agent's loop and its start threads each have a connection, and SQLite's busy
         # handler, between them, sleeps 1, 2, 5, 10... ms where a lock hands over at once.
@@ -269,12 +296,15 @@ class Database:
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _translate(exc, self.path) from None
+            self._depth, self._owner = 1, threading.get_ident()
             try:
                 yield self
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth, self._owner = 0, None
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -310,9 +340,7 @@ _WRITER_LOCKS: dict[str, Any] = {}  # database path -> its writers' lock
 
 def _writer_lock(path: Path) -> Any:
     """The lock this process's writers of the database ``path`` take turns on (reentrant:
-    a write inside a write in one thread is SQLite's to refuse, as before)."""
-    import threading
-
+    a thread's write inside its write on another connection is SQLite's to refuse)."""
     return _WRITER_LOCKS.setdefault(str(path), threading.RLock())
 
 
