@@ -255,3 +255,39 @@ def test_a_quick_run_that_cannot_start_fails_saying_why_and_the_next_one_runs(
                      ("starting", "failed")]  # fmt: skip
     assert store.runs.get(last)["state"] == "finished"
     assert not store.db.conn.in_transaction
+
+
+def test_a_run_started_in_the_loop_is_recorded_running_soon_with_nothing_else_to_do(
+    store: Store, tmp_path: Path, home: Path
+) -> None:
+    """A run started in the loop has its move to running made in the loop's next commit,
+    and in one of its own within a fraction of a second when no other commit comes (not
+    at the next fallback poll, here half a minute away). Its pid is recorded, then a
+    cancel stops it."""
+    code = tmp_path / "code"
+    make_script(code, "main.py", "import sys, time\nif sys.argv[1:] == ['long']: time.sleep(120)\n")
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "s", check=True)
+    first = cli_json("launch", "-j", "s", "-q", "default")["id"]
+    agent = Agent(store, ["default"], AgentOptions(max_jobs=1, fallback_poll_s=30),
+                  say=lambda _l: None)  # fmt: skip
+    agent.start()
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    view = Store(home)  # the store as another process sees it
+    try:
+        wait_for(lambda: view.runs.state(first) == "finished", what="the first run", timeout=60)
+        second = cli_json("launch", "-j", "s", "-q", "default", "-E", "python main.py long")["id"]
+        wait_for(lambda: view.runs.state(second) == "running", what="running", timeout=10)
+        run = view.runs.get(second)
+        assert run["pid"] and run["pid_started"] and run["started_at"]
+        assert second in agent.active and not agent.starting  # it started in the loop
+        view.runs.request_cancel(second)
+        wait_for(lambda: view.runs.state(second) == "stopped", what="the cancel", timeout=30)
+    finally:
+        agent.stop_all()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    events = view.runs.events(second)
+    moves = [(e["from_state"], e["to_state"]) for e in events if e["from_state"] != e["to_state"]]
+    assert moves == [(None, "queued"), ("queued", "claimed"), ("claimed", "starting"),
+                     ("starting", "running"), ("running", "stopped")], events  # fmt: skip

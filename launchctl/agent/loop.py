@@ -48,6 +48,10 @@ from launchctl.store import Row, Store, loads
 
 T = TypeVar("T")
 
+# How long a run started in the loop may wait for its move to running to ride along in
+# another commit (issue 17) before it gets one of its own.
+ANNOUNCE_S = 0.02
+
 # How many passed-over runs an agent remembers (to leave them out of "is there work").
 PASSED_KEPT = 500
 
@@ -97,6 +101,10 @@ class Agent:
         # The last claim took a run, and none waits for GPUs here: the next claim is tried
         # without asking first whether one may be claimed (the claim itself tells).
         self._claimed_last = False
+        # Runs started in the loop whose move to running is not made yet (issue 17): it
+        # goes into the loop's next commit (their end's, or the next claim's), at most
+        # ANNOUNCE_S later. run id -> (time.monotonic() at start, the move's fields).
+        self._unannounced: dict[str, tuple[float, dict[str, Any]]] = {}
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
         self.gpus = GpuAllocator(store, self.options.gpus, self.id) if self.options.gpus else None
@@ -279,7 +287,13 @@ class Agent:
 
     @property
     def busy(self) -> bool:
-        return bool(self.active or self.starting or self._unrecorded or self._unreturned)
+        return bool(
+            self.active
+            or self.starting
+            or self._unrecorded
+            or self._unreturned
+            or self._unannounced
+        )
 
     def drain(self) -> None:
         """First signal: stop claiming; running runs finish."""
@@ -380,6 +394,7 @@ class Agent:
     def run_once(self) -> int:
         """One pass: collect, reap, cancel, renew, claim. Returns how many runs were claimed."""
         self.collect_started()
+        self._announce_due()
         self.reap()
         self.schedule_sweeps()
         self.enforce_deadlines()
@@ -451,6 +466,8 @@ class Agent:
         stall_at = self.stalls.next_check()
         if stall_at is not None:
             wait = min(wait, max(0.0, stall_at - now) + 0.01)
+        if self._unannounced:
+            wait = min(wait, ANNOUNCE_S)
         return wait
 
     def reap(self) -> None:
@@ -464,8 +481,12 @@ class Agent:
                 self._note_engine_state(active)
                 continue
             # Forgotten only once recorded: a store that cannot be written now (a full
-            # disk) raises here, and the next pass records it again.
-            self._finish(run_id, result, active.stop_reason, active.run)
+            # disk) raises here, and the next pass records it again. A run started in the
+            # loop and not yet recorded running is, in the same commit as its end.
+            with self.store.db.write():
+                announced = self._announce([run_id])
+                self._finish(run_id, result, active.stop_reason, active.run)
+            self._announced(announced)
             del self.active[run_id]
             active.handle.release()
 
@@ -508,6 +529,7 @@ class Agent:
             # Issue 17: a quick run's claim and its move to starting are one commit; its
             # process starts once that commit is made (never before: exactly once).
             with self.store.db.write():
+                announced = self._announce(list(self._unannounced))
                 claimed = None
                 for i in range(n):
                     queue = self.queues[(self._rr + i) % n]
@@ -518,6 +540,7 @@ class Agent:
                 quick = claimed is not None and self._is_quick(claimed)
                 if claimed is not None and quick:
                     prepared = self._prepare_here(claimed)
+            self._announced(announced)
             self._claimed_last = claimed is not None and not self._passed.reasons
             if claimed is None:
                 break
@@ -634,10 +657,48 @@ class Agent:
         return None if ready is None else (starter, ready)
 
     def _launch_here(self, starter: Starter, ready: Ready) -> None:
-        """Start a quick run's process in the loop, its move to starting committed."""
-        started = self._guarded(self.store, ready.run, lambda: starter.launch(ready))
-        if started is not None:
-            self._follow(self._started(ready.run, started))
+        """Start a quick run's process in the loop, its move to starting committed; its
+        move to running waits for the loop's next commit (``_announce``)."""
+
+        def launch() -> Started:
+            return starter.launch(ready, record=False)
+
+        started = self._guarded(self.store, ready.run, launch)
+        if started is None:
+            return
+        if started.running is not None:
+            self._unannounced[ready.run["id"]] = (time.monotonic(), started.running)
+        self._follow(self._started(ready.run, started))
+
+    def _announce(self, run_ids: list[str]) -> list[str]:
+        """Move these runs started in the loop to running, inside the caller's write.
+        Returns those done (recorded, or no longer the agent's to record): forget them
+        with ``_announced`` once that write has committed, never before."""
+        done = []
+        for run_id in run_ids:
+            entry = self._unannounced.get(run_id)
+            if entry is None:
+                continue
+            try:
+                move(self.store, run_id, State.RUNNING, agent_id=self.id,
+                     expect=frozenset({State.STARTING}), **entry[1])  # fmt: skip
+            except StateConflict as exc:  # another agent took it over meanwhile
+                self.say(f"run {run_id}: {exc}")
+            done.append(run_id)
+        return done
+
+    def _announced(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            self._unannounced.pop(run_id, None)
+
+    def _announce_due(self) -> None:
+        """Runs started in the loop ANNOUNCE_S ago or more are recorded running now."""
+        now = time.monotonic()
+        due = [r for r, (at, _f) in self._unannounced.items() if now - at >= ANNOUNCE_S]
+        if due:
+            with self.store.db.write():
+                announced = self._announce(due)
+            self._announced(announced)
 
     def _start(self, run: Row, store: Store | None = None) -> Active | None:
         """Start ``run`` (``store``: the loop's own, when it starts in the loop; else this

@@ -44,6 +44,8 @@ class Started:
     # local process whose working copy comes from a snapshot this process keeps
     # unpacked (or no job at all), no clone, no build. Such runs start in the agent's loop.
     quick: bool = False
+    # The move to running's fields (``running_fields``) when the caller makes that move.
+    running: dict[str, Any] | None = None
 
 
 @dataclass
@@ -143,11 +145,13 @@ class Starter:
         with masked_errors(secrets):
             return self._prepare(run, secrets)
 
-    def launch(self, ready: Ready) -> Started:
+    def launch(self, ready: Ready, *, record: bool = True) -> Started:
         """Start a prepared run's process (its move to starting committed) and record it
-        running; returns the runner's handle."""
+        running; returns the runner's handle. ``record`` False: the move to running is left
+        to the caller (``Started.running`` has its fields): the agent's loop makes it in
+        its next commit, with other moves."""
         with masked_errors(ready.secrets):
-            return self._launch(ready)
+            return self._launch(ready, record)
 
     def _prepare(self, run: Row, secrets: list[str]) -> Ready:
         run_id = run["id"]
@@ -185,27 +189,29 @@ class Starter:
              expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
         return Ready(run, launch, secrets, quick=_quick(planned, version))
 
-    def _launch(self, ready: Ready) -> Started:
+    def _launch(self, ready: Ready, record: bool) -> Started:
         run_id, launch = ready.run["id"], ready.launch
         handle = runners.get(ready.run["resource"]).start(launch)
+        running = running_fields(handle)
+        started = Started(handle, launch.limits.max_run_time, quick=ready.quick)
+        if not record:
+            started.running = running
+            return started
         try:
-            self._record_running(run_id, handle)
+            self._record_running(run_id, running)
         except StoreBusy:
             # The run's process runs, but the store could not say so: it is stopped, so
             # the run can go back to its queue with no second process beside a first.
             _stop_unrecorded(handle)
             raise
-        return Started(handle, launch.limits.max_run_time, quick=ready.quick)
+        return started
 
-    def _record_running(self, run_id: str, handle: Handle) -> None:
+    def _record_running(self, run_id: str, running: dict[str, Any]) -> None:
         """STARTING -> RUNNING, tried again while another writer holds the store."""
-        pid = handle.pid
         for attempt in range(3):
             try:
                 move(self.store, run_id, State.RUNNING, agent_id=self.ctx.agent_id,
-                     message=f"pid {pid}" if pid else getattr(handle, "container_id", None),
-                     pid=pid, pid_started=handle.pid_started, started_at=time.time(),
-                     expect=frozenset({State.STARTING}))  # fmt: skip
+                     expect=frozenset({State.STARTING}), **running)  # fmt: skip
                 return
             except StoreBusy:
                 if attempt == 2:
@@ -335,6 +341,18 @@ class Starter:
         for warning in built.warnings:  # a base its registry could not confirm
             self.store.runs.note(run_id, f"warning: {warning}")
         return built.uri
+
+
+def running_fields(handle: Handle) -> dict[str, Any]:
+    """What the move to running records of a started run: its pid (or container), and
+    when it started."""
+    pid = handle.pid
+    return {
+        "message": f"pid {pid}" if pid else getattr(handle, "container_id", None),
+        "pid": pid,
+        "pid_started": handle.pid_started,
+        "started_at": time.time(),
+    }
 
 
 def _quick(planned: Plan, version: Row | None) -> bool:
