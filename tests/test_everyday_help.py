@@ -169,3 +169,44 @@ def test_completion_on_a_broken_store_stays_quiet(tmp_path: Path) -> None:
     home.mkdir()
     (home / "launchctl.db").write_bytes(b"this is not a database" * 100)
     assert _complete("launchctl queue show ", env={"LAUNCHCTL_HOME": str(home)}) == []
+
+
+def _built(args: list[str]) -> set[str]:
+    """The command paths Typer builds while ``args`` are being run."""
+    from launchctl.cli import only_the_command_named
+
+    with only_the_command_named(args):
+        return {" ".join(path) for path, _ in _commands(typer.main.get_command(app))}
+
+
+def test_a_command_line_naming_one_command_builds_only_that_command() -> None:
+    """Issue 17: Typer builds every command's parameters on each call; while a command
+    line names one command, only it is built (a third of a call's start). Everything
+    else, and the app itself afterwards, sees every command."""
+    every = {" ".join(path) for path, _ in COMMANDS}
+    assert _built(["runs", "list", "--json"]) == {"", "runs", "runs list"}
+    assert _built(["agent", "-q", "default"]) == {"", "agent"}
+    assert _built(["queue", "template", "set", "q"]) == {
+        "", "queue", "queue template", "queue template set"}  # fmt: skip
+    # A group's own help lists all its commands; a typo gets Click's suggestions.
+    assert _built(["runs", "--help"]) == {p for p in every if p in ("", "runs") or
+                                          p.startswith("runs ")}  # fmt: skip
+    assert _built(["runs", "lst"]) == _built(["runs"])
+    for args in ([], ["--help"], ["--version"], ["runz", "list"], ["-h"]):
+        assert _built(args) == every, args
+    assert {" ".join(path) for path, _ in _commands(typer.main.get_command(app))} == every
+
+
+def test_completion_still_sees_every_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_LAUNCHCTL_COMPLETE", "complete_bash")
+    every = {" ".join(path) for path, _ in COMMANDS}
+    assert _built(["runs", "list"]) == every
+
+
+def test_a_narrowed_command_line_still_refuses_and_hints_as_before() -> None:
+    done = cli("runs", "list", "--no-such-flag")
+    assert done.returncode == 2
+    assert done.stderr.startswith("launchctl: error: no such option: --no-such-flag")
+    assert "try 'launchctl runs list --help'" in done.stderr
+    typo = cli("runs", "lst")
+    assert typo.returncode == 2 and "Did you mean 'list'?" in typo.stderr

@@ -10,8 +10,10 @@ traceback unless LAUNCHCTL_DEBUG is set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -111,7 +113,8 @@ def main() -> None:
         _named_completion_shell(sys.argv[1:])
         if sys.argv[1:2] == ["launch"]:  # W&B's bare `launch --queue` (issue 11)
             sys.argv[2:] = launch_cmd.bare_queue(sys.argv[2:])
-        code = app(prog_name=_prog_name(), standalone_mode=False)
+        with only_the_command_named(sys.argv[1:]):
+            code = app(prog_name=_prog_name(), standalone_mode=False)
     except LaunchctlError as exc:
         _error(str(exc))
         sys.exit(exc.exit_code)
@@ -145,6 +148,46 @@ def main() -> None:
         sys.exit(1)
     # Not standalone, Click returns the code a typer.Exit carried (commands return None).
     sys.exit(code if isinstance(code, int) else 0)
+
+
+@contextlib.contextmanager
+def only_the_command_named(args: list[str]) -> Iterator[None]:
+    """Typer builds every command's parameters on each call (about 30 ms for the 110 here,
+    a third of a plain call's start): while a command line names one command exactly
+    (``runs list ...``), only that command is registered (issue 17: an agent's start,
+    and every other command's). Help of a group, a root option, completion, or a name
+    that is not a command's (for Click's suggestions) keep them all."""
+    saved: list[tuple[Any, list[Any], list[Any]]] = []
+    try:
+        if not os.environ.get("_LAUNCHCTL_COMPLETE"):
+            _narrow(app, args, saved)
+        yield
+    finally:
+        for typer_app, commands, groups in saved:
+            typer_app.registered_commands, typer_app.registered_groups = commands, groups
+
+
+def _narrow(typer_app: Any, args: list[str], saved: list[tuple[Any, list[Any], list[Any]]]) -> None:
+    """Keep only the command or group ``args[0]`` names in ``typer_app`` (and so on down)."""
+    if not args or args[0].startswith("-"):
+        return
+    name = args[0]
+    commands = [c for c in typer_app.registered_commands if _name_of(c) == name]
+    groups = [g for g in typer_app.registered_groups if g.name == name]
+    if len(commands) + len(groups) != 1:
+        return
+    saved.append((typer_app, typer_app.registered_commands, typer_app.registered_groups))
+    typer_app.registered_commands, typer_app.registered_groups = commands, groups
+    if groups and groups[0].typer_instance is not None:
+        _narrow(groups[0].typer_instance, args[1:], saved)
+
+
+def _name_of(info: Any) -> str | None:
+    if info.name:
+        return str(info.name)
+    if info.callback is None:
+        return None
+    return str(typer.main.get_command_name(info.callback.__name__))
 
 
 COMPLETION_SHELLS = frozenset({"bash", "zsh", "fish", "powershell", "pwsh"})
