@@ -57,6 +57,15 @@ PASSED_KEPT = 500
 
 
 @dataclass
+class Following:
+    """A run just claimed, to start once the claim's write has committed."""
+
+    run: Row
+    quick: bool  # started in the loop (``prepared``, None if it could not be); else a worker
+    prepared: tuple[Starter, Ready] | None = None
+
+
+@dataclass
 class Active:
     """A run this agent has started and follows."""
 
@@ -483,12 +492,19 @@ class Agent:
             # Forgotten only once recorded: a store that cannot be written now (a full
             # disk) raises here, and the next pass records it again. A run started in the
             # loop and not yet recorded running is, in the same commit as its end.
+            # The slot it frees is filled in the same commit when a run likely waits: its
+            # claim and (a quick run) its move to starting (issue 17: one commit a run).
+            following = None
             with self.store.db.write():
                 announced = self._announce([run_id])
                 self._finish(run_id, result, active.stop_reason, active.run)
+                if self._claims_in_reap():
+                    following = self._claim_next()
             self._announced(announced)
             del self.active[run_id]
             active.handle.release()
+            if following is not None:
+                self._start_next(following)
 
     def _note_engine_state(self, active: Active) -> None:
         """Issue 14: a cluster runner's word for a run its engine has not started yet
@@ -525,31 +541,51 @@ class Agent:
         claimed_count = 0
         n = len(self.queues)
         while self.capacity > 0 and n and (self._claimed_last or self._claimable()):
-            prepared: tuple[Starter, Ready] | None = None
             # Issue 17: a quick run's claim and its move to starting are one commit; its
             # process starts once that commit is made (never before: exactly once).
             with self.store.db.write():
                 announced = self._announce(list(self._unannounced))
-                claimed = None
-                for i in range(n):
-                    queue = self.queues[(self._rr + i) % n]
-                    claimed = self._claim(queue)
-                    if claimed is not None:
-                        self._rr = (self._rr + i + 1) % n
-                        break
-                quick = claimed is not None and self._is_quick(claimed)
-                if claimed is not None and quick:
-                    prepared = self._prepare_here(claimed)
+                following = self._claim_next()
             self._announced(announced)
-            self._claimed_last = claimed is not None and not self._passed.reasons
-            if claimed is None:
+            if following is None:
                 break
             claimed_count += 1
-            if not quick:
-                self.start_claimed(claimed)
-            elif prepared is not None:
-                self._launch_here(*prepared)
+            self._start_next(following)
         return claimed_count
+
+    def _claim_next(self) -> Following | None:
+        """Inside a write: claim the next run of the queues served (round robin), and
+        prepare it if it is quick (its move to starting, in the same write)."""
+        claimed = None
+        n = len(self.queues)
+        for i in range(n):
+            queue = self.queues[(self._rr + i) % n]
+            claimed = self._claim(queue)
+            if claimed is not None:
+                self._rr = (self._rr + i + 1) % n
+                break
+        self._claimed_last = claimed is not None and not self._passed.reasons
+        if claimed is None:
+            return None
+        if not self._is_quick(claimed):
+            return Following(claimed, quick=False)
+        return Following(claimed, quick=True, prepared=self._prepare_here(claimed))
+
+    def _start_next(self, following: Following) -> None:
+        """Once the write that claimed it has committed: start a claimed run."""
+        if not following.quick:
+            self.start_claimed(following.run)
+        elif following.prepared is not None:
+            self._launch_here(*following.prepared)
+
+    def _claims_in_reap(self) -> bool:
+        """Whether a run's end makes room for a claim in the same commit (issue 17): the
+        last claim took a run, so one likely waits, and the agent is not draining."""
+        if self.draining or not self.queues or not self._claimed_last:
+            return False
+        if self.options.max_jobs < 0:
+            return True
+        return len(self.active) - 1 + len(self.starting) < self.options.max_jobs
 
     def _end_doomed(self) -> None:
         """Issue 18: a queued run whose dependencies can no longer be met (an --after-ok
