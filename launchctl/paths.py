@@ -108,9 +108,12 @@ def make_dir(path: Path, mode: int | None = None) -> bool:
     umask; missing parents get ordinary modes. A folder that exists keeps the mode it has
     (an admin's choice is never changed). Returns whether it was created."""
     mode = dir_mode() if mode is None else mode
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.mkdir(path, mode)
+        try:
+            os.mkdir(path, mode)
+        except FileNotFoundError:  # a parent is missing (most often, none is)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(path, mode)
     except FileExistsError:
         if not path.is_dir():
             raise

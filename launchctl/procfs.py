@@ -5,16 +5,25 @@ Used to tell a live process from a dead or reused pid after an agent was lost.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    # One open and read (issue 17: read at every run's start), as bytes: the command name
+    # is whatever bytes the process gave itself, and may hold spaces and parentheses.
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    # The command name may hold spaces and parentheses; fields follow the last ')'.
-    return stat.rsplit(")", 1)[1].split()
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # The fields after the command name follow its last ')'.
+    return stat.rpartition(b")")[2].decode("ascii", "replace").split()
 
 
 def live(pid: int) -> bool:

@@ -6,6 +6,8 @@ can write the SQLite file can change it, so the agent re-checks runs before it r
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from launchctl import identity
 from launchctl.errors import LaunchctlError
 from launchctl.names import check_identifier
@@ -53,6 +55,11 @@ def require_member(
     user = user or identity.current_user()
     if store.teams.role(entity, user) is not None:
         return user
+    refuse_member(store, entity, user, action)
+
+
+def refuse_member(store: Store, entity: str, user: str, action: str) -> NoReturn:
+    """Why ``user``, who has no role in ``entity``, is refused."""
     if not store.teams.exists(entity):
         raise missing(entity)
     raise PermissionDenied(
@@ -150,8 +157,11 @@ def check_launch(store: Store, queue: Row, spec: dict[str, object], user: str | 
     Called at launch and again by the agent, with the user the run records as its author.
     """
     entity = str(queue["entity"])
-    user = require_member(store, entity, user)
-    if store.teams.role(entity, user) == "admin":
+    user = user or identity.current_user()
+    role = store.teams.role(entity, user)  # read once: a member's, or an admin's
+    if role is None:
+        refuse_member(store, entity, user, "launch into the queues of")
+    if role == "admin":
         return user
     for key in ADMIN_ONLY_SPEC_KEYS:
         if spec.get(key):

@@ -207,9 +207,9 @@ def test_runs_of_a_version_started_quickly_before_start_in_the_agents_loop(
     threads: list[str] = []
     real = starter.Starter.prepare
 
-    def prepare(self: starter.Starter, run: dict[str, Any]) -> starter.Ready:
+    def prepare(self: starter.Starter, run: dict[str, Any], **kw: Any) -> starter.Ready:
         threads.append(threading.current_thread().name)
-        return real(self, run)
+        return real(self, run, **kw)
 
     monkeypatch.setattr(starter.Starter, "prepare", prepare)
     agent = Agent(store, ["default"], AgentOptions(max_jobs=1), say=lambda _l: None)

@@ -687,7 +687,7 @@ class Agent:
 
         def prepare() -> Ready:
             self._check_start(self.store, run)
-            return starter.prepare(run)
+            return starter.prepare(run, in_claim=True)
 
         ready = self._guarded(self.store, run, prepare)
         return None if ready is None else (starter, ready)

@@ -79,12 +79,32 @@ def agent_context(ctx: StartContext, home: Path) -> AgentContext:
     return AgentContext(
         agent_id=ctx.agent_id,
         home=home,
-        environ=dict(os.environ),
+        environ=environ_now(),
         env=dict(ctx.env),
         builder=dict(ctx.builder),
         registry=ctx.registry,
         python_bindir=os.path.dirname(sys.executable),
     )
+
+
+_ENVIRON: tuple[dict[Any, Any], dict[str, str]] = ({}, {})  # (raw, decoded) last read
+
+
+def environ_now() -> dict[str, str]:
+    """A copy of this process's environment as it is now.
+
+    Issue 17: decoding every variable cost tens of microseconds a run; the raw bytes are
+    copied and compared instead (both in C), and decoded again only when they changed.
+    """
+    raw = getattr(os.environ, "_data", None)
+    if not isinstance(raw, dict):
+        return dict(os.environ)
+    global _ENVIRON
+    last_raw, last = _ENVIRON
+    if raw != last_raw:
+        last_raw, last = dict(raw), dict(os.environ)
+        _ENVIRON = (last_raw, last)
+    return dict(last)
 
 
 def read_secrets(names: list[str], *, missing_ok: bool = False) -> dict[str, str]:
@@ -137,13 +157,17 @@ class Starter:
         """Check, lay out, build if needed, and start ``run``; returns the runner's handle."""
         return self.launch(self.prepare(run))
 
-    def prepare(self, run: Row) -> Ready:
+    def prepare(self, run: Row, *, in_claim: bool = False) -> Ready:
         """Everything before the run's process: check, lay out or build, and the move to
         starting. The agent's loop does this for a quick run inside the transaction that
-        claimed it (one commit for both), then ``launch``es it once that has committed."""
+        claimed it (one commit for both), then ``launch``es it once that has committed.
+
+        ``in_claim``: ``run`` was read in the write transaction this runs in (its claim),
+        so its ``cancel_requested`` is current and is not read again.
+        """
         secrets: list[str] = []  # filled in once read; every error after that is masked
         with masked_errors(secrets):
-            return self._prepare(run, secrets)
+            return self._prepare(run, secrets, in_claim)
 
     def launch(self, ready: Ready, *, record: bool = True) -> Started:
         """Start a prepared run's process (its move to starting committed) and record it
@@ -153,7 +177,7 @@ class Starter:
         with masked_errors(ready.secrets):
             return self._launch(ready, record)
 
-    def _prepare(self, run: Row, secrets: list[str]) -> Ready:
+    def _prepare(self, run: Row, secrets: list[str], in_claim: bool = False) -> Ready:
         run_id = run["id"]
         if self.ctx.secure_mode and (run["spec"].get("overrides") or {}).get("entry_point"):
             # W&B's agent in secure_mode (agent.py, _assert_secure) refuses the same run.
@@ -171,6 +195,7 @@ class Starter:
         run_as = self._run_as(planned)
         self._make_folder(planned, run_as)
         notes: list[str] = []
+        left = State.CLAIMED  # the state the move to starting leaves (one: no read first)
         if planned.process:
             notes.append(workspace.prepare(self.store, run, version, planned.workdir))
             if run_as is not None:
@@ -178,15 +203,17 @@ class Starter:
                 notes.append(f"runs as user {run_as.name}")
         elif planned.build is not None:
             planned = planned.with_image(self._build(planned, by_name, notes))
+            left = State.BUILDING
             _check_host_paths(planned)  # rendered again: ${image_uri} is the image built
         for name in sorted(planned.unknown):
             self.store.runs.note(run_id, f"warning: unknown macro ${{{name}}} left as written")
         launch = planned.launch(by_name, run_as=run_as, on_exit=self.ctx.on_exit)
-        self._check_cancel(run_id)
+        if not in_claim:  # else the caller checked the row, read in this transaction
+            self._check_cancel(run_id)
         move(self.store, run_id, State.STARTING, agent_id=self.ctx.agent_id,
              message="; ".join(notes) or None, workdir=str(launch.workdir),
              log_path=str(launch.log_path), image=launch.image,
-             expect=frozenset({State.CLAIMED, State.BUILDING}))  # fmt: skip
+             expect=frozenset({left}))  # fmt: skip
         return Ready(run, launch, secrets, quick=_quick(planned, version))
 
     def _launch(self, ready: Ready, record: bool) -> Started:

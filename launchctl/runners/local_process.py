@@ -514,8 +514,21 @@ def _check_executable(program: str, launch: Launch) -> None:
         if not os.access(path, os.X_OK):
             raise RunnerError(f"permission denied running {program}")
         return
-    if shutil.which(program, path=launch.env.get("PATH", os.defpath)) is None:
+    search = launch.env.get("PATH", os.defpath)
+    found = _FOUND.get((program, search))
+    if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
+        return  # where it was found before, and still there (two syscalls, not a search)
+    found = shutil.which(program, path=search)
+    if found is None:
         raise RunnerError(f"command not found: {program}")
+    if len(_FOUND) >= 256:
+        _FOUND.clear()
+    _FOUND[(program, search)] = found
+
+
+# (program, PATH) -> where ``_check_executable`` last found it (issue 17: a search of the
+# PATH per run was a stat per folder on it).
+_FOUND: dict[tuple[str, str], str] = {}
 
 
 def _find_by_run_id(run_id: str) -> int | None:
@@ -612,10 +625,11 @@ class LocalProcessRunner:
     def start(self, launch: Launch) -> ProcessHandle:
         if not launch.command:
             raise RunnerError("the run has no command to execute", stage="agent")
-        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        folder = launch.log_path.parent
+        if not os.path.isdir(folder):  # the agent made it (a stat, not an mkdir that fails)
+            folder.mkdir(parents=True, exist_ok=True)
         _check_executable(launch.command[0], launch)
         limits = launch.limits
-        folder = launch.log_path.parent
         if launch.run_as is not None:
             _files_for(folder, launch.run_as)
         command = wrap(launch.command, folder, limits.memory, in_place=launch.run_as is not None)
@@ -624,7 +638,7 @@ class LocalProcessRunner:
         stale = [logfile.LOG_ERROR_FILE] + ([] if launch.run_as else [PID_FILE, EXIT_FILE])
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
-                (folder / name).unlink()
+                os.unlink(os.path.join(folder, name))
         if not launch.secrets:
             # Nothing to mask: the run writes its log itself (no copier to start: a trivial
             # run costs milliseconds), and a watch of the log's disk stands in for the

@@ -313,11 +313,13 @@ class RunTable:
                 run_id = choose(queue, rest) if rest else None
             if run_id is None:
                 return None
+            claimed: list[Row] = []
             transition(
                 self.db, run_id, [State.QUEUED], State.CLAIMED, by=agent_id, at=now,
                 fields={"agent_id": agent_id, "lease_expires_at": now + lease_s},
+                returning=claimed,
             )  # fmt: skip
-        return self.get(run_id)
+        return _decode(claimed[0])
 
     def claim(self, run_id: str, agent_id: str, lease_s: float) -> Row | None:
         """Claim one named waiting run (to fail it at once, saying why); None if it is no
@@ -659,6 +661,7 @@ def transition(
     message: str | None = None,
     at: float | None = None,
     fields: dict[str, Any] | None = None,
+    returning: list[Row] | None = None,
 ) -> str:
     """The one way a run's state changes. Call it inside ``db.write()``.
 
@@ -668,6 +671,10 @@ def transition(
     the guard failed), and the event row, from the old state to ``to``, with ``by`` as its
     agent and ``message`` (else the ``reason`` field) as its text. Moving out of the held
     states frees the run's GPUs (the trigger). Returns the state the run left.
+
+    ``returning`` (a list, for a move with one state to leave): the run's row as the move
+    left it is appended, raw (``_decode`` it), read by the UPDATE itself (issue 17: no
+    read after a claim).
     """
     check_move(sources, to)
     if not db.conn.in_transaction:
@@ -689,16 +696,28 @@ def transition(
             lease_expires_at=None, pid=None, pid_started=None, agent_id=None, started_at=None
         )
     sets = ", ".join(f"{k} = ?" for k in fields)
+    params: list[Any] = [str(to), *fields.values()]
+    if to == State.CLAIMED and "reason" not in fields:
+        # An agent's "waiting: ..." no longer holds once the run is claimed.
+        sets += ", reason = CASE WHEN reason LIKE ? THEN NULL ELSE reason END"
+        params.append(WAIT_PREFIX + "%")
     guard = f"state IN ({', '.join('?' for _ in froms)})"
-    params: list[Any] = [str(to), *fields.values(), run_id, *froms]
+    params += [run_id, *froms]
     if holder is not None:
         guard += " AND (agent_id = ? OR agent_id IS NULL)"
         params.append(holder)
     update = f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}"
+    if returning is not None and len(froms) != 1:
+        raise ValueError("returning is for a move with one state to leave")
     if len(froms) == 1:
         # One state to leave (most moves): the run left it if the guarded update took, so
         # no read first (issue 17: a read less per move); the read only says why it did not.
-        if db.execute(update, params).rowcount != 1:
+        if returning is not None:
+            rows = db.execute(update + " RETURNING *", params).fetchall()
+            if len(rows) != 1:
+                _refuse(db, run_id, to)
+            returning.append(dict(rows[0]))
+        elif db.execute(update, params).rowcount != 1:
             _refuse(db, run_id, to)
         old = froms[0]
     else:
@@ -711,11 +730,6 @@ def transition(
     detail = message
     if detail is None and fields.get("reason"):
         detail = str(fields["reason"])
-    if to == State.CLAIMED:  # an agent's "waiting: ..." no longer holds once it is claimed
-        db.execute(
-            f"UPDATE runs SET reason = NULL WHERE id = ? AND reason LIKE '{WAIT_PREFIX}%'",
-            [run_id],
-        )
     insert_event(db, run_id, old, str(to), by, detail, now)
     return str(old)
 
