@@ -174,3 +174,97 @@ def test_another_threads_write_on_a_shared_connection_waits_and_is_not_nested(
     thread.join(10)
     assert order == ["outer", "other"] and done.is_set()
     assert store.runs.state(run_id) == "queued"  # undone, not committed by the other thread
+
+
+# -- reads kept from one write to the next (issue 17) ----------------------------------------
+def _statements(store: Store) -> list[str]:
+    """Every statement ``store``'s connection runs from now on (SQLite's own trace)."""
+    seen: list[str] = []
+    store.db.conn.set_trace_callback(seen.append)
+    return seen
+
+
+def test_a_kept_read_is_read_again_once_another_connection_commits(
+    store: Store, home: Path
+) -> None:
+    """The agent keeps the roles it checks for every run from one write to the next. Who
+    could get around that: a labmate removed from the team by an admin in another process
+    while the agent runs. The agent's next write reads the role again and finds none."""
+    store.teams.create("vision", "alice")
+    store.teams.add("vision", "bob", "member")
+    other = Store(home)  # the admin's own process
+    seen = _statements(store)
+    with store.db.write():
+        assert store.teams.role("vision", "bob") == "member"
+    with store.db.write():
+        assert store.teams.role("vision", "bob") == "member"
+    assert sum("FROM members" in s for s in seen) == 1  # the second write kept the read
+    other.teams.remove("vision", "bob")
+    with store.db.write():
+        assert store.teams.role("vision", "bob") is None
+    assert sum("FROM members" in s for s in seen) == 2
+    other.teams.add("vision", "bob", "admin")
+    with store.db.write():
+        assert store.teams.role("vision", "bob") == "admin"
+
+
+def test_a_kept_read_is_forgotten_when_this_connection_writes_its_tables(store: Store) -> None:
+    """A write of this connection to any kept table (here, through raw SQL, not the table's
+    own methods) forgets every kept read; so does a write that is undone."""
+    store.teams.create("vision", "alice")
+    store.teams.add("vision", "bob", "member")
+    with store.db.write():
+        assert store.teams.role("vision", "bob") == "member"
+        store.db.execute("UPDATE members SET role = 'admin' WHERE user = 'bob'")
+        assert store.teams.role("vision", "bob") == "admin"
+    with store.db.write():
+        assert store.teams.role("vision", "bob") == "admin"
+    with pytest.raises(RuntimeError, match="undo"), store.db.write():
+        store.db.execute("DELETE FROM members WHERE user = 'bob'")
+        assert store.teams.role("vision", "bob") is None  # read after the delete, inside
+        raise RuntimeError("undo")
+    with store.db.write():
+        assert store.teams.role("vision", "bob") == "admin"  # the delete never happened
+    with store.db.write():  # a savepoint undone alone forgets too
+        with pytest.raises(RuntimeError), store.db.write():
+            store.db.execute("DELETE FROM members WHERE user = 'bob'")
+            assert store.teams.role("vision", "bob") is None
+            raise RuntimeError("undo the inner one")
+        assert store.teams.role("vision", "bob") == "admin"
+
+
+def test_a_kept_read_is_a_copy_and_outside_a_write_is_not_kept(store: Store) -> None:
+    """Each caller gets its own row (one may change its copy); outside a write every read
+    goes to the file."""
+    seen = _statements(store)
+    with store.db.write():
+        first = store.queues.by_id(1)
+        assert first is not None
+        first["name"] = "changed by a caller"
+        second = store.queues.by_id(1)
+        assert second is not None and second["name"] == "default"
+    assert store.queues.by_id(1) is not None and store.queues.by_id(1) is not None
+    assert sum("FROM queues" in s for s in seen) == 3
+
+
+def test_nothing_but_a_statement_naming_them_writes_the_kept_tables(store: Store) -> None:
+    """``Database.execute`` forgets kept reads when a statement names a kept table. A
+    trigger or a foreign-key action would write one without naming it: none may."""
+    from launchctl.store.db import KEPT_TABLES
+
+    kept = set(KEPT_TABLES)
+    for row in store.db.all("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"):
+        body = " ".join(str(row["sql"]).split()).lower()
+        for table in kept:
+            for verb in (f"insert into {table} ", f"insert or ignore into {table} ",
+                         f"insert or replace into {table} ", f"update {table} ",
+                         f"delete from {table} ", f"replace into {table} "):  # fmt: skip
+                assert verb not in body, f"trigger {row['name']} writes {table}"
+    tables = store.db.all("SELECT name FROM sqlite_master WHERE type = 'table'")
+    for table in (str(r["name"]) for r in tables):
+        if table in kept:
+            for fk in store.db.all(f"PRAGMA foreign_key_list({table})"):
+                acts = {fk["on_delete"], fk["on_update"]} - {"NO ACTION", "RESTRICT"}
+                assert not acts or fk["table"] in kept, (
+                    f"{table} changes when {fk['table']} does ({acts})"
+                )

@@ -281,3 +281,45 @@ def test_upgrading_keeps_every_job_and_trusts_an_old_version_once_a_member_vouch
     assert {(j["entity"], j["name"]) for j in as_user(ALICE, "job", "list")} == {
         ("alice", "train"), ("bob", "train")
     }  # fmt: skip
+
+
+def _drain(agent: Any, run_ids: list[str], store: Store) -> None:
+    """Passes of one live agent until these runs have ended (the agent is not restarted)."""
+    import time
+
+    from launchctl.states import TERMINAL
+
+    deadline = time.monotonic() + 60
+    while any(store.runs.state(r) not in TERMINAL for r in run_ids):
+        assert time.monotonic() < deadline, [store.runs.state(r) for r in run_ids]
+        agent.run_once()
+        time.sleep(0.01)
+
+
+def test_a_member_removed_while_the_agent_runs_is_refused_at_the_next_run(
+    vision: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 keeps the roles an agent reads for each run it starts from one write to the
+    next. Who could get around that: a member an admin removes (in another process) while
+    the agent that already started her runs keeps going. Her run queued before the
+    removal must still be refused: the agent reads her role again."""
+    from launchctl.agent import Agent, AgentOptions
+
+    monkeypatch.setenv("LAUNCHCTL_USER", "alice")
+    agent = Agent(store, [vision], AgentOptions(max_jobs=1), say=lambda _l: None)
+    agent.start()
+    # The first run unpacks the job (a worker thread); the second starts in the agent's
+    # loop, its roles read inside its claim's write and kept.
+    first = [as_user(BOB, "launch", "-q", vision, "-j", "train")["id"] for _ in range(2)]
+    _drain(agent, first, store)
+    assert [store.runs.state(r) for r in first] == ["finished", "finished"]
+    assert agent._quick  # the job's runs now start in the loop
+    last = as_user(BOB, "launch", "-q", vision, "-j", "train")["id"]
+    cli("team", "remove", "vision", "bob", env=ALICE, check=True)
+    _drain(agent, [last], store)
+    run = store.runs.get(last)
+    assert (run["state"], run["stage"]) == ("failed", "agent"), run
+    assert run["reason"].startswith("the run breaks its queue's rules:"), run["reason"]
+    assert "user 'bob' is not a member of entity 'vision'" in run["reason"]
+    if agent._pool is not None:
+        agent._pool.shutdown(wait=True)

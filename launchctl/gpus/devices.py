@@ -146,11 +146,22 @@ def _int(text: str) -> int | None:
         return None
 
 
+# What an NVIDIA driver shows a process that NVML can reach: its control device and /proc
+# entry (a host, or a container given GPUs), or WSL2's GPU device.
+DRIVER_PATHS = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/dxg")
+
+
+def driver_present() -> bool:
+    """Whether NVML could find a driver here, without loading it (pynvml and its library
+    take a tenth of the agent's start-up on a machine with no GPU at all)."""
+    return any(os.path.exists(p) for p in DRIVER_PATHS)
+
+
 def discover() -> tuple[list[Device], str]:
     """This machine's GPUs and how they were found: ``nvml``, ``nvidia-smi`` or ``none``."""
     if os.environ.get(DISCOVERY_ENV, "").lower() in ("off", "0", "no"):
         return [], "none"
-    found = nvml_devices()
+    found = nvml_devices() if driver_present() else None
     if found:
         return found, "nvml"
     found = smi_devices()

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,15 @@ from launchctl import __version__, paths
 from launchctl.errors import LaunchctlError, StoreBusy
 
 # How long a writer waits for another one before giving up with a clear message.
+# Tables the agent reads for every run it starts, which change seldom: a read of one of
+# them inside a write is kept (``Database.one_kept``) until another connection commits, or
+# this one writes to any of them (issue 17). tests/test_store.py checks that no trigger or
+# cascade from another table writes to them.
+KEPT_TABLES = ("queues", "members", "entities", "jobs", "job_versions", "job_aliases")
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_KEPT_TABLE = re.compile(rf"\b({'|'.join(KEPT_TABLES)})\b", re.IGNORECASE)
+KEPT_MAX = 256  # reads kept at most (then all are forgotten)
+
 BUSY_TIMEOUT_S = float(os.environ.get("LAUNCHCTL_BUSY_TIMEOUT", "30"))
 
 Row = dict[str, Any]
@@ -81,6 +91,9 @@ class Database:
         self.read_only = False
         self._depth = 0  # 1 inside write(), more inside its savepoints
         self._owner: int | None = None  # the thread inside write()
+        self._kept: dict[tuple[str, tuple[Any, ...]], Row | None] = {}  # see one_kept
+        self._kept_version: int | None = None  # PRAGMA data_version they were read at
+        self._kept_checked = False  # data_version compared in this write
         try:
             paths.make_dir(path.parent)  # 0700 (or the group mode), if launchctl creates it
         except OSError as exc:
@@ -275,6 +288,7 @@ class Database:
         try:
             yield self
         except BaseException:
+            self._kept.clear()  # a read made after a write undone here is not kept
             self.conn.execute(f"ROLLBACK TO {name}")
             self.conn.execute(f"RELEASE {name}")
             raise
@@ -297,9 +311,11 @@ class Database:
             except sqlite3.Error as exc:
                 raise _translate(exc, self.path) from None
             self._depth, self._owner = 1, threading.get_ident()
+            self._kept_checked = False
             try:
                 yield self
             except BaseException:
+                self._kept.clear()  # a read made after a write undone here is not kept
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
@@ -308,6 +324,7 @@ class Database:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._kept.clear()
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise _translate(exc, self.path) from None
@@ -316,6 +333,8 @@ class Database:
                 lock.release()
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        if self._kept and _WRITE.match(sql) and _KEPT_TABLE.search(sql):
+            self._kept.clear()  # this connection changes what they read
         try:
             return self.conn.execute(sql, params)
         except sqlite3.IntegrityError:
@@ -333,6 +352,34 @@ class Database:
     def one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
         row = self.execute(sql, params).fetchone()
         return dict(row) if row is not None else None
+
+    def one_kept(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """``one`` for a read of ``KEPT_TABLES`` only, kept from one write to the next.
+
+        Issue 17: the agent reads the same queue, job version and roles for every run it
+        starts. Inside a write (BEGIN IMMEDIATE: no other connection commits meanwhile) a
+        kept read is used again while ``PRAGMA data_version`` (which changes when another
+        connection commits) is what it was when read, and this connection has written none
+        of those tables since (``execute`` forgets them all then, and a rollback does).
+        Outside a write of this thread it is ``one``. Each call gets its own copy.
+        """
+        if self._depth == 0 or self._owner != threading.get_ident():
+            return self.one(sql, params)
+        if not self._kept_checked:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._kept_version:
+                self._kept.clear()
+                self._kept_version = version
+            self._kept_checked = True
+        key = (sql, tuple(params))
+        if key in self._kept:
+            row = self._kept[key]
+        else:
+            row = self.one(sql, params)
+            if len(self._kept) >= KEPT_MAX:
+                self._kept.clear()
+            self._kept[key] = row
+        return None if row is None else dict(row)
 
 
 _WRITER_LOCKS: dict[str, Any] = {}  # database path -> its writers' lock

@@ -211,7 +211,9 @@ class JobTable:
         return row
 
     def version_by_id(self, version_id: int) -> Row:
-        row = _decode_version(self.db.one(f"{self._VERSION_SELECT} WHERE v.id = ?", [version_id]))
+        row = _decode_version(
+            self.db.one_kept(f"{self._VERSION_SELECT} WHERE v.id = ?", [version_id])
+        )
         if row is None:
             raise NotFound(f"job version {version_id} does not exist")
         return row

@@ -57,7 +57,7 @@ class QueueTable:
         return row
 
     def by_id(self, queue_id: int) -> Row | None:
-        return _decode(self.db.one("SELECT * FROM queues WHERE id = ?", [queue_id]))
+        return _decode(self.db.one_kept("SELECT * FROM queues WHERE id = ?", [queue_id]))
 
     def all(self) -> list[Row]:
         rows = self.db.all(

@@ -294,7 +294,7 @@ class RunTable:
         """
         now = time.time()
         with self.db.write():
-            queue = self.db.one("SELECT * FROM queues WHERE id = ? AND paused = 0", [queue_id])
+            queue = self.db.one_kept("SELECT * FROM queues WHERE id = ? AND paused = 0", [queue_id])
             if queue is None:
                 return None
             queue["config"] = loads(queue["config"]) or {}

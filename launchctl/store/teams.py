@@ -50,7 +50,7 @@ class TeamTable:
         return self.get(entity)
 
     def exists(self, entity: str) -> bool:
-        return self.db.one("SELECT 1 FROM entities WHERE name = ?", [entity]) is not None
+        return self.db.one_kept("SELECT 1 FROM entities WHERE name = ?", [entity]) is not None
 
     def get(self, entity: str) -> Row:
         row = self.db.one(f"{_SUMMARY} WHERE e.name = ?", [entity])
@@ -74,7 +74,9 @@ class TeamTable:
 
     def role(self, entity: str, user: str) -> str | None:
         """'admin', 'member', or None when ``user`` is not in ``entity``."""
-        row = self.db.one("SELECT role FROM members WHERE entity = ? AND user = ?", [entity, user])
+        row = self.db.one_kept(
+            "SELECT role FROM members WHERE entity = ? AND user = ?", [entity, user]
+        )
         return None if row is None else str(row["role"])
 
     def add(
