@@ -172,8 +172,10 @@ class Reaper:
 
     def watch_disk(self, handle: ProcessHandle) -> None:
         with self._lock:
+            first = not self._watches
             self._watches.add(handle)
-        self._wake()
+        if first:  # else the next disk check is already in the thread's timeout
+            self._wake()
 
     def drain_by(self, handle: ProcessHandle, deadline: float) -> None:
         """Kill ``handle``'s copier if it has not ended by ``deadline`` (monotonic)."""
