@@ -17,7 +17,7 @@ import pytest
 
 from launchctl import jobs
 from launchctl.store import Store
-from tests.conftest import cli, make_script, table_counts
+from tests.conftest import cli, make_script, table_counts, wait_for
 
 ALICE = {"LAUNCHCTL_USER": "alice"}  # admin of team 'vision'
 BOB = {"LAUNCHCTL_USER": "bob"}  # member of 'vision'
@@ -285,15 +285,13 @@ def test_upgrading_keeps_every_job_and_trusts_an_old_version_once_a_member_vouch
 
 def _drain(agent: Any, run_ids: list[str], store: Store) -> None:
     """Passes of one live agent until these runs have ended (the agent is not restarted)."""
-    import time
-
     from launchctl.states import TERMINAL
 
-    deadline = time.monotonic() + 60
-    while any(store.runs.state(r) not in TERMINAL for r in run_ids):
-        assert time.monotonic() < deadline, [store.runs.state(r) for r in run_ids]
+    def ended() -> bool:
         agent.run_once()
-        time.sleep(0.01)
+        return all(store.runs.state(r) in TERMINAL for r in run_ids)
+
+    wait_for(ended, 60, interval=0.01, what=f"runs {run_ids} to end")
 
 
 def test_a_member_removed_while_the_agent_runs_is_refused_at_the_next_run(
