@@ -637,12 +637,14 @@ def serve_detached(store: Store, run_id: str, agent_id: str) -> None:
     agent.id = agent_id  # the id the run was claimed for
     agent.start()
     agent.start_claimed(store.runs.get(run_id))
-    interrupts = 0
+
+    def stop(count: int) -> None:
+        agent.stop_all("interrupted" if count == 1 else "killed")
+
+    agent.signal_action = stop  # done by the loop: a handler takes no lock
 
     def on_signal(_sig: int, _frame: Any) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        agent.stop_all("interrupted" if interrupts == 1 else "killed")
+        agent.signalled()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -223,6 +224,57 @@ def test_second_signal_stops_running_runs_as_stopped(
     assert agent.wait(timeout=30) == 0
     run = store.runs.get(running)
     assert (run["state"], run["reason"]) == ("stopped", "agent shut down")
+
+
+def _locks_taken(call: Any) -> list[str]:
+    """The lock operations ``call()`` makes, seen by a profiler (C calls included)."""
+    import sys
+
+    taken: list[str] = []
+
+    def profile(_frame: Any, event: str, arg: Any) -> None:
+        if event != "c_call":
+            return
+        owner = type(getattr(arg, "__self__", None)).__name__
+        if owner in ("lock", "RLock") and arg.__name__ in ("acquire", "__enter__"):
+            taken.append(f"{owner}.{arg.__name__}")
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return taken
+
+
+def test_what_a_signal_handler_calls_takes_no_lock(store: Store) -> None:
+    """A SIGTERM once hung an agent for good: the handler ran in the main thread while
+    that thread was inside the waker's Event.wait, holding the event's lock, and the
+    handler's wake waited for that same lock. What a handler calls now takes no lock at
+    all (the profiler sees every lock taken, C calls included); the loop does the rest."""
+    agent = Agent(store, ["default"], AgentOptions(), say=lambda _l: None)
+    assert _locks_taken(agent.signalled) == []
+    assert agent.waker.wait(0) is True  # it woke the loop
+    # The same check fails for what the handler used to call: a threading.Event's set.
+    import threading
+
+    assert _locks_taken(threading.Event().set) != []
+
+
+def test_the_loop_acts_on_each_signal_in_turn(store: Store) -> None:
+    """First signal: drain; second: stop the running runs; each said in one line by the
+    loop, in order, however close together they came."""
+    lines: list[str] = []
+    agent = Agent(store, ["default"], AgentOptions(), say=lines.append)
+    agent.signalled()
+    agent.signalled()
+    assert not agent.draining and lines == []  # nothing done inside the handler
+    agent._take_signals()
+    assert agent.draining and agent.stop_reason == "agent shut down"
+    assert [line.split(":")[0].split(" ")[0] for line in lines] == ["stopping", "stopping"]
+    assert "no new runs will be claimed" in lines[0] and lines[1] == "stopping running runs"
+    agent._take_signals()
+    assert len(lines) == 2  # each signal acted on once
 
 
 def test_agent_renews_the_lease_of_each_run_it_holds(store: Store, job: str) -> None:

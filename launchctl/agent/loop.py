@@ -96,6 +96,11 @@ class Agent:
         self.starting: dict[str, Future[Active | None]] = {}
         self.draining = False
         self.stop_reason: str | None = None  # set by stop_all: runs that start now stop too
+        # SIGINT/SIGTERM: counted by the handler (``signalled``), acted on by the loop.
+        self.signals = 0
+        self._signals_done = 0
+        # What the loop does for signal number N; returns a line to say, or None.
+        self.signal_action: Callable[[int], str | None] = self.on_signal
         self._trouble: str | None = None  # the store error last said (said once)
         # Failures the store could not take when they happened (a full disk): retried.
         self._unrecorded: dict[str, tuple[str, str]] = {}
@@ -309,6 +314,25 @@ class Agent:
         self.draining = True
         self.waker.wake()
 
+    def signalled(self) -> None:
+        """Called from a SIGINT/SIGTERM handler: count it and wake the loop, nothing more.
+
+        A handler runs in the main thread wherever that thread was, so it must take no
+        lock: one the interrupted code holds (an event's, a run handle's, a thread
+        start's) would never be released. The loop does what the signal asks
+        (``signal_action``, by default ``on_signal``) at the top of its next pass.
+        """
+        self.signals += 1
+        self.waker.wake()  # a pipe write (see launchctl.agent.wake.PipeEvent)
+
+    def _take_signals(self) -> None:
+        """What the signals counted since the last pass ask for, each said in a line."""
+        while self._signals_done < self.signals:
+            self._signals_done += 1
+            line = self.signal_action(self._signals_done)
+            if line:
+                self.say(line)
+
     def on_signal(self, count: int) -> str:
         """SIGINT/SIGTERM number ``count``: what the agent does, in words for the user."""
         if self.options.requeue_running:
@@ -342,6 +366,7 @@ class Agent:
             while True:
                 wait = self.options.fallback_poll_s
                 try:
+                    self._take_signals()
                     self.run_once()
                     if not self.busy and (self.draining or (burst and not self._work_left())):
                         break

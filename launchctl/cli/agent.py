@@ -199,12 +199,9 @@ def agent(
 
     for line in startup_lines(worker.gpus) if worker.gpus is not None else [gpus_off_line(gpus)]:
         say(line)
-    signals = 0
 
     def on_signal(sig: int, _frame: Any) -> None:
-        nonlocal signals
-        signals += 1
-        say(worker.on_signal(signals))
+        worker.signalled()  # counted and woken only: the loop acts on it (no lock here)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -228,7 +225,7 @@ def agent(
         worker.run(burst=burst)
     finally:
         # --burst: its runs' hooks first; else a command hook gets a run's --grace
-        hooks.stop(drain=burst and signals == 0, timeout=opts.grace_s)
+        hooks.stop(drain=burst and worker.signals == 0, timeout=opts.grace_s)
         if bridge is not None:
             bridge.stop()
         if background is not None:

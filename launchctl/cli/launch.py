@@ -435,12 +435,14 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str
     agent.start_claimed(run)
     loop = threading.Thread(target=agent.run, kwargs={"burst": True}, daemon=True)
     loop.start()
-    interrupts = 0
+
+    def stop(count: int) -> None:
+        agent.stop_all("interrupted" if count == 1 else "killed")
+
+    agent.signal_action = stop  # done by the agent's loop: a handler takes no lock
 
     def on_signal(_sig: int, _frame: Any) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        agent.stop_all("interrupted" if interrupts == 1 else "killed")
+        agent.signalled()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
