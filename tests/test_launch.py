@@ -199,3 +199,37 @@ def test_an_empty_queue_name_is_refused_not_taken_as_a_direct_launch(home: Path)
     proc = cli("launch", "-q", "", "-u", HELLO, "-E", "python train.py")
     assert proc.returncode == 1 and "--queue (-q) needs a value" in proc.stderr
     assert table_counts(home) == before
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_a_direct_launch_and_its_run(sig: str, tmp_path: Path, home: Path) -> None:
+    """A direct launch says "Ctrl-C stops it": the signal reaches the agent's loop (the
+    handler only counts it: a handler that took a lock could hang, see
+    tests/test_agent.py), which stops the run's process group; the run ends stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from launchctl.store import Store
+    from tests.conftest import wait_for
+
+    code = make_script(tmp_path / "code", "main.py",
+                       "import time\nprint('up', flush=True)\ntime.sleep(60)\n").parent  # fmt: skip
+    out = tmp_path / "out.txt"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launchctl", "launch", "-u", str(code), "-E", "python main.py"],
+            stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "up" in out.read_text(), what="the run's first line")
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=30) != 0
+    finally:
+        proc.kill()
+    text = out.read_text()
+    assert text.rstrip().endswith("stopped (interrupted)"), text
+    assert "Traceback" not in text
+    (run,) = Store(home).runs.select(limit=None)
+    assert (run["state"], run["reason"]) == ("stopped", "interrupted")
