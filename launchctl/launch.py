@@ -638,10 +638,7 @@ def serve_detached(store: Store, run_id: str, agent_id: str) -> None:
     agent.start()
     agent.start_claimed(store.runs.get(run_id))
 
-    def stop(count: int) -> None:
-        agent.stop_all("interrupted" if count == 1 else "killed")
-
-    agent.signal_action = stop  # done by the loop: a handler takes no lock
+    agent.signal_action = agent.interrupt  # done by the loop: a handler takes no lock
 
     def on_signal(_sig: int, _frame: Any) -> None:
         agent.signalled()

@@ -347,6 +347,11 @@ class Agent:
         self.stop_all()
         return "stopping running runs"
 
+    def interrupt(self, count: int) -> None:
+        """The signal action of an agent that serves one direct launch: the first signal
+        stops its run as interrupted, a later one as killed."""
+        self.stop_all("interrupted" if count == 1 else "killed")
+
     def stop_all(self, reason: str = "agent shut down") -> None:
         """Second signal: stop every running run; they end as ``stopped``."""
         self.draining = True

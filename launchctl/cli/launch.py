@@ -436,10 +436,7 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str
     loop = threading.Thread(target=agent.run, kwargs={"burst": True}, daemon=True)
     loop.start()
 
-    def stop(count: int) -> None:
-        agent.stop_all("interrupted" if count == 1 else "killed")
-
-    agent.signal_action = stop  # done by the agent's loop: a handler takes no lock
+    agent.signal_action = agent.interrupt  # done by the agent's loop: a handler takes no lock
 
     def on_signal(_sig: int, _frame: Any) -> None:
         agent.signalled()
