@@ -233,3 +233,63 @@ def test_ctrl_c_stops_a_direct_launch_and_its_run(sig: str, tmp_path: Path, home
     assert "Traceback" not in text
     (run,) = Store(home).runs.select(limit=None)
     assert (run["state"], run["reason"]) == ("stopped", "interrupted")
+
+
+@pytest.mark.parametrize(("sig", "as_json"), [("SIGINT", False), ("SIGTERM", True)])
+def test_ctrl_c_stops_waiting_for_a_queued_run_and_leaves_it_queued(
+    sig: str, as_json: bool, tmp_path: Path, home: Path
+) -> None:
+    """`launch -q Q --wait` with no agent serving Q: Ctrl-C (or SIGTERM) stops the wait
+    with 130 and one line saying the run goes on; the run stays queued, no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from launchctl.store import Store
+    from tests.conftest import wait_for
+
+    code = make_script(tmp_path / "code", "main.py", "print('hi')\n").parent
+    out = tmp_path / "out.txt"
+    args = ["launch", "-q", "default", "-u", str(code), "-E", "python main.py", "--wait"]
+    with open(out, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launchctl", *args, *(["--json"] if as_json else [])],
+            stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "no agent is serving queue default" in out.read_text(), what="the hint")
+        proc.send_signal(getattr(signal, sig))
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+    text = out.read_text()
+    (run,) = Store(home).runs.select(limit=None)
+    assert f"stopped waiting; run {run['id']} goes on" in text
+    assert "Traceback" not in text
+    assert run["state"] == "queued"
+
+
+def test_the_stop_waiting_handler_writes_nothing_and_ignores_a_second_signal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The handler only raises (a BaseException, as Ctrl-C's own is); the line is said by
+    the caller. A second Ctrl-C while it says so is ignored, not a traceback."""
+    import signal
+
+    from launchctl.cli import launch as cli_launch
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        cli_launch._stop_waiting_on_signals()
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        with pytest.raises(cli_launch._StoppedWaiting):
+            handler(signal.SIGTERM, None)
+        assert not isinstance(cli_launch._StoppedWaiting(), Exception)
+        assert capsys.readouterr() == ("", "")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])

@@ -373,22 +373,39 @@ def _finish(run: dict[str, Any], as_json: bool) -> None:
 def _wait_queued(store: Any, run_id: str, as_json: bool) -> None:
     from launchctl.follow import follow
 
-    def stop_waiting(_sig: int, _frame: Any) -> None:
-        err(
-            f"stopped waiting; run {run_id} goes on (cancel it with"
-            f" `launchctl runs cancel {run_id}`)"
+    _stop_waiting_on_signals()
+    try:
+        run = follow(
+            store,
+            run_id,
+            _write_to(sys.stderr if as_json else sys.stdout),
+            on_wait=lambda r: _hint_if_unserved(store, r),
         )
-        raise typer.Exit(130)
+    except _StoppedWaiting:
+        err(f"stopped waiting; run {run_id} goes on (`launchctl runs cancel {run_id}` ends it)")
+        raise typer.Exit(130) from None
+    _finish(run, as_json)
+
+
+class _StoppedWaiting(BaseException):
+    """Ctrl-C (or SIGTERM) while a launch waits for its run: the run goes on. A
+    BaseException, as KeyboardInterrupt is, so no ``except Exception`` on the way swallows it."""
+
+
+def _stop_waiting_on_signals() -> None:
+    """The first SIGINT or SIGTERM stops the wait; later ones are ignored while it says so.
+
+    The handler writes nothing: the caller says why, outside it (a handler that writes to
+    stderr while the main thread is writing there can fail with "reentrant call").
+    """
+
+    def stop_waiting(_sig: int, _frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise _StoppedWaiting
 
     signal.signal(signal.SIGINT, stop_waiting)
     signal.signal(signal.SIGTERM, stop_waiting)
-    run = follow(
-        store,
-        run_id,
-        _write_to(sys.stderr if as_json else sys.stdout),
-        on_wait=lambda r: _hint_if_unserved(store, r),
-    )
-    _finish(run, as_json)
 
 
 def _run_async(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str]) -> None:
@@ -402,13 +419,12 @@ def _run_async(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str]
     if not as_json:
         err(f"starting {run['id']} ({run['name']}) in the background")
 
-    def stop_waiting(_sig: int, _frame: Any) -> None:
+    _stop_waiting_on_signals()
+    try:
+        now = wait_started(store, run, child)
+    except _StoppedWaiting:
         err(f"stopped waiting; run {run['id']} goes on (`launchctl logs {run['id']}`)")
-        raise typer.Exit(130)
-
-    signal.signal(signal.SIGINT, stop_waiting)
-    signal.signal(signal.SIGTERM, stop_waiting)
-    now = wait_started(store, run, child)
+        raise typer.Exit(130) from None
     if now["state"] != "running":  # it ended already
         if not as_json:
             print(now["id"], flush=True)
