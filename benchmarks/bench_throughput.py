@@ -112,18 +112,111 @@ def tsp_throughput(count: int) -> dict[str, Any]:
     return {"enqueue_s": enqueue_s, "total_s": total_s}
 
 
+def raw_throughput(count: int) -> float:
+    """The ceiling for a launcher written in Python: a loop in this process that keeps two
+    ``true`` processes running (``subprocess.Popen``, each in its own session, its output
+    in a file of its own, its end seen through a pidfd) until ``count`` have run; no
+    store, no working copy, no record of the exit. Returns the seconds it took."""
+    import selectors
+
+    with tempfile.TemporaryDirectory(prefix="launchctl-bench-raw-") as name:
+        selector = selectors.DefaultSelector()
+        started = done = 0
+        start = time.perf_counter()
+
+        def spawn() -> None:
+            nonlocal started
+            with open(os.path.join(name, f"out.{started}"), "wb") as log:
+                proc = subprocess.Popen(
+                    ["true"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            selector.register(os.pidfd_open(proc.pid), selectors.EVENT_READ, proc)
+            started += 1
+
+        while started < min(2, count):
+            spawn()
+        while done < count:
+            for key, _events in selector.select():
+                selector.unregister(key.fd)
+                os.close(key.fd)
+                key.data.wait()
+                done += 1
+                if started < count:
+                    spawn()
+        return time.perf_counter() - start
+
+
+def create_cost_us(count: int = 300) -> float:
+    """Microseconds to make a folder and a small file in it, where the runs' files go
+    (TMPDIR): what one run's folder costs on this disk. A full or fragmented file system
+    makes it tens of times dearer, for launchctl (a folder, a working copy and a log per
+    run) and for tsp (an output file per job) alike."""
+    with tempfile.TemporaryDirectory(prefix="launchctl-bench-fs-") as name:
+        start = time.perf_counter()
+        for i in range(count):
+            folder = os.path.join(name, str(i))
+            os.mkdir(folder)
+            with open(os.path.join(folder, "f"), "wb") as fh:
+                fh.write(b"x\n")
+        return (time.perf_counter() - start) / count * 1e6
+
+
 def bench_throughput(settings: Settings, report: Report) -> None:
-    """Trivial runs through one agent (-j 2) against task-spooler (-S 2), alternating."""
+    """Trivial runs through one agent (-j 2) against task-spooler (-S 2) and a raw
+    subprocess loop (two at a time), alternating."""
     count, reps = settings.throughput_runs, settings.throughput_reps
     have_tsp = shutil.which("tsp") is not None
     precompile()
     ours: list[dict[str, Any]] = []
     theirs: list[dict[str, Any]] = []
+    raw: list[float] = []
+    fs: list[float] = []
     for _ in range(reps):
+        fs.append(create_cost_us())
         ours.append(launchctl_throughput(count))
+        raw.append(raw_throughput(count))
         if have_tsp:
             theirs.append(tsp_throughput(count))
     add_throughput_rows(report, count, ours, theirs)
+    add_baseline_rows(report, count, ours, raw, fs)
+
+
+def add_baseline_rows(
+    report: Report, count: int, ours: list[dict[str, Any]], raw: list[float], fs: list[float]
+) -> None:
+    """The raw subprocess loop's row, and the file system's cost of a folder and a file."""
+    drain = median([r["drain_s"] for r in ours])
+    raw_s = median(raw)
+    report.rows += [
+        Row(
+            f"throughput: {count} trivial runs, agent -j 2, against a raw subprocess loop",
+            f"{count / drain:.0f} runs/s",
+            f"{count / raw_s:.0f} runs/s",
+            "Python `subprocess.Popen` loop, 2 at a time, no store",
+            f"{raw_s / drain:.2f}x the loop's rate",
+            "(report)",
+            "-",
+        ),
+        Row(
+            "file system: a folder and a small file in it (TMPDIR)",
+            "-",
+            f"{median(fs):.0f} us",
+            "mkdir + create + write, median of the repetitions",
+            "-",
+            "(info)",
+            "-",
+        ),
+    ]
+    report.raw["throughput"].update(raw_loop_s=raw, create_us=fs)
+    report.notes.append(
+        "throughput, raw loop: the ceiling for a launcher in Python on this machine: this"
+        " process keeps two `true` processes running (Popen, a session and an output file"
+        " each, the end seen through a pidfd) until all have run; nothing is recorded."
+        " The file system row: making a folder and a file in the runs' TMPDIR; a run costs"
+        " launchctl four such entries (its folder, working copy folder and file, log) and"
+        " its wrapper shell two (pid and exit code files), a tsp job one (its output)."
+    )
 
 
 def add_throughput_rows(
