@@ -7,6 +7,7 @@ import os
 import select
 import threading
 from pathlib import Path
+from typing import Any
 
 
 class PipeEvent:
@@ -70,28 +71,45 @@ class Waker:
         self._thread.start()
 
     def _watch(self) -> None:
-        try:
-            from watchfiles import watch
-        except ImportError:  # pragma: no cover - watchfiles is a dependency
-            return
+        names = self._names
+        notify = rust_notify()
+        with contextlib.suppress(Exception):  # the fallback poll still runs
+            if notify is None:
+                self._watch_with_package()
+                return
+            settings = _watch_settings()
+            with notify([str(self._dir)], *settings) as watcher:
+                while not self._stop.is_set():
+                    changes = watcher.watch(DEBOUNCE_MS, STEP_MS, TIMEOUT_MS, self._stop)
+                    if changes == "stop":
+                        return
+                    if isinstance(changes, set) and any(
+                        os.path.basename(path) in names for _kind, path in changes
+                    ):
+                        self.event.set()
+
+    def _watch_with_package(self) -> None:
+        """The same watch through watchfiles' public ``watch`` (where its watcher class
+        could not be loaded alone)."""
+        from watchfiles import watch
+
         names = self._names
 
         def only_store(_change: object, path: str) -> bool:
-            return Path(path).name in names
+            return os.path.basename(path) in names
 
-        with contextlib.suppress(Exception):  # the fallback poll still runs
-            for _ in watch(
-                self._dir,
-                watch_filter=only_store,
-                recursive=False,
-                stop_event=self._stop,
-                debounce=100,
-                step=10,
-                rust_timeout=500,
-                yield_on_timeout=False,
-                raise_interrupt=False,
-            ):
-                self.event.set()
+        for _ in watch(
+            self._dir,
+            watch_filter=only_store,
+            recursive=False,
+            stop_event=self._stop,
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            rust_timeout=TIMEOUT_MS,
+            yield_on_timeout=False,
+            raise_interrupt=False,
+        ):
+            self.event.set()
 
     def wake(self) -> None:
         self.event.set()
@@ -104,3 +122,72 @@ class Waker:
     def close(self) -> None:
         self._stop.set()
         self.event.set()
+
+
+# The store watch groups a burst of writes (the agent's own commits among them) into one
+# wake at most every DEBOUNCE_MS.
+DEBOUNCE_MS, STEP_MS, TIMEOUT_MS = 100, 10, 500
+
+
+def rust_notify() -> Any:
+    """watchfiles' watcher class (``RustNotify``), loaded without running the watchfiles
+    package: ``import watchfiles`` imports anyio and multiprocessing, about 29 ms of every
+    agent's start here (a direct launch's too), where the class alone costs nothing
+    measurable (issue 17). The module is registered under its own name, so a later
+    ``import watchfiles`` uses it rather than loading the extension twice. None where that
+    cannot be done (another layout of the package): the caller uses ``watchfiles.watch``.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    name = "watchfiles._rust_notify"
+    module = sys.modules.get(name)
+    if module is None and "watchfiles" in sys.modules:  # the package is loaded already
+        with contextlib.suppress(ImportError):
+            module = importlib.import_module(name)
+    if module is None:
+        try:
+            spec = importlib.util.find_spec("watchfiles")
+            places = list(spec.submodule_search_locations or []) if spec else []
+            found = [
+                os.path.join(place, entry)
+                for place in places
+                for entry in sorted(os.listdir(place))
+                if entry.startswith("_rust_notify.") and entry.endswith((".so", ".pyd"))
+            ]
+            if not found:
+                return None
+            loader = importlib.machinery.ExtensionFileLoader(name, found[0])
+            own = importlib.util.spec_from_file_location(name, found[0], loader=loader)
+            if own is None:
+                return None
+            module = importlib.util.module_from_spec(own)
+            sys.modules[name] = module
+            loader.exec_module(module)
+        except Exception:
+            sys.modules.pop(name, None)
+            return None
+    return getattr(module, "RustNotify", None)
+
+
+def _watch_settings() -> tuple[bool, bool, int, bool, bool]:
+    """RustNotify's (debug, force_polling, poll_delay_ms, recursive,
+    ignore_permission_denied), from the environment variables ``watchfiles.watch`` reads:
+    WATCHFILES_FORCE_POLLING (polling is also the default on WSL, where notifications of
+    Windows' file systems do not arrive), WATCHFILES_POLL_DELAY_MS, WATCHFILES_DEBUG and
+    WATCHFILES_IGNORE_PERMISSION_DENIED."""
+    forced = os.environ.get("WATCHFILES_FORCE_POLLING")
+    if forced:
+        polling = forced.lower() not in {"false", "disable", "disabled"}
+    else:
+        uname = os.uname()
+        polling = "microsoft-standard" in uname.release.lower() and uname.sysname == "Linux"
+    delay = os.environ.get("WATCHFILES_POLL_DELAY_MS", "")
+    return (
+        bool(os.environ.get("WATCHFILES_DEBUG")),
+        polling,
+        int(delay) if delay.isdecimal() else 300,
+        False,  # the store's folder only
+        bool(os.environ.get("WATCHFILES_IGNORE_PERMISSION_DENIED")),
+    )
