@@ -134,3 +134,22 @@ def test_the_watch_reads_the_environment_as_watchfiles_does(
         main._default_ignore_permission_denied(None),
     )
     assert wake._watch_settings() == theirs
+
+
+def test_a_watcher_class_with_other_signatures_falls_back_to_the_public_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later watchfiles whose RustNotify takes other arguments: the watch still works."""
+
+    class Changed:
+        def __init__(self, *args: object) -> None:
+            raise TypeError("RustNotify() takes other arguments now")
+
+    monkeypatch.setattr(wake, "rust_notify", lambda: Changed)
+    db = _store(tmp_path)
+    waker = Waker(db, fallback_s=60)
+    waker.start()
+    try:
+        assert _woken_by_writes(waker, db)
+    finally:
+        waker.close()

@@ -71,22 +71,27 @@ class Waker:
         self._thread.start()
 
     def _watch(self) -> None:
-        names = self._names
-        notify = rust_notify()
         with contextlib.suppress(Exception):  # the fallback poll still runs
-            if notify is None:
-                self._watch_with_package()
-                return
-            settings = _watch_settings()
-            with notify([str(self._dir)], *settings) as watcher:
-                while not self._stop.is_set():
-                    changes = watcher.watch(DEBOUNCE_MS, STEP_MS, TIMEOUT_MS, self._stop)
-                    if changes == "stop":
-                        return
-                    if isinstance(changes, set) and any(
-                        os.path.basename(path) in names for _kind, path in changes
-                    ):
-                        self.event.set()
+            notify = rust_notify()
+            if notify is not None:
+                try:
+                    self._watch_with_class(notify)
+                    return
+                except TypeError:  # another watchfiles' signatures: its own watch knows them
+                    pass
+            self._watch_with_package()
+
+    def _watch_with_class(self, notify: Any) -> None:
+        names = self._names
+        with notify([str(self._dir)], *_watch_settings()) as watcher:
+            while not self._stop.is_set():
+                changes = watcher.watch(DEBOUNCE_MS, STEP_MS, TIMEOUT_MS, self._stop)
+                if changes == "stop":
+                    return
+                if isinstance(changes, set) and any(
+                    os.path.basename(path) in names for _kind, path in changes
+                ):
+                    self.event.set()
 
     def _watch_with_package(self) -> None:
         """The same watch through watchfiles' public ``watch`` (where its watcher class
