@@ -90,19 +90,6 @@ def test_other_files_beside_the_store_do_not_wake_it(tmp_path: Path) -> None:
         waker.close()
 
 
-def test_where_the_class_cannot_be_loaded_alone_the_public_watch_wakes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(wake, "rust_notify", lambda: None)
-    db = _store(tmp_path)
-    waker = Waker(db, fallback_s=60)
-    waker.start()
-    try:
-        assert _woken_by_writes(waker, db)
-    finally:
-        waker.close()
-
-
 @pytest.mark.parametrize(
     "environ",
     [
@@ -136,16 +123,18 @@ def test_the_watch_reads_the_environment_as_watchfiles_does(
     assert wake._watch_settings() == theirs
 
 
-def test_a_watcher_class_with_other_signatures_falls_back_to_the_public_watch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class _Changed:
+    """A later watchfiles' RustNotify that takes other arguments."""
+
+    def __init__(self, *args: object) -> None:
+        raise TypeError("RustNotify() takes other arguments now")
+
+
+@pytest.mark.parametrize("found", [None, _Changed], ids=["no class alone", "other signatures"])
+def test_without_the_class_alone_the_public_watch_still_wakes(
+    found: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A later watchfiles whose RustNotify takes other arguments: the watch still works."""
-
-    class Changed:
-        def __init__(self, *args: object) -> None:
-            raise TypeError("RustNotify() takes other arguments now")
-
-    monkeypatch.setattr(wake, "rust_notify", lambda: Changed)
+    monkeypatch.setattr(wake, "rust_notify", lambda: found)
     db = _store(tmp_path)
     waker = Waker(db, fallback_s=60)
     waker.start()
