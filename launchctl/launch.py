@@ -629,22 +629,13 @@ def _fail_unstarted(store: Store, run: Row, reason: str) -> None:
 
 def serve_detached(store: Store, run_id: str, agent_id: str) -> None:
     """The detached agent of ``launch --async``: runs the one run it was handed, then exits."""
-    import signal
-
     from launchctl.agent import Agent, AgentOptions
 
     agent = Agent(store, [], AgentOptions(max_jobs=1), say=lambda _line: None)
     agent.id = agent_id  # the id the run was claimed for
     agent.start()
     agent.start_claimed(store.runs.get(run_id))
-
-    agent.signal_action = agent.interrupt  # done by the loop: a handler takes no lock
-
-    def on_signal(_sig: int, _frame: Any) -> None:
-        agent.signalled()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    agent.handle_signals(agent.interrupt)
     agent.run(burst=True)
 
 

@@ -325,6 +325,21 @@ class Agent:
         self.signals += 1
         self.waker.wake()  # a pipe write (see launchctl.agent.wake.PipeEvent)
 
+    def handle_signals(self, action: Callable[[int], str | None] | None = None) -> None:
+        """Send this process's SIGINT and SIGTERM to the agent (``signalled``), and with
+        ``action``, do that for signal number N instead of ``on_signal``. Call it from the
+        main thread: Python runs handlers there."""
+        import signal
+
+        if action is not None:
+            self.signal_action = action
+
+        def handler(_sig: int, _frame: Any) -> None:
+            self.signalled()  # counted and woken only: the loop acts on it (no lock here)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
     def _take_signals(self) -> None:
         """What the signals counted since the last pass ask for, each said in a line."""
         while self._signals_done < self.signals:

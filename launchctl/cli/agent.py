@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 from typing import Any
 
 import typer
@@ -200,11 +199,7 @@ def agent(
     for line in startup_lines(worker.gpus) if worker.gpus is not None else [gpus_off_line(gpus)]:
         say(line)
 
-    def on_signal(sig: int, _frame: Any) -> None:
-        worker.signalled()  # counted and woken only: the loop acts on it (no lock here)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    worker.handle_signals()
     background = None
     if sync:
         from launchctl.sync.background import BackgroundSync

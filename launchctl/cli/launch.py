@@ -451,14 +451,7 @@ def _run_direct(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str
     agent.start_claimed(run)
     loop = threading.Thread(target=agent.run, kwargs={"burst": True}, daemon=True)
     loop.start()
-
-    agent.signal_action = agent.interrupt  # done by the agent's loop: a handler takes no lock
-
-    def on_signal(_sig: int, _frame: Any) -> None:
-        agent.signalled()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    agent.handle_signals(agent.interrupt)
     # The agent thread has its own connection; the follower reads through another one.
     from launchctl.service import another_connection
 
