@@ -27,6 +27,47 @@ from harness import (
 from report import Report, Row, secs
 
 
+class MachineCPU:
+    """CPU the whole machine spent while a benchmark ran, less this process's own: what
+    the launcher under test cost (its daemon, clients, agent, wrapper and the runs' own
+    processes together). ``with MachineCPU() as cpu: ...`` then ``cpu.ms`` (None where
+    /proc/stat cannot be read). Counted in clock ticks, summed over every CPU, so it is
+    independent of how well the work spread over them."""
+
+    def __init__(self, *, own: bool = False) -> None:
+        self.ms: float | None = None
+        self.own = own  # count this process's CPU too (it is the launcher under test)
+        self._start: tuple[float, float] | None = None
+
+    @staticmethod
+    def _busy_s() -> float | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        busy = sum(fields[:8]) - fields[3] - fields[4]
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_s() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def __enter__(self) -> MachineCPU:
+        busy = self._busy_s()
+        self._start = None if busy is None else (busy, self._own_s())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        busy = self._busy_s()
+        if self._start is None or busy is None:
+            return
+        mine = 0.0 if self.own else self._own_s() - self._start[1]
+        self.ms = max(0.0, busy - self._start[0] - mine) * 1000
+
+
 def precompile() -> None:
     """Byte-compile launchctl as an install does (pip writes the .pyc files; a checkout with
     PYTHONDONTWRITEBYTECODE set never gets them, and each agent start would compile every
@@ -50,7 +91,7 @@ def launchctl_throughput(count: int) -> dict[str, Any]:
         enqueue_s = enqueue(env, "trivial", count)
         cmd = [LAUNCHCTL, "agent", "-q", "default", "-j", "2", "--burst"]
         start = time.perf_counter()
-        with background(cmd, env, tmp / "agent.log") as proc:
+        with MachineCPU() as cpu, background(cmd, env, tmp / "agent.log") as proc:
             proc.wait(timeout=max(300.0, count * 0.5))
             drain_s = time.perf_counter() - start
         if proc.returncode != 0:
@@ -58,7 +99,7 @@ def launchctl_throughput(count: int) -> dict[str, Any]:
         counts = state_counts(env)
     if counts.get("finished") != count:
         raise RuntimeError(f"expected {count} finished runs, got {counts}")
-    return {"enqueue_s": enqueue_s, "drain_s": drain_s, "states": counts}
+    return {"enqueue_s": enqueue_s, "drain_s": drain_s, "cpu_ms": cpu.ms, "states": counts}
 
 
 def tsp_env(tmp: Path, count: int) -> dict[str, str]:
@@ -90,12 +131,13 @@ def tsp_throughput(count: int) -> dict[str, Any]:
             subprocess.run(["tsp", "-S", "2"], env=env, check=True)  # starts the server
             start = time.perf_counter()
             last = ""
-            for _ in range(count):
-                last = subprocess.run(
-                    ["tsp", "true"], env=env, capture_output=True, text=True, check=True
-                ).stdout.strip()
-            enqueue_s = time.perf_counter() - start
-            subprocess.run(["tsp", "-w", last], env=env, capture_output=True)
+            with MachineCPU() as cpu:
+                for _ in range(count):
+                    last = subprocess.run(
+                        ["tsp", "true"], env=env, capture_output=True, text=True, check=True
+                    ).stdout.strip()
+                enqueue_s = time.perf_counter() - start
+                subprocess.run(["tsp", "-w", last], env=env, capture_output=True)
             wait_for(
                 lambda: all(s == "finished" for s, _ in tsp_states(env)),
                 300.0,
@@ -109,17 +151,21 @@ def tsp_throughput(count: int) -> dict[str, Any]:
     ok = sum(1 for s, level in jobs if s == "finished" and level == "0")
     if ok != count:
         raise RuntimeError(f"expected {count} tsp jobs finished with 0, got {ok}")
-    return {"enqueue_s": enqueue_s, "total_s": total_s}
+    return {"enqueue_s": enqueue_s, "total_s": total_s, "cpu_ms": cpu.ms}
 
 
-def raw_throughput(count: int) -> float:
+def raw_throughput(count: int) -> tuple[float, float | None]:
     """The ceiling for a launcher written in Python: a loop in this process that keeps two
     ``true`` processes running (``subprocess.Popen``, each in its own session, its output
     in a file of its own, its end seen through a pidfd) until ``count`` have run; no
-    store, no working copy, no record of the exit. Returns the seconds it took."""
+    store, no working copy, no record of the exit. Returns the seconds it took, and the
+    machine's CPU milliseconds (this loop's own included)."""
     import selectors
 
-    with tempfile.TemporaryDirectory(prefix="launchctl-bench-raw-") as name:
+    with (
+        tempfile.TemporaryDirectory(prefix="launchctl-bench-raw-") as name,
+        MachineCPU(own=True) as cpu,
+    ):
         selector = selectors.DefaultSelector()
         started = done = 0
         start = time.perf_counter()
@@ -144,7 +190,8 @@ def raw_throughput(count: int) -> float:
                 done += 1
                 if started < count:
                     spawn()
-        return time.perf_counter() - start
+        took = time.perf_counter() - start
+    return took, cpu.ms
 
 
 def create_cost_us(count: int = 300) -> float:
@@ -170,7 +217,7 @@ def bench_throughput(settings: Settings, report: Report) -> None:
     precompile()
     ours: list[dict[str, Any]] = []
     theirs: list[dict[str, Any]] = []
-    raw: list[float] = []
+    raw: list[tuple[float, float | None]] = []
     fs: list[float] = []
     for _ in range(reps):
         fs.append(create_cost_us())
@@ -182,12 +229,29 @@ def bench_throughput(settings: Settings, report: Report) -> None:
     add_baseline_rows(report, count, ours, raw, fs)
 
 
+def cpu_per_run(results: list[dict[str, Any]], count: int) -> float | None:
+    """The median machine CPU milliseconds a run, or None where it was not measured."""
+    values = [r["cpu_ms"] / count for r in results if r.get("cpu_ms") is not None]
+    return median(values) if values else None
+
+
+def ms_text(value: float | None) -> str:
+    return f"{value:.2f} ms" if value is not None else "-"
+
+
 def add_baseline_rows(
-    report: Report, count: int, ours: list[dict[str, Any]], raw: list[float], fs: list[float]
+    report: Report,
+    count: int,
+    ours: list[dict[str, Any]],
+    raw: list[tuple[float, float | None]],
+    fs: list[float],
 ) -> None:
-    """The raw subprocess loop's row, and the file system's cost of a folder and a file."""
+    """The raw subprocess loop's rows (its rate, its CPU a run), and the file system's
+    cost of a folder and a file."""
     drain = median([r["drain_s"] for r in ours])
-    raw_s = median(raw)
+    raw_s = median([seconds for seconds, _ in raw])
+    our_cpu = cpu_per_run(ours, count)
+    raw_cpu = cpu_per_run([{"cpu_ms": ms} for _, ms in raw], count)
     report.rows += [
         Row(
             f"throughput: {count} trivial runs, agent -j 2, against a raw subprocess loop",
@@ -196,6 +260,15 @@ def add_baseline_rows(
             "Python `subprocess.Popen` loop, 2 at a time, no store",
             f"{raw_s / drain:.2f}x the loop's rate",
             "(report)",
+            "-",
+        ),
+        Row(
+            "throughput: CPU a run, whole machine, against the raw loop",
+            ms_text(our_cpu),
+            ms_text(raw_cpu),
+            "the raw loop's own CPU and its `true` processes'",
+            f"{our_cpu / raw_cpu:.2f}x the loop's" if our_cpu and raw_cpu else "-",
+            "(info)",
             "-",
         ),
         Row(
@@ -208,7 +281,11 @@ def add_baseline_rows(
             "-",
         ),
     ]
-    report.raw["throughput"].update(raw_loop_s=raw, create_us=fs)
+    report.raw["throughput"].update(
+        raw_loop_s=[seconds for seconds, _ in raw],
+        raw_loop_cpu_ms=[ms for _, ms in raw],
+        create_us=fs,
+    )
     report.notes.append(
         "throughput, raw loop: the ceiling for a launcher in Python on this machine: this"
         " process keeps two `true` processes running (Popen, a session and an output file"
@@ -228,6 +305,8 @@ def add_throughput_rows(
     both = median([r["enqueue_s"] + r["drain_s"] for r in ours])
     tsp_total = median([r["total_s"] for r in theirs])
     tsp_enq = median([r["enqueue_s"] for r in theirs])
+    our_cpu = cpu_per_run(ours, count)
+    tsp_cpu = cpu_per_run(theirs, count)
     name = f"task-spooler `tsp -S 2`, {count} `tsp true`"
     have = bool(theirs)
 
@@ -274,6 +353,15 @@ def add_throughput_rows(
             "(info)",
             "-",
         ),
+        Row(
+            "throughput: CPU a run, whole machine (every process, all CPUs)",
+            ms_text(our_cpu),
+            ms_text(tsp_cpu),
+            "tsp: its server, a `tsp true` client and the job",
+            f"{our_cpu / tsp_cpu:.2f}x tsp's" if our_cpu and tsp_cpu else "-",
+            "(report)",
+            "-",
+        ),
     ]
     report.raw["throughput"] = {"runs": count, "reps": len(ours), "launchctl": ours, "tsp": theirs}
     report.notes.append(
@@ -289,4 +377,8 @@ def add_throughput_rows(
         f" {count} sequential `tsp true` calls (jobs start while later ones are queued, output"
         " stored in files as tsp does by default) until `tsp -l` shows every job finished;"
         " the server is killed with `tsp -K` afterwards."
+        " CPU a run: the busy time of every CPU (/proc/stat) over the timed span, less the"
+        " benchmark process's own, over the runs; launchctl's counts the agent, its wrapper"
+        " shells and the runs, tsp's its server, its clients and the jobs. With two CPUs,"
+        " a launcher's rate can reach at most 2000 / (its CPU ms a run) runs/s."
     )
