@@ -64,6 +64,25 @@ def test_reading_the_registry_does_not_import_docker() -> None:
     assert out.strip() == "[]"
 
 
+def test_a_runner_is_found_by_importing_its_own_module_alone() -> None:
+    """An agent (and a direct launch) asks for one runner: only that runner's module is
+    imported, and the whole list is read only when something asks for it."""
+    code = (
+        "import sys\n"
+        "from launchctl.runners import registry\n"
+        "runner = registry.get('local-process')\n"
+        "mods = sorted(m for m in sys.modules if m.startswith('launchctl.runners.')"
+        " and m.split('.')[-1] in ('slurm', 'kubernetes', 'local_container', 'local_process'))\n"
+        "print(type(runner).__name__, mods)\n"
+        "print(list(registry.types()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "LocalProcessRunner ['launchctl.runners.local_process']"
+    assert out[1] == "['kubernetes', 'local-container', 'local-process', 'slurm']"
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
