@@ -431,6 +431,10 @@ def parse(raw: dict[str, Any], *, say: Callable[[str], None] = lambda _line: Non
         )
     if method not in METHODS:
         raise _refuse(f"unknown method {_shown(method)}: use grid, random or bayes")
+    from launchctl.sweeps import search
+
+    if method != "grid" and not search.available():
+        raise _refuse(f"method {method} searches with {search.NEEDS_OPTUNA}")
     if "metrics" in config:
         raise _refuse("metrics (several objectives) needs method custom; use one metric")
     metric_name = metric_goal = None

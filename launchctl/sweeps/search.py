@@ -35,6 +35,36 @@ from typing import Any, Literal
 from launchctl.errors import ConfigError
 
 METHODS = ("grid", "random", "bayes")
+# What random and bayes search with: not in the base install (the ``sweeps`` extra).
+NEEDS_OPTUNA = (
+    "optuna, which is not installed for launchctl's Python: pip install 'launchctl[sweeps]'"
+    " (or pip install optuna)"
+)
+
+
+def available() -> bool:
+    """Whether optuna can be imported (looked up, not imported: that takes a third of a
+    second)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("optuna") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _optuna() -> Any:
+    """optuna, or a ConfigError saying how to install it (a sweep made before it was
+    removed from launchctl's Python: its scheduler says so in one line)."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(
+            f"sweep config: random and bayes search (and a sampler) need {NEEDS_OPTUNA}"
+        ) from None
+    return optuna
+
+
 # W&B's distribution names (the sweeps engine's schema.json).
 DISTRIBUTIONS = frozenset(
     {"constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform",
@@ -286,6 +316,7 @@ def _to_quantile(p: Param, value: Any) -> float | None:
 
 def _distribution(p: Param) -> Any:
     """optuna's distribution for ``p`` (None for a constant)."""
+    _optuna()
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
@@ -401,7 +432,7 @@ def make_sampler(spec: dict[str, Any], seed: int | None = None) -> Any:
     {...}}``, W&B's optuna scheduler's format): the class named, built with ``args``;
     ``seed`` (when given) replaces the args' seed. Raises ConfigError for a type optuna
     does not have or args it refuses."""
-    import optuna
+    optuna = _optuna()
 
     kind = spec.get("type")
     args = dict(spec.get("args") or {})
@@ -424,7 +455,7 @@ def make_sampler(spec: dict[str, Any], seed: int | None = None) -> Any:
 
 
 def _sampler(method: str, seed: int | None, spec: dict[str, Any] | None = None) -> Any:
-    import optuna
+    optuna = _optuna()
 
     if spec is not None:
         return make_sampler(spec, seed)
@@ -473,7 +504,7 @@ class Searcher:
         or None when the search is exhausted (a grid walked through)."""
         if self.method == "grid":
             return _grid_next(self.params, history)
-        import optuna
+        optuna = _optuna()
         from optuna.trial import TrialState, create_trial
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

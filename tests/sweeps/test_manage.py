@@ -205,3 +205,38 @@ def test_a_trial_s_launch_spec_is_queued_by_the_core_as_launch_q_queues_it(
     assert shown["spec"]["overrides"]["entry_point"] == [
         "python", "train.py", "--lr=0.05", "--name=$(touch /tmp/pwned)"]  # fmt: skip
     assert shown["spec"]["job"] == "vision/hello:v0" and shown["spec"]["priority"] == "high"
+
+
+def test_random_and_bayes_without_optuna_are_refused_at_once_and_say_how_to_install(
+    team: str, home: Path, tmp_path: Path
+) -> None:
+    """The README's one-line install has no optuna (it is the sweeps extra): a random or
+    bayes sweep is refused in one line before anything is stored, not accepted to sit
+    with no trials. A grid needs no optuna. A sweep made while optuna was there, and run
+    after it went, says so in one line (no internal error)."""
+    blocker = tmp_path / "no-optuna"
+    blocker.mkdir()
+    # Python imports the first sitecustomize on its path: optuna cannot be found there.
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['optuna'] = None\n")
+    without = {**MEMBER, "PYTHONPATH": str(blocker)}
+    path = Path(team)
+    for method in ("random", "bayes"):
+        path.write_text(GRID.replace("method: grid", f"method: {method}"))
+        before = table_counts(home)
+        proc = cli("sweep", "create", team, "-q", "vision-q", env=without)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stderr.splitlines() == [
+            f"launchctl: error: sweep config: method {method} searches with optuna, which is not"
+            " installed for launchctl's Python: pip install 'launchctl[sweeps]' (or pip install"
+            " optuna)"
+        ]
+        assert table_counts(home) == before
+    path.write_text(GRID)
+    assert cli("sweep", "create", team, "-q", "vision-q", env=without).returncode == 0
+    path.write_text(GRID.replace("method: grid", "method: random"))
+    made = create(team)  # optuna is installed for the tests
+    proc = cli("sweep", "run", made, env=without, timeout=60)
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert "need optuna, which is not installed" in line and "internal error" not in line
+    assert state(made) == "running"
