@@ -680,6 +680,13 @@ def _rerun_row(store: Store, old: Row, sets: dict[str, Any], prio: int | None) -
     if old["job_version_id"] is not None:  # the same rule as at launch, for the new queue
         version = store.jobs.version_by_id(old["job_version_id"])
         jobs.check_version_author(store, version, run_entity=old["entity"], queue=queue)
+    elif spec.get("job"):
+        # `job delete --force` kept the run's record but not its code: a rerun would run
+        # in an empty folder (as `launch -j` of the deleted job is refused, so is this).
+        raise LaunchctlError(
+            f"run {old['id']}'s job {spec['job']} was deleted (the run kept its record):"
+            " launch the job again to run it"
+        )
     if queue["resource"] != old["resource"]:
         raise LaunchctlError(
             f"run {old['id']} ran on {old['resource']}, but queue '{queue['name']}' runs"

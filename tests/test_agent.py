@@ -293,3 +293,20 @@ def test_agent_renews_the_lease_of_each_run_it_holds(store: Store, job: str) -> 
     wait_for(lambda: (agent.run_once() or True) and not agent.active, what="stop")
     assert store.runs.state(run_id) == "stopped"
     assert [a["id"] for a in store.agents.live(within_s=10)] == [agent.id]
+
+
+def test_a_run_whose_job_was_deleted_fails_at_the_agent_and_never_runs_in_an_empty_folder(
+    store: Store, job: str
+) -> None:
+    """A queued run that lost its job version (an older launchctl's rerun of a run whose
+    job was deleted with --force) is failed at stage agent saying so; before, it ran its
+    command in an empty working copy."""
+    run_id = enqueue(store)
+    store.db.execute("UPDATE runs SET job_version_id = NULL WHERE id = ?", [run_id])
+    agent = Agent(store, ["default"], AgentOptions(max_jobs=1), say=lambda _l: None)
+    agent.start()
+    agent.run(burst=True)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["stage"]) == ("failed", "agent")
+    assert run["reason"] == "its job root/sleeper:v0 no longer exists (deleted)"
+    assert run["pid"] is None

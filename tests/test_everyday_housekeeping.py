@@ -160,6 +160,14 @@ def test_job_delete_refuses_while_runs_need_it_unless_forced(tmp_path: Path) -> 
     assert cli("job", "show", "train:v0").returncode == 1
     # the stopped run keeps its record
     assert cli_json("runs", "show", waiting)["state"] == "stopped"
+    # ...but not its code: a rerun is refused (as `launch -j train:v0` is), not queued to
+    # run in an empty folder; `rerun --failed` skips such a run saying why
+    proc = cli("runs", "rerun", waiting)
+    assert proc.returncode == 1 and proc.stderr == (
+        f"launchctl: error: run {waiting}'s job root/train:v0 was deleted (the run kept its"
+        " record): launch the job again to run it\n"
+    )
+    assert [r["id"] for r in cli_json("runs", "list", "-n", "0")] == [waiting]
     # a job no run needs goes whole, its code with it
     proc = cli("job", "delete", "train", "--yes")
     assert proc.returncode == 0 and "1 version" in proc.stdout and "of code freed" in proc.stdout

@@ -255,6 +255,12 @@ class Starter:
             if run["job_version_id"] is not None
             else None
         )
+        if version is None and run["spec"].get("job"):
+            # Deleted with --force since (a rerun of a run it made, queued by a launchctl
+            # that did not refuse it): its command would run in an empty folder.
+            raise RunnerError(
+                f"its job {run['spec']['job']} no longer exists (deleted)", stage="agent"
+            )
         queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
         if run["queue_id"] is not None and queue is None:
             raise RunnerError(f"queue '{run['queue_name']}' no longer exists", stage="agent")
