@@ -138,7 +138,8 @@ def load_agent_config(
     if jobs < 1 and jobs != -1:
         raise UsageError(f"max_jobs must be a positive number or -1 (unlimited), got {jobs}")
 
-    # -- max_schedulers: W&B's sweep schedulers; kept and said, none run here
+    # -- max_schedulers: how many of W&B's sweep scheduler jobs an agent runs; kept and
+    # said: here the agent schedules its queues' sweeps itself, with no scheduler jobs
     schedulers = defaults.max_schedulers
     for value, source in ((max_schedulers, "command line"), (data.get("max_schedulers"), where)):
         if value is not None:
@@ -149,7 +150,8 @@ def load_agent_config(
                     f"max_schedulers must be a positive number or -1, got {schedulers}"
                 )
             unused.append(
-                f"max_schedulers {schedulers} ({source}): W&B's sweep schedulers do not run here"
+                f"max_schedulers {schedulers} ({source}): this agent schedules every sweep of"
+                " its queues itself, with no scheduler jobs to count"
             )
             break
 

@@ -433,7 +433,7 @@ def _run_async(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str]
         emit_json(now)
     else:
         print(now["id"])
-        err(f"run {now['id']} is running; `launchctl logs {now['id']}` follows it")
+        err(f"run {now['id']} is running; `launchctl logs -f {now['id']}` follows it")
 
 
 def _run_direct(store: Any, spec: dict[str, Any], as_json: bool, notes: list[str]) -> None:

@@ -298,10 +298,14 @@ def test_verbose_counts(agent_home: Path) -> None:
 
 
 def test_max_schedulers_flag_is_taken_and_said(agent_home: Path) -> None:
-    # MODEL: max_schedulers (sweep schedulers); W&B's agent reads it; none run here
+    # MODEL: max_schedulers (sweep schedulers); W&B's agent reads it; none run here: the
+    # agent schedules its queues' sweeps itself (no scheduler jobs), and says so
     proc = cli("agent", "-q", "q", "--max-schedulers", "2", "--burst")
     assert proc.returncode == 0, proc.stderr
-    assert "not used here: max_schedulers 2 (command line)" in proc.stderr
+    assert (
+        "not used here: max_schedulers 2 (command line): this agent schedules every sweep of"
+        " its queues itself, with no scheduler jobs to count"
+    ) in proc.stderr
 
 
 def test_noop_builder_image_job_still_runs(agent_home: Path, docker: Any, tmp_path: Path) -> None:

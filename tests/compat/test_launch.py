@@ -284,6 +284,8 @@ def test_async_direct_launch_returns_and_the_run_still_runs(code: Path) -> None:
     proc = cli("launch", "-u", str(code), "-E", f"python {slow.name}", "--async", check=True)
     run_id = proc.stdout.strip()
     assert re.fullmatch(r"[a-z0-9]{8}", run_id), proc.stdout
+    # the command it names follows the run (`logs` alone prints what is there and exits)
+    assert f"run {run_id} is running; `launchctl logs -f {run_id}` follows it" in proc.stderr
     assert cli_json("runs", "show", run_id)["state"] == "running"
     done = wait_for(lambda: cli_json("runs", "show", run_id)["state"] == "finished", timeout=60,
                     what="the async run to finish")  # fmt: skip
