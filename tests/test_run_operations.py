@@ -3,6 +3,7 @@ the agent's recovery uses to find the agents that may have died."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 from pathlib import Path
 
@@ -38,6 +39,20 @@ def test_a_refused_runs_list_creates_no_store(home: Path) -> None:
     assert not home.exists()
 
 
+def test_runs_list_of_a_queue_that_never_was_is_refused(store: Store) -> None:
+    """A typo is not an empty queue; a deleted queue's runs are still listed by its name."""
+    run = _queued(store)
+    proc = cli("runs", "list", "-q", "nosuch")
+    assert proc.returncode == 1 and proc.stderr == (
+        "launchctl: error: queue 'nosuch' does not exist (see `launchctl queue list`)\n"
+    )
+    cli("queue", "create", "empty", check=True)
+    assert cli("runs", "list", "-q", "empty", check=True).stdout.count("\n") == 1  # the header
+    store.db.execute("UPDATE runs SET queue_name = 'was' WHERE id = ?", [run["id"]])
+    assert [r["id"] for r in runs.listing(store, queue="was")] == [run["id"]]
+    assert runs.listing(store, queue="was", states=["running"]) == []
+
+
 def test_listing_and_details(store: Store) -> None:
     run = _queued(store)
     other = _queued(store)
@@ -50,6 +65,22 @@ def test_listing_and_details(store: Store) -> None:
     assert [(e["from_state"], e["to_state"]) for e in shown["events"]] == [(None, "queued")]
     assert shown["attempts"] == []  # no claim yet
     assert shown["log_path"] == str(store.run_dir(run["id"]) / "output.log")
+
+
+def test_an_ambiguous_prefix_says_so_and_names_the_runs_it_fits(store: Store) -> None:
+    """A prefix several runs start with is not "does not exist": the line names some of
+    them. 37 runs: two of them start with the same one of 36 characters."""
+    ids = sorted(str(_queued(store)["id"]) for _ in range(37))
+    first = next(a[0] for a, b in itertools.pairwise(ids) if a[0] == b[0])
+    fits = [i for i in ids if i.startswith(first)]
+    shown = ", ".join(fits[:3]) + (", ..." if len(fits) > 3 else "")
+    proc = cli("runs", "show", first)
+    assert proc.returncode == 1
+    assert (
+        proc.stderr
+        == f"launchctl: error: run id '{first}' is ambiguous ({shown}): give more of it\n"
+    )
+    assert runs.details(store, fits[0][:8])["id"] == fits[0]  # a whole id still works
 
 
 def test_cancel_is_refused_to_a_stranger_and_writes_nothing(

@@ -170,10 +170,16 @@ class RunTable:
         if row is None:
             # Let users type a unique prefix, as with git hashes.
             matches = self.db.all(
-                "SELECT id FROM runs WHERE substr(id, 1, ?) = ? LIMIT 2", [len(run_id), run_id]
+                "SELECT id FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 4",
+                [len(run_id), run_id],
             )
             if len(matches) == 1 and run_id:
                 row = self.find(matches[0]["id"])
+            elif len(matches) > 1 and run_id:
+                shown = ", ".join(m["id"] for m in matches[:3]) + (
+                    ", ..." if len(matches) > 3 else ""
+                )
+                raise NotFound(f"run id '{run_id}' is ambiguous ({shown}): give more of it")
         if row is None:
             raise NotFound(f"run '{run_id}' does not exist (see `launchctl runs list`)")
         return row
