@@ -55,6 +55,15 @@ def listing(
         store.db, queue=queue, states=states, project=project, job_id=job_id,
         version_id=version_id, since=start, limit=limit or None,
     )  # fmt: skip
+    # A deleted queue's runs keep its name (and are listed by it); a name no queue and
+    # no run ever had is a typo, not an empty queue: refused as `queue show` refuses it.
+    if (
+        queue is not None
+        and not rows
+        and store.queues.find(queue) is None
+        and store.db.one("SELECT 1 AS x FROM runs WHERE queue_name = ? LIMIT 1", [queue]) is None
+    ):
+        store.queues.get(queue)
     counts = housekeeping.attempt_counts(store.db, [r["id"] for r in rows])
     for row in rows:
         row["attempts"] = counts.get(row["id"], 0)
