@@ -98,6 +98,7 @@ def scan(
         excluded_dirs = EXCLUDED_DIRS if excluded_dirs is None else excluded_dirs
         excluded_suffixes = EXCLUDED_SUFFIXES if excluded_suffixes is None else excluded_suffixes
     real_root = os.path.realpath(root)
+    store = _store_id()
     tree = Tree(root=Path(root))
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -106,8 +107,18 @@ def scan(
         for d in sorted(dirnames):
             if d in excluded_dirs:
                 continue
-            if (here / d).is_symlink():
+            rel = (here / d).relative_to(root).as_posix()
+            if not _utf8(d):
+                tree.special.append(Special(shown(rel), "folder whose name is not UTF-8", LEFT_OUT))
+                continue
+            try:
+                st = (here / d).lstat()
+            except OSError:
+                continue  # gone since the walk listed it
+            if stat.S_ISLNK(st.st_mode):
                 names.append(d)  # a link to a folder: an entry, never walked into
+            elif (st.st_dev, st.st_ino) == store:
+                tree.special.append(Special(rel, STORE, LEFT_OUT))
             else:
                 walk_into.append(d)
         dirnames[:] = walk_into
@@ -115,6 +126,9 @@ def scan(
         for name in sorted(names):
             full = here / name
             rel = full.relative_to(root).as_posix()
+            if not _utf8(name):
+                tree.special.append(Special(shown(rel), "name that is not UTF-8", LEFT_OUT))
+                continue
             try:
                 st = full.lstat()
             except OSError:
@@ -137,6 +151,45 @@ def scan(
     tree.links.sort()
     tree.special.sort(key=lambda s: s.path)
     return tree
+
+
+STORE = "launchctl's own store (its database, secrets and runs)"
+
+
+def _store_id() -> tuple[int, int] | None:
+    """The (device, inode) of this launchctl's store folder, where it exists: a job's code
+    never holds it (a project-local LAUNCHCTL_HOME would put the secrets in the job)."""
+    from launchctl import paths
+
+    try:
+        st = os.stat(paths.home())
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def check_not_store(root: Path) -> str | None:
+    """Why ``root`` cannot be a job's code: it is the store, or inside it; else None."""
+    from launchctl import paths
+
+    real, store = os.path.realpath(root), os.path.realpath(paths.home())
+    if _inside(real, store):
+        return f"{root} is launchctl's own store (LAUNCHCTL_HOME) or inside it: copy the code out"
+    return None
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name is text (os.walk gives undecodable bytes as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(rel: str) -> str:
+    """A path for a message: bytes that are not UTF-8 shown escaped."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def _link(tree: Tree, full: Path, rel: str, real_root: str) -> None:
@@ -181,6 +234,36 @@ def read_file(path: Path) -> bytes:
         return fh.read()
 
 
+def open_under(root: Path, rel: str) -> int:
+    """A read-only descriptor of the regular file ``rel`` in ``root``, opened one folder at
+    a time with O_NOFOLLOW: a folder swapped for a link after the scan (to pull a file from
+    outside the job into it) makes this fail, where O_NOFOLLOW on the whole path guards
+    only its last part."""
+    parts = PurePosixPath(rel).parts
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        found = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    try:
+        if not stat.S_ISREG(os.fstat(found).st_mode):
+            raise OSError(f"{rel} is not a regular file")
+    except BaseException:
+        os.close(found)
+        raise
+    return found
+
+
+def read_under(root: Path, rel: str) -> bytes:
+    """The bytes of the job's file ``rel`` (see ``open_under``)."""
+    with os.fdopen(open_under(root, rel), "rb") as fh:
+        return fh.read()
+
+
 def read_inside(root: Path, rel: str) -> bytes | None:
     """The content of the job's file ``rel`` as the walk would keep it: a regular file, or a
     link to one inside the job; None for anything else (absent, leaving the job, a FIFO...)."""
@@ -216,7 +299,7 @@ def copy_tree(tree: Tree, dest: Path) -> None:
         if kind == "L":
             os.symlink(extra, target)
             continue
-        src = open_nofollow(tree.root / rel)
+        src = open_under(tree.root, rel)
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
             out = os.open(target, flags, 0o755 if extra else 0o644)

@@ -255,6 +255,9 @@ def snapshot_directory(
     """
     from launchctl import jobfiles
 
+    refused = jobfiles.check_not_store(path)
+    if refused is not None:
+        raise LaunchctlError(refused)
     tree = jobfiles.scan(path, excluded_dirs=EXCLUDED_DIRS, excluded_suffixes=EXCLUDED_SUFFIXES)
     if special is not None:
         special.extend(s.as_dict() for s in tree.special)
@@ -274,7 +277,13 @@ def snapshot_directory(
                 tar.addfile(info)
                 digest.update(f"L\0{rel}\0{extra}\0".encode())
                 continue
-            data = jobfiles.read_file(path / rel)
+            try:
+                data = jobfiles.read_under(path, rel)
+            except OSError as exc:
+                raise LaunchctlError(
+                    f"{path}: {jobfiles.shown(rel)} changed while it was read"
+                    f" ({exc.strerror or exc}): nothing was made; try again"
+                ) from None
             total += len(data)
             if total > MAX_SNAPSHOT_BYTES:
                 raise LaunchctlError(
