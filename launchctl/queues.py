@@ -175,6 +175,14 @@ def _check_env(env: Any, where: str, *, secrets: bool = False) -> None:
 
     if isinstance(env, dict):
         for k, v in env.items():
+            if not k or "=" in k or "\0" in k:
+                # No process can be given it: every run would fail at its agent instead.
+                raise ConfigError(
+                    f"{where}: {_shown(k)} cannot be an environment variable's name (it is"
+                    " empty, or holds '=' or a NUL)"
+                )
+            if isinstance(v, str) and "\0" in v:
+                raise ConfigError(f"{where}: the value of {_shown(k)} holds a NUL character")
             if isinstance(v, dict):
                 if not secrets:
                     raise ConfigError(
@@ -195,7 +203,9 @@ def _check_env(env: Any, where: str, *, secrets: bool = False) -> None:
         for item in env if isinstance(env, list) else [env]:
             if not isinstance(item, str):
                 raise ConfigError(f"{where}: list items must be 'NAME=value' or 'NAME' strings")
-            name, equals, _ = item.partition("=")
+            name, equals, value = item.partition("=")
+            if "\0" in value:
+                raise ConfigError(f"{where}: the value of {_shown(name)} holds a NUL character")
             if not ENV_NAME.fullmatch(name):
                 raise ConfigError(
                     f"{where}: {_shown(name)} is not a variable name (letters, digits and"

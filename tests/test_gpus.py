@@ -239,6 +239,10 @@ def test_gpu_lists_and_nvidia_smi_output_are_parsed() -> None:
     assert disc.parse_list("none") is None
     with pytest.raises(Exception, match="--gpus expects"):
         disc.parse_list("a,b")
+    assert disc.parse_list("3,1,0-2") == [3, 1, 0, 2]  # in the order given, each once
+    assert disc.parse_list("1023") == [1023]
+    with pytest.raises(Exception, match="from 0 to 1023"):  # was quadratic: a hang at start
+        disc.parse_list("0-2000000")
     found = disc.parse_smi(
         "0, NVIDIA H100 80GB HBM3, 81559, 4, GPU-aaa\n"
         "1, NVIDIA H100 80GB HBM3, 81559, [N/A], GPU-b\n"

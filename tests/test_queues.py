@@ -65,6 +65,12 @@ def test_edit_replaces_the_config_after_validating_it() -> None:
         ("[1, 2]", "must be a JSON/YAML object"),
         ("missing-file.yaml", "does not exist"),
         ("", "is empty"),
+        # No process can be given these: every run failed at its agent (an internal error)
+        ('{"env": {"A=B": "x"}}', "'A=B' cannot be an environment variable's name"),
+        ('{"env": {"": "x"}}', "'' cannot be an environment variable's name"),
+        ('{"env": {"A\\u0000B": "x"}}', "'A\\x00B' cannot be an environment variable's name"),
+        ('{"env": {"A": "x\\u0000y"}}', "the value of 'A' holds a NUL character"),
+        ('{"env": ["A=x\\u0000"]}', "the value of 'A' holds a NUL character"),
     ],
 )
 def test_a_bad_queue_config_is_refused_with_one_line_and_nothing_written(

@@ -16,6 +16,7 @@ environment, an ECR/GCR/ACR registry type, sweep schedulers...) are accepted and
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ WANDB_KEYS = (
     "entity", "queues", "max_jobs", "max_schedulers", "secure_mode", "verbosity",
     "stopped_run_timeout", "registry", "environment", "builder",
 )  # fmt: skip
+MAX_JOBS = 100_000  # the most runs at once an agent takes (-1: no limit); SQLite's integers
+# are 64-bit, and a bigger number is a typo, not a machine
 OWN_KEYS = ("env", "grace_s", "poll_s", "hooks")
 AGENT_KEYS = WANDB_KEYS + OWN_KEYS
 DEFAULT_CONFIG_FILE = "~/.config/wandb/launch-config.yaml"  # W&B's LAUNCH_CONFIG_FILE
@@ -135,8 +138,10 @@ def load_agent_config(
         if value is not None:
             jobs, sources["max_jobs"] = _integer(value, "max_jobs", source), source
             break
-    if jobs < 1 and jobs != -1:
-        raise UsageError(f"max_jobs must be a positive number or -1 (unlimited), got {jobs}")
+    if (jobs < 1 and jobs != -1) or jobs > MAX_JOBS:
+        raise UsageError(
+            f"max_jobs must be a positive number up to {MAX_JOBS} or -1 (unlimited), got {jobs}"
+        )
 
     # -- max_schedulers: how many of W&B's sweep scheduler jobs an agent runs; kept and
     # said: here the agent schedules its queues' sweeps itself, with no scheduler jobs
@@ -145,7 +150,7 @@ def load_agent_config(
         if value is not None:
             schedulers = _integer(value, "max_schedulers", source)
             sources["max_schedulers"] = source
-            if schedulers < 1 and schedulers != -1:
+            if (schedulers < 1 and schedulers != -1) or schedulers > MAX_JOBS:
                 raise UsageError(
                     f"max_schedulers must be a positive number or -1, got {schedulers}"
                 )
@@ -193,6 +198,14 @@ def load_agent_config(
     env = data.get("env") or {}
     if not isinstance(env, dict):
         raise ConfigError(f"{where}: env must be an object")
+    for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ConfigError(
+                f"{where}: env: {name!a} cannot be an environment variable's name (it is"
+                " empty, or holds '=' or a NUL)"
+            )
+        if isinstance(value, str) and "\0" in value:
+            raise ConfigError(f"{where}: env: the value of {name!r} holds a NUL character")
 
     builder = data.get("builder")
     if builder is None:
@@ -421,6 +434,11 @@ def _boolean(value: Any, what: str, where: str) -> bool:
 
 
 def _seconds(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise UsageError(f"{what} must be a number of seconds, got {value!r}")
     return float(value)

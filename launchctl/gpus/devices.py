@@ -42,12 +42,15 @@ def configured(indices: list[int]) -> list[Device]:
     return [Device(index=i, name="(configured)") for i in indices]
 
 
+MAX_INDEX = 1024  # more GPUs than any one machine has: a bigger index is a typo
+
+
 def parse_list(text: str) -> list[int] | None:
     """``0,1,2,3`` or ``0-3`` -> [0, 1, 2, 3]; ``none`` -> None (no GPU scheduling)."""
     value = text.strip().lower()
     if value in ("none", "off"):
         return None
-    out: list[int] = []
+    out: dict[int, None] = {}  # in the order given, each once
     for part in (p.strip() for p in value.split(",")):
         first, dash, last = part.partition("-")
         if not first.isdigit() or (dash and not last.isdigit()):
@@ -55,8 +58,10 @@ def parse_list(text: str) -> list[int] | None:
         span = range(int(first), int(last if dash else first) + 1)
         if not span:
             raise UsageError(f"--gpus: the range {part!r} is empty")
-        out.extend(i for i in span if i not in out)
-    return out
+        if span[-1] >= MAX_INDEX:
+            raise UsageError(f"--gpus: GPU indices go from 0 to {MAX_INDEX - 1}; got {part!r}")
+        out.update(dict.fromkeys(span))
+    return list(out)
 
 
 def with_nvml(read: Callable[[Any], T]) -> T | None:

@@ -405,3 +405,30 @@ def test_secure_mode_refuses_an_entry_point_override(agent_home: Path, tmp_path:
                 check=True).stdout.strip()  # fmt: skip
     cli("agent", "-q", "q", "--burst", timeout=120, check=True)
     assert cli_json("runs", "show", again)["state"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("flags", "config", "says"),
+    [
+        # Found by an adversarial QA pass: each was an internal error, a hang or a
+        # setting that could never work.
+        (["-j", "9223372036854775808"], "", "max_jobs must be a positive number up to 100000"),
+        (["--max-schedulers", "99999999999"], "", "max_schedulers must be a positive number"),
+        (["--gpus", "0-2000000"], "", "--gpus: GPU indices go from 0 to 1023; got '0-2000000'"),
+        (["--grace", "nan"], "", "grace must be a number of seconds, got nan"),
+        (["--grace", "1e309"], "", "grace must be a number of seconds, got inf"),
+        (["--poll", "inf"], "", "poll must be a number of seconds, got inf"),
+        ([], 'env: {"A=B": x}', "env: 'A=B' cannot be an environment variable's name"),
+        ([], 'env: {A: "x\\0y"}', "env: the value of 'A' holds a NUL character"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_in_one_line(
+    agent_home: Path, ready: Path, tmp_path: Path, flags: list[str], config: str, says: str
+) -> None:
+    path = tmp_path / "launch-config.yaml"
+    path.write_text(f"queues: [q]\n{config}\n")
+    before = table_counts(ready)
+    proc = cli("agent", "-c", str(path), *flags, "--burst", timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and says in proc.stderr, proc.stderr
+    assert table_counts(ready) == before
