@@ -41,14 +41,17 @@ def follow(
 
 
 def _pump(path: Path, offset: int, write: Callable[[bytes], None]) -> int:
+    from launchctl.runners.logfile import read_log
+
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            while chunk := fh.read(65536):
-                write(chunk)
-                offset += len(chunk)
-    except FileNotFoundError:
-        pass
+        fh = read_log(path)  # never a FIFO the run put in its place: that would block
+    except OSError:
+        return offset  # not there (yet), or not a plain file any more
+    with fh:
+        fh.seek(offset)
+        while chunk := fh.read(65536):
+            write(chunk)
+            offset += len(chunk)
     return offset
 
 

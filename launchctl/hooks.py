@@ -432,8 +432,10 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _copy_tail(src: Path, dst: Path) -> None:
+    from launchctl.runners.logfile import read_log
+
     data = b""
-    with contextlib.suppress(OSError), open(src, "rb") as fh:
+    with contextlib.suppress(OSError), read_log(src) as fh:  # never a FIFO put in its place
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
         fh.seek(max(0, size - LOG_COPY_BYTES))
@@ -442,8 +444,10 @@ def _copy_tail(src: Path, dst: Path) -> None:
 
 
 def _tail_lines(path: Path) -> list[str]:
+    from launchctl.runners.logfile import read_log
+
     try:
-        with open(path, "rb") as fh:
+        with read_log(path) as fh:  # never a FIFO the run put in its place
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 8192))
             text = fh.read().decode("utf-8", "replace")

@@ -406,3 +406,34 @@ def test_an_adopted_containers_log_has_each_line_once_in_order(
     log = cli("logs", run_id, check=True).stdout
     numbers = [int(n) for n in re.findall(r"^line (\d+)$", log, re.M)]
     assert numbers == list(range(1, count + 1)), log
+
+
+# -- a run that replaces its own log with a FIFO ---------------------------------------------
+def test_a_run_that_swaps_its_log_for_a_fifo_blocks_no_reader(tmp_path: Path) -> None:
+    """Found by an adversarial QA pass: opening a FIFO waits for a writer for ever, so the
+    direct launch that streamed the log hung (SIGTERM too), and so did `logs`. Every reader
+    of a run's log opens it without blocking and takes only a plain file."""
+    code = make_script(tmp_path / "code", "main.py", "print(1)\n").parent
+    swap = "sh -c 'echo hi; rm ../output.log; mkfifo ../output.log; exit 4'"
+    proc = cli("launch", "-u", str(code), "-E", swap, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    run = cli_json("runs", "list", "-n", "1")[0]
+    assert (run["state"], run["exit_code"]) == ("failed", 4)
+    assert cli("logs", run["id"], timeout=30).returncode == 0
+    assert cli("logs", "-f", run["id"], timeout=30).returncode == 4
+    from launchctl.runners import logfile
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(code / "main.py")
+    for path in (fifo, link):
+        with pytest.raises(OSError):
+            logfile.open_log(path)
+        with pytest.raises(OSError):
+            logfile.open_log(path, append=True)
+        assert logfile.append_line(path, "a note") is False
+    plain = tmp_path / "log"
+    plain.write_bytes(b"line")
+    assert logfile.append_line(plain, "a note") is True
+    assert plain.read_bytes() == b"line\na note\n"

@@ -333,7 +333,7 @@ class ProcessHandle:
         self._disk_full = logfile.failure(exc)
         self._signal_group(signal.SIGKILL)
         try:
-            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+            fd = logfile.open_log(log, append=True)
         except OSError:
             return
         try:

@@ -11,11 +11,34 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 # The log's start (usually what explains the run) is kept; the rest is freed.
 KEEP_ON_FAILURE = 1 << 20
 LOG_ERROR_FILE = "log_error"
+
+
+def open_log(path: Path | str, *, append: bool = False) -> int:
+    """A descriptor of the run's log for reading (or, ``append``, for adding a line) that
+    never blocks and never follows a link: the run may have replaced its log with a FIFO
+    (opening one waits for a partner for ever) or a link. OSError when it is not a plain
+    file, as when it is missing."""
+    flags = (os.O_WRONLY | os.O_APPEND) if append else os.O_RDONLY
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_log(path: Path | str) -> BinaryIO:
+    """The run's log opened for reading (see ``open_log``)."""
+    return os.fdopen(open_log(path), "rb")
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -86,14 +109,14 @@ def append_line(path: Path, text: str) -> bool:
     """Append one line to an existing log (never create one, never through a link), on a
     line of its own; returns whether it was written. A write error is left to the run."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+        fd = open_log(path, append=True)
     except OSError:
         return False
     try:
         size = os.fstat(fd).st_size
         lead = b""
         if size:
-            with open(path, "rb") as fh:
+            with read_log(path) as fh:
                 fh.seek(size - 1)
                 lead = b"" if fh.read(1) == b"\n" else b"\n"
         write_all(fd, lead + text.encode() + b"\n")

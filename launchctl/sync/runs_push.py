@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from launchctl.follow import log_path
+from launchctl.runners.logfile import read_log
 from launchctl.runs import run_config
 from launchctl.states import TERMINAL, State
 from launchctl.store import Row, Store
@@ -660,7 +661,7 @@ def stream_log(
 
     if "log" in plan.what:
         try:
-            fh = open(plan.log, "rb")  # noqa: SIM115 - closed below, around the requests
+            fh = read_log(plan.log)  # closed below, around the requests; never a FIFO
         except OSError:
             fh = None  # no log (yet), or not readable by this user: no line to send
         if fh is not None:

@@ -184,11 +184,13 @@ async def run_events(ctx: Context, request: Request) -> Response:
 
 
 def _read_log(path: Path, offset: int) -> tuple[bytes, int]:
+    from launchctl.runners.logfile import read_log
+
     try:
-        with open(path, "rb") as fh:
+        with read_log(path) as fh:  # never a FIFO the run put in its place
             fh.seek(offset)
             data = fh.read(LOG_CHUNK)
-    except FileNotFoundError:
+    except OSError:
         return b"", offset
     return data, offset + len(data)
 

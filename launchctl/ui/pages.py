@@ -8,6 +8,7 @@ worker thread (SQLite and the core are synchronous). A refusal is the CLI's own 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -145,9 +146,11 @@ def _run_view(ctx: Context, run_id: str) -> dict[str, Any]:
     stalled = run.get("stalled_at") if run["state"] == "running" else None
     mask = masker()
     path = Path(run["log_path"])
+    from launchctl.runners.logfile import read_log
+
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
+        with read_log(path) as fh:  # never a FIFO the run put in its place
+            size = os.fstat(fh.fileno()).st_size
             fh.seek(max(0, size - LOG_TAIL))
             raw = fh.read(LOG_TAIL)
     except OSError:
