@@ -309,15 +309,18 @@ def extract_snapshot(data: bytes, dest: Path) -> list[str]:
 def _check_entrypoint_in(
     entrypoint: list[str], root: Path, files: set[str], context: str | None = None
 ) -> None:
+    script = None
     if len(entrypoint) >= 2 and _PY.match(Path(entrypoint[0]).name):
         script = entrypoint[1]
-        if (
-            script.endswith(".py")
-            and not script.startswith("-")
-            and _in_context(context, script) not in files
-        ):
-            where = f" (relative to the build context {context})" if context else ""
-            raise LaunchctlError(f"entry point file {script} not found in {root}{where}")
+    elif len(entrypoint) == 1 and "/" not in entrypoint[0]:
+        script = entrypoint[0]  # `main.py` alone (W&B's default when -E is not given)
+    if script is not None and (
+        script.endswith(".py")
+        and not script.startswith("-")
+        and _in_context(context, script) not in files
+    ):
+        where = f" (relative to the build context {context})" if context else ""
+        raise LaunchctlError(f"entry point file {script} not found in {root}{where}")
 
 
 def _version_key(*parts: Any) -> str:

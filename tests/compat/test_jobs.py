@@ -327,3 +327,17 @@ def test_image_job_is_named_and_aliased_as_wandb_names_it(image: str) -> None:
     assert made["aliases"] == aliases
     for alias in aliases:  # the tag names the version, as -j NAME:TAG
         assert cli_json("job", "show", f"{name}:{alias}")["version"] == made["version"]
+
+
+def test_the_default_main_py_must_be_in_the_code_as_a_given_script_must(
+    code: Path, tmp_path: Path
+) -> None:
+    """Found by an adversarial QA pass: with no -E and no main.py, the version was made
+    (and became latest) and every run of it failed 'command not found: main.py'. The
+    default is checked as `-E 'python missing.py'` is: refused, nothing written."""
+    empty = make_script(tmp_path / "nomain", "train.py", "print(1)\n").parent
+    for entry in ([], ["-E", "main.py"]):
+        proc = cli("job", "create", "code", str(empty), "-n", "nomain", *entry)
+        assert proc.returncode == 1
+        assert proc.stderr == (f"launchctl: error: entry point file main.py not found in {empty}\n")
+    assert cli("job", "show", "nomain").returncode == 1
