@@ -179,14 +179,17 @@ class Starter:
 
     def _prepare(self, run: Row, secrets: list[str], in_claim: bool = False) -> Ready:
         run_id = run["id"]
-        if self.ctx.secure_mode and (run["spec"].get("overrides") or {}).get("entry_point"):
+        version, queue = self._read(run)
+        given = (run["spec"].get("overrides") or {}).get("entry_point")
+        if self.ctx.secure_mode and given and (version is None or given != version["entrypoint"]):
             # W&B's agent in secure_mode (agent.py, _assert_secure) refuses the same run.
+            # `launch -u DIR -E CMD` records CMD as an override of the job it makes with
+            # that same entry point: that changes nothing, and is not refused.
             raise RunnerError(
                 "the agent runs in secure_mode: a run may not override its job's entry point"
                 " (overrides.entry_point, launch -E); launch the job with its own entry point",
                 stage="agent",
             )
-        version, queue = self._read(run)
         planned = plan(run, version, queue, self.agent)
         _check_host_paths(planned)
         # Secrets are read before anything slow (a build), so a missing one fails at once.

@@ -392,11 +392,19 @@ def test_secure_mode_refuses_an_entry_point_override(agent_home: Path, tmp_path:
     plain = cli("launch", "-q", "q", "-j", "locked", check=True).stdout.strip()
     overridden = cli("launch", "-q", "q", "-j", "locked", "-E", "python -c 'print(1)'",
                      check=True).stdout.strip()  # fmt: skip
+    # `launch -u DIR -E CMD` (the README's way) makes a job with CMD as its entry point and
+    # records CMD as the run's: the same entry point is no override (a QA walk found
+    # secure_mode refused it), nor is -E naming the job's own.
+    same = cli("launch", "-q", "q", "-u", str(code), "-E", "python main.py",
+               check=True).stdout.strip()  # fmt: skip
+    own = cli("launch", "-q", "q", "-j", "locked", "-E", "python main.py",
+              check=True).stdout.strip()  # fmt: skip
     path = tmp_path / "launch-config.yaml"
     path.write_text("queues: [q]\nsecure_mode: true\n")
     proc = cli("agent", "-c", str(path), "--burst", timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert cli_json("runs", "show", plain)["state"] == "finished"
+    for ran in (plain, same, own):
+        assert cli_json("runs", "show", ran)["state"] == "finished"
     run = cli_json("runs", "show", overridden)
     assert (run["state"], run["stage"]) == ("failed", "agent"), run
     assert "secure_mode" in run["reason"] and "entry point" in run["reason"]
