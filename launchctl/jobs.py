@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import posixpath
 import re
 import shlex
@@ -467,6 +468,7 @@ def create_git_job(
     if not entrypoint:
         raise UsageError("a git job needs an entry point: pass -E, e.g. -E 'python train.py'")
     check_git_remote(remote, UsageError)
+    _check_git_source(remote)
     check_git_commit(commit, UsageError)
     meta = _metadata(build_context=build_context, base_image=base_image, runtime=runtime)
     dockerfile = _check_dockerfile_path(dockerfile)
@@ -668,6 +670,24 @@ def check_git_remote(remote: str, error: type[Exception]) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in remote):
         raise error(f"invalid git URL {remote!r}: it holds control characters")
     return remote
+
+
+_GIT_URL = re.compile(r"^(https?|ssh|git|git\+ssh|ssh\+git)://[^\s/]+/\S*$|^[\w.-]+@[\w.-]+:\S+$")
+
+
+def _check_git_source(remote: str) -> None:
+    """At job create: a URL git can clone (a scheme and a host, or scp's user@host:path),
+    or a repository on this machine (a path, or file://): something else ('not a url', a
+    path that is not there) would be stored, and fail every run at its clone."""
+    if _GIT_URL.match(remote):
+        return
+    local = remote.removeprefix("file://")
+    if os.path.isdir(os.path.expanduser(local)):
+        return
+    raise UsageError(
+        f"{remote!r} is not a git URL (https://, ssh://, git://, user@host:path) nor a"
+        " repository folder on this machine"
+    )
 
 
 def check_git_commit(commit: str | None, error: type[Exception]) -> str | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import cli, cli_json, git, make_script
+import pytest
+
+from tests.conftest import cli, cli_json, git, make_script, table_counts
 
 
 def test_same_content_gives_the_same_version_and_a_change_a_new_one(tmp_path: Path) -> None:
@@ -104,8 +106,27 @@ def test_git_job_is_cloned_at_run_time_at_its_commit(tmp_path: Path) -> None:
 
 
 def test_git_job_that_cannot_be_cloned_fails_at_the_agent_stage(tmp_path: Path) -> None:
-    proc = cli("launch", "-u", f"file://{tmp_path}/missing.git", "-E", "python train.py")
+    (tmp_path / "not-a-repo").mkdir()  # there, so taken at create; not a repository
+    proc = cli("launch", "-u", f"file://{tmp_path}/not-a-repo", "-E", "python train.py")
     assert proc.returncode == 1
     run = cli_json("runs", "list")[0]
     assert run["state"] == "failed" and run["stage"] == "agent"
     assert "git clone failed" in run["reason"]
+
+
+@pytest.mark.parametrize("source", ["not a url", "file:///nonexistent/repo.git", "/no/such/dir"])
+def test_a_git_source_that_is_no_url_nor_a_folder_is_refused_at_create(
+    home: Path, source: str
+) -> None:
+    """Found by an adversarial QA pass: stored, then every run failed at its clone."""
+    cli("job", "list", check=True)
+    before = table_counts(home)
+    proc = cli("job", "create", "git", source, "-E", "python train.py")
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"launchctl: error: {source!r} is not a git URL (https://, ssh://, git://,"
+        " user@host:path) nor a repository folder on this machine\n"
+    )
+    assert table_counts(home) == before
+    for url in ("https://example.org/team/repo.git", "git@example.org:team/repo.git"):
+        assert cli("job", "create", "git", url, "-E", "python train.py").returncode == 0
