@@ -672,7 +672,9 @@ def check_git_remote(remote: str, error: type[Exception]) -> str:
     return remote
 
 
-_GIT_URL = re.compile(r"^(https?|ssh|git|git\+ssh|ssh\+git)://[^\s/]+/\S*$|^[\w.-]+@[\w.-]+:\S+$")
+_GIT_URL = re.compile(
+    r"^(https?|ssh|git|git\+ssh|ssh\+git)://[^\s/]+/\S*$|^([\w.-]+@)?[\w.-]+:\S+$"
+)
 
 
 def _check_git_source(remote: str) -> None:
