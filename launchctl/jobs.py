@@ -673,7 +673,7 @@ def check_git_remote(remote: str, error: type[Exception]) -> str:
 
 
 _GIT_URL = re.compile(
-    r"^(https?|ssh|git|git\+ssh|ssh\+git)://[^\s/]+/\S*$|^([\w.-]+@)?[\w.-]+:\S+$"
+    r"^(https?|ssh|git|git\+ssh|ssh\+git)://[^\s/]+/\S*$|^([\w.-]+@)?[\w.-]+:(?!//)\S+$"
 )
 
 
