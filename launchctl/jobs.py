@@ -53,9 +53,9 @@ def parse_job_ref(ref: str) -> JobRef:
     """W&B's job references: ``NAME``, ``ENTITY/NAME`` or ``ENTITY/PROJECT/NAME``, each
     with an optional ``:ALIAS`` (``latest``, the default, or ``vN``)."""
     head, slash, last = ref.rpartition("/")
-    name, _, alias = last.partition(":")
+    name, colon, alias = last.partition(":")
     scope = head.split("/") if slash else []
-    if not name or len(scope) > 2 or not all(scope):
+    if not name or (colon and not alias) or len(scope) > 2 or not all(scope):
         raise UsageError(
             f"invalid job {ref!r}: expected NAME, ENTITY/NAME or ENTITY/PROJECT/NAME,"
             " each with an optional :ALIAS"

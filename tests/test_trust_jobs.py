@@ -147,6 +147,9 @@ def test_job_references_take_wandbs_entity_project_name_alias_form(vision: str) 
     assert "job 'vision/train' is in project 'uncategorized', not 'elsewhere'" in message
     message = refused(BOB, "launch", "-q", vision, "-j", "a/b/c/train")
     assert "expected NAME, ENTITY/NAME or ENTITY/PROJECT/NAME" in message
+    # An empty alias is a typo, not `latest` (an adversarial QA pass found it taken)
+    message = refused(BOB, "launch", "-q", vision, "-j", "vision/train:")
+    assert "invalid job 'vision/train:'" in message
 
 
 def test_job_show_lists_the_author_of_each_version(vision: str, tmp_path: Path) -> None:
