@@ -149,3 +149,25 @@ def test_lctl_runs_from_the_installed_venv(home: Path) -> None:
     assert made.returncode == 0, made.stderr
     listed = cli("queue", "list", check=True).stdout
     assert "short" in listed
+
+
+def test_a_run_killed_by_a_signal_names_the_signal_in_its_reason(
+    home: Path, tmp_path: Path
+) -> None:
+    """The wrapper shell records a command killed by signal N as 128+N (no shell can
+    tell the two apart): an adversarial QA pass found an out-of-memory kill read as a
+    plain 'exit code 137'. The code stays; the reason names the signal it is the code of."""
+    from tests.conftest import cli_json, make_script
+
+    code = make_script(tmp_path / "code", "main.py", "print(1)\n").parent
+    for command, reason in (
+        ("sh -c 'kill -9 $$'",
+         "exit code 137 (that of a process killed by SIGKILL, as the out-of-memory killer"
+         " sends)"),
+        ("sh -c 'kill -SEGV $$'", "exit code 139 (that of a process killed by SIGSEGV)"),
+        ("sh -c 'exit 3'", "exit code 3"),
+    ):  # fmt: skip
+        proc = cli("launch", "-u", str(code), "-E", command)
+        run = cli_json("runs", "list", "-n", "1")[0]
+        assert (run["state"], run["reason"]) == ("failed", reason), proc.stderr
+        assert proc.returncode == run["exit_code"]

@@ -171,7 +171,9 @@ def test_runs_end_with_their_code_and_stop_with_or_without_the_shared_reaper(
     assert (tmp_path / "masked" / "run" / "output.log").read_text() == "the value is ***\n"
     assert slow.poll() is None and sorted(ended) == ["masked", "quick"]
     slow.stop(grace_s=600)  # sleep dies of the SIGTERM: no SIGKILL needed
-    assert wait_for(slow.poll, what="the stopped run") == Exit(code=143)
+    assert wait_for(slow.poll, what="the stopped run") == Exit(
+        code=143, message="exit code 143 (that of a process killed by SIGTERM)"
+    )
     assert sorted(ended) == ["masked", "quick", "slow"]  # each end told once
 
 

@@ -420,7 +420,7 @@ class ProcessHandle:
         if code < 0:
             sig = -code
             return Exit(code=None, signal=sig, message=f"killed by {signal.Signals(sig).name}")
-        return Exit(code=code)
+        return Exit(code=code, message=signal_code_note(code))
 
     def stop(self, grace_s: float) -> None:
         with self._stopping:
@@ -430,6 +430,20 @@ class ProcessHandle:
             self._killer = threading.Timer(grace_s, self._signal_group, args=(signal.SIGKILL,))
             self._killer.daemon = True
             self._killer.start()
+
+
+def signal_code_note(code: int) -> str | None:
+    """The reason for exit code 128+N, the code the wrapper shell records for a command
+    killed by signal N (a shell cannot tell it from an exit with that code): it names the
+    signal, so an out-of-memory kill (137) reads as one. None for other codes."""
+    try:
+        name = signal.Signals(code - 128).name if 128 < code < 128 + 65 else None
+    except ValueError:
+        name = None
+    if name is None:
+        return None
+    hint = ", as the out-of-memory killer sends" if name == "SIGKILL" else ""
+    return f"exit code {code} (that of a process killed by {name}{hint})"
 
 
 PID_FILE = "pid"
@@ -502,7 +516,9 @@ def _recorded_exit(folder: Path) -> Exit | None:
         text = _read_small(folder / EXIT_FILE)
     except OSError:
         return None
-    return Exit(code=int(text)) if text.lstrip("-").isdigit() else None
+    if not text.lstrip("-").isdigit():
+        return None
+    return Exit(code=int(text), message=signal_code_note(int(text)))
 
 
 def _check_executable(program: str, launch: Launch) -> None:
