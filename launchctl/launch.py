@@ -856,12 +856,15 @@ def edit(
         if not _same(before.get(key, _UNSET), value):
             said.append(f"{key} {_shown(before.get(key, _UNSET))} -> {_shown(value)}")
     was_vars = old.get("template_variables") or {}
+    declared = (queue["config"] or {}).get("template_variables") or {}
     for name in values:
         now = spec["template_variables"][name]
         if not _same(was_vars.get(name, _UNSET), now):
-            said.append(
-                f"template variable {name} {_shown(was_vars.get(name, _UNSET))} -> {_shown(now)}"
-            )
+            was = _shown(was_vars.get(name, _UNSET))
+            default = (declared.get(name) or {}).get("default", _UNSET)
+            if name not in was_vars and default is not _UNSET:  # what the run would have used
+                was = f"(default {_shown(default)})"
+            said.append(f"template variable {name} {was} -> {_shown(now)}")
     if prio is not None and prio != run["priority"]:
         was = PRIORITY_NAMES.get(run["priority"], str(run["priority"]))
         said.append(f"priority {was} -> {PRIORITY_NAMES[prio]}")

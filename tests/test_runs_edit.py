@@ -82,6 +82,11 @@ def test_an_edit_changes_what_the_run_runs_and_is_recorded(
     assert edit_notes(run_id) == [
         f"edited by {user}: lr 0.1 -> 0.05, template variable cpus 1 -> 3, priority medium -> high"
     ]
+    # A variable the run left to the queue's default says the default it had (a QA walk
+    # read "(unset)" as if the run would have had none).
+    other = launch(code(tmp_path / "other"))
+    proc = cli("runs", "edit", other, "-v", "cpus=2", check=True)
+    assert proc.stdout == f"run {other} edited: template variable cpus (default 1) -> 2\n"
     # The same values again: nothing changes, nothing is recorded.
     before = table_counts(home)
     again = cli("runs", "edit", run_id, "--set", "lr=0.05", "-v", "cpus=3", "-P", "high")
