@@ -72,3 +72,45 @@ def test_logs_follow_exits_0_for_a_finished_run_and_130_for_a_stopped_one(
     assert f"run {queued} stopped" in proc.stderr
     # without -f the exit status is the command's own: the log was printed
     assert cli("logs", queued).returncode == 0
+
+
+def test_logs_f_says_when_the_agent_holding_the_run_is_gone(store: Store, tmp_path: Path) -> None:
+    """A direct launch killed (its terminal closed, a CI job's timeout) leaves its run
+    running in the store until another agent takes it over: an adversarial QA pass found
+    `logs -f` then waited in silence. It says so once, with the command that recovers the
+    run, and follows on; that agent then records the run's end."""
+    import os
+    import select
+    import signal
+
+    code = make_script(tmp_path / "c", "main.py", "import time\ntime.sleep(3)\nprint('done')\n")
+    direct = subprocess.Popen(
+        [sys.executable, "-m", "launchctl", "launch", "-u", str(code.parent), "-E",
+         "python main.py"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    run_id = wait_for(
+        lambda: store.db.one("SELECT id FROM runs WHERE state = 'running'"),
+        what="the direct launch's run to start",
+    )["id"]
+    os.kill(direct.pid, signal.SIGKILL)  # the launcher only: its run goes on
+    direct.wait()
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "launchctl", "logs", "-f", run_id],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert follower.stderr is not None
+        ready, _, _ = select.select([follower.stderr], [], [], 30)  # never hang the suite
+        line = follower.stderr.readline() if ready else "(nothing said in 30 s)"
+        assert line == (
+            f"run {run_id}'s agent (pid {direct.pid}) is gone; the run is recorded as it ends"
+            " once an agent takes it over: `launchctl agent -q default`\n"
+        )
+        assert store.runs.state(run_id) == "running"  # nothing but an agent ends it there
+        cli("agent", "-q", "default", "--burst", check=True, timeout=60)
+        out, err = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    assert out == "done\n" and f"run {run_id} finished" in err

@@ -380,6 +380,7 @@ def _wait_queued(store: Any, run_id: str, as_json: bool) -> None:
             run_id,
             _write_to(sys.stderr if as_json else sys.stdout),
             on_wait=lambda r: _hint_if_unserved(store, r),
+            on_lost=err,
         )
     except _StoppedWaiting:
         err(f"stopped waiting; run {run_id} goes on (`launchctl runs cancel {run_id}` ends it)")

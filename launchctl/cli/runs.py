@@ -610,7 +610,7 @@ def logs(
         why = runs.waiting_reason(store, runs.get(store, run["id"]))
         err(f"run {run['id']} is queued and has not started: {why}")
 
-    run = follow(store, run["id"], write, follow=follow_, on_wait=waiting)
+    run = follow(store, run["id"], write, follow=follow_, on_wait=waiting, on_lost=err)
     if follow_:
         detail = f"exit code {run['exit_code']}" if run["exit_code"] is not None else ""
         if run["state"] in ("failed", "stopped") and run["reason"]:
