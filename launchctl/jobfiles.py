@@ -216,16 +216,20 @@ def _link(tree: Tree, full: Path, rel: str, real_root: str) -> None:
         tree.special.append(Special(rel, what, LEFT_OUT))
 
 
-def open_nofollow(path: Path) -> int:
-    """A read-only descriptor of the regular file ``path``; OSError for a link or others."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+def _regular(fd: int, what: object) -> int:
+    """``fd`` when it is a regular file's; else it is closed and OSError raised."""
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
+            raise OSError(f"{what} is not a regular file")
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def open_nofollow(path: Path) -> int:
+    """A read-only descriptor of the regular file ``path``; OSError for a link or others."""
+    return _regular(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), path)
 
 
 def read_file(path: Path) -> bytes:
@@ -249,13 +253,7 @@ def open_under(root: Path, rel: str) -> int:
         found = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
     finally:
         os.close(fd)
-    try:
-        if not stat.S_ISREG(os.fstat(found).st_mode):
-            raise OSError(f"{rel} is not a regular file")
-    except BaseException:
-        os.close(found)
-        raise
-    return found
+    return _regular(found, rel)
 
 
 def read_under(root: Path, rel: str) -> bytes:
