@@ -144,7 +144,7 @@ def scan(
             if stat.S_ISREG(st.st_mode):
                 tree.files.append((rel, bool(st.st_mode & stat.S_IXUSR)))
             elif stat.S_ISLNK(st.st_mode):
-                _link(tree, full, rel, real_root)
+                _link(tree, full, rel, real_root, excluded_dirs, excluded_suffixes)
             else:
                 tree.special.append(Special(rel, _kind(st.st_mode), LEFT_OUT))
     tree.files.sort()
@@ -192,11 +192,30 @@ def shown(rel: str) -> str:
     return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
-def _link(tree: Tree, full: Path, rel: str, real_root: str) -> None:
+def _link(
+    tree: Tree,
+    full: Path,
+    rel: str,
+    real_root: str,
+    excluded_dirs: frozenset[str] = EXCLUDED_DIRS,
+    excluded_suffixes: tuple[str, ...] = EXCLUDED_SUFFIXES,
+) -> None:
     target = os.readlink(full)
     real = os.path.realpath(full)
     if not _inside(real, real_root):
         tree.special.append(Special(rel, f"link leaving the job (-> {target})", LEFT_OUT))
+        return
+    from launchctl import paths
+
+    inside = Path(os.path.relpath(real, real_root)).parts
+    if (
+        any(part in excluded_dirs for part in inside)
+        or real.endswith(excluded_suffixes)
+        or _inside(real, os.path.realpath(paths.home()))
+    ):
+        # Into what the snapshot leaves out (.git, wandb, caches, the store): it would dangle.
+        what = f"link into what the job leaves out (-> {target})"
+        tree.special.append(Special(rel, what, LEFT_OUT))
         return
     try:
         st = os.stat(real)

@@ -97,3 +97,26 @@ def test_a_name_that_is_not_text_is_left_out_and_listed_not_an_internal_error(
         ("bad\\xff\\xfe", "name that is not UTF-8"),
         ("dir\\xff", "folder whose name is not UTF-8"),
     }
+
+
+def test_a_link_into_what_the_snapshot_leaves_out_is_left_out_and_listed(
+    tmp_path: Path,
+) -> None:
+    """Found by an adversarial QA pass: `cfg -> .git/config` and `wl -> wandb` were kept as
+    links to what the snapshot does not hold, and dangled in the working copy."""
+    code = tmp_path / "code"
+    (code / ".git").mkdir(parents=True)
+    (code / ".git" / "config").write_text("[core]\n")
+    (code / "wandb").mkdir()
+    (code / "ok.py").write_text("print('ok')\n")
+    (code / "cfg").symlink_to(".git/config")
+    (code / "wl").symlink_to("wandb")
+    (code / "also.py").symlink_to("ok.py")  # inside and kept: no change there
+    proc = cli("launch", "-u", str(code), "-E", "sh -c 'ls; python also.py'")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["also.py", "ok.py", "ok"]
+    special = cli_json("job", "show", "code")["source"]["special"]
+    assert [(s["path"], s["what"], s["action"]) for s in special] == [
+        ("cfg", "link into what the job leaves out (-> .git/config)", "left out"),
+        ("wl", "link into what the job leaves out (-> wandb)", "left out"),
+    ]
