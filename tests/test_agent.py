@@ -170,7 +170,9 @@ def test_one_failing_run_never_stops_the_agent(store: Store, job: str, tmp_path:
     )
     spec = prepare_spec(LaunchRequest(queue="default", job="bad"))
     broken = submit(store, spec)["id"]
-    # Stage agent: a git job whose repository cannot be cloned when the run starts.
+    # Stage agent: a git job whose repository cannot be cloned when the run starts (a
+    # folder that is there, so job create takes it, but holds no repository).
+    (tmp_path / "missing.git").mkdir()
     missing = f"file://{tmp_path}/missing.git"
     spec = prepare_spec(LaunchRequest(queue="default", uri=missing, entry_point="python x.py"))
     unclonable = submit(store, spec)["id"]

@@ -141,7 +141,8 @@ def _complete(words: str, env: dict[str, str] | None = None) -> list[str]:
 def test_completion_of_queue_names_job_names_and_run_ids_from_the_store() -> None:
     cli("queue", "create", "gpu-large", check=True)
     cli("queue", "create", "cpu", check=True)
-    cli("job", "create", "code", str(EXAMPLES / "hello"), "-n", "trainer", check=True)
+    cli("job", "create", "code", str(EXAMPLES / "hello"), "-n", "trainer", "-E", "python train.py",
+        check=True)  # fmt: skip
     run_id = cli("launch", "-q", "cpu", "-j", "trainer", "--json", check=True).stdout
     run_id = re.search(r'"id":\s*"([^"]+)"', run_id).group(1)  # type: ignore[union-attr]
 

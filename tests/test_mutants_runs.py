@@ -75,7 +75,8 @@ def test_a_run_is_found_by_a_unique_prefix_only(store: Store) -> None:
     with pytest.raises(NotFound, match=r"^run '' does not exist \(see `launchctl runs list`\)$"):
         store.runs.get("")
     add(store, "abc2")
-    with pytest.raises(NotFound, match=r"^run 'ab' does not exist"):
+    ambiguous = r"^run id 'ab' is ambiguous \(abc1, abc2\): give more of it$"
+    with pytest.raises(NotFound, match=ambiguous):
         store.runs.get("ab")
     assert store.runs.find("ab") is None and store.runs.find("abc2") is not None
     with pytest.raises(NotFound, match=r"^run 'zz' does not exist$"):
