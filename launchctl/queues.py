@@ -13,7 +13,7 @@ from launchctl import guardrails, variables
 from launchctl.errors import ConfigError, LaunchctlError
 from launchctl.gpus.policy import check_sharing
 from launchctl.names import check_identifier
-from launchctl.runenv import ENV_NAME
+from launchctl.runenv import ENV_NAME, env_problem
 from launchctl.runners import local_container, registry
 from launchctl.store import Row, Store
 
@@ -175,14 +175,9 @@ def _check_env(env: Any, where: str, *, secrets: bool = False) -> None:
 
     if isinstance(env, dict):
         for k, v in env.items():
-            if not k or "=" in k or "\0" in k:
-                # No process can be given it: every run would fail at its agent instead.
-                raise ConfigError(
-                    f"{where}: {_shown(k)} cannot be an environment variable's name (it is"
-                    " empty, or holds '=' or a NUL)"
-                )
-            if isinstance(v, str) and "\0" in v:
-                raise ConfigError(f"{where}: the value of {_shown(k)} holds a NUL character")
+            why = env_problem(k, v)  # else every run would fail at its agent instead
+            if why is not None:
+                raise ConfigError(f"{where}: {why}")
             if isinstance(v, dict):
                 if not secrets:
                     raise ConfigError(

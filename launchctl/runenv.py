@@ -13,6 +13,21 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+
+def env_problem(name: Any, value: Any) -> str | None:
+    """Why no process could be given ``name=value`` (checked where an env is written:
+    a queue's config, a launch's -R, an agent's config), or None. ``name`` is shown
+    escaped, since it is a launcher's text."""
+    if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+        return (
+            f"{name!a} cannot be an environment variable's name (it is empty, or holds '='"
+            " or a NUL)"
+        )
+    if isinstance(value, str) and "\0" in value:
+        return f"the value of {name!a} holds a NUL character"
+    return None
+
+
 # What ``docker run -e NAME`` takes as a variable's name (POSIX's portable names).
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

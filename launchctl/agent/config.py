@@ -198,14 +198,12 @@ def load_agent_config(
     env = data.get("env") or {}
     if not isinstance(env, dict):
         raise ConfigError(f"{where}: env must be an object")
+    from launchctl.runenv import env_problem
+
     for name, value in env.items():
-        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-            raise ConfigError(
-                f"{where}: env: {name!a} cannot be an environment variable's name (it is"
-                " empty, or holds '=' or a NUL)"
-            )
-        if isinstance(value, str) and "\0" in value:
-            raise ConfigError(f"{where}: env: the value of {name!r} holds a NUL character")
+        why = env_problem(name, value)
+        if why is not None:
+            raise ConfigError(f"{where}: env: {why}")
 
     builder = data.get("builder")
     if builder is None:
