@@ -265,7 +265,12 @@ def test_a_run_whose_process_is_gone_without_an_exit_code_fails_saying_the_agent
     wait_for(lambda: store.runs.state(run_id) == "running", what="run to start")
     _kill(first)
     pid = store.runs.get(run_id)["pid"]
-    os.killpg(pid, signal.SIGKILL)  # the machine took it all away: no exit code is written
+    # The machine took it all away: the run, and the agent's spawner that would have
+    # written its exit code (a run killed alone gets its code, 137: see the next test).
+    parent = _parent(pid)
+    assert b"spawner.py" in Path(f"/proc/{parent}/cmdline").read_bytes()
+    os.kill(parent, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)  # no exit code is written
 
     def gone() -> bool:
         try:
@@ -278,6 +283,34 @@ def test_a_run_whose_process_is_gone_without_an_exit_code_fails_saying_the_agent
     run = store.runs.get(run_id)
     assert (run["state"], run["stage"]) == ("failed", "agent")
     assert run["reason"] == "agent lost: the run's process is gone and its exit code is unknown"
+
+
+def test_a_run_killed_while_no_agent_watched_gets_the_code_of_its_signal(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """Issue 17: the agent's spawner outlives the agent, as the wrapper shell did; a run
+    killed by the machine meanwhile (the out-of-memory killer) gets 128+9, named."""
+    import os
+
+    code = make_script(tmp_path / "long", "main.py", "import time\ntime.sleep(300)\n").parent
+    run_id = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
+                 check=True).stdout.strip()  # fmt: skip
+    first = start_agent("-q", "default")
+    wait_for(lambda: store.runs.state(run_id) == "running", what="run to start")
+    _kill(first)
+    os.killpg(store.runs.get(run_id)["pid"], signal.SIGKILL)
+    wait_for(lambda: (store.run_dir(run_id) / "exit_code").exists(), what="its code")
+    cli("agent", "-q", "default", "--burst", check=True)
+    run = store.runs.get(run_id)
+    assert (run["state"], run["stage"], run["exit_code"]) == ("failed", "run", 137)
+    assert run["reason"] == (
+        "exit code 137 (that of a process killed by SIGKILL, as the out-of-memory killer sends)"
+    )
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat.rpartition(b")")[2].split()[1])
 
 
 def test_after_an_unclean_stop_queues_with_waiting_work_are_paused_unless_told(

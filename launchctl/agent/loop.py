@@ -118,7 +118,7 @@ class Agent:
         # Runs started in the loop whose move to running is not made yet (issue 17): it
         # goes into the loop's next commit (their end's, or the next claim's), at most
         # ANNOUNCE_S later. run id -> (time.monotonic() at start, the move's fields).
-        self._unannounced: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._unannounced: dict[str, tuple[float, Callable[[], dict[str, Any]]]] = {}
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
         self.gpus = GpuAllocator(store, self.options.gpus, self.id) if self.options.gpus else None
@@ -762,7 +762,7 @@ class Agent:
                 continue
             try:
                 move(self.store, run_id, State.RUNNING, agent_id=self.id,
-                     expect=frozenset({State.STARTING}), **entry[1])  # fmt: skip
+                     expect=frozenset({State.STARTING}), **entry[1]())  # fmt: skip
             except StateConflict as exc:  # another agent took it over meanwhile
                 self.say(f"run {run_id}: {exc}")
             done.append(run_id)

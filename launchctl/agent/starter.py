@@ -44,8 +44,9 @@ class Started:
     # local process whose working copy comes from a snapshot this process keeps
     # unpacked (or no job at all), no clone, no build. Such runs start in the agent's loop.
     quick: bool = False
-    # The move to running's fields (``running_fields``) when the caller makes that move.
-    running: dict[str, Any] | None = None
+    # The move to running's fields (``running_fields``) when the caller makes that move:
+    # read when it does (a spawned run's pid comes from its spawner meanwhile).
+    running: Callable[[], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -222,13 +223,13 @@ class Starter:
     def _launch(self, ready: Ready, record: bool) -> Started:
         run_id, launch = ready.run["id"], ready.launch
         handle = runners.get(ready.run["resource"]).start(launch)
-        running = running_fields(handle)
+        at = time.time()
         started = Started(handle, launch.limits.max_run_time, quick=ready.quick)
         if not record:
-            started.running = running
+            started.running = lambda: running_fields(handle, at)
             return started
         try:
-            self._record_running(run_id, running)
+            self._record_running(run_id, running_fields(handle, at))
         except StoreBusy:
             # The run's process runs, but the store could not say so: it is stopped, so
             # the run can go back to its queue with no second process beside a first.
@@ -379,7 +380,7 @@ class Starter:
         return built.uri
 
 
-def running_fields(handle: Handle) -> dict[str, Any]:
+def running_fields(handle: Handle, started_at: float) -> dict[str, Any]:
     """What the move to running records of a started run: its pid (or container), and
     when it started."""
     pid = handle.pid
@@ -387,7 +388,7 @@ def running_fields(handle: Handle) -> dict[str, Any]:
         "message": f"pid {pid}" if pid else getattr(handle, "container_id", None),
         "pid": pid,
         "pid_started": handle.pid_started,
-        "started_at": time.time(),
+        "started_at": started_at,
     }
 
 

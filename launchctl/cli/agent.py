@@ -181,6 +181,9 @@ def agent(
     if opts.gpus is not None and "max_jobs" not in opts.sources:
         opts.max_jobs = len(opts.gpus.devices)  # a run per GPU, unless -j says otherwise
     worker = Agent(store, queues, opts, say=say)
+    from launchctl.runners import spawned
+
+    spawned.enable()  # a long-lived agent: its plain runs start through one spawner
     if remotes:
         from launchctl.sync.remote_agent import RemoteBridge
 

@@ -96,8 +96,13 @@ class Exit:
 class Handle(Protocol):
     """A started run. ``poll`` never blocks."""
 
-    pid: int | None
-    pid_started: str | None  # with pid, tells this process apart from a later one
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def pid_started(self) -> str | None:
+        """With pid, tells this process apart from a later one."""
+        ...
 
     def poll(self) -> Exit | None: ...
 

@@ -34,6 +34,7 @@ from launchctl.runners.registry import register
 
 if TYPE_CHECKING:
     from launchctl.runas import RunAs
+    from launchctl.runners.spawned import SpawnedProc
 
 # What a queue (or a launch) may set in ``resource_args.local-process``.
 OPTIONS = frozenset({"env", "cpus", "memory", "gpus", "max_run_time"})
@@ -44,6 +45,8 @@ DRAIN_S = 10.0
 # The copier runs as a script (see copier.py), not as `-c "import ..."`: it starts in a fifth
 # of the time, and every process run starts one.
 COPIER = str(Path(__file__).with_name("copier.py"))
+# How long an adopted run's ended leader may stay a zombie before its code is read.
+ZOMBIE_WAIT_S = 2.0
 # How often a run that writes its own log (no secrets to mask) has its disk checked.
 DISK_CHECK_S = 0.5
 
@@ -157,6 +160,8 @@ class Reaper:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._pending: list[tuple[int, Callable[[], None]]] = []
+        self._kept: dict[int, Callable[[], None] | None] = {}  # watch_fd's: add, or drop (None)
+        self._keep: set[int] = set()  # fds watched for good (a spawner's exits pipe)
         self._watches: set[ProcessHandle] = set()
         self._deadlines: dict[ProcessHandle, float] = {}
         self._checked_at = time.monotonic()
@@ -168,6 +173,17 @@ class Reaper:
         fd = os.pidfd_open(pid)
         with self._lock:
             self._pending.append((fd, then))
+        self._wake()
+
+    def watch_fd(self, fd: int, then: Callable[[], None]) -> None:
+        """Call ``then`` (in the reaper's thread) each time ``fd`` is readable."""
+        with self._lock:
+            self._kept[fd] = then
+        self._wake()
+
+    def unwatch_fd(self, fd: int) -> None:
+        with self._lock:
+            self._kept[fd] = None
         self._wake()
 
     def watch_disk(self, handle: ProcessHandle) -> None:
@@ -219,8 +235,20 @@ class Reaper:
                     os.read(self._wake_r, 4096)
                 with self._lock:
                     pending, self._pending = self._pending, []
+                    kept, self._kept = self._kept, {}
                 for fd, then in pending:
                     self._selector.register(fd, selectors.EVENT_READ, then)
+                for fd, action in kept.items():
+                    if action is None:
+                        if fd in self._keep:
+                            self._keep.discard(fd)
+                            self._selector.unregister(fd)
+                    elif fd not in self._keep:
+                        self._keep.add(fd)
+                        self._selector.register(fd, selectors.EVENT_READ, action)
+                continue
+            if key.fd in self._keep:
+                self._call(key.data)
                 continue
             self._selector.unregister(key.fd)
             os.close(key.fd)
@@ -275,9 +303,12 @@ def reaper() -> Reaper | None:
 
 
 class ProcessHandle:
+    """A run's process this agent started: its child (Popen: the wrapper shell), or its
+    spawner's (``SpawnedProc``: the run's command itself, see ``spawned``)."""
+
     def __init__(
         self,
-        proc: subprocess.Popen[bytes],
+        proc: subprocess.Popen[bytes] | SpawnedProc,
         on_exit: object,
         copier: subprocess.Popen[bytes] | None = None,
         folder: Path | None = None,
@@ -285,8 +316,10 @@ class ProcessHandle:
         watch_log: Path | None = None,
     ) -> None:
         self.proc = proc
-        self.pid: int | None = proc.pid
-        self.pid_started = procfs.start_time(proc.pid)
+        self._spawned = not isinstance(proc, subprocess.Popen)
+        self._pid_started = (
+            procfs.start_time(proc.pid) if isinstance(proc, subprocess.Popen) else None
+        )
         self._killer: threading.Timer | None = None
         self._copier = copier
         self._folder = folder  # the run's folder, where the copier notes a failed log
@@ -305,7 +338,22 @@ class ProcessHandle:
             return
         if watch_log is not None:
             shared.watch_disk(self)
-        shared.follow(proc.pid, self._leader_gone)
+        if isinstance(proc, subprocess.Popen):
+            shared.follow(proc.pid, self._leader_gone)
+        else:  # its spawner says when it ended, through the reaper's thread too
+            proc.on_end(self._leader_gone)
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the group's leader (for a spawned run, read once the spawner says)."""
+        return self.proc.pid
+
+    @property
+    def pid_started(self) -> str | None:
+        if isinstance(self.proc, subprocess.Popen):
+            return self._pid_started
+        self.proc.pid  # noqa: B018 - waits for the spawner's reply
+        return self.proc.started
 
     def _check_disk(self) -> None:
         """A run that writes its own log: stop it when its log has filled the disk.
@@ -390,8 +438,10 @@ class ProcessHandle:
             self._ended.set()
             if self._killer is not None:
                 self._killer.cancel()
-        # The leader is gone; end anything it left behind in its group.
-        self._signal_group(signal.SIGKILL)
+        # The leader is gone; end anything it left behind in its group. (A spawner did,
+        # before it reaped the leader: its pid may be anyone's now.)
+        if not self._spawned:
+            self._signal_group(signal.SIGKILL)
 
     def _report(self) -> None:
         self._reported.set()
@@ -399,8 +449,11 @@ class ProcessHandle:
             self._on_exit()
 
     def _signal_group(self, sig: int) -> None:
+        pid = self.proc.pid
+        if pid is None or (self._spawned and self.proc.returncode is not None):
+            return  # it never started, or its spawner reaped it: the pid may be reused
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
+            os.killpg(pid, sig)
 
     def release(self) -> None:
         """Nothing to free: the pid and exit-code files stay with the run's log."""
@@ -408,6 +461,8 @@ class ProcessHandle:
     def poll(self) -> Exit | None:
         if not self._reported.is_set():
             return None
+        if not isinstance(self.proc, subprocess.Popen) and self.proc.failure is not None:
+            return Exit(code=None, message=self.proc.failure)  # never started, or lost
         code = self.proc.returncode
         if code is None:  # pragma: no cover - reported only once reaped
             return None
@@ -580,10 +635,18 @@ class AdoptedProcess:
     def _poll_loop(self, on_exit: Callable[[], None]) -> None:
         while _belongs_to(self.pid or 0, self._run_id):
             time.sleep(0.2)
+        # A spawner writes the exit code of its run before it reaps it: while the run is
+        # a zombie, its code may be on its way (a wrapper shell wrote it before it ended).
+        deadline = time.monotonic() + ZOMBIE_WAIT_S
+        while self._zombie() and time.monotonic() < deadline:
+            time.sleep(0.01)
         if self._killer is not None:
             self._killer.cancel()
         self._gone.set()
         on_exit()
+
+    def _zombie(self) -> bool:
+        return self.pid is not None and procfs.start_time(self.pid) == self.pid_started
 
     def release(self) -> None:
         """Nothing to free: the pid and exit-code files stay with the run's log."""
@@ -657,6 +720,8 @@ class LocalProcessRunner:
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
+        if not launch.secrets and _spawns(launch):
+            return _spawn(launch, folder)
         if not launch.secrets:
             # Nothing to mask: the run writes its log itself (no copier to start: a trivial
             # run costs milliseconds), and a watch of the log's disk stands in for the
@@ -679,6 +744,47 @@ class LocalProcessRunner:
         if limits.cpus is not None:
             _pin_cpus(proc.pid, limits.cpus)
         return ProcessHandle(proc, launch.on_exit, copier.proc, folder)
+
+
+def _spawns(launch: Launch) -> bool:
+    """Whether this run starts through the agent's spawner rather than a wrapper shell
+    (issue 17): the agent uses one, and the run needs nothing only a shell of its own
+    gives it (an address-space limit, another user's uid)."""
+    from launchctl.runners import spawned
+
+    return (
+        spawned.enabled()
+        and launch.limits.memory is None
+        and launch.run_as is None
+        and reaper() is not None
+    )
+
+
+def _spawn(launch: Launch, folder: Path) -> ProcessHandle:
+    """Start the run's command itself through the spawner, which records its exit code
+    (as the wrapper shell would have) and outlives the agent, as the run does."""
+    from launchctl.runners import spawned
+
+    umask = paths.run_umask()
+    request = (
+        list(launch.command), dict(launch.env), str(launch.workdir), str(launch.log_path),
+        os.path.join(folder, EXIT_FILE), -1 if umask is None else umask,
+    )  # fmt: skip
+    try:
+        proc = spawned.link().spawn(*request)
+    except OSError:  # the spawner was lost: a new one, once
+        try:
+            proc = spawned.link().spawn(*request)
+        except OSError as exc:
+            raise RunnerError(
+                f"could not start the agent's spawner: {exc.strerror or exc}", stage="agent"
+            ) from None
+    handle = ProcessHandle(proc, launch.on_exit, None, folder, watch_log=launch.log_path)
+    if launch.limits.cpus is not None:
+        pid = handle.pid
+        if pid is not None:
+            _pin_cpus(pid, launch.limits.cpus)
+    return handle
 
 
 def _files_for(folder: Path, user: RunAs) -> None:

@@ -1,0 +1,189 @@
+"""The spawner: one process per agent that starts its plain local-process runs and
+records how each ended (issue 17).
+
+Without it, every run started a wrapper shell (``local_process.wrap``) whose only jobs
+were to outlive the agent and write the run's exit code beside its log; on a trivial run
+that shell cost as much CPU as everything else a run needs. The spawner does the same for
+every run of its agent: it is their parent, in a session of its own, so a run goes on if
+its agent dies, and when the run ends the spawner writes its exit code (``exit_code``,
+created, never written through a link) before it reaps it. It ends once its agent is gone
+(its requests pipe closed) and its last run has ended.
+
+The agent starts it as a script, ``python -I -S spawner.py REPLIES_FD EXITS_FD`` (no site,
+no package imports: it starts in milliseconds). Its standard input carries requests, each
+a 4-byte little-endian length and a ``marshal``-ed dict (the agent is the only writer):
+
+    seq, argv, env, cwd, log, exit_file, umask
+
+For each, in order, one line on REPLIES_FD: ``S seq pid start_time`` once the process has
+started (its own process group and session, output appended to ``log``), or
+``E seq errno what`` (``log``, ``cwd`` or ``argv``) when it could not, followed by
+``X seq -1`` on EXITS_FD. When a run's process ends, its group is
+killed (what it left behind; the pid cannot be taken meanwhile, the process is not reaped
+yet), its code written, and ``X seq code`` is written on EXITS_FD. A process killed by
+signal N gets code 128+N, as a shell records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+from typing import Any
+
+HEADER = struct.Struct("<I")
+MAX_REQUEST = 64 << 20  # a request larger than this is not one the agent wrote
+
+
+def start_time(pid: int) -> str:
+    """The kernel's start time of ``pid``, as ``launchctl.procfs.start_time`` reads it."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return "-"
+    try:
+        fields = os.read(fd, 4096).rpartition(b")")[2].split()
+    except OSError:
+        return "-"
+    finally:
+        os.close(fd)
+    return fields[19].decode("ascii", "replace") if len(fields) > 19 else "-"
+
+
+def code_of(status: int) -> int:
+    """A waitpid status as a shell records it: the exit code, or 128+N for signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def write_code(path: str, code: int) -> None:
+    """The run's exit code beside its log: a new file (O_EXCL: never through what the run
+    put in its place), as the wrapper shell's ``set -C`` write did."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)  # fmt: skip
+        try:
+            os.write(fd, b"%d\n" % code)
+        finally:
+            os.close(fd)
+
+
+class Spawner:
+    def __init__(self, replies: int, exits: int) -> None:
+        self.replies: int | None = replies
+        self.exits: int | None = exits
+        self.selector = selectors.DefaultSelector()
+        self.buffer = b""
+        self.open = True  # the agent may still send requests
+        self.running: dict[int, tuple[int, subprocess.Popen[bytes], str]] = {}  # by pidfd
+
+    def say(self, which: str, line: str) -> None:
+        """A line to the agent; once it is gone (a closed pipe), no more: runs go on."""
+        fd = self.replies if which == "replies" else self.exits
+        if fd is None:
+            return
+        data = line.encode() + b"\n"
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            if which == "replies":
+                self.replies = None
+            else:
+                self.exits = None
+
+    def spawn(self, request: dict[str, Any]) -> None:
+        seq = request["seq"]
+        try:
+            log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            self.failed(seq, exc.errno or 0, "log")
+            return
+        try:
+            proc = subprocess.Popen(
+                request["argv"],
+                cwd=request["cwd"],
+                env=request["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                umask=request["umask"],
+            )
+        except OSError as exc:
+            what = "cwd" if exc.filename == request["cwd"] else "argv"
+            self.failed(seq, exc.errno or 0, what)
+            return
+        finally:
+            os.close(log)
+        pidfd = os.pidfd_open(proc.pid)
+        self.running[pidfd] = (seq, proc, request["exit_file"])
+        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
+        self.say("replies", f"S {seq} {proc.pid} {start_time(proc.pid)}")
+
+    def failed(self, seq: int, errno: int, what: str) -> None:
+        """It could not start: the reply says why, and its end comes as any other's."""
+        self.say("replies", f"E {seq} {errno} {what}")
+        self.say("exits", f"X {seq} -1")
+
+    def ended(self, pidfd: int) -> None:
+        seq, proc, exit_file = self.running.pop(pidfd)
+        self.selector.unregister(pidfd)
+        # Seen, not yet reaped: the pid (and so the group's id) stays taken while the rest
+        # of its group is killed and its code written.
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT)
+        if result is None:  # pragma: no cover - readable means it has exited
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        status = os.waitpid(proc.pid, 0)[1]
+        proc.returncode = code_of(status)
+        write_code(exit_file, proc.returncode)
+        os.close(pidfd)
+        self.say("exits", f"X {seq} {proc.returncode}")
+
+    def requests(self) -> None:
+        chunk = os.read(0, 1 << 20)
+        if not chunk:
+            self.open = False
+            self.selector.unregister(0)
+            return
+        self.buffer += chunk
+        while len(self.buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self.buffer)
+            if size > MAX_REQUEST:
+                sys.exit(2)
+            if len(self.buffer) < HEADER.size + size:
+                break
+            body = self.buffer[HEADER.size : HEADER.size + size]
+            self.buffer = self.buffer[HEADER.size + size :]
+            self.spawn(marshal.loads(body))
+
+    def serve(self) -> None:
+        self.selector.register(0, selectors.EVENT_READ, "requests")
+        while self.open or self.running:
+            for key, _events in self.selector.select():
+                if key.data == "requests":
+                    self.requests()
+                else:
+                    self.ended(key.fd)
+
+
+def main() -> None:
+    # In a session of its own, no terminal's ^C reaches it; a SIGINT sent to it by hand
+    # is ignored too. A handler, not SIG_IGN: a run gets the default back at its exec.
+    signal.signal(signal.SIGINT, lambda _sig, _frame: None)
+    os.chdir("/")
+    Spawner(int(sys.argv[1]), int(sys.argv[2])).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Issue 17: an agent starts its plain runs through one spawner process, not a wrapper
+shell per run; every guarantee the shell gave holds.
+
+- The run's command is its group's leader; its code is what a shell would record
+  (128+N for signal N, named), written beside its log, never through a link.
+- It cannot reach the spawner's pipes (no inherited descriptors), and gets SIGINT at its
+  default (the spawner ignores it with a handler, which an exec resets).
+- A stop is SIGTERM to the whole group, then SIGKILL once the grace is over; what a run
+  leaves in its group is killed when it ends.
+- A command that cannot start fails saying why; a spawner that is killed loses no run:
+  each ends saying its code is unknown, and the next run gets a new spawner.
+- The spawner outlives its agent (tests/test_recovery.py kills the agent) and ends once
+  its agent is gone and its last run has ended.
+
+Real processes throughout, in the pytest process (the runner, as the agent uses it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from launchctl import procfs
+from launchctl.runners import local_process, spawned
+from launchctl.runners.base import Exit, Launch
+from launchctl.runners.local_process import EXIT_FILE, LocalProcessRunner, ProcessHandle
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.skipif(
+    local_process.reaper() is None, reason="no pidfds on this machine: no spawner"
+)
+
+
+@pytest.fixture
+def link(monkeypatch: pytest.MonkeyPatch) -> Iterator[spawned.Link]:
+    """A spawner of this test's own, as an agent's."""
+    monkeypatch.setattr(spawned, "_ENABLED", True)
+    monkeypatch.setattr(spawned, "_LINK", None)
+    made = spawned.link()
+    yield made
+    if made.proc.poll() is None:
+        made.proc.kill()
+
+
+def launch_of(folder: Path, command: list[str], run_id: str = "r-spawned") -> Launch:
+    env = {**os.environ, "LAUNCHCTL_RUN_ID": run_id}
+    return Launch(run={"id": run_id}, entrypoint=command, args=[], env=env,
+                  workdir=folder, log_path=folder / "run" / "output.log")  # fmt: skip
+
+
+def start(folder: Path, command: list[str]) -> ProcessHandle:
+    (folder / "run").mkdir(parents=True, exist_ok=True)
+    (folder / "run" / "output.log").touch()
+    handle = LocalProcessRunner().start(launch_of(folder, command))
+    assert isinstance(handle, ProcessHandle) and not isinstance(handle.proc, subprocess.Popen)
+    return handle
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat.rpartition(b")")[2].split()[1])
+
+
+def test_a_spawned_run_is_its_groups_leader_and_ends_with_its_code(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    code = "import os, time; print(os.getpid(), os.getpgid(0)); time.sleep(0.3); exit(3)"
+    handle = start(tmp_path, py(code))
+    pid = handle.pid
+    assert pid is not None and parent_of(pid) == link.proc.pid  # the spawner's child
+    assert handle.pid_started == procfs.start_time(pid)
+    assert wait_for(handle.poll, what="the run's end") == Exit(code=3)
+    log = (tmp_path / "run" / "output.log").read_text()
+    assert log.split() == [str(pid), str(pid)]  # its own pid is its group's
+    assert (tmp_path / "run" / EXIT_FILE).read_text() == "3\n"
+
+
+@pytest.mark.parametrize(
+    ("sig", "name"), [(signal.SIGKILL, "SIGKILL"), (signal.SIGSEGV, "SIGSEGV")]
+)
+def test_a_run_killed_by_a_signal_gets_the_shells_code_named(
+    tmp_path: Path, link: spawned.Link, sig: int, name: str
+) -> None:
+    handle = start(tmp_path, py(f"import os; os.kill(os.getpid(), {int(sig)})"))
+    exit_ = wait_for(handle.poll, what="the run's end")
+    assert exit_.code == 128 + sig and exit_.message is not None and name in exit_.message
+    assert (tmp_path / "run" / EXIT_FILE).read_text() == f"{128 + sig}\n"
+
+
+def test_a_run_gets_no_descriptor_of_the_spawner_and_sigint_at_its_default(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    code = (
+        "import os, signal;"
+        "print(sorted(int(f) for f in os.listdir('/proc/self/fd')));"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    )
+    handle = start(tmp_path, py(code))
+    assert wait_for(handle.poll, what="the run's end") == Exit(code=0)
+    fds, default = (tmp_path / "run" / "output.log").read_text().splitlines()
+    # 0, 1, 2 and the one listdir opened: no pipe, pidfd or epoll of the spawner's.
+    assert len(fds.strip("[]").split(",")) == 4
+    assert default == "True"  # Python's own handler: SIGINT was at its default at exec
+
+
+def test_the_spawner_writes_no_exit_code_through_a_link_the_run_planted(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    plant = f"import os; os.symlink({str(victim)!r}, {str(tmp_path / 'run' / EXIT_FILE)!r})"
+    handle = start(tmp_path, py(plant))
+    assert wait_for(handle.poll, what="the run's end") == Exit(code=0)
+    assert victim.read_text() == "untouched\n"
+    assert os.path.islink(tmp_path / "run" / EXIT_FILE)
+
+
+def test_a_stop_reaches_the_whole_group_and_what_a_run_leaves_is_killed(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    # The leader ignores SIGTERM for the grace; its child notes it and goes on.
+    marks = tmp_path / "marks"
+    note = f"lambda text: open({str(marks)!r}, 'a').write(text)"
+    child = (
+        f"import os, signal, time; note = {note};"
+        "signal.signal(signal.SIGTERM, lambda *a: note('child TERM\\n'));"
+        "note(f'child {os.getpid()}\\n'); time.sleep(600)"
+    )
+    leader = (
+        "import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(600)"
+    )
+    handle = start(tmp_path, py(leader))
+    wait_for(lambda: marks.exists() and "child " in marks.read_text(), what="the child")
+    child_pid = int(marks.read_text().split()[1])
+    handle.stop(grace_s=0.5)
+    wait_for(lambda: "child TERM" in marks.read_text(), what="SIGTERM to reach the child")
+    exit_ = wait_for(handle.poll, what="the run to end after its grace")
+    assert exit_.code == 137  # SIGKILL after the grace
+    wait_for(lambda: not procfs.live(child_pid), what="the child to be killed")
+
+
+def test_a_command_that_cannot_start_fails_saying_why(
+    tmp_path: Path, link: spawned.Link, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found when checked, gone by the time the spawner starts it.
+    program = tmp_path / "prog"
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "output.log").touch()
+    launch = launch_of(tmp_path, [str(program)])
+    real = local_process._check_executable
+
+    def check_then_remove(name: str, given: Launch) -> None:
+        real(name, given)
+        program.unlink()
+
+    monkeypatch.setattr(local_process, "_check_executable", check_then_remove)
+    handle = LocalProcessRunner().start(launch)
+    assert handle.pid is None
+    exit_ = wait_for(handle.poll, what="the failed start to be told")
+    assert exit_ == Exit(code=None, message=f"command not found: {program}")
+    assert not (tmp_path / "run" / EXIT_FILE).exists()
+
+
+def test_a_killed_spawner_loses_no_run_and_the_next_run_gets_a_new_one(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    handle = start(tmp_path / "a", ["sleep", "0.5"])
+    pid = handle.pid
+    assert pid is not None
+    link.proc.kill()
+    exit_ = wait_for(handle.poll, what="the orphaned run's end")
+    assert exit_.code is None and exit_.message is not None
+    assert "exit code is unknown" in exit_.message
+    assert not procfs.live(pid)
+    after = start(tmp_path / "b", py("raise SystemExit(4)"))
+    assert wait_for(after.poll, what="the next run's end") == Exit(code=4)
+    assert spawned.link() is not link and spawned.link().proc.poll() is None
+
+
+def test_the_spawner_ends_once_its_agent_is_gone_and_its_runs_have_ended(
+    tmp_path: Path,
+) -> None:
+    """An agent (a process of its own here) starts a run and exits at once: the spawner
+    stays the run's parent, writes its code, then ends."""
+    script = f"""
+import os, sys
+from pathlib import Path
+from launchctl.runners import spawned
+from launchctl.runners.base import Launch
+from launchctl.runners.local_process import LocalProcessRunner
+spawned.enable()
+folder = Path({str(tmp_path)!r})
+(folder / "run").mkdir()
+(folder / "run" / "output.log").touch()
+command = ["sh", "-c", "sleep 0.5; exit 6"]
+handle = LocalProcessRunner().start(Launch(run={{"id": "r"}}, entrypoint=command, args=[],
+    env=dict(os.environ), workdir=folder, log_path=folder / "run" / "output.log"))
+print(handle.pid, spawned.link().proc.pid, flush=True)
+os._exit(0)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    run_pid, spawner_pid = (int(word) for word in out.stdout.split())
+    assert procfs.live(spawner_pid)
+    wait_for(lambda: (tmp_path / "run" / EXIT_FILE).exists(), what="the run's code")
+    assert (tmp_path / "run" / EXIT_FILE).read_text() == "6\n"
+    wait_for(lambda: not procfs.live(spawner_pid), what="the spawner to end")
+    assert not procfs.live(run_pid)
