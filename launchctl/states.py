@@ -16,6 +16,7 @@ same update.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -80,8 +81,14 @@ class EventKind(StrEnum):
 def ordered(states: Iterable[str]) -> list[State]:
     """``states`` in the order the states are declared, each checked to be a state: a
     stable order for the SQL built from a set."""
+    return list(_ordered(frozenset(states)))
+
+
+@functools.lru_cache(maxsize=256)
+def _ordered(states: frozenset[str]) -> tuple[State, ...]:
+    # Issue 17: every move orders its sources twice; the few sets used are worked out once.
     wanted = {State(s) for s in states}
-    return [s for s in State if s in wanted]
+    return tuple(s for s in State if s in wanted)
 
 
 def sources_of(target: State) -> frozenset[State]:

@@ -30,7 +30,8 @@ from launchctl import procfs
 from launchctl.runners import local_process, spawned
 from launchctl.runners.base import Exit, Launch
 from launchctl.runners.local_process import EXIT_FILE, LocalProcessRunner, ProcessHandle
-from tests.conftest import wait_for
+from launchctl.store import Store
+from tests.conftest import StartAgent, cli, make_script, wait_for
 
 pytestmark = pytest.mark.skipif(
     local_process.reaper() is None, reason="no pidfds on this machine: no spawner"
@@ -42,7 +43,9 @@ def link(monkeypatch: pytest.MonkeyPatch) -> Iterator[spawned.Link]:
     """A spawner of this test's own, as an agent's."""
     monkeypatch.setattr(spawned, "_ENABLED", True)
     monkeypatch.setattr(spawned, "_LINK", None)
-    made = spawned.link()
+    shared = local_process.reaper()
+    assert shared is not None
+    made = spawned.link(shared)
     yield made
     if made.proc.poll() is None:
         made.proc.kill()
@@ -187,7 +190,8 @@ def test_a_killed_spawner_loses_no_run_and_the_next_run_gets_a_new_one(
     assert not procfs.live(pid)
     after = start(tmp_path / "b", py("raise SystemExit(4)"))
     assert wait_for(after.poll, what="the next run's end") == Exit(code=4)
-    assert spawned.link() is not link and spawned.link().proc.poll() is None
+    now = spawned.current()
+    assert now is not None and now is not link and now.proc.poll() is None
 
 
 def test_the_spawner_ends_once_its_agent_is_gone_and_its_runs_have_ended(
@@ -208,7 +212,7 @@ folder = Path({str(tmp_path)!r})
 command = ["sh", "-c", "sleep 0.5; exit 6"]
 handle = LocalProcessRunner().start(Launch(run={{"id": "r"}}, entrypoint=command, args=[],
     env=dict(os.environ), workdir=folder, log_path=folder / "run" / "output.log"))
-print(handle.pid, spawned.link().proc.pid, flush=True)
+print(handle.pid, spawned.current().proc.pid, flush=True)
 os._exit(0)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
@@ -218,3 +222,27 @@ os._exit(0)
     assert (tmp_path / "run" / EXIT_FILE).read_text() == "6\n"
     wait_for(lambda: not procfs.live(spawner_pid), what="the spawner to end")
     assert not procfs.live(run_pid)
+
+
+def test_an_agent_whose_spawner_is_killed_fails_that_run_saying_why_and_goes_on(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    """Through the CLI, as a user meets it: the agent's spawner is killed under a running
+    run; the run fails when its process ends (its code unknown, said), and the next run
+    starts through a new spawner and finishes."""
+    code = make_script(tmp_path / "code", "main.py", "import time\ntime.sleep(1)\n").parent
+    first = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
+                check=True).stdout.strip()  # fmt: skip
+    start_agent("-q", "default")
+    wait_for(lambda: store.runs.state(first) == "running", what="the run to start")
+    pid = store.runs.get(first)["pid"]
+    spawner = parent_of(pid)
+    assert b"spawner.py" in Path(f"/proc/{spawner}/cmdline").read_bytes()
+    os.kill(spawner, signal.SIGKILL)
+    wait_for(lambda: store.runs.state(first) == "failed", what="the run to fail", timeout=30)
+    run = store.runs.get(first)
+    assert run["exit_code"] is None and "exit code is unknown" in run["reason"], run
+    assert "spawner" in run["reason"]
+    second = cli("launch", "-q", "default", "-u", str(code), "-E", "true",
+                 check=True).stdout.strip()  # fmt: skip
+    wait_for(lambda: store.runs.state(second) == "finished", what="the next run", timeout=30)

@@ -40,7 +40,7 @@ from launchctl.errors import LaunchctlError, StateConflict, StoreBusy, stage_of
 from launchctl.gpus.allocator import GpuAllocator
 from launchctl.gpus.waiting import WAITING, Passed, live_gpu_agents, without_gpus
 from launchctl.history import attempts
-from launchctl.runners import Exit, Handle, logfile
+from launchctl.runners import Exit, Handle, local_process, logfile, spawned
 from launchctl.runners.base import engine_state
 from launchctl.runners.local_process import EXIT_FILE, PID_FILE
 from launchctl.states import ACTIVE, TERMINAL, State, move
@@ -121,6 +121,9 @@ class Agent:
         self._unannounced: dict[str, tuple[float, Callable[[], dict[str, Any]]]] = {}
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
+        self._link: spawned.Link | None = None  # the spawner whose exits the loop reads
+        self._link_fd = -1
+        self._loop_thread: int | None = None  # the thread that runs the loop, once it does
         self.gpus = GpuAllocator(store, self.options.gpus, self.id) if self.options.gpus else None
         # Runs this agent cannot give the GPUs they ask for, with why: they wait for another
         # agent (launchctl.gpus.waiting); a --burst agent fails them.
@@ -380,6 +383,7 @@ class Agent:
     def run(self, *, burst: bool = False) -> None:
         """Loop until drained (or, with ``burst``, until nothing is left to claim)."""
         threading.excepthook = self._thread_failed
+        self._loop_thread = threading.get_ident()
         self._burst = burst
         self.waker.start()
         try:
@@ -524,7 +528,37 @@ class Agent:
             wait = min(wait, ANNOUNCE_S)
         return wait
 
+    def use_spawner(self) -> None:
+        """Start this agent's plain local-process runs through one spawner process rather
+        than a wrapper shell each (issue 17; see ``launchctl.runners.spawned``), started
+        now, so it is up by the time the first run is. The agent command does this: a
+        direct launch's agent starts one run, for which a shell is quicker."""
+        spawned.enable()
+        shared = local_process.reaper()
+        if spawned.available() and shared is not None:
+            spawned.link(shared)
+
+    def _run_ended(self) -> None:
+        """A run's end, told by another thread, wakes the loop; told in the loop (its
+        spawner's news, read in ``reap``), it is seen in the same pass."""
+        if threading.get_ident() != self._loop_thread:
+            self.waker.wake()
+
+    def _spawner_news(self) -> None:
+        """Issue 17: the loop reads its spawner's exits pipe itself (its ``wait`` wakes on
+        it), so a run's end reaches it with no hand-over from the reaper thread."""
+        link = spawned.current()
+        if self._link is not None and (link is not self._link or self._link.lost):
+            self.waker.event.unwatch(self._link_fd)  # lost: a new one, or none yet
+            self._link = None
+        if link is not None and self._link is None and not link.lost:
+            self._link, self._link_fd = link, link.take_exits()
+            self.waker.event.watch(self._link_fd)
+        if self._link is not None:
+            self._link.drain()
+
     def reap(self) -> None:
+        self._spawner_news()
         for run_id, (stage, reason) in list(self._unrecorded.items()):
             self._fail(self.store, run_id, stage, reason)  # failures a full store refused
         for run_id, why in list(self._unreturned.items()):
@@ -715,7 +749,7 @@ class Agent:
             env=self.options.env,
             builder=self.options.builder,
             registry=self.options.registry,
-            on_exit=self.waker.wake,
+            on_exit=self._run_ended,
             progress=self.options.progress,
             secure_mode=self.options.secure_mode,
             say=self.say,  # build steps reach the agent's terminal and its -l log file

@@ -26,6 +26,14 @@ class PipeEvent:
         self._poll = select.poll()
         self._poll.register(self._r, select.POLLIN)
 
+    def watch(self, fd: int) -> None:
+        """``wait`` also returns once ``fd`` is readable (its reader drains it)."""
+        self._poll.register(fd, select.POLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        with contextlib.suppress(KeyError):
+            self._poll.unregister(fd)
+
     def set(self) -> None:
         with contextlib.suppress(BlockingIOError):  # the pipe is full: it is set
             os.write(self._w, b"\0")

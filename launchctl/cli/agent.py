@@ -181,9 +181,6 @@ def agent(
     if opts.gpus is not None and "max_jobs" not in opts.sources:
         opts.max_jobs = len(opts.gpus.devices)  # a run per GPU, unless -j says otherwise
     worker = Agent(store, queues, opts, say=say)
-    from launchctl.runners import spawned
-
-    spawned.enable()  # a long-lived agent: its plain runs start through one spawner
     if remotes:
         from launchctl.sync.remote_agent import RemoteBridge
 
@@ -193,6 +190,7 @@ def agent(
         )  # fmt: skip
         bridge.register()  # a bad key or a queue the server lacks: refused before serving
     worker.start()
+    worker.use_spawner()  # a long-lived agent: its plain runs start through one spawner
     for line in banner(worker.id, queues, opts, burst=burst, log_file=log_file):
         say(line)
     for rq in remotes:

@@ -756,6 +756,7 @@ def _spawns(launch: Launch) -> bool:
         spawned.enabled()
         and launch.limits.memory is None
         and launch.run_as is None
+        and spawned.available()
         and reaper() is not None
     )
 
@@ -770,11 +771,13 @@ def _spawn(launch: Launch, folder: Path) -> ProcessHandle:
         list(launch.command), dict(launch.env), str(launch.workdir), str(launch.log_path),
         os.path.join(folder, EXIT_FILE), -1 if umask is None else umask,
     )  # fmt: skip
+    shared = reaper()
+    assert shared is not None  # ``_spawns`` checked
     try:
-        proc = spawned.link().spawn(*request)
+        proc = spawned.link(shared).spawn(*request)
     except OSError:  # the spawner was lost: a new one, once
         try:
-            proc = spawned.link().spawn(*request)
+            proc = spawned.link(shared).spawn(*request)
         except OSError as exc:
             raise RunnerError(
                 f"could not start the agent's spawner: {exc.strerror or exc}", stage="agent"

@@ -14,6 +14,7 @@ starts in a millisecond where the spawner's interpreter takes tens.
 
 from __future__ import annotations
 
+import functools
 import marshal
 import os
 import subprocess
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 SCRIPT = str(Path(__file__).with_name("spawner.py"))
 GONE_POLL_S = 0.2  # how often a run whose spawner was lost is looked for in /proc
@@ -41,12 +43,38 @@ def enabled() -> bool:
     return _ENABLED
 
 
-def link() -> Link:
-    """This process's spawner, started (again, if the last one was lost) on first use."""
+class FdWatcher(Protocol):
+    """What calls back when a descriptor is readable (``local_process.Reaper``)."""
+
+    def watch_fd(self, fd: int, then: Callable[[], None]) -> None: ...
+
+    def unwatch_fd(self, fd: int) -> None: ...
+
+
+@functools.cache
+def available() -> bool:
+    """Whether a spawner can be used here: it follows its runs through pidfds (Linux 5.3)."""
+    if not hasattr(os, "pidfd_open") or not hasattr(os, "P_PIDFD"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+def current() -> Link | None:
+    """This process's spawner, if it has started one."""
+    return _LINK
+
+
+def link(watcher: FdWatcher) -> Link:
+    """This process's spawner, started (again, if the last one was lost) on first use;
+    ``watcher`` reads what it says of ended runs until someone ``take_exits``."""
     global _LINK
     with _LINK_LOCK:
         if _LINK is None or _LINK.lost:
-            _LINK = Link()
+            _LINK = Link(watcher)
         return _LINK
 
 
@@ -107,12 +135,8 @@ class SpawnedProc:
 class Link:
     """One spawner process, and the runs it started that have not ended yet."""
 
-    def __init__(self) -> None:
-        from launchctl.runners.local_process import reaper
-
-        shared = reaper()
-        if shared is None:  # pragma: no cover - callers check ``available`` first
-            raise OSError("no pidfds on this machine")
+    def __init__(self, watcher: FdWatcher) -> None:
+        self._watcher = watcher
         self.lost = False
         requests_r, self._requests = os.pipe()
         self._replies, replies_w = os.pipe()
@@ -140,7 +164,9 @@ class Link:
         self._running: dict[int, SpawnedProc] = {}  # sent, not ended
         self._reply_buf = b""
         self._exit_buf = b""
-        shared.watch_fd(self._exits, self._exits_readable)
+        self._exit_lock = threading.Lock()
+        self.taken = False  # the exits pipe is read by its taker, not the reaper thread
+        watcher.watch_fd(self._exits, self.drain)
         # The spawner is this process's child: reaped when it ends, never a zombie.
         threading.Thread(target=self.proc.wait, name="launchctl-spawner", daemon=True).start()
 
@@ -201,19 +227,30 @@ class Link:
         errno_, what = int(rest[0]), rest[1]
         proc.replied(None, None, _failure(proc, errno_, what))
 
-    def _exits_readable(self) -> None:
-        """In the reaper's thread: the spawner said runs ended (or it is gone)."""
-        try:
-            chunk = os.read(self._exits, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
+    def take_exits(self) -> int:
+        """From now on the caller polls the exits pipe (the returned descriptor) and calls
+        ``drain`` when it is readable; the reaper thread no longer does. An agent's loop
+        does: a run's end then reaches it with no hand-over between threads."""
+        self.taken = True
+        self._watcher.unwatch_fd(self._exits)
+        return self._exits
+
+    def drain(self) -> None:
+        """Read what the spawner said of ended runs (or that it is gone), and end them."""
+        lines: list[bytes] = []
+        with self._exit_lock:
+            try:
+                chunk = os.read(self._exits, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if chunk:
+                self._exit_buf += chunk
+                *lines, self._exit_buf = self._exit_buf.split(b"\n")
         if not chunk:
             self._lose()
             return
-        self._exit_buf += chunk
-        *lines, self._exit_buf = self._exit_buf.split(b"\n")
         for line in lines:
             _kind, seq_text, code_text = line.decode("ascii", "replace").split()
             with self._reply_lock:
@@ -229,17 +266,13 @@ class Link:
     def _lose(self) -> None:
         """The spawner is gone (killed): its runs may still run, now nobody's children.
         Each is watched in /proc until it ends; its exit code is unknown."""
-        from launchctl.runners.local_process import reaper
-
         with self._reply_lock:
             if self.lost:
                 return
             self.lost = True
             running = list(self._running.values())
             self._running.clear()
-        shared = reaper()
-        if shared is not None:
-            shared.unwatch_fd(self._exits)
+        self._watcher.unwatch_fd(self._exits)
         if running:
             threading.Thread(
                 target=_watch_orphans, args=(running,), name="launchctl-orphans", daemon=True
