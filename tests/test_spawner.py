@@ -246,3 +246,48 @@ def test_an_agent_whose_spawner_is_killed_fails_that_run_saying_why_and_goes_on(
     second = cli("launch", "-q", "default", "-u", str(code), "-E", "true",
                  check=True).stdout.strip()  # fmt: skip
     wait_for(lambda: store.runs.state(second) == "finished", what="the next run", timeout=30)
+
+
+def test_runs_with_no_pidfd_left_are_looked_at_and_a_bad_request_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spawner itself, in this process: with no descriptor left for a pidfd (EMFILE)
+    a run is still reaped and its code written; a request that is not the agent's is
+    skipped, and one with a field of the wrong type fails alone."""
+    import marshal
+    import threading
+
+    from launchctl.runners import spawner
+
+    def no_fds(_pid: int) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(spawner.os, "pidfd_open", no_fds)
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
+    exits_r, exits_w = os.pipe()
+    server = spawner.Spawner(replies_w, exits_w, requests_r)
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    (tmp_path / "log").touch()
+
+    def send(request: object) -> None:
+        body = marshal.dumps(request)
+        os.write(requests_w, len(body).to_bytes(4, "little") + body)
+
+    send({"no": "seq"})  # skipped: nobody waits for it
+    log, x1, x2 = str(tmp_path / "log"), str(tmp_path / "x1"), str(tmp_path / "x2")
+    send({"seq": 1, "argv": 5, "env": {}, "cwd": str(tmp_path), "log": log, "exit_file": x1,
+          "umask": -1})  # fmt: skip
+    send({"seq": 2, "argv": ["sh", "-c", "exit 7"], "env": dict(os.environ),
+          "cwd": str(tmp_path), "log": log, "exit_file": x2, "umask": -1})  # fmt: skip
+    os.close(requests_w)  # the agent is gone: it ends once its run has
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    os.close(replies_w)
+    os.close(exits_w)
+    replies = os.read(replies_r, 4096).decode().split("\n")
+    exits = os.read(exits_r, 4096).decode().split("\n")
+    assert replies[0] == "E 1 0 argv" and replies[1].startswith("S 2 ")
+    assert exits[:2] == ["X 1 -1", "X 2 7"]
+    assert (tmp_path / "x2").read_text() == "7\n" and not (tmp_path / "x1").exists()

@@ -38,6 +38,7 @@ from typing import Any
 
 HEADER = struct.Struct("<I")
 MAX_REQUEST = 64 << 20  # a request larger than this is not one the agent wrote
+POLL_S = 0.05  # how often a run with no pidfd is looked at
 
 
 def start_time(pid: int) -> str:
@@ -75,13 +76,16 @@ def write_code(path: str, code: int) -> None:
 
 
 class Spawner:
-    def __init__(self, replies: int, exits: int) -> None:
+    def __init__(self, replies: int, exits: int, requests: int = 0) -> None:
+        self.requests_fd = requests
         self.replies: int | None = replies
         self.exits: int | None = exits
         self.selector = selectors.DefaultSelector()
         self.buffer = b""
         self.open = True  # the agent may still send requests
         self.running: dict[int, tuple[int, subprocess.Popen[bytes], str]] = {}  # by pidfd
+        # Runs with no pidfd (the descriptor limit was reached): looked at every POLL_S.
+        self.unwatched: list[tuple[int, subprocess.Popen[bytes], str]] = []
 
     def say(self, which: str, line: str) -> None:
         """A line to the agent; once it is gone (a closed pipe), no more: runs go on."""
@@ -124,10 +128,15 @@ class Spawner:
             return
         finally:
             os.close(log)
-        pidfd = os.pidfd_open(proc.pid)
-        self.running[pidfd] = (seq, proc, request["exit_file"])
-        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
         self.say("replies", f"S {seq} {proc.pid} {start_time(proc.pid)}")
+        entry = (seq, proc, request["exit_file"])
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:  # no descriptor left (EMFILE): it is looked at every POLL_S instead
+            self.unwatched.append(entry)
+            return
+        self.running[pidfd] = entry
+        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
 
     def failed(self, seq: int, errno: int, what: str) -> None:
         """It could not start: the reply says why, and its end comes as any other's."""
@@ -137,44 +146,68 @@ class Spawner:
     def ended(self, pidfd: int) -> None:
         seq, proc, exit_file = self.running.pop(pidfd)
         self.selector.unregister(pidfd)
-        # Seen, not yet reaped: the pid (and so the group's id) stays taken while the rest
-        # of its group is killed and its code written.
-        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOWAIT)
-        if result is None:  # pragma: no cover - readable means it has exited
-            return
+        os.close(pidfd)
+        self.reap(seq, proc, exit_file)
+
+    def reap(self, seq: int, proc: subprocess.Popen[bytes], exit_file: str) -> None:
+        """The run's leader has exited and is not reaped yet: its pid (and so its group's
+        id) stays taken while the rest of its group is killed and its code written."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         status = os.waitpid(proc.pid, 0)[1]
         proc.returncode = code_of(status)
         write_code(exit_file, proc.returncode)
-        os.close(pidfd)
         self.say("exits", f"X {seq} {proc.returncode}")
 
+    def look(self) -> None:
+        """The runs with no pidfd: those that have exited are reaped."""
+        left = []
+        for entry in self.unwatched:
+            done = os.waitid(os.P_PID, entry[1].pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if done is None:
+                left.append(entry)
+            else:
+                self.reap(*entry)
+        self.unwatched = left
+
     def requests(self) -> None:
-        chunk = os.read(0, 1 << 20)
+        chunk = os.read(self.requests_fd, 1 << 20)
         if not chunk:
             self.open = False
-            self.selector.unregister(0)
+            self.selector.unregister(self.requests_fd)
             return
         self.buffer += chunk
         while len(self.buffer) >= HEADER.size:
             (size,) = HEADER.unpack_from(self.buffer)
-            if size > MAX_REQUEST:
-                sys.exit(2)
+            if size > MAX_REQUEST:  # not the agent's: no more requests, runs go on
+                self.open = False
+                self.selector.unregister(self.requests_fd)
+                return
             if len(self.buffer) < HEADER.size + size:
                 break
             body = self.buffer[HEADER.size : HEADER.size + size]
             self.buffer = self.buffer[HEADER.size + size :]
-            self.spawn(marshal.loads(body))
+            try:
+                request = marshal.loads(body)
+                seq = request["seq"]
+            except (ValueError, EOFError, TypeError, KeyError):
+                continue  # not a request the agent wrote: nobody waits for its reply
+            try:
+                self.spawn(request)
+            except Exception:  # a field of the wrong type: that run fails, the rest go on
+                self.failed(seq, 0, "argv")
 
     def serve(self) -> None:
-        self.selector.register(0, selectors.EVENT_READ, "requests")
-        while self.open or self.running:
-            for key, _events in self.selector.select():
+        self.selector.register(self.requests_fd, selectors.EVENT_READ, "requests")
+        while self.open or self.running or self.unwatched:
+            timeout = POLL_S if self.unwatched else None
+            for key, _events in self.selector.select(timeout):
                 if key.data == "requests":
                     self.requests()
                 else:
                     self.ended(key.fd)
+            if self.unwatched:
+                self.look()
 
 
 def main() -> None:
