@@ -29,7 +29,7 @@ from report import Report, Row, secs
 
 class MachineCPU:
     """CPU the whole machine spent while a benchmark ran, less this process's own: what
-    the launcher under test cost (its daemon, clients, agent, wrapper and the runs' own
+    the launcher under test cost (its daemon, clients, agent, spawner and the runs' own
     processes together). ``with MachineCPU() as cpu: ...`` then ``cpu.ms`` (None where
     /proc/stat cannot be read). Counted in clock ticks, summed over every CPU, so it is
     independent of how well the work spread over them."""
@@ -292,7 +292,7 @@ def add_baseline_rows(
         " each, the end seen through a pidfd) until all have run; nothing is recorded."
         " The file system row: making a folder and a file in the runs' TMPDIR; a run costs"
         " launchctl four such entries (its folder, working copy folder and file, log) and"
-        " its wrapper shell two (pid and exit code files), a tsp job one (its output)."
+        " the agent's spawner one (the exit code file), a tsp job one (its output)."
     )
 
 
@@ -378,7 +378,7 @@ def add_throughput_rows(
         " stored in files as tsp does by default) until `tsp -l` shows every job finished;"
         " the server is killed with `tsp -K` afterwards."
         " CPU a run: the busy time of every CPU (/proc/stat) over the timed span, less the"
-        " benchmark process's own, over the runs; launchctl's counts the agent, its wrapper"
-        " shells and the runs, tsp's its server, its clients and the jobs. With two CPUs,"
+        " benchmark process's own, over the runs; launchctl's counts the agent, its spawner"
+        " and the runs, tsp's its server, its clients and the jobs. With two CPUs,"
         " a launcher's rate can reach at most 2000 / (its CPU ms a run) runs/s."
     )
