@@ -83,6 +83,8 @@ def test_a_spawned_run_is_its_groups_leader_and_ends_with_its_code(
     assert pid is not None and parent_of(pid) == link.proc.pid  # the spawner's child
     assert handle.pid_started == procfs.start_time(pid)
     assert wait_for(handle.poll, what="the run's end") == Exit(code=3)
+    shared = local_process.reaper()
+    assert shared is not None and handle not in shared._watches  # not kept once ended
     log = (tmp_path / "run" / "output.log").read_text()
     assert log.split() == [str(pid), str(pid)]  # its own pid is its group's
     assert (tmp_path / "run" / EXIT_FILE).read_text() == "3\n"

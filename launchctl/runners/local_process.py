@@ -193,6 +193,11 @@ class Reaper:
         if first:  # else the next disk check is already in the thread's timeout
             self._wake()
 
+    def unwatch_disk(self, handle: ProcessHandle) -> None:
+        """``handle``'s run has ended: its disk is not checked again (nor is it kept)."""
+        with self._lock:
+            self._watches.discard(handle)
+
     def drain_by(self, handle: ProcessHandle, deadline: float) -> None:
         """Kill ``handle``'s copier if it has not ended by ``deadline`` (monotonic)."""
         with self._lock:
@@ -444,6 +449,9 @@ class ProcessHandle:
             self._signal_group(signal.SIGKILL)
 
     def _report(self) -> None:
+        shared = reaper() if self._log is not None else None
+        if shared is not None:  # ended: no more disk checks (issue 17: nor kept till then)
+            shared.unwatch_disk(self)
         self._reported.set()
         if callable(self._on_exit):
             self._on_exit()
