@@ -253,17 +253,23 @@ def test_a_run_that_ended_while_no_agent_watched_gets_its_real_exit_code(
     assert (run["state"], run["exit_code"], run["reason"]) == ("failed", 5, "exit code 5")
 
 
-def test_a_run_whose_process_is_gone_without_an_exit_code_fails_saying_the_agent_was_lost(
-    store: Store, tmp_path: Path, start_agent: StartAgent
-) -> None:
-    import os
-
+def _running_when_its_agent_is_killed(store: Store, tmp_path: Path, start_agent: StartAgent) -> str:
+    """A long run, started by an agent that is then SIGKILLed; its id."""
     code = make_script(tmp_path / "long", "main.py", "import time\ntime.sleep(300)\n").parent
     run_id = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
                  check=True).stdout.strip()  # fmt: skip
     first = start_agent("-q", "default")
     wait_for(lambda: store.runs.state(run_id) == "running", what="run to start")
     _kill(first)
+    return str(run_id)
+
+
+def test_a_run_whose_process_is_gone_without_an_exit_code_fails_saying_the_agent_was_lost(
+    store: Store, tmp_path: Path, start_agent: StartAgent
+) -> None:
+    import os
+
+    run_id = _running_when_its_agent_is_killed(store, tmp_path, start_agent)
     pid = store.runs.get(run_id)["pid"]
     # The machine took it all away: the run, and the agent's spawner that would have
     # written its exit code (a run killed alone gets its code, 137: see the next test).
@@ -292,12 +298,7 @@ def test_a_run_killed_while_no_agent_watched_gets_the_code_of_its_signal(
     killed by the machine meanwhile (the out-of-memory killer) gets 128+9, named."""
     import os
 
-    code = make_script(tmp_path / "long", "main.py", "import time\ntime.sleep(300)\n").parent
-    run_id = cli("launch", "-q", "default", "-u", str(code), "-E", "python main.py",
-                 check=True).stdout.strip()  # fmt: skip
-    first = start_agent("-q", "default")
-    wait_for(lambda: store.runs.state(run_id) == "running", what="run to start")
-    _kill(first)
+    run_id = _running_when_its_agent_is_killed(store, tmp_path, start_agent)
     os.killpg(store.runs.get(run_id)["pid"], signal.SIGKILL)
     wait_for(lambda: (store.run_dir(run_id) / "exit_code").exists(), what="its code")
     cli("agent", "-q", "default", "--burst", check=True)
