@@ -32,6 +32,12 @@ def live(pid: int) -> bool:
     return fields is not None and bool(fields) and fields[0] not in ("Z", "X")
 
 
+def zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and its parent has not reaped it yet."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields is not None and fields[0] == "Z"
+
+
 def start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), to tell pids apart."""
     fields = _stat_fields(pid)

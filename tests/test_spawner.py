@@ -280,9 +280,10 @@ def test_runs_with_no_pidfd_left_are_looked_at_and_a_bad_request_fails_alone(
     send({"no": "seq"})  # skipped: nobody waits for it
     log, x1, x2 = str(tmp_path / "log"), str(tmp_path / "x1"), str(tmp_path / "x2")
     send({"seq": 1, "argv": 5, "env": {}, "cwd": str(tmp_path), "log": log, "exit_file": x1,
-          "umask": -1})  # fmt: skip
+          "pid_file": str(tmp_path / "p1"), "umask": -1})  # fmt: skip
     send({"seq": 2, "argv": ["sh", "-c", "exit 7"], "env": dict(os.environ),
-          "cwd": str(tmp_path), "log": log, "exit_file": x2, "umask": -1})  # fmt: skip
+          "cwd": str(tmp_path), "log": log, "exit_file": x2, "pid_file": str(tmp_path / "p2"),
+          "umask": -1})  # fmt: skip
     os.close(requests_w)  # the agent is gone: it ends once its run has
     thread.join(timeout=30)
     assert not thread.is_alive()
@@ -293,3 +294,81 @@ def test_runs_with_no_pidfd_left_are_looked_at_and_a_bad_request_fails_alone(
     assert replies[0] == "E 1 0 argv" and replies[1].startswith("S 2 ")
     assert exits[:2] == ["X 1 -1", "X 2 7"]
     assert (tmp_path / "x2").read_text() == "7\n" and not (tmp_path / "x1").exists()
+
+
+def test_a_run_an_adopter_claimed_is_never_started_by_the_lost_agents_spawner(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    """Exactly once: an agent lost right after it asked its spawner to start a run; another
+    agent takes the run over (still ``starting``), finds no process and no pid file, and
+    claims the pid file before it requeues the run. The request, if the spawner gets to
+    it only now, is refused: the command never runs here."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "output.log").touch()
+    found = LocalProcessRunner().adopt(
+        {"id": "r-claimed", "state": "starting"}, folder / "output.log", lambda: None
+    )
+    assert found is None  # never started: the agent requeues it
+    assert (folder / local_process.PID_FILE).read_text() == "adopted\n"
+    marker = tmp_path / "ran"
+    proc = link.spawn(py(f"open({str(marker)!r}, 'w')"), dict(os.environ), str(tmp_path),
+                      str(folder / "output.log"), str(folder / local_process.PID_FILE),
+                      str(folder / EXIT_FILE), -1)  # fmt: skip
+    assert proc.pid is None
+    assert proc.failure == (
+        "another agent took the run over before it started (it was requeued there)"
+    )
+    assert not marker.exists() and not (folder / EXIT_FILE).exists()
+
+
+def test_a_started_run_has_its_pid_in_its_pid_file_for_an_adopter(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    handle = start(tmp_path, ["sleep", "30"])
+    pid = handle.pid
+    assert (tmp_path / "run" / local_process.PID_FILE).read_text() == f"{pid}\n"
+    found = LocalProcessRunner().adopt(
+        {"id": "r-spawned", "state": "starting"}, tmp_path / "run" / "output.log", lambda: None
+    )
+    assert isinstance(found, local_process.AdoptedProcess) and found.pid == pid
+    handle.stop(grace_s=0)
+    assert wait_for(handle.poll, what="the stopped run").code == 143
+
+
+def test_an_adopter_reads_the_code_of_a_run_that_is_still_a_zombie_once_it_is_written(
+    tmp_path: Path,
+) -> None:
+    """Its spawner writes a run's code before it reaps it: an adopter that sees the
+    process ended (a zombie) waits for the reaping, then reads the code."""
+    import threading
+    import time
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    child = subprocess.Popen(["true"])  # this test is its parent: a zombie once it ends
+    wait_for(lambda: procfs.zombie(child.pid), what="the child to end, unreaped")
+
+    def spawner_late() -> None:
+        time.sleep(0.3)
+        (folder / EXIT_FILE).write_text("9\n")
+        child.wait()
+
+    threading.Thread(target=spawner_late, daemon=True).start()
+    run = {"id": "r-zombie", "state": "running", "pid": child.pid}
+    found = LocalProcessRunner().adopt(run, folder / "output.log", lambda: None)
+    assert found == Exit(code=9)
+
+
+def test_a_runs_code_is_written_before_its_pid_is_gone(tmp_path: Path, link: spawned.Link) -> None:
+    """What an adopter relies on: once a run's pid is gone from /proc, its code is there
+    (the spawner writes it, then reaps the run). Twenty quick runs, each watched closely."""
+    for i in range(20):
+        folder = tmp_path / str(i)
+        handle = start(folder, ["true"])
+        pid = handle.pid
+        assert pid is not None
+        while os.path.exists(f"/proc/{pid}"):
+            pass
+        assert (folder / "run" / EXIT_FILE).read_text() == "0\n", i
+        wait_for(handle.poll, what="the run's end")

@@ -224,8 +224,11 @@ class Agent:
             return
         folder = log_path(self.store.root, run["id"]).parent
         if state == State.STARTING:
-            # It started while no agent watched: from when its wrapper began, if known.
-            began = _within(logfile.mtime(folder / PID_FILE), run["updated_at"], time.time())
+            # It started while no agent watched: from when its wrapper shell began (its pid
+            # file), else from its move to starting (a spawner, which writes no pid file,
+            # starts a run as soon as that move is committed).
+            wrapper = logfile.mtime(folder / PID_FILE)
+            began = _within(wrapper or run["updated_at"], run["updated_at"], time.time())
             with _quiet_conflict():
                 move(self.store, run["id"], State.RUNNING, agent_id=self.id,
                      message="adopted after its agent was lost", started_at=began,

@@ -47,6 +47,8 @@ DRAIN_S = 10.0
 COPIER = str(Path(__file__).with_name("copier.py"))
 # How long an adopted run's ended leader may stay a zombie before its code is read.
 ZOMBIE_WAIT_S = 2.0
+# How long an adopter waits for a spawner that has claimed a run's start to say its pid.
+CLAIM_WAIT_S = 5.0
 # How often a run that writes its own log (no secrets to mask) has its disk checked.
 DISK_CHECK_S = 0.5
 
@@ -584,6 +586,43 @@ def _recorded_exit(folder: Path) -> Exit | None:
     return Exit(code=int(text), message=signal_code_note(int(text)))
 
 
+def _claimed_pid(folder: Path, starting: bool) -> int | None:
+    """The pid in the run's pid file, for a run whose pid was not recorded.
+
+    A spawner claims a run's start by creating that file (O_EXCL) before it starts the
+    run, and writes the pid (or ``failed``) once it has. A run still ``starting`` with no
+    file is claimed here instead (``adopted``): a spawner that has its request but has not
+    got to it yet then refuses it, so the run, requeued, never also starts there. An
+    empty file is a start under way: read again for ``CLAIM_WAIT_S`` at most.
+    """
+    path = folder / PID_FILE
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        try:
+            text = _read_small(path)
+        except FileNotFoundError:
+            if not starting:
+                return None
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                continue  # a spawner claimed it just now: read it again
+            except OSError:
+                return None
+            try:
+                os.write(fd, b"adopted\n")
+            finally:
+                os.close(fd)
+            return None
+        except OSError:
+            return None
+        if text.isdigit():
+            return int(text)
+        if text or time.monotonic() > deadline:
+            return None  # it failed to start, or another adopter claimed it
+        time.sleep(0.01)
+
+
 def _check_executable(program: str, launch: Launch) -> None:
     """Say "command not found" plainly, rather than the wrapper shell's exit code 127."""
     import shutil
@@ -701,14 +740,18 @@ class LocalProcessRunner:
         process, which outlives the agent."""
         folder = log_path.parent
         pid = run.get("pid")
+        starting = run.get("state") == "starting"
         if pid is None:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(_read_small(folder / PID_FILE))
+            pid = _claimed_pid(folder, starting)
         if pid is None or not _belongs_to(pid, run["id"]):
             # Lost between starting the process and recording it: look for it by its run id.
-            pid = _find_by_run_id(run["id"]) if run.get("state") == "starting" else pid
+            pid = _find_by_run_id(run["id"]) if starting else pid
         if pid is not None and _belongs_to(pid, run["id"]):
             return AdoptedProcess(_group_leader(pid), run["id"], folder, on_exit)
+        if pid is not None:  # ended: a spawner writes the code of its run before it reaps it
+            deadline = time.monotonic() + ZOMBIE_WAIT_S
+            while procfs.zombie(pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
         return _recorded_exit(folder)
 
     def start(self, launch: Launch) -> ProcessHandle:
@@ -777,7 +820,8 @@ def _spawn(launch: Launch, folder: Path) -> ProcessHandle:
     umask = paths.run_umask()
     request = (
         list(launch.command), dict(launch.env), str(launch.workdir), str(launch.log_path),
-        os.path.join(folder, EXIT_FILE), -1 if umask is None else umask,
+        os.path.join(folder, PID_FILE), os.path.join(folder, EXIT_FILE),
+        -1 if umask is None else umask,
     )  # fmt: skip
     shared = reaper()
     assert shared is not None  # ``_spawns`` checked

@@ -171,12 +171,12 @@ class Link:
         threading.Thread(target=self.proc.wait, name="launchctl-spawner", daemon=True).start()
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: str,
-              exit_file: str, umask: int) -> SpawnedProc:  # fmt: skip
+              pid_file: str, exit_file: str, umask: int) -> SpawnedProc:  # fmt: skip
         with self._send_lock:
             self._seq += 1
             proc = SpawnedProc(self, self._seq, argv[0], cwd)
             request = {"seq": proc.seq, "argv": argv, "env": env, "cwd": cwd, "log": log,
-                       "exit_file": exit_file, "umask": umask}  # fmt: skip
+                       "pid_file": pid_file, "exit_file": exit_file, "umask": umask}  # fmt: skip
             body = marshal.dumps(request)
             with self._reply_lock:
                 self._waiting[proc.seq] = proc
@@ -306,6 +306,10 @@ def _failure(proc: SpawnedProc, errno_: int, what: str) -> str:
         return f"cannot enter the run's working directory {proc.cwd}: {reason}"
     if what == "log":
         return f"cannot open the run's log: {reason}"
+    if what == "claimed":
+        return "another agent took the run over before it started (it was requeued there)"
+    if what == "pid":
+        return f"cannot write the run's pid file: {reason}"
     if errno_ == errno.ENOENT:
         return f"command not found: {proc.argv0}"
     if errno_ == errno.EACCES:

@@ -13,15 +13,20 @@ The agent starts it as a script, ``python -I -S spawner.py REPLIES_FD EXITS_FD``
 no package imports: it starts in milliseconds). Its standard input carries requests, each
 a 4-byte little-endian length and a ``marshal``-ed dict (the agent is the only writer):
 
-    seq, argv, env, cwd, log, exit_file, umask
+    seq, argv, env, cwd, log, pid_file, exit_file, umask
+
+Each run's start is claimed by creating its ``pid_file`` (O_EXCL); the pid (or ``failed``)
+is written there once known. An agent that takes over a run still ``starting`` claims the
+same file when it finds none, so a request that waited here while its agent was lost is
+refused (``E seq 0 claimed``) rather than started beside the run requeued there.
 
 For each, in order, one line on REPLIES_FD: ``S seq pid start_time`` once the process has
-started (its own process group and session, output appended to ``log``), or
-``E seq errno what`` (``log``, ``cwd`` or ``argv``) when it could not, followed by
-``X seq -1`` on EXITS_FD. When a run's process ends, its group is
-killed (what it left behind; the pid cannot be taken meanwhile, the process is not reaped
-yet), its code written, and ``X seq code`` is written on EXITS_FD. A process killed by
-signal N gets code 128+N, as a shell records it.
+started (its own process group and session, output appended to ``log``), or ``E seq
+errno what`` (``claimed``, ``pid``, ``log``, ``cwd`` or ``argv``) when it could not,
+followed by ``X seq -1`` on EXITS_FD. When a run's process ends, its group is killed
+(what it left behind; the pid cannot be taken meanwhile, the process is not reaped yet),
+its code written, and ``X seq code`` is written on EXITS_FD. A process killed by signal N
+gets code 128+N, as a shell records it.
 """
 
 from __future__ import annotations
@@ -56,19 +61,39 @@ def start_time(pid: int) -> str:
     return fields[19].decode("ascii", "replace") if len(fields) > 19 else "-"
 
 
-def code_of(status: int) -> int:
-    """A waitpid status as a shell records it: the exit code, or 128+N for signal N."""
+def code_of(seen: Any) -> int | None:
+    """How a child ended (``os.waitid``'s result) as a shell records it: its exit code, or
+    128+N for signal N. None for what is not an end."""
+    if seen.si_code == os.CLD_EXITED:
+        return int(seen.si_status)
+    if seen.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+        return 128 + int(seen.si_status)
+    return None
+
+
+def code_of_status(status: int) -> int:
+    """``code_of`` for a ``waitpid`` status."""
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.waitstatus_to_exitcode(status)
+
+
+# A new file, never through what a run put in its place.
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def note(fd: int, data: bytes) -> None:
+    """Write ``data`` to a run's pid file (a full disk leaves it empty: adopters wait, then
+    look for the run by its id)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, data)
 
 
 def write_code(path: str, code: int) -> None:
     """The run's exit code beside its log: a new file (O_EXCL: never through what the run
     put in its place), as the wrapper shell's ``set -C`` write did."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)  # fmt: skip
+        fd = os.open(path, CREATE, 0o600)
         try:
             os.write(fd, b"%d\n" % code)
         finally:
@@ -106,9 +131,28 @@ class Spawner:
 
     def spawn(self, request: dict[str, Any]) -> None:
         seq = request["seq"]
+        # The run's start is claimed first (its pid file, created): an agent that took the
+        # run over meanwhile (its own agent lost) claimed it instead, and requeued it.
+        try:
+            claim = os.open(request["pid_file"], CREATE, 0o600)
+        except FileExistsError:
+            self.failed(seq, 0, "claimed")
+            return
+        except OSError as exc:
+            self.failed(seq, exc.errno or 0, "pid")
+            return
+        try:
+            self.start(seq, request, claim)
+        finally:
+            os.close(claim)
+
+    def start(self, seq: int, request: dict[str, Any], claim: int) -> None:
+        """Start the run's process; its pid goes to ``claim`` (its pid file) before the
+        reply, ``failed`` if it could not start."""
         try:
             log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
+            note(claim, b"failed\n")
             self.failed(seq, exc.errno or 0, "log")
             return
         try:
@@ -122,12 +166,16 @@ class Spawner:
                 start_new_session=True,
                 umask=request["umask"],
             )
-        except OSError as exc:
+        except BaseException as exc:
+            note(claim, b"failed\n")
+            if not isinstance(exc, OSError):
+                raise
             what = "cwd" if exc.filename == request["cwd"] else "argv"
             self.failed(seq, exc.errno or 0, what)
             return
         finally:
             os.close(log)
+        note(claim, b"%d\n" % proc.pid)
         self.say("replies", f"S {seq} {proc.pid} {start_time(proc.pid)}")
         entry = (seq, proc, request["exit_file"])
         try:
@@ -152,11 +200,17 @@ class Spawner:
     def reap(self, seq: int, proc: subprocess.Popen[bytes], exit_file: str) -> None:
         """The run's leader has exited and is not reaped yet: its pid (and so its group's
         id) stays taken while the rest of its group is killed and its code written."""
+        seen = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # it has: no wait
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        proc.returncode = code_of(seen) if seen is not None else None
+        if proc.returncode is not None:
+            write_code(exit_file, proc.returncode)
+        # Only now reaped: an adopter that sees the pid gone finds the code written.
         status = os.waitpid(proc.pid, 0)[1]
-        proc.returncode = code_of(status)
-        write_code(exit_file, proc.returncode)
+        if proc.returncode is None:  # pragma: no cover - waitid said nothing: the status
+            proc.returncode = code_of_status(status)
+            write_code(exit_file, proc.returncode)
         self.say("exits", f"X {seq} {proc.returncode}")
 
     def look(self) -> None:
