@@ -69,6 +69,13 @@ def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+def _in_group(pid: int, group: int) -> bool:
+    try:
+        return os.getpgid(pid) == group and procfs.live(pid)
+    except OSError:
+        return False
+
+
 def parent_of(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_bytes()
     return int(stat.rpartition(b")")[2].split()[1])
@@ -182,7 +189,10 @@ def test_a_command_that_cannot_start_fails_saying_why(
 def test_a_killed_spawner_loses_no_run_and_the_next_run_gets_a_new_one(
     tmp_path: Path, link: spawned.Link
 ) -> None:
-    handle = start(tmp_path / "a", ["sleep", "0.5"])
+    # It leaves a child in its group: that goes too once the run ends (as QA found, it did
+    # not when the spawner was lost).
+    leader = "import subprocess, time; subprocess.Popen(['sleep', '30']); time.sleep(0.5)"
+    handle = start(tmp_path / "a", py(leader))
     pid = handle.pid
     assert pid is not None
     link.proc.kill()
@@ -190,6 +200,8 @@ def test_a_killed_spawner_loses_no_run_and_the_next_run_gets_a_new_one(
     assert exit_.code is None and exit_.message is not None
     assert "exit code is unknown" in exit_.message
     assert not procfs.live(pid)
+    left = [p for p in os.listdir("/proc") if p.isdigit() and _in_group(int(p), pid)]
+    assert not left, left
     after = start(tmp_path / "b", py("raise SystemExit(4)"))
     assert wait_for(after.poll, what="the next run's end") == Exit(code=4)
     now = spawned.current()
@@ -372,3 +384,53 @@ def test_a_runs_code_is_written_before_its_pid_is_gone(tmp_path: Path, link: spa
             pass
         assert (folder / "run" / EXIT_FILE).read_text() == "0\n", i
         wait_for(handle.poll, what="the run's end")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to pin to")
+def test_a_runs_cpus_are_set_before_it_starts_so_its_first_child_has_them_too(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    """QA found a child forked at once escaping ``cpus`` (its leader was pinned only once
+    the spawner had replied); the spawner now sets them before the fork."""
+    from launchctl.guardrails import Limits
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "output.log").touch()
+    code = (
+        "import os\npid = os.fork()\nif pid == 0:\n"
+        "    print(len(os.sched_getaffinity(0)), flush=True)\n    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    launch = launch_of(tmp_path, py(code))
+    launch.limits = Limits(cpus=1)
+    handle = LocalProcessRunner().start(launch)
+    assert wait_for(handle.poll, what="the run's end") == Exit(code=0)
+    assert (tmp_path / "run" / "output.log").read_text() == "1\n"
+
+
+def test_an_adopter_waits_while_the_spawner_that_claimed_a_start_lives(tmp_path: Path) -> None:
+    """A claim (``claimed PID START``) by a live spawner is a start under way, however
+    slow; by a dead one, a start that never happened: no wait."""
+    import threading
+    import time
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    pid_file = folder / local_process.PID_FILE
+    run = {"id": "r-claim", "state": "starting"}
+    pid_file.write_text(f"claimed {os.getpid()} {procfs.start_time(os.getpid())}\n")
+
+    def spawner_late() -> None:
+        time.sleep(0.5)
+        pid_file.write_text("failed\n")
+
+    threading.Thread(target=spawner_late, daemon=True).start()
+    began = time.monotonic()
+    assert LocalProcessRunner().adopt(run, folder / "output.log", lambda: None) is None
+    assert time.monotonic() - began >= 0.5  # it waited for the live claimer
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    pid_file.write_text(f"claimed {gone.pid} 1\n")
+    began = time.monotonic()
+    assert LocalProcessRunner().adopt(run, folder / "output.log", lambda: None) is None
+    assert time.monotonic() - began < 0.5

@@ -47,8 +47,9 @@ DRAIN_S = 10.0
 COPIER = str(Path(__file__).with_name("copier.py"))
 # How long an adopted run's ended leader may stay a zombie before its code is read.
 ZOMBIE_WAIT_S = 2.0
-# How long an adopter waits for a spawner that has claimed a run's start to say its pid.
-CLAIM_WAIT_S = 5.0
+# How long an adopter waits for a live spawner that has claimed a run's start to say its
+# pid (a stall that long is a stopped or swapped-out spawner).
+CLAIM_WAIT_S = 60.0
 # How often a run that writes its own log (no secrets to mask) has its disk checked.
 DISK_CHECK_S = 0.5
 
@@ -590,10 +591,11 @@ def _claimed_pid(folder: Path, starting: bool) -> int | None:
     """The pid in the run's pid file, for a run whose pid was not recorded.
 
     A spawner claims a run's start by creating that file (O_EXCL) before it starts the
-    run, and writes the pid (or ``failed``) once it has. A run still ``starting`` with no
-    file is claimed here instead (``adopted``): a spawner that has its request but has not
-    got to it yet then refuses it, so the run, requeued, never also starts there. An
-    empty file is a start under way: read again for ``CLAIM_WAIT_S`` at most.
+    run (``claimed SPAWNER_PID START_TIME``), and writes the pid (or ``failed``) once it
+    has. A run still ``starting`` with no file is claimed here instead (``adopted``): a
+    spawner that has its request but has not got to it yet then refuses it, so the run,
+    requeued, never also starts there. A start under way (a claim whose spawner lives, or
+    a file not written yet) is read again, for ``CLAIM_WAIT_S`` at most.
     """
     path = folder / PID_FILE
     deadline = time.monotonic() + CLAIM_WAIT_S
@@ -618,8 +620,17 @@ def _claimed_pid(folder: Path, starting: bool) -> int | None:
             return None
         if text.isdigit():
             return int(text)
-        if text or time.monotonic() > deadline:
+        if text.startswith("claimed "):
+            claimer = text.split()
+            alive = len(claimer) == 3 and claimer[1].isdigit() and procfs.live(int(claimer[1]))
+            if not alive or procfs.start_time(int(claimer[1])) != claimer[2]:
+                return None  # its spawner died mid-start: the caller looks for the run
+        elif text:
             return None  # it failed to start, or another adopter claimed it
+        elif time.monotonic() > deadline - CLAIM_WAIT_S + 1.0:
+            return None  # empty for a second: a claim whose spawner could not say who
+        if time.monotonic() > deadline:
+            return None
         time.sleep(0.01)
 
 
@@ -818,10 +829,11 @@ def _spawn(launch: Launch, folder: Path) -> ProcessHandle:
     from launchctl.runners import spawned
 
     umask = paths.run_umask()
+    cpus = _cpu_set(launch.limits.cpus) if launch.limits.cpus is not None else None
     request = (
         list(launch.command), dict(launch.env), str(launch.workdir), str(launch.log_path),
         os.path.join(folder, PID_FILE), os.path.join(folder, EXIT_FILE),
-        -1 if umask is None else umask,
+        -1 if umask is None else umask, cpus,
     )  # fmt: skip
     shared = reaper()
     assert shared is not None  # ``_spawns`` checked
@@ -834,12 +846,8 @@ def _spawn(launch: Launch, folder: Path) -> ProcessHandle:
             raise RunnerError(
                 f"could not start the agent's spawner: {exc.strerror or exc}", stage="agent"
             ) from None
-    handle = ProcessHandle(proc, launch.on_exit, None, folder, watch_log=launch.log_path)
-    if launch.limits.cpus is not None:
-        pid = handle.pid
-        if pid is not None:
-            _pin_cpus(pid, launch.limits.cpus)
-    return handle
+    # Its CPUs were set by the spawner before the run started: its children have them too.
+    return ProcessHandle(proc, launch.on_exit, None, folder, watch_log=launch.log_path)
 
 
 def _files_for(folder: Path, user: RunAs) -> None:
@@ -891,11 +899,14 @@ def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess
         raise RunnerError(f"could not start {launch.command[0]}: {exc.strerror}") from None
 
 
-def _pin_cpus(pid: int, cpus: float) -> None:
-    """Limit a process to ``ceil(cpus)`` of the cores this agent may use (its children too)."""
+def _cpu_set(cpus: float) -> list[int]:
+    """The first ``ceil(cpus)`` of the cores this agent may use."""
     import math
 
-    allowed = sorted(os.sched_getaffinity(0))
-    wanted = set(allowed[: max(1, math.ceil(cpus))])
+    return sorted(os.sched_getaffinity(0))[: max(1, math.ceil(cpus))]
+
+
+def _pin_cpus(pid: int, cpus: float) -> None:
+    """Limit a process to ``ceil(cpus)`` of the cores this agent may use (its children too)."""
     with contextlib.suppress(OSError):
-        os.sched_setaffinity(pid, wanted)
+        os.sched_setaffinity(pid, set(_cpu_set(cpus)))

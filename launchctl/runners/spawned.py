@@ -14,9 +14,11 @@ starts in a millisecond where the spawner's interpreter takes tens.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import marshal
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -171,12 +173,14 @@ class Link:
         threading.Thread(target=self.proc.wait, name="launchctl-spawner", daemon=True).start()
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: str,
-              pid_file: str, exit_file: str, umask: int) -> SpawnedProc:  # fmt: skip
+              pid_file: str, exit_file: str, umask: int,
+              cpus: list[int] | None = None) -> SpawnedProc:  # fmt: skip
         with self._send_lock:
             self._seq += 1
             proc = SpawnedProc(self, self._seq, argv[0], cwd)
             request = {"seq": proc.seq, "argv": argv, "env": env, "cwd": cwd, "log": log,
-                       "pid_file": pid_file, "exit_file": exit_file, "umask": umask}  # fmt: skip
+                       "pid_file": pid_file, "exit_file": exit_file, "umask": umask,
+                       "cpus": cpus}  # fmt: skip
             body = marshal.dumps(request)
             with self._reply_lock:
                 self._waiting[proc.seq] = proc
@@ -290,8 +294,11 @@ def _watch_orphans(procs: list[SpawnedProc]) -> None:
             pid = proc.pid
             if pid is not None and procfs.live(pid) and procfs.start_time(pid) == proc.started:
                 still.append(proc)
-            else:
-                proc.end(None, proc.failure or why)
+                continue
+            if pid is not None:  # what the run left in its group goes with it, as ever
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            proc.end(None, proc.failure or why)
         left = still
         if left:
             time.sleep(GONE_POLL_S)

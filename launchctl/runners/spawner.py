@@ -13,12 +13,13 @@ The agent starts it as a script, ``python -I -S spawner.py REPLIES_FD EXITS_FD``
 no package imports: it starts in milliseconds). Its standard input carries requests, each
 a 4-byte little-endian length and a ``marshal``-ed dict (the agent is the only writer):
 
-    seq, argv, env, cwd, log, pid_file, exit_file, umask
+    seq, argv, env, cwd, log, pid_file, exit_file, umask, cpus (a CPU list, or None)
 
-Each run's start is claimed by creating its ``pid_file`` (O_EXCL); the pid (or ``failed``)
-is written there once known. An agent that takes over a run still ``starting`` claims the
-same file when it finds none, so a request that waited here while its agent was lost is
-refused (``E seq 0 claimed``) rather than started beside the run requeued there.
+Each run's start is claimed by creating its ``pid_file`` (O_EXCL), which says ``claimed
+SPAWNER_PID START_TIME`` until the run's pid (or ``failed``) replaces it. An agent that
+takes over a run still ``starting`` claims the same file when it finds none, so a request
+that waited here while its agent was lost is refused (``E seq 0 claimed``) rather than
+started beside the run requeued there.
 
 For each, in order, one line on REPLIES_FD: ``S seq pid start_time`` once the process has
 started (its own process group and session, output appended to ``log``), or ``E seq
@@ -83,10 +84,11 @@ CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def note(fd: int, data: bytes) -> None:
-    """Write ``data`` to a run's pid file (a full disk leaves it empty: adopters wait, then
-    look for the run by its id)."""
+    """Make ``data`` the whole of a run's pid file (a full disk leaves it empty or as it
+    was: adopters wait for a live claimer, then look for the run by its id)."""
     with contextlib.suppress(OSError):
-        os.write(fd, data)
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
 
 
 def write_code(path: str, code: int) -> None:
@@ -142,6 +144,8 @@ class Spawner:
             self.failed(seq, exc.errno or 0, "pid")
             return
         try:
+            # Who claimed it, while it starts: an adopter waits while this spawner lives.
+            note(claim, f"claimed {os.getpid()} {start_time(os.getpid())}\n".encode())
             self.start(seq, request, claim)
         finally:
             os.close(claim)
@@ -155,7 +159,11 @@ class Spawner:
             note(claim, b"failed\n")
             self.failed(seq, exc.errno or 0, "log")
             return
+        cpus = request.get("cpus")
+        mine = os.sched_getaffinity(0) if cpus else None
         try:
+            if cpus:  # inherited at the fork: the run and all it starts have only these
+                os.sched_setaffinity(0, cpus)
             proc = subprocess.Popen(
                 request["argv"],
                 cwd=request["cwd"],
@@ -175,6 +183,8 @@ class Spawner:
             return
         finally:
             os.close(log)
+            if mine is not None:
+                os.sched_setaffinity(0, mine)
         note(claim, b"%d\n" % proc.pid)
         self.say("replies", f"S {seq} {proc.pid} {start_time(proc.pid)}")
         entry = (seq, proc, request["exit_file"])
