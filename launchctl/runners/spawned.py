@@ -6,7 +6,8 @@ shell per run.
 agent, as its runs do). ``Link.spawn`` sends a request and returns at once with a
 ``SpawnedProc``, the Popen-like object ``local_process.ProcessHandle`` follows: its pid
 is read from the spawner's reply when first asked for (by then it has long come), its
-end from the spawner's exits pipe, which the agent's reaper thread watches.
+end from the spawner's exits pipe, which an agent's loop reads in its own wait
+(``Link.take_exits``; the reaper thread reads it where no loop has taken it).
 
 Only a long-lived agent uses it (``enable``): a direct launch starts one run, and a shell
 starts in a millisecond where the spawner's interpreter takes tens.
