@@ -47,7 +47,7 @@ def enabled() -> bool:
 
 
 class FdWatcher(Protocol):
-    """What calls back when a descriptor is readable (``local_process.Reaper``)."""
+    """What calls back when a descriptor is readable (``launchctl.runners.reaper.Reaper``)."""
 
     def watch_fd(self, fd: int, then: Callable[[], None]) -> None: ...
 

@@ -105,6 +105,7 @@ def write_code(path: str, code: int) -> None:
 class Spawner:
     def __init__(self, replies: int, exits: int, requests: int = 0) -> None:
         self.requests_fd = requests
+        self.claimer = f"claimed {os.getpid()} {start_time(os.getpid())}\n".encode()
         self.replies: int | None = replies
         self.exits: int | None = exits
         self.selector = selectors.DefaultSelector()
@@ -145,7 +146,7 @@ class Spawner:
             return
         try:
             # Who claimed it, while it starts: an adopter waits while this spawner lives.
-            note(claim, f"claimed {os.getpid()} {start_time(os.getpid())}\n".encode())
+            note(claim, self.claimer)
             self.start(seq, request, claim)
         finally:
             os.close(claim)
