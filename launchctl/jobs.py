@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import posixpath
@@ -262,6 +261,8 @@ def snapshot_directory(
     tree = jobfiles.scan(path, excluded_dirs=EXCLUDED_DIRS, excluded_suffixes=EXCLUDED_SUFFIXES)
     if special is not None:
         special.extend(s.as_dict() for s in tree.special)
+    import hashlib  # here, not at the top: an agent imports this module, and never hashes
+
     digest = hashlib.sha256()
     buf = io.BytesIO()
     total = 0
@@ -325,6 +326,8 @@ def _check_entrypoint_in(
 
 
 def _version_key(*parts: Any) -> str:
+    import hashlib
+
     return hashlib.sha256(dumps(list(parts)).encode()).hexdigest()
 
 

@@ -119,16 +119,21 @@ def move(
     agent_id: str | None = None,
     message: str | None = None,
     expect: frozenset[State] | None = None,
+    via: tuple[State, dict[str, Any]] | None = None,
     **fields: Any,
 ) -> State:
     """Move a run to ``to`` if it is in one of ``expect`` (default: any allowed source).
 
     Returns the state it left. Raises ``StateConflict`` when the guard fails, for
     example because another agent or a cancel got there first, and ``ValueError`` for
-    a move ``ALLOWED`` does not list.
+    a move ``ALLOWED`` does not list. ``via``: through that state first, its fields set,
+    in the same update (two events; ``launchctl.store.runs.transition``).
     """
     sources = expect if expect is not None else sources_of(to)
-    old = store.runs.move(run_id, sources, to, agent_id=agent_id, message=message, **fields)
+    old = store.runs.move(
+        run_id, sources, to, agent_id=agent_id, message=message,
+        via=None if via is None else (str(via[0]), via[1]), **fields,
+    )  # fmt: skip
     return State(old)
 
 

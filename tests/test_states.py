@@ -132,6 +132,93 @@ def test_an_illegal_move_writes_nothing(store: Store) -> None:
     assert store.runs.events(run_id) == before
 
 
+def _to_starting(store: Store, run_id: str) -> None:
+    assert store.runs.claim(run_id, "a1", 30) is not None
+    store.runs.move(run_id, [State.CLAIMED], State.STARTING, agent_id="a1")
+
+
+def _moves(store: Store, run_id: str) -> list[tuple[str | None, str, str | None]]:
+    return [(e["from_state"], e["to_state"], e["message"]) for e in store.runs.events(run_id)]
+
+
+def test_a_move_through_a_state_is_two_checked_moves_in_one_update(store: Store) -> None:
+    """Issue 17: a run that ended before its start was recorded gets both in one UPDATE,
+    and still one event per move, in order, each with its own text."""
+    run_id = _run(store)
+    _to_starting(store, run_id)
+    old = store.runs.move(
+        run_id, [State.STARTING], State.FINISHED, agent_id="a1",
+        via=(State.RUNNING, {"pid": 4242, "started_at": 1.5, "message": "pid 4242"}),
+        exit_code=0,
+    )  # fmt: skip
+    assert old == "starting"
+    run = store.runs.get(run_id)
+    assert (run["state"], run["pid"], run["started_at"], run["exit_code"]) == (
+        "finished",
+        4242,
+        1.5,
+        0,
+    )
+    assert run["ended_at"] is not None
+    assert _moves(store, run_id)[-2:] == [
+        ("starting", "running", "pid 4242"),
+        ("running", "finished", None),
+    ]
+    tries = attempts(store.runs.events(run_id))
+    assert tries[-1]["started_at"] is not None and tries[-1]["outcome"] == "finished"
+
+
+def test_a_move_through_a_state_checks_both_legs_and_its_guard(store: Store) -> None:
+    run_id = _run(store)
+    before = _moves(store, run_id)
+    # queued -> running is not a move, so queued through running to finished is refused
+    with pytest.raises(ValueError, match="not a legal move"):
+        store.runs.move(run_id, [State.QUEUED], State.FINISHED, via=(State.RUNNING, {}))
+    # claimed -> starting is legal, but starting -> queued... through a state that cannot
+    # be left that way is refused too (finished is terminal)
+    with pytest.raises(ValueError, match="not a legal move"):
+        store.runs.move(run_id, [State.QUEUED], State.STOPPED, via=(State.FINISHED, {}))
+    with pytest.raises(ValueError, match="cannot set"):
+        store.runs.move(run_id, [State.QUEUED], State.CLAIMED,
+                        via=(State.CLAIMED, {"spec": "{}"}))  # fmt: skip
+    # a guard that does not hold (the run is queued, not starting) writes nothing
+    with pytest.raises(StateConflict):
+        store.runs.move(run_id, [State.STARTING], State.FINISHED, agent_id="a1",
+                        via=(State.RUNNING, {"pid": 1}), exit_code=0)  # fmt: skip
+    assert store.runs.state(run_id) == "queued" and _moves(store, run_id) == before
+
+
+def test_record_exit_records_a_start_not_yet_recorded_with_the_end(store: Store) -> None:
+    """A plain finish goes through running in one update; any other end (a failure, a
+    stop) gets its move to running first, then the end as before: the same events."""
+    from launchctl.agent.outcome import record_exit
+    from launchctl.runners import Exit
+
+    ran = {"pid": 7, "pid_started": "9", "started_at": 2.0, "message": "pid 7"}
+    plain, failed, stopped = _run(store), _run(store), _run(store)
+    for run_id in (plain, failed, stopped):
+        _to_starting(store, run_id)
+    with store.db.write():
+        record_exit(store, store.runs.get(plain), Exit(0), None, "a1", running=dict(ran))
+        record_exit(store, store.runs.get(failed), Exit(3), None, "a1", running=dict(ran))
+        record_exit(store, store.runs.get(stopped), Exit(143), "cancelled", "a1",
+                    running=dict(ran))  # fmt: skip
+    assert _moves(store, plain)[-2:] == [
+        ("starting", "running", "pid 7"),
+        ("running", "finished", None),
+    ]
+    assert _moves(store, failed)[-2:] == [
+        ("starting", "running", "pid 7"),
+        ("running", "failed", "exit code 3"),
+    ]
+    assert _moves(store, stopped)[-2:] == [
+        ("starting", "running", "pid 7"),
+        ("running", "stopped", "cancelled"),
+    ]
+    for run_id in (plain, failed, stopped):
+        assert store.runs.get(run_id)["pid"] == 7
+
+
 def test_claims_cancels_and_queue_deletion_are_guarded_moves_with_events(store: Store) -> None:
     launched = store.runs.insert(
         {"id": "direct01", "queue_id": None, "queue_name": None, "job_version_id": None,

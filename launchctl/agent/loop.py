@@ -39,7 +39,6 @@ from launchctl.agent.wake import Waker
 from launchctl.errors import LaunchctlError, StateConflict, StoreBusy, stage_of
 from launchctl.gpus.allocator import GpuAllocator
 from launchctl.gpus.waiting import WAITING, Passed, live_gpu_agents, without_gpus
-from launchctl.history import attempts
 from launchctl.runners import Exit, Handle, local_process, logfile, spawned
 from launchctl.runners.base import engine_state
 from launchctl.runners.local_process import EXIT_FILE, PID_FILE
@@ -256,17 +255,6 @@ class Agent:
             run_id, f"it ended {gap:.0f}s before this agent took it over, while no agent"
             " watched it: its runtime counts to its real end"
         )  # fmt: skip
-
-    def _mark_attempt(self, store: Store, run: Row) -> None:
-        """The log of a run's second and later attempts says where each begins, and why
-        the one before ended (its log keeps every attempt's output). In a worker thread:
-        ``store`` is that thread's."""
-        if not (run["resume_count"] or run["retries"] or log_path(store.root, run["id"]).exists()):
-            return  # a first attempt: no event read
-        tries = attempts(store.runs.events(run["id"]))
-        if len(tries) < 2:
-            return
-        logfile.append_line(log_path(store.root, run["id"]), attempt_mark(tries))
 
     def _plan_of(self, run: Row) -> Plan | None:
         """An adopted run's plan, made again as its start made it (launchctl.agent.plan):
@@ -578,8 +566,7 @@ class Agent:
             # claim and (a quick run) its move to starting (issue 17: one commit a run).
             following = None
             with self.store.db.write():
-                announced = self._announce([run_id])
-                self._finish(run_id, result, active.stop_reason, active.run)
+                announced = self._finish(run_id, result, active.stop_reason, active.run)
                 if self._claims_in_reap():
                     following = self._claim_next()
             self._announced(announced)
@@ -832,10 +819,10 @@ class Agent:
         return None if started is None else self._started(run, started)
 
     def _check_start(self, store: Store, run: Row) -> None:
-        """Before a start: a run cancelled meanwhile stops; a later attempt's log says so."""
+        """Before a start: a run cancelled meanwhile stops (a later attempt's log says
+        where it begins: ``launchctl.agent.starter.mark_attempt``)."""
         if run["cancel_requested"]:
             raise Cancelled(run["id"])
-        self._mark_attempt(store, run)
 
     def _guarded(self, store: Store, run: Row, step: Callable[[], T]) -> T | None:
         """``step`` of a run's start; what it raises ends the run (or sends it back to its
@@ -875,16 +862,22 @@ class Agent:
 
     def _finish(
         self, run_id: str, result: Exit, stop_reason: str | None, run: Row | None = None
-    ) -> None:
-        """Record how a run ended. ``run``: its row as claimed (``record_exit`` reads only
-        what a run never changes from it, its id and queue; the rest it reads anew)."""
+    ) -> list[str]:
+        """Record how a run ended, inside the caller's write. ``run``: its row as claimed
+        (``record_exit`` reads only what a run never changes from it, its id and queue; the
+        rest it reads anew). A run started in the loop whose move to running waits for a
+        commit gets it here, with its end; returns it then, to forget once that write has
+        committed (``_announced``)."""
+        entry = self._unannounced.get(run_id)
+        running = entry[1]() if entry is not None else None
         try:
             run = self.store.runs.get(run_id) if run is None else run
-            outcome = record_exit(self.store, run, result, stop_reason, self.id)
-        except StateConflict as exc:
+            outcome = record_exit(self.store, run, result, stop_reason, self.id, running=running)
+        except StateConflict as exc:  # another agent took it over meanwhile
             self.say(f"run {run_id}: {exc}")
-            return
+            return [run_id] if entry is not None else []
         self.say(f"run {run_id} {outcome.state.value} ({outcome.summary})")
+        return [run_id] if entry is not None else []
 
     def _give_back(self, store: Store, run_id: str, why: str) -> None:
         """A claimed run whose start a busy store interrupted goes back to its queue; if the
@@ -912,17 +905,6 @@ class Agent:
         self._unrecorded.pop(run_id, None)
         first = reason.splitlines()[0] if reason else ""
         self.say(f"run {run_id} failed at stage {stage}: {first}")
-
-
-def attempt_mark(tries: list[dict[str, Any]]) -> str:
-    """The log line where attempt N (the last of ``tries``) begins:
-    ``--- attempt 2 on agent Y (attempt 1 on agent X ended: requeued: ...) ---``."""
-    now, before = tries[-1], tries[-2]
-    why = before["message"] or before["outcome"] or "ended"
-    return (
-        f"--- attempt {now['attempt']} on agent {now['agent']} (attempt {before['attempt']}"
-        f" on agent {before['agent']} ended: {why}) ---"
-    )
 
 
 def _within(value: float | None, low: float, high: float) -> float:

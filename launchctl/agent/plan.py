@@ -19,6 +19,7 @@ run again for its secrets to mask and its max_run_time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -104,19 +105,20 @@ class Plan:
     image: str | None  # given (-d, an image job), or once built; None for a process run
     build: Build | None  # how to make the image; None: given, or a process run
 
-    @property
+    # Worked out once per plan (issue 17: a run's start asked for its paths a dozen times).
+    @functools.cached_property
     def folder(self) -> Path:
         return paths.run_dir(str(self.run["id"]), self.agent.home)
 
-    @property
+    @functools.cached_property
     def log_path(self) -> Path:
-        return log_path(self.agent.home, str(self.run["id"]))
+        return self.folder / LOG_FILE
 
-    @property
+    @functools.cached_property
     def workdir(self) -> Path:
         return self.folder / WORKDIR
 
-    @property
+    @functools.cached_property
     def entry_dir(self) -> Path:
         """Where a process run starts: the job's build context (``job create -b``), as
         W&B reads the entry point relative to it, else the working copy's root."""

@@ -26,9 +26,10 @@ from launchctl import jobfiles, paths, runas, runners
 from launchctl.agent import workspace
 from launchctl.agent.plan import AgentContext, Plan, plan
 from launchctl.errors import LaunchctlError, StoreBusy, stage_of
+from launchctl.history import attempts
 from launchctl.masking import Masker
 from launchctl.resolve import check_host_paths
-from launchctl.runners import Handle, Launch, RunnerError
+from launchctl.runners import Handle, Launch, RunnerError, logfile
 from launchctl.secrets import MissingSecret, SecretStore
 from launchctl.states import State, move
 from launchctl.store import Row, Store
@@ -197,11 +198,13 @@ class Starter:
         by_name = read_secrets(planned.secret_names)
         secrets.extend(planned.masks(by_name))
         run_as = self._run_as(planned)
-        self._make_folder(planned, run_as)
+        fresh = self._make_folder(planned, run_as)
+        if not fresh or run["resume_count"] or run["retries"]:
+            mark_attempt(self.store, run, planned.log_path)
         notes: list[str] = []
         left = State.CLAIMED  # the state the move to starting leaves (one: no read first)
         if planned.process:
-            notes.append(workspace.prepare(self.store, run, version, planned.workdir))
+            notes.append(workspace.prepare(self.store, run, version, planned.workdir, fresh=fresh))
             if run_as is not None:
                 runas.hand_over(planned.workdir, run_as)
                 notes.append(f"runs as user {run_as.name}")
@@ -289,16 +292,20 @@ class Starter:
             return None
         return runas.for_run(planned.run_as, str(planned.run["queue_name"]))
 
-    def _make_folder(self, planned: Plan, run_as: runas.RunAs | None) -> None:
+    def _make_folder(self, planned: Plan, run_as: runas.RunAs | None) -> bool:
         """The run's folder and its (empty) log, private like the rest of the store.
+        Returns whether the folder was made now (else an earlier attempt made it).
 
         ``runs/`` may be searched by anyone (never listed): a run_as run must reach its own
         folder, which is then searchable too; everything in them stays 0600 / 0700.
         """
         folder = planned.folder
         try:
-            paths.make_dir(folder.parent, paths.dir_mode() | 0o111)
-            paths.make_dir(folder)
+            parent = str(folder.parent)
+            if parent not in _MADE:  # once per agent (issue 17: two syscalls a run)
+                paths.make_dir(folder.parent, paths.dir_mode() | 0o111)
+                _MADE.add(parent)
+            fresh = paths.make_dir(folder)
             if run_as is not None:
                 folder.chmod(stat.S_IMODE(folder.stat().st_mode) | 0o111)
                 runas.check_reachable(folder, run_as)
@@ -307,6 +314,7 @@ class Starter:
             raise RunnerError(
                 f"cannot make the run's folder {folder}: {exc.strerror or exc}", stage="agent"
             ) from None
+        return fresh
 
     def _check_cancel(self, run_id: str) -> None:
         if self.store.runs.cancel_requested(run_id):
@@ -378,6 +386,30 @@ class Starter:
         for warning in built.warnings:  # a base its registry could not confirm
             self.store.runs.note(run_id, f"warning: {warning}")
         return built.uri
+
+
+# The folders that hold run folders (``runs/``) this process has made or found.
+_MADE: set[str] = set()
+
+
+def mark_attempt(store: Store, run: Row, log: Path) -> None:
+    """The log of a run's second and later attempts says where each begins, and why
+    the one before ended (its log keeps every attempt's output)."""
+    tries = attempts(store.runs.events(run["id"]))
+    if len(tries) < 2:
+        return
+    logfile.append_line(log, attempt_mark(tries))
+
+
+def attempt_mark(tries: list[dict[str, Any]]) -> str:
+    """The log line where attempt N (the last of ``tries``) begins:
+    ``--- attempt 2 on agent Y (attempt 1 on agent X ended: requeued: ...) ---``."""
+    now, before = tries[-1], tries[-2]
+    why = before["message"] or before["outcome"] or "ended"
+    return (
+        f"--- attempt {now['attempt']} on agent {now['agent']} (attempt {before['attempt']}"
+        f" on agent {before['agent']} ended: {why}) ---"
+    )
 
 
 def running_fields(handle: Handle, started_at: float) -> dict[str, Any]:

@@ -14,9 +14,17 @@ from launchctl.runners import RunnerError
 from launchctl.store import Store
 
 
-def prepare(store: Store, run: dict[str, Any], version: dict[str, Any] | None, dest: Path) -> str:
-    """Fill ``dest`` with the job's files. Returns a line for the run's log."""
-    if dest.exists():
+def prepare(
+    store: Store,
+    run: dict[str, Any],
+    version: dict[str, Any] | None,
+    dest: Path,
+    *,
+    fresh: bool = False,
+) -> str:
+    """Fill ``dest`` with the job's files. Returns a line for the run's log. ``fresh``: its
+    folder was made just now (nothing of an earlier attempt can be in it)."""
+    if not fresh and dest.exists():
         shutil.rmtree(dest)
     if version is None:
         dest.mkdir(parents=True)

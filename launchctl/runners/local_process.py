@@ -606,7 +606,6 @@ class LocalProcessRunner:
         limits = launch.limits
         if launch.run_as is not None:
             _files_for(folder, launch.run_as)
-        command = wrap(launch.command, folder, limits.memory, in_place=launch.run_as is not None)
         # What an earlier attempt left: a note, and (its own shell made them) its pid and
         # exit code, which the shell writes anew (run_as: the two files made above, kept).
         stale = [logfile.LOG_ERROR_FILE] + ([] if launch.run_as else [PID_FILE, EXIT_FILE])
@@ -615,6 +614,7 @@ class LocalProcessRunner:
                 os.unlink(os.path.join(folder, name))
         if not launch.secrets and _spawns(launch):
             return _spawn(launch, folder)
+        command = wrap(launch.command, folder, limits.memory, in_place=launch.run_as is not None)
         if not launch.secrets:
             # Nothing to mask: the run writes its log itself (no copier to start: a trivial
             # run costs milliseconds), and a watch of the log's disk stands in for the

@@ -333,7 +333,7 @@ class Database:
                 lock.release()
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
-        if self._kept and _WRITE.match(sql) and _KEPT_TABLE.search(sql):
+        if self._kept and _changes_kept(sql):
             self._kept.clear()  # this connection changes what they read
         try:
             return self.conn.execute(sql, params)
@@ -381,6 +381,20 @@ class Database:
             self._kept[key] = row
         return None if row is None else dict(row)
 
+
+def _changes_kept(sql: str) -> bool:
+    """Whether ``sql`` writes one of ``KEPT_TABLES``; worked out once per text (issue 17:
+    the agent runs the same few statements for every run)."""
+    found = _CHANGES_KEPT.get(sql)
+    if found is None:
+        found = bool(_WRITE.match(sql) and _KEPT_TABLE.search(sql))
+        if len(_CHANGES_KEPT) >= 1024:
+            _CHANGES_KEPT.clear()
+        _CHANGES_KEPT[sql] = found
+    return found
+
+
+_CHANGES_KEPT: dict[str, bool] = {}
 
 _WRITER_LOCKS: dict[str, Any] = {}  # database path -> its writers' lock
 

@@ -464,18 +464,24 @@ class RunTable:
         *,
         agent_id: str | None = None,
         message: str | None = None,
+        via: tuple[str, dict[str, Any]] | None = None,
         **fields: Any,
     ) -> str:
         """The core's move (``launchctl.states.move``), in its own transaction: ``agent_id``
         must hold the run (or nobody does) and is recorded on the event. Returns the old
-        state."""
-        unknown = set(fields) - MOVE_FIELDS
+        state. ``via``: a state to pass through first and its fields (its event's text as
+        ``message`` among them), see ``transition``."""
+        through = None
+        if via is not None:
+            via_fields = dict(via[1])
+            through = (via[0], via_fields, via_fields.pop("message", None))
+        unknown = set(fields).union(through[1] if through else ()) - MOVE_FIELDS
         if unknown:
             raise ValueError(f"cannot set {sorted(unknown)} on a run")
         with self.db.write():
             return transition(
                 self.db, run_id, sources, to, by=agent_id, holder=agent_id, message=message,
-                fields=fields,
+                fields=fields, via=through,
             )  # fmt: skip
 
     def update(self, run_id: str, **fields: Any) -> None:
@@ -668,6 +674,7 @@ def transition(
     at: float | None = None,
     fields: dict[str, Any] | None = None,
     returning: list[Row] | None = None,
+    via: tuple[str, dict[str, Any], str | None] | None = None,
 ) -> str:
     """The one way a run's state changes. Call it inside ``db.write()``.
 
@@ -681,11 +688,20 @@ def transition(
     ``returning`` (a list, for a move with one state to leave): the run's row as the move
     left it is appended, raw (``_decode`` it), read by the UPDATE itself (issue 17: no
     read after a claim).
+
+    ``via`` (a state, its fields and its event's message): two moves in one UPDATE,
+    through that state to ``to``, each checked and with its event (issue 17: a trivial
+    run's end is seen before its start was recorded, and both are recorded in one commit).
     """
-    check_move(sources, to)
+    if via is not None:
+        check_move(sources, via[0])
+        check_move([via[0]], to)
+        fields = {**via[1], **(fields or {})}
+    else:
+        check_move(sources, to)
+        fields = dict(fields or {})
     if not db.conn.in_transaction:
         raise RuntimeError("a state change must be made inside db.write()")
-    fields = dict(fields or {})
     unknown = set(fields) - _STATE_FIELDS
     if unknown:
         raise ValueError(f"cannot set {sorted(unknown)} on a run")
@@ -736,7 +752,12 @@ def transition(
     detail = message
     if detail is None and fields.get("reason"):
         detail = str(fields["reason"])
-    insert_event(db, run_id, old, str(to), by, detail, now)
+    if via is not None:
+        insert_event(db, run_id, old, str(via[0]), by, via[2], now)
+        old_for_event = str(via[0])
+    else:
+        old_for_event = str(old)
+    insert_event(db, run_id, old_for_event, str(to), by, detail, now)
     return str(old)
 
 
