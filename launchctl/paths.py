@@ -19,6 +19,10 @@ ENV_HOME = "LAUNCHCTL_HOME"
 ENV_UMASK = "LAUNCHCTL_UMASK"
 DEFAULT_UMASK = 0o077
 SECRETS_DIR = "secrets"
+# Beside the database: the file every launchctl write touches once committed, and the
+# folder watched for it (``bell_path``).
+BELL_DIR = "bell"
+BELL_FILE = "store-changed"
 # In a run's folder: a container run's WANDB_DIR on the host, when it asked for W&B's
 # offline mode (agent/plan.py), so its ``wandb/offline-run-*`` outlive the container.
 RUN_WANDB_DIR = "wandb-dir"
@@ -46,6 +50,13 @@ def db_path(root: Path | None = None) -> Path:
 def run_dir(run_id: str, root: Path | None = None) -> Path:
     """One folder per run, beside the database: its log and its working copy."""
     return (root or home()) / "runs" / run_id
+
+
+def bell_path(db: Path) -> Path:
+    """The file a launchctl process touches each time it commits a write to the database
+    ``db`` (issue 17). Agents watch its folder, not the database: SQLite writes its WAL a
+    page at a time, and a watch of it woke every watcher a few dozen times a run."""
+    return db.parent / BELL_DIR / BELL_FILE
 
 
 def secrets_dir(root: Path | None = None) -> Path:

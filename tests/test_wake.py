@@ -1,10 +1,15 @@
 """The agent's store watch (launchctl.agent.wake): a write to the store wakes the loop at
 once; other files beside it do not. The watch loads watchfiles' watcher class alone
-(issue 17: ``import watchfiles`` costs about 29 ms of every agent's start here)."""
+(issue 17: ``import watchfiles`` costs about 29 ms of every agent's start here).
+
+It watches the store's bell (``launchctl.paths.bell_path``), which launchctl touches once
+per committed write, not the database's WAL (issue 17: SQLite writes the WAL a page at a
+time, and each page woke every watcher)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -18,30 +23,107 @@ from launchctl.agent.wake import Waker
 
 
 def _woken_by_writes(waker: Waker, db: Path, timeout_s: float = 10.0) -> bool:
-    """Write to the store until the waker wakes (the watch starts in its own thread)."""
-    conn = sqlite3.connect(db)
+    """Write to the store as launchctl does until the waker wakes (the watch starts in its
+    own thread)."""
+    from launchctl.store.db import Database
+
+    store = Database(db)
     try:
         deadline = time.monotonic() + timeout_s
         n = 0
         while time.monotonic() < deadline:
             n += 1
-            conn.execute("INSERT INTO t VALUES (?)", [n])
-            conn.commit()
+            with store.write():
+                store.execute("INSERT INTO t VALUES (?)", [n])
             if waker.wait(0.2):
                 return True
         return False
     finally:
-        conn.close()
+        store.close()
 
 
 def _store(tmp_path: Path) -> Path:
+    from launchctl.store.db import Database
+
     db = tmp_path / "launchctl.db"
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
+    store = Database(db)
+    store.execute("CREATE TABLE t (x)")
+    store.close()
     return db
+
+
+def _bell_mtime(db: Path) -> int:
+    from launchctl.paths import bell_path
+
+    return bell_path(db).lstat().st_mtime_ns
+
+
+def test_a_write_rings_the_bell_and_a_write_that_changes_nothing_does_not(
+    tmp_path: Path,
+) -> None:
+    """An agent's pass that finds nothing to claim is a write transaction that writes
+    nothing: were it to ring, the agent would wake itself for ever."""
+    from launchctl.store.db import Database
+
+    db = _store(tmp_path)
+    store = Database(db)
+    try:
+        with store.write():
+            store.execute("INSERT INTO t VALUES (1)")
+        rung = _bell_mtime(db)
+        for _ in range(3):
+            time.sleep(0.01)
+            with store.write():
+                store.one("SELECT COUNT(*) AS n FROM t")
+                store.execute("UPDATE t SET x = 2 WHERE x = 99")  # matches no row
+        assert _bell_mtime(db) == rung
+        time.sleep(0.01)
+        store.execute("UPDATE t SET x = 3")  # a write outside write(): rings too
+        assert _bell_mtime(db) > rung
+    finally:
+        store.close()
+
+
+def test_another_program_s_write_is_left_to_the_fallback_poll(tmp_path: Path) -> None:
+    """The sqlite3 shell rings no bell: its write is seen by the agent's poll, not at once."""
+    db = _store(tmp_path)
+    waker = Waker(db, fallback_s=60)
+    waker.start()
+    try:
+        assert _woken_by_writes(waker, db)  # the watch is up
+        waker.wait(0.3)
+        conn = sqlite3.connect(db)
+        for i in range(5):
+            conn.execute("INSERT INTO t VALUES (?)", [i])
+            conn.commit()
+        conn.close()
+        assert not waker.wait(0.5)
+    finally:
+        waker.close()
+
+
+def test_the_bell_is_never_touched_through_a_link_put_in_its_place(tmp_path: Path) -> None:
+    """Whoever may write in the store's folder (a team's shared home) and puts a link
+    where the bell was gets the link touched, never what it points to."""
+    from launchctl.paths import bell_path
+    from launchctl.store.db import Database
+
+    db = _store(tmp_path)
+    target = tmp_path / "someone-elses-file"
+    target.write_text("x")
+    os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+    bell = bell_path(db)
+    bell.parent.mkdir(exist_ok=True)
+    bell.unlink(missing_ok=True)
+    bell.symlink_to(target)
+    store = Database(db)
+    try:
+        with store.write():
+            store.execute("INSERT INTO t VALUES (1)")
+    finally:
+        store.close()
+    assert target.stat().st_mtime_ns == 1_000_000_000
+    assert bell.is_symlink()
 
 
 SCRIPT = """
@@ -75,6 +157,8 @@ def test_a_store_write_wakes_the_watch_without_the_watchfiles_package(tmp_path: 
 
 
 def test_other_files_beside_the_store_do_not_wake_it(tmp_path: Path) -> None:
+    from launchctl.paths import bell_path
+
     db = _store(tmp_path)
     waker = Waker(db, fallback_s=60)
     waker.start()
@@ -82,8 +166,10 @@ def test_other_files_beside_the_store_do_not_wake_it(tmp_path: Path) -> None:
         assert _woken_by_writes(waker, db)  # the watch is up
         waker.wait(0.3)  # the last burst's wake, if it came late
         other = tmp_path / "notes.txt"
-        for i in range(20):  # written, grown, replaced: none of it is the store
+        beside_bell = bell_path(db).with_name("notes.txt")
+        for i in range(20):  # written, grown, replaced: none of it is the store or its bell
             other.write_text(f"line {i}\n")
+            beside_bell.write_text(f"line {i}\n")
             (tmp_path / f"log.{i}").write_text("output\n")
         assert not waker.wait(0.5)
     finally:
@@ -142,3 +228,33 @@ def test_without_the_class_alone_the_public_watch_still_wakes(
         assert _woken_by_writes(waker, db)
     finally:
         waker.close()
+
+
+def test_wakers_of_one_store_share_one_watch_thread(tmp_path: Path) -> None:
+    """An agent's loop and its hook dispatcher each have a waker: one watcher thread
+    serves both (issue 17: each thread was woken by every write), and the watch goes on
+    while one of them is still open."""
+    import threading
+
+    def watchers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "store-watch" and t.is_alive())
+
+    db = _store(tmp_path)
+    before = watchers()
+    loop, hooks = Waker(db, fallback_s=60), Waker(db, fallback_s=60)
+    loop.start()
+    hooks.start()
+    try:
+        assert watchers() == before + 1
+        assert _woken_by_writes(loop, db)
+        assert hooks.wait(2.0)  # the same write woke the other
+        loop.close()
+        hooks.wait(0.3)
+        assert _woken_by_writes(hooks, db)
+    finally:
+        loop.close()
+        hooks.close()
+    deadline = time.monotonic() + 5
+    while watchers() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watchers() == before

@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from launchctl import paths
+
 
 class PipeEvent:
     """``threading.Event``'s ``set``, ``clear``, ``wait`` and ``is_set``, on a pipe.
@@ -61,22 +63,83 @@ class PipeEvent:
 class Waker:
     """An event that is set by store writes, run exits and signals.
 
-    The watch covers the database and its WAL file only (not run logs), so a
-    chatty run does not keep the agent busy. ``wake`` may be called from a signal
+    The watch covers the store's bell only (``launchctl.paths.bell_path``), which every
+    launchctl process touches once per write it commits; not run logs, so a chatty run
+    does not keep the agent busy, and not the database's WAL, which SQLite writes a page
+    at a time (issue 17: a watch of it woke each watcher thread about six times for every
+    trivial run, and those wakes delayed the runs). A write by anything else (the sqlite3
+    shell) is seen by the fallback poll. Where the bell's folder cannot be made, the
+    database and its WAL are watched, as before. ``wake`` may be called from a signal
     handler (see ``PipeEvent``).
     """
 
     def __init__(self, db_path: Path, *, fallback_s: float = 2.0) -> None:
         self.event = PipeEvent()
         self.fallback_s = fallback_s
-        self._stop = threading.Event()
-        self._names = {db_path.name, db_path.name + "-wal"}
-        self._dir = db_path.parent
-        self._thread: threading.Thread | None = None
+        bell = paths.bell_path(db_path)
+        try:
+            paths.make_dir(bell.parent)
+            paths.make_file(bell)
+            self._names, self._dir = frozenset({bell.name}), bell.parent
+        except OSError:
+            self._names = frozenset({db_path.name, db_path.name + "-wal"})
+            self._dir = db_path.parent
+        self._watch: _FolderWatch | None = None
 
     def start(self) -> None:
+        self._watch = _FolderWatch.join(self._dir, self._names, self.event)
+
+    def wake(self) -> None:
+        self.event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woke = self.event.wait(self.fallback_s if timeout is None else timeout)
+        self.event.clear()
+        return woke
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.leave(self.event)
+            self._watch = None
+        self.event.set()
+
+
+class _FolderWatch:
+    """One watch of a folder in this process, shared by every ``Waker`` of the same store
+    (an agent's loop and its hook dispatcher): one watcher thread, woken once per change,
+    where each waker had its own (issue 17). It stops when the last one leaves."""
+
+    def __init__(self, folder: Path, names: frozenset[str]) -> None:
+        self._dir = folder
+        self._names = names
+        self._events: set[PipeEvent] = set()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="store-watch", daemon=True)
-        self._thread.start()
+
+    @classmethod
+    def join(cls, folder: Path, names: frozenset[str], event: PipeEvent) -> _FolderWatch:
+        with _WATCHES_LOCK:
+            key = (str(folder), names)
+            watch = _WATCHES.get(key)
+            if watch is None:
+                watch = _WATCHES[key] = cls(folder, names)
+                watch._thread.start()
+            watch._events.add(event)
+            return watch
+
+    def leave(self, event: PipeEvent) -> None:
+        with _WATCHES_LOCK:
+            self._events.discard(event)
+            if not self._events:
+                self._stop.set()
+                if _WATCHES.get((str(self._dir), self._names)) is self:
+                    del _WATCHES[(str(self._dir), self._names)]
+
+    def _changed(self) -> None:
+        with _WATCHES_LOCK:
+            events = list(self._events)
+        for event in events:
+            event.set()
 
     def _watch(self) -> None:
         with contextlib.suppress(Exception):  # the fallback poll still runs
@@ -99,7 +162,7 @@ class Waker:
                 if isinstance(changes, set) and any(
                     os.path.basename(path) in names for _kind, path in changes
                 ):
-                    self.event.set()
+                    self._changed()
 
     def _watch_with_package(self) -> None:
         """The same watch through watchfiles' public ``watch`` (where its watcher class
@@ -122,20 +185,12 @@ class Waker:
             yield_on_timeout=False,
             raise_interrupt=False,
         ):
-            self.event.set()
+            self._changed()
 
-    def wake(self) -> None:
-        self.event.set()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        woke = self.event.wait(self.fallback_s if timeout is None else timeout)
-        self.event.clear()
-        return woke
-
-    def close(self) -> None:
-        self._stop.set()
-        self.event.set()
-
+# The folder watches of this process, by folder and names watched (see ``_FolderWatch``).
+_WATCHES: dict[tuple[str, frozenset[str]], _FolderWatch] = {}
+_WATCHES_LOCK = threading.Lock()
 
 # The store watch groups a burst of writes (the agent's own commits among them) into one
 # wake at most every DEBOUNCE_MS.

@@ -94,6 +94,7 @@ class Database:
         self._kept: dict[tuple[str, tuple[Any, ...]], Row | None] = {}  # see one_kept
         self._kept_version: int | None = None  # PRAGMA data_version they were read at
         self._kept_checked = False  # data_version compared in this write
+        self._bell = paths.bell_path(path)
         try:
             paths.make_dir(path.parent)  # 0700 (or the group mode), if launchctl creates it
         except OSError as exc:
@@ -312,6 +313,7 @@ class Database:
                 raise _translate(exc, self.path) from None
             self._depth, self._owner = 1, threading.get_ident()
             self._kept_checked = False
+            changes = self.conn.total_changes
             try:
                 yield self
             except BaseException:
@@ -328,15 +330,32 @@ class Database:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise _translate(exc, self.path) from None
+            if self.conn.total_changes != changes:  # a write that wrote nothing tells nobody
+                self.ring()
         finally:
             if held:
                 lock.release()
 
+    def ring(self) -> None:
+        """Tell the store's watchers it changed: touch the bell (``paths.bell_path``), made
+        with the store's modes the first time; never through a link put in its place. A bell
+        that cannot be touched is left alone: watchers still poll, more slowly."""
+        try:
+            os.utime(self._bell, follow_symlinks=False)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                paths.make_dir(self._bell.parent)
+                paths.make_file(self._bell)
+                os.utime(self._bell, follow_symlinks=False)
+        except OSError:
+            pass
+
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         if self._kept and _changes_kept(sql):
             self._kept.clear()  # this connection changes what they read
+        changes = self.conn.total_changes
         try:
-            return self.conn.execute(sql, params)
+            cursor = self.conn.execute(sql, params)
         except sqlite3.IntegrityError:
             raise
         except UnicodeEncodeError:
@@ -345,6 +364,14 @@ class Database:
             ) from None
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from None
+        if (
+            self._depth == 0
+            and not self.conn.in_transaction
+            and self.conn.total_changes != changes
+            and _writes(sql)
+        ):
+            self.ring()  # a write outside write(), committed on its own
+        return cursor
 
     def all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         return [dict(r) for r in self.execute(sql, params).fetchall()]
@@ -380,6 +407,20 @@ class Database:
                 self._kept.clear()
             self._kept[key] = row
         return None if row is None else dict(row)
+
+
+def _writes(sql: str) -> bool:
+    """Whether ``sql`` is a write (worked out once per text)."""
+    found = _WRITES.get(sql)
+    if found is None:
+        found = bool(_WRITE.match(sql))
+        if len(_WRITES) >= 1024:
+            _WRITES.clear()
+        _WRITES[sql] = found
+    return found
+
+
+_WRITES: dict[str, bool] = {}
 
 
 def _changes_kept(sql: str) -> bool:
