@@ -128,11 +128,14 @@ class Built:
 
 @pytest.fixture(scope="module")
 def index_job(engine: Any, index: Index, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """One code job, built once: its requirements.txt names the index in a line of its own."""
+    """One code job, built once: its requirements.txt names the index in a line of its own.
+    Its first line is a comment naming this module's run, so its pip layer is this build's
+    own: another module's index may have had the same port, and left the same layer in
+    the engine's build cache (the tests below need the first build to run pip)."""
     root = write_files(
         tmp_path_factory.mktemp("index-job"),
         {
-            "requirements.txt": f"--index-url {index.simple}\n{PACKAGE}\n",
+            "requirements.txt": f"# {PREFIX}\n--index-url {index.simple}\n{PACKAGE}\n",
             "main.py": MAIN,
             "util.py": "X = 1\n",
         },

@@ -70,13 +70,29 @@ def test_move_passes_every_allowed_source_or_the_expected_ones_to_the_store() ->
             "r1",
             frozenset({State.STARTING}),
             State.RUNNING,
-            {"agent_id": "a1", "message": "up", "pid": 7},
+            {"agent_id": "a1", "message": "up", "via": None, "pid": 7},
         )
     ]
     store.runs.calls.clear()
     states.move(store, "r2", State.STOPPED, expect=frozenset({State.QUEUED}))  # type: ignore[arg-type]
     assert store.runs.calls == [
-        ("r2", frozenset({State.QUEUED}), State.STOPPED, {"agent_id": None, "message": None})
+        (
+            "r2",
+            frozenset({State.QUEUED}),
+            State.STOPPED,
+            {"agent_id": None, "message": None, "via": None},
+        )
+    ]
+    store.runs.calls.clear()
+    states.move(store, "r3", State.FINISHED, expect=frozenset({State.STARTING}),  # type: ignore[arg-type]
+                via=(State.RUNNING, {"pid": 7}), exit_code=0)  # fmt: skip
+    assert store.runs.calls == [
+        (
+            "r3",
+            frozenset({State.STARTING}),
+            State.FINISHED,
+            {"agent_id": None, "message": None, "via": ("running", {"pid": 7}), "exit_code": 0},
+        )
     ]
 
 

@@ -16,9 +16,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from launchctl import runners
 from launchctl.agent.config import AgentOptions
@@ -45,11 +44,18 @@ from launchctl.runners.local_process import EXIT_FILE, PID_FILE
 from launchctl.states import ACTIVE, TERMINAL, State, move
 from launchctl.store import Row, Store, loads
 
+if TYPE_CHECKING:  # a pool is made only for a run that starts slowly (issue 17: 2 ms a start)
+    from concurrent.futures import Future, ThreadPoolExecutor
+
 T = TypeVar("T")
 
 # How long a run started in the loop may wait for its move to running to ride along in
 # another commit (issue 17) before it gets one of its own.
 ANNOUNCE_S = 0.02
+
+# A job version whose code snapshot (compressed) is at most this size has its first run
+# started in the agent's loop too: unpacking it takes a millisecond or two.
+SMALL_SNAPSHOT = 256 * 1024
 
 # How many passed-over runs an agent remembers (to leave them out of "is there work").
 PASSED_KEPT = 500
@@ -111,6 +117,7 @@ class Agent:
         # Job versions (None: runs with no job) whose local-process runs start in the
         # loop: this agent started one quickly (issue 17, see ``start_claimed``).
         self._quick: set[int | None] = set()
+        self._small: dict[int, bool] = {}  # job version id -> its snapshot is small
         # The last claim took a run, and none waits for GPUs here: the next claim is tried
         # without asking first whether one may be claimed (the claim itself tells).
         self._claimed_last = False
@@ -720,6 +727,8 @@ class Agent:
                 self._follow(active)
             return
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(thread_name_prefix="launchctl-start")
         future = self._pool.submit(self._start, run)
         future.add_done_callback(lambda _f: self.waker.wake())
@@ -746,8 +755,35 @@ class Agent:
         )
 
     def _is_quick(self, run: Row) -> bool:
-        """Whether ``run`` starts in the loop (see ``start_claimed``)."""
-        return run["resource"] == "local-process" and run["job_version_id"] in self._quick
+        """Whether ``run`` starts in the loop (see ``start_claimed``): a local-process run
+        of a job version this agent started quickly before, or whose code snapshot is
+        small enough to unpack in the loop the first time (its first runs started in a
+        worker thread with a connection of its own: tens of milliseconds of an agent's
+        start, issue 17)."""
+        if run["resource"] != "local-process":
+            return False
+        version_id = run["job_version_id"]
+        if version_id in self._quick:
+            return True
+        small = self._small.get(version_id)
+        if small is None:
+            small = self._small[version_id] = self._small_snapshot(version_id)
+        return small
+
+    def _small_snapshot(self, version_id: int) -> bool:
+        """Whether a job version's code is a snapshot of at most SMALL_SNAPSHOT bytes (a
+        git job's clone, or anything unreadable, is left to a worker thread)."""
+        try:
+            version = self.store.jobs.version_by_id(version_id)
+            digest = version["source"].get("snapshot")
+            if digest is None:
+                return False
+            row = self.store.db.one(
+                "SELECT length(data) AS size FROM snapshots WHERE digest = ?", [digest]
+            )
+        except LaunchctlError:
+            return False
+        return row is not None and row["size"] is not None and row["size"] <= SMALL_SNAPSHOT
 
     def _prepare_here(self, run: Row) -> tuple[Starter, Ready] | None:
         """A quick run prepared in the loop, inside the transaction that claimed it; None
@@ -853,6 +889,8 @@ class Agent:
         """A run whose process started: said, and followed from now on."""
         if started.quick:
             self._quick.add(run["job_version_id"])
+        else:  # not kept (too big for the cache): its next runs unpack it in a worker
+            self._small[run["job_version_id"]] = False
         queue = run["queue_name"] or "(direct)"
         self.say(f"started run {run['id']} ({run['name']}) from queue {queue}")
         deadline = None
