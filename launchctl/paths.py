@@ -59,6 +59,34 @@ def bell_path(db: Path) -> Path:
     return db.parent / BELL_DIR / BELL_FILE
 
 
+def open_bell(db: Path) -> int:
+    """The bell's folder, opened (a descriptor to touch the bell through, with ``ring``),
+    both made with the store's modes if missing. Never through a link: a folder or file
+    someone replaced with a link (a shared home's member) is refused with an OSError, and
+    nothing is made or touched where it points."""
+    folder = bell_path(db).parent
+    make_dir(folder)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            made = os.open(BELL_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, file_mode(), dir_fd=fd)  # fmt: skip
+        except FileExistsError:
+            ring(fd)  # a link in its place: ELOOP here
+        else:
+            os.fchmod(made, file_mode())
+            os.close(made)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def ring(bell_dir: int) -> None:
+    """Touch the bell in the folder ``bell_dir`` (from ``open_bell``); not through a link."""
+    os.utime(BELL_FILE, dir_fd=bell_dir, follow_symlinks=False)
+
+
 def secrets_dir(root: Path | None = None) -> Path:
     """The owner-only folder that holds the secrets file (always 0700, whatever the umask)."""
     return (root or home()) / SECRETS_DIR

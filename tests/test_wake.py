@@ -126,6 +126,49 @@ def test_the_bell_is_never_touched_through_a_link_put_in_its_place(tmp_path: Pat
     assert bell.is_symlink()
 
 
+def test_a_bell_folder_replaced_by_a_link_is_not_written_through(tmp_path: Path) -> None:
+    """The bell's folder made a link to someone else's folder: no bell is made there and
+    nothing in it is touched; the agent's watch falls back to the database itself."""
+    from launchctl.paths import bell_path
+    from launchctl.store.db import Database
+
+    db = _store(tmp_path)
+    elsewhere = tmp_path / "someone-elses-folder"
+    elsewhere.mkdir()
+    (elsewhere / "store-changed").write_text("theirs")
+    os.utime(elsewhere / "store-changed", ns=(1_000_000_000, 1_000_000_000))
+    bell = bell_path(db)
+    if bell.parent.exists():
+        for child in bell.parent.iterdir():
+            child.unlink()
+        bell.parent.rmdir()
+    bell.parent.symlink_to(elsewhere)
+    store = Database(db)
+    try:
+        for n in range(3):
+            with store.write():
+                store.execute("INSERT INTO t VALUES (?)", [n])
+    finally:
+        store.close()
+    assert (elsewhere / "store-changed").stat().st_mtime_ns == 1_000_000_000
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["store-changed"]
+    waker = Waker(db, fallback_s=60)
+    assert waker._dir == db.parent  # the database's own folder, watched as before
+    waker.start()
+    try:
+        conn = sqlite3.connect(db)
+        deadline = time.monotonic() + 10
+        woke = False
+        while not woke and time.monotonic() < deadline:
+            conn.execute("INSERT INTO t VALUES (9)")
+            conn.commit()
+            woke = waker.wait(0.2)
+        conn.close()
+        assert woke
+    finally:
+        waker.close()
+
+
 SCRIPT = """
 import json, sys, sqlite3, time
 from pathlib import Path

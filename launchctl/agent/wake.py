@@ -78,8 +78,7 @@ class Waker:
         self.fallback_s = fallback_s
         bell = paths.bell_path(db_path)
         try:
-            paths.make_dir(bell.parent)
-            paths.make_file(bell)
+            os.close(paths.open_bell(db_path))  # made if missing; refused if a link
             self._names, self._dir = frozenset({bell.name}), bell.parent
         except OSError:
             self._names = frozenset({db_path.name, db_path.name + "-wal"})

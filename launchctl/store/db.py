@@ -9,6 +9,7 @@ import os
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ class Database:
         self._kept: dict[tuple[str, tuple[Any, ...]], Row | None] = {}  # see one_kept
         self._kept_version: int | None = None  # PRAGMA data_version they were read at
         self._kept_checked = False  # data_version compared in this write
-        self._bell = paths.bell_path(path)
+        self._bell: int | None = None  # the bell's folder, opened at the first ring
         try:
             paths.make_dir(path.parent)  # 0700 (or the group mode), if launchctl creates it
         except OSError as exc:
@@ -267,6 +268,9 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+        if self._bell is not None:
+            self._bell_closer()  # closes it once, here or when this object goes
+            self._bell = None
 
     def write(self) -> contextlib.AbstractContextManager[Database]:
         """A write transaction that takes the write lock at once (BEGIN IMMEDIATE).
@@ -338,15 +342,14 @@ class Database:
 
     def ring(self) -> None:
         """Tell the store's watchers it changed: touch the bell (``paths.bell_path``), made
-        with the store's modes the first time; never through a link put in its place. A bell
-        that cannot be touched is left alone: watchers still poll, more slowly."""
+        with the store's modes the first time; never through a link put in its place
+        (``paths.open_bell``). A bell that cannot be touched is left alone: watchers still
+        poll, more slowly."""
         try:
-            os.utime(self._bell, follow_symlinks=False)
-        except FileNotFoundError:
-            with contextlib.suppress(OSError):
-                paths.make_dir(self._bell.parent)
-                paths.make_file(self._bell)
-                os.utime(self._bell, follow_symlinks=False)
+            if self._bell is None:
+                self._bell = paths.open_bell(self.path)
+                self._bell_closer = weakref.finalize(self, _close_quietly, self._bell)
+            paths.ring(self._bell)
         except OSError:
             pass
 
@@ -407,6 +410,11 @@ class Database:
                 self._kept.clear()
             self._kept[key] = row
         return None if row is None else dict(row)
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _writes(sql: str) -> bool:
