@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from launchctl.agent import Agent, AgentOptions, starter
+from launchctl.agent import Agent, AgentOptions, loop, starter
 from launchctl.errors import StoreBusy
 from launchctl.launch import LaunchRequest, prepare_spec, submit
 from launchctl.store import Store
@@ -48,6 +48,14 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return "\nState:\tZ" not in status
+
+
+@pytest.fixture(autouse=True)
+def _started_by_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These runs start as a large snapshot's first run does, in a worker thread with a
+    connection of its own (``Starter.start``, its move to running tried three times); a
+    small one's starts in the loop (tests/test_throughput_guarantees.py)."""
+    monkeypatch.setattr(loop, "SMALL_SNAPSHOT", 0)
 
 
 def _agent(store: Store) -> Agent:

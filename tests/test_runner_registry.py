@@ -229,12 +229,13 @@ def test_the_agent_records_any_start_failure_at_its_stage(
     reason: str,
 ) -> None:
     """The loop's one catch of the root: a RunnerError's stage, else agent; a bug is an
-    internal error; the agent goes on."""
+    internal error; the agent goes on. Raised where every start goes through (a worker's
+    ``Starter.start`` and a start in the loop both prepare)."""
 
-    def fail(self: Any, run: Any) -> Any:
+    def fail(self: Any, run: Any, **_kw: Any) -> Any:
         raise raised
 
-    monkeypatch.setattr("launchctl.agent.loop.Starter.start", fail)
+    monkeypatch.setattr("launchctl.agent.loop.Starter.prepare", fail)
     (tmp_path / "main.py").write_text("print('hi')\n")
     request = LaunchRequest(queue="default", uri=str(tmp_path), entry_point="python main.py")
     run_id = submit(store, prepare_spec(request))["id"]

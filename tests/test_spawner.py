@@ -186,6 +186,25 @@ def test_a_command_that_cannot_start_fails_saying_why(
     assert not (tmp_path / "run" / EXIT_FILE).exists()
 
 
+def test_a_log_a_run_made_a_fifo_fails_its_next_start_and_holds_up_no_other_run(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    """A run may replace its own log (its folder is its agent user's) with a FIFO; its next
+    attempt's start must fail saying so, not wait for a reader for ever (it held up every
+    run of the agent: the spawner stopped reaping). A run's end is told while another's
+    start is under way: starts have a thread of their own."""
+    slow = start(tmp_path / "a", py("import time; time.sleep(0.5)"))
+    fifo = tmp_path / "b"
+    (fifo / "run").mkdir(parents=True)
+    os.mkfifo(fifo / "run" / "output.log")
+    blocked = LocalProcessRunner().start(launch_of(fifo, ["true"], run_id="r-fifo"))
+    failed = wait_for(blocked.poll, timeout=10, what="the start with a FIFO for a log to fail")
+    assert failed.code is None and "cannot open the run's log" in (failed.message or "")
+    after = start(tmp_path / "c", ["true"])
+    assert wait_for(after.poll, timeout=10, what="the next run to end") == Exit(code=0)
+    assert wait_for(slow.poll, timeout=10, what="the first run to end") == Exit(code=0)
+
+
 def test_a_killed_spawner_loses_no_run_and_the_next_run_gets_a_new_one(
     tmp_path: Path, link: spawned.Link
 ) -> None:

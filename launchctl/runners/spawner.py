@@ -21,7 +21,10 @@ takes over a run still ``starting`` claims the same file when it finds none, so 
 that waited here while its agent was lost is refused (``E seq 0 claimed``) rather than
 started beside the run requeued there.
 
-For each, in order, one line on REPLIES_FD: ``S seq pid start_time`` once the process has
+Starts are made by a thread of their own, in the order they came (``Popen`` waits for the
+run's exec), while the main thread goes on reaping the runs that end (issue 17: with two
+slots, one run's end waited for the other's start). For each, in order, one line on
+REPLIES_FD: ``S seq pid start_time`` once the process has
 started (its own process group and session, output appended to ``log``), or ``E seq
 errno what`` (``claimed``, ``pid``, ``log``, ``cwd`` or ``argv``) when it could not,
 followed by ``X seq -1`` on EXITS_FD. When a run's process ends, its group is killed
@@ -33,13 +36,17 @@ gets code 128+N, as a shell records it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import marshal
 import os
 import selectors
 import signal
+import stat
 import struct
 import subprocess
 import sys
+import threading
+from collections import deque
 from typing import Any
 
 HEADER = struct.Struct("<I")
@@ -91,6 +98,21 @@ def note(fd: int, data: bytes) -> None:
         os.ftruncate(fd, len(data))
 
 
+def open_log(path: str) -> int:
+    """The run's log, to append to: a regular file, never through a link, and never a
+    FIFO or device a run put in its place (an open of a FIFO with no reader would wait
+    for ever, and every later start with it): such a log fails the start."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def write_code(path: str, code: int) -> None:
     """The run's exit code beside its log: a new file (O_EXCL: never through what the run
     put in its place), as the wrapper shell's ``set -C`` write did."""
@@ -114,23 +136,68 @@ class Spawner:
         self.running: dict[int, tuple[int, subprocess.Popen[bytes], str]] = {}  # by pidfd
         # Runs with no pidfd (the descriptor limit was reached): looked at every POLL_S.
         self.unwatched: list[tuple[int, subprocess.Popen[bytes], str]] = []
+        # Between the loop (this, the main thread) and the start thread, under ``lock``:
+        # the requests not started yet, how many the start thread has not finished, and
+        # the runs it started (their pidfd, None for none) for the loop to watch.
+        self.lock = threading.Lock()
+        self.has_work = threading.Condition(self.lock)
+        self.say_lock = threading.Lock()
+        self.queued: deque[dict[str, Any]] = deque()
+        self.unfinished = 0
+        self.started: list[tuple[int | None, tuple[int, subprocess.Popen[bytes], str]]] = []
+        self.wake_r, self.wake_w = os.pipe()  # the start thread's news wakes the loop
+        os.set_blocking(self.wake_r, False)
+        threading.Thread(target=self.starts, name="starts", daemon=True).start()
 
     def say(self, which: str, line: str) -> None:
-        """A line to the agent; once it is gone (a closed pipe), no more: runs go on."""
-        fd = self.replies if which == "replies" else self.exits
-        if fd is None:
-            return
+        """A line to the agent; once it is gone (a closed pipe), no more: runs go on. Both
+        threads write the exits pipe: a line is written whole, and a lost pipe closed once."""
         data = line.encode() + b"\n"
-        try:
-            while data:
-                data = data[os.write(fd, data) :]
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-            if which == "replies":
-                self.replies = None
+        with self.say_lock:
+            fd = self.replies if which == "replies" else self.exits
+            if fd is None:
+                return
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                if which == "replies":
+                    self.replies = None
+                else:
+                    self.exits = None
+
+    def starts(self) -> None:
+        """The start thread: each queued request in turn (see ``spawn``)."""
+        while True:
+            with self.has_work:
+                while not self.queued:
+                    self.has_work.wait()
+                request = self.queued.popleft()
+            try:
+                self.spawn(request)
+            except Exception:  # a field of the wrong type: that run fails, the rest go on
+                self.failed(request["seq"], 0, "argv")
+            finally:
+                with self.lock:
+                    self.unfinished -= 1
+                with contextlib.suppress(OSError):
+                    os.write(self.wake_w, b"\0")
+
+    def watch_started(self) -> None:
+        """In the loop: watch the runs the start thread started."""
+        with contextlib.suppress(OSError):
+            while os.read(self.wake_r, 4096):
+                pass
+        with self.lock:
+            started, self.started = self.started, []
+        for pidfd, entry in started:
+            if pidfd is None:
+                self.unwatched.append(entry)
             else:
-                self.exits = None
+                self.running[pidfd] = entry
+                self.selector.register(pidfd, selectors.EVENT_READ, "exit")
 
     def spawn(self, request: dict[str, Any]) -> None:
         seq = request["seq"]
@@ -155,7 +222,7 @@ class Spawner:
         """Start the run's process; its pid goes to ``claim`` (its pid file) before the
         reply, ``failed`` if it could not start."""
         try:
-            log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+            log = open_log(request["log"])
         except OSError as exc:
             note(claim, b"failed\n")
             self.failed(seq, exc.errno or 0, "log")
@@ -189,13 +256,13 @@ class Spawner:
         note(claim, b"%d\n" % proc.pid)
         self.say("replies", f"S {seq} {proc.pid} {start_time(proc.pid)}")
         entry = (seq, proc, request["exit_file"])
+        pidfd: int | None
         try:
             pidfd = os.pidfd_open(proc.pid)
         except OSError:  # no descriptor left (EMFILE): it is looked at every POLL_S instead
-            self.unwatched.append(entry)
-            return
-        self.running[pidfd] = entry
-        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
+            pidfd = None
+        with self.lock:
+            self.started.append((pidfd, entry))
 
     def failed(self, seq: int, errno: int, what: str) -> None:
         """It could not start: the reply says why, and its end comes as any other's."""
@@ -223,6 +290,11 @@ class Spawner:
             proc.returncode = code_of_status(status)
             write_code(exit_file, proc.returncode)
         self.say("exits", f"X {seq} {proc.returncode}")
+
+    def starting(self) -> bool:
+        """Whether a request is not started yet, or a started run not watched yet."""
+        with self.lock:
+            return bool(self.unfinished or self.started)
 
     def look(self) -> None:
         """The runs with no pidfd: those that have exited are reaped."""
@@ -254,21 +326,24 @@ class Spawner:
             self.buffer = self.buffer[HEADER.size + size :]
             try:
                 request = marshal.loads(body)
-                seq = request["seq"]
+                request["seq"]
             except (ValueError, EOFError, TypeError, KeyError):
                 continue  # not a request the agent wrote: nobody waits for its reply
-            try:
-                self.spawn(request)
-            except Exception:  # a field of the wrong type: that run fails, the rest go on
-                self.failed(seq, 0, "argv")
+            with self.has_work:
+                self.queued.append(request)
+                self.unfinished += 1
+                self.has_work.notify()
 
     def serve(self) -> None:
         self.selector.register(self.requests_fd, selectors.EVENT_READ, "requests")
-        while self.open or self.running or self.unwatched:
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "started")
+        while self.open or self.running or self.unwatched or self.starting():
             timeout = POLL_S if self.unwatched else None
             for key, _events in self.selector.select(timeout):
                 if key.data == "requests":
                     self.requests()
+                elif key.data == "started":
+                    self.watch_started()
                 else:
                     self.ended(key.fd)
             if self.unwatched:
