@@ -205,6 +205,21 @@ def test_a_log_a_run_made_a_fifo_fails_its_next_start_and_holds_up_no_other_run(
     assert wait_for(slow.poll, timeout=10, what="the first run to end") == Exit(code=0)
 
 
+def test_a_fifo_log_fails_a_start_through_the_wrapper_shell_too(tmp_path: Path) -> None:
+    """A run with a memory limit starts through its own wrapper shell, its log opened by
+    the agent: a FIFO there fails the start at once, rather than hold the agent's loop."""
+    from dataclasses import replace
+
+    from launchctl.guardrails import Limits
+    from launchctl.runners.base import RunnerError
+
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "output.log")
+    launch = replace(launch_of(tmp_path, ["true"]), limits=Limits(memory=1 << 30))
+    with pytest.raises(RunnerError, match="cannot open the run's log"):
+        LocalProcessRunner().start(launch)
+
+
 def test_a_killed_spawner_loses_no_run_and_the_next_run_gets_a_new_one(
     tmp_path: Path, link: spawned.Link
 ) -> None:

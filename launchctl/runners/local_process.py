@@ -709,25 +709,38 @@ def _popen(command: list[str], launch: Launch, out_fd: int | None) -> subprocess
     as_user: dict[str, Any] = {}
     if user is not None:
         as_user = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+    log = None
+    if out_fd is None:
+        # A regular file (made if missing), never a FIFO a run put in its place (its open
+        # would wait for a reader for ever), nor through a link: as the spawner opens it.
+        try:
+            paths.make_file(launch.log_path)
+            log = logfile.open_log(launch.log_path, append=True)
+        except OSError as exc:
+            raise RunnerError(f"cannot open the run's log: {exc.strerror or exc}") from None
     try:
-        with open(launch.log_path, "ab", buffering=0) as log:
-            return subprocess.Popen(
-                command,
-                cwd=launch.workdir,
-                env=launch.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log if out_fd is None else out_fd,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so cancel reaches children
-                umask=-1 if umask is None else umask,
-                **as_user,
-            )
+        if log is not None:
+            os.set_blocking(log, True)
+        return subprocess.Popen(
+            command,
+            cwd=launch.workdir,
+            env=launch.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log if out_fd is None else out_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so cancel reaches children
+            umask=-1 if umask is None else umask,
+            **as_user,
+        )
     except FileNotFoundError:
         raise RunnerError(f"command not found: {launch.command[0]}") from None
     except PermissionError:
         raise RunnerError(f"permission denied running {launch.command[0]}") from None
     except OSError as exc:
         raise RunnerError(f"could not start {launch.command[0]}: {exc.strerror}") from None
+    finally:
+        if log is not None:
+            os.close(log)
 
 
 def _cpu_set(cpus: float) -> list[int]:
