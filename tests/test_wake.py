@@ -8,12 +8,14 @@ time, and each page woke every watcher)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,22 +86,29 @@ def test_a_write_rings_the_bell_and_a_write_that_changes_nothing_does_not(
         store.close()
 
 
-def test_another_program_s_write_is_left_to_the_fallback_poll(tmp_path: Path) -> None:
-    """The sqlite3 shell rings no bell: its write is seen by the agent's poll, not at once."""
-    db = _store(tmp_path)
+@contextlib.contextmanager
+def _watching(db: Path) -> Iterator[Waker]:
+    """A started waker whose watch is up (a launchctl write woke it), and quiet again."""
     waker = Waker(db, fallback_s=60)
     waker.start()
     try:
-        assert _woken_by_writes(waker, db)  # the watch is up
-        waker.wait(0.3)
+        assert _woken_by_writes(waker, db)
+        waker.wait(0.3)  # the last burst's wake, if it came late
+        yield waker
+    finally:
+        waker.close()
+
+
+def test_another_program_s_write_is_left_to_the_fallback_poll(tmp_path: Path) -> None:
+    """The sqlite3 shell rings no bell: its write is seen by the agent's poll, not at once."""
+    db = _store(tmp_path)
+    with _watching(db) as waker:
         conn = sqlite3.connect(db)
         for i in range(5):
             conn.execute("INSERT INTO t VALUES (?)", [i])
             conn.commit()
         conn.close()
         assert not waker.wait(0.5)
-    finally:
-        waker.close()
 
 
 def test_the_bell_is_never_touched_through_a_link_put_in_its_place(tmp_path: Path) -> None:
@@ -203,11 +212,7 @@ def test_other_files_beside_the_store_do_not_wake_it(tmp_path: Path) -> None:
     from launchctl.paths import bell_path
 
     db = _store(tmp_path)
-    waker = Waker(db, fallback_s=60)
-    waker.start()
-    try:
-        assert _woken_by_writes(waker, db)  # the watch is up
-        waker.wait(0.3)  # the last burst's wake, if it came late
+    with _watching(db) as waker:
         other = tmp_path / "notes.txt"
         beside_bell = bell_path(db).with_name("notes.txt")
         for i in range(20):  # written, grown, replaced: none of it is the store or its bell
@@ -215,8 +220,6 @@ def test_other_files_beside_the_store_do_not_wake_it(tmp_path: Path) -> None:
             beside_bell.write_text(f"line {i}\n")
             (tmp_path / f"log.{i}").write_text("output\n")
         assert not waker.wait(0.5)
-    finally:
-        waker.close()
 
 
 @pytest.mark.parametrize(
