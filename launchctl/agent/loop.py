@@ -908,14 +908,15 @@ class Agent:
         committed (``_announced``)."""
         entry = self._unannounced.get(run_id)
         running = entry[1]() if entry is not None else None
+        announced = [run_id] if entry is not None else []
         try:
             run = self.store.runs.get(run_id) if run is None else run
             outcome = record_exit(self.store, run, result, stop_reason, self.id, running=running)
         except StateConflict as exc:  # another agent took it over meanwhile
             self.say(f"run {run_id}: {exc}")
-            return [run_id] if entry is not None else []
+            return announced
         self.say(f"run {run_id} {outcome.state.value} ({outcome.summary})")
-        return [run_id] if entry is not None else []
+        return announced
 
     def _give_back(self, store: Store, run_id: str, why: str) -> None:
         """A claimed run whose start a busy store interrupted goes back to its queue; if the

@@ -24,8 +24,8 @@ started beside the run requeued there.
 Starts are made by a thread of their own, in the order they came (``Popen`` waits for the
 run's exec), while the main thread goes on reaping the runs that end (issue 17: with two
 slots, one run's end waited for the other's start). For each, in order, one line on
-REPLIES_FD: ``S seq pid start_time`` once the process has
-started (its own process group and session, output appended to ``log``), or ``E seq
+REPLIES_FD: ``S seq pid start_time`` once the process has started (its own process group
+and session, output appended to ``log``, which must be a regular file), or ``E seq
 errno what`` (``claimed``, ``pid``, ``log``, ``cwd`` or ``argv``) when it could not,
 followed by ``X seq -1`` on EXITS_FD. When a run's process ends, its group is killed
 (what it left behind; the pid cannot be taken meanwhile, the process is not reaped yet),
