@@ -22,6 +22,7 @@ import pytest
 
 from launchctl.agent import wake
 from launchctl.agent.wake import Waker
+from tests.conftest import wait_for
 
 
 def _woken_by_writes(waker: Waker, db: Path, timeout_s: float = 10.0) -> bool:
@@ -301,7 +302,4 @@ def test_wakers_of_one_store_share_one_watch_thread(tmp_path: Path) -> None:
     finally:
         loop.close()
         hooks.close()
-    deadline = time.monotonic() + 5
-    while watchers() > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert watchers() == before
+    wait_for(lambda: watchers() == before, timeout=5, what="the watch thread to stop")

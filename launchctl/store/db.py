@@ -417,33 +417,28 @@ def _close_quietly(fd: int) -> None:
         os.close(fd)
 
 
-def _writes(sql: str) -> bool:
-    """Whether ``sql`` is a write (worked out once per text)."""
-    found = _WRITES.get(sql)
+def _kind(sql: str) -> tuple[bool, bool]:
+    """Whether ``sql`` is a write, and whether it writes one of ``KEPT_TABLES``; worked
+    out once per text (issue 17: the agent runs the same few statements for every run)."""
+    found = _KINDS.get(sql)
     if found is None:
-        found = bool(_WRITE.match(sql))
-        if len(_WRITES) >= 1024:
-            _WRITES.clear()
-        _WRITES[sql] = found
+        writes = bool(_WRITE.match(sql))
+        found = (writes, writes and bool(_KEPT_TABLE.search(sql)))
+        if len(_KINDS) >= 1024:
+            _KINDS.clear()
+        _KINDS[sql] = found
     return found
 
 
-_WRITES: dict[str, bool] = {}
+def _writes(sql: str) -> bool:
+    return _kind(sql)[0]
 
 
 def _changes_kept(sql: str) -> bool:
-    """Whether ``sql`` writes one of ``KEPT_TABLES``; worked out once per text (issue 17:
-    the agent runs the same few statements for every run)."""
-    found = _CHANGES_KEPT.get(sql)
-    if found is None:
-        found = bool(_WRITE.match(sql) and _KEPT_TABLE.search(sql))
-        if len(_CHANGES_KEPT) >= 1024:
-            _CHANGES_KEPT.clear()
-        _CHANGES_KEPT[sql] = found
-    return found
+    return _kind(sql)[1]
 
 
-_CHANGES_KEPT: dict[str, bool] = {}
+_KINDS: dict[str, tuple[bool, bool]] = {}
 
 _WRITER_LOCKS: dict[str, Any] = {}  # database path -> its writers' lock
 
