@@ -229,6 +229,25 @@ def agent(
         if web is not None:
             web.stop()
     say(f"agent {worker.id} stopped")
+    _leave(store)
+
+
+def _leave(store: Any) -> None:
+    """End the process now that everything is recorded and said: the store closed (its
+    WAL folded back), the output flushed, then ``os._exit``. The interpreter's own
+    teardown (a collection of every object, each module's dict cleared one by one) cost a
+    stopping agent 15-35 ms here, a twentieth of a 500-run ``--burst`` drain (issue 17).
+    Nothing is lost by skipping it: the agent's threads are daemons with nothing left to
+    do, its log file is flushed line by line, and its spawner ends when its pipe closes.
+    """
+    import contextlib
+    import sys
+
+    store.close()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
+            stream.flush()
+    os._exit(0)
 
 
 def _remote_queues(values: list[str]) -> list[Any]:
