@@ -268,3 +268,85 @@ def test_nothing_but_a_statement_naming_them_writes_the_kept_tables(store: Store
                 assert not acts or fk["table"] in kept, (
                     f"{table} changes when {fk['table']} does ({acts})"
                 )
+
+
+def test_a_watched_read_is_made_again_once_something_could_change_its_answer(
+    store: Store, home: Path
+) -> None:
+    """Issue 17: an agent asks three things every pass (the sweeps needing a scheduler,
+    the cancels asked of its runs, its queues' runs waiting for others) and gives the last
+    answer again while nothing that could change it was written. Who could get around
+    that: a user cancelling a run from another shell (another connection commits: read
+    again), and the agent's own sweep scheduler asking for a cancel through this very
+    connection (its statement names ``cancel_requested``: read again)."""
+    run_id = _queued_run(store)
+    store.db.execute("UPDATE runs SET state = 'running', agent_id = 'a1' WHERE id = ?", [run_id])
+    seen = _statements(store)
+
+    def reads() -> int:
+        return sum("cancel_requested = 1" in s and s.startswith("SELECT") for s in seen)
+
+    assert store.runs.cancels_held_by("a1") == []
+    assert store.runs.cancels_held_by("a1") == []
+    assert reads() == 1  # the second answer was the first one, kept
+    store.db.execute("UPDATE runs SET name = 'renamed' WHERE id = ?", [run_id])
+    assert store.runs.cancels_held_by("a1") == [] and reads() == 1  # names none of its words
+
+    other = Store(home)  # `launchctl runs cancel` in another shell
+    other.db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", [run_id])
+    assert store.runs.cancels_held_by("a1") == [run_id] and reads() == 2
+    assert store.runs.cancels_held_by("a1") == [run_id] and reads() == 2
+
+    store.db.execute("UPDATE runs SET cancel_requested = 0 WHERE id = ?", [run_id])  # its own
+    assert store.runs.cancels_held_by("a1") == [] and reads() == 3
+
+    with store.db.write():  # inside a write it is a plain read: what it sees may be undone
+        store.db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", [run_id])
+        assert store.runs.cancels_held_by("a1") == [run_id]
+    assert reads() == 4
+
+
+def test_a_watched_read_is_not_kept_past_an_undone_write_or_a_delete(store: Store) -> None:
+    """A write undone after a read inside it: the next read outside reads again (the
+    counted write names the word). A delete counts as naming every watched word: its
+    foreign-key actions write tables it does not name."""
+    run_id = _queued_run(store)
+    store.db.execute("UPDATE runs SET state = 'running', agent_id = 'a1' WHERE id = ?", [run_id])
+    assert store.runs.cancels_held_by("a1") == []
+    with pytest.raises(RuntimeError, match="undo"), store.db.write():
+        store.db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", [run_id])
+        assert store.runs.cancels_held_by("a1") == [run_id]
+        raise RuntimeError("undo")
+    assert store.runs.cancels_held_by("a1") == []
+    seen = _statements(store)
+    store.db.execute("DELETE FROM events WHERE run_id = 'nothing'")
+    assert store.runs.cancels_held_by("a1") == []
+    assert sum(s.startswith("SELECT id FROM runs") for s in seen) == 1
+
+
+def test_one_pass_reads_data_version_once(store: Store, home: Path) -> None:
+    """In an agent's pass the watched reads share one read of ``PRAGMA data_version``; a
+    commit made during the pass is seen by the next one."""
+    run_id = _queued_run(store)
+    store.db.execute("UPDATE runs SET state = 'running', agent_id = 'a1' WHERE id = ?", [run_id])
+    seen = _statements(store)
+    with store.db.one_pass():
+        assert store.runs.cancels_held_by("a1") == []
+        Store(home).db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", [run_id])
+        assert store.runs.cancels_held_by("a1") == []  # this pass: the version it read
+    assert sum("data_version" in s for s in seen) == 1
+    with store.db.one_pass():
+        assert store.runs.cancels_held_by("a1") == [run_id]  # the next pass sees it
+
+
+def test_no_trigger_writes_what_a_watched_read_reads(store: Store) -> None:
+    """``Database.all_watched`` counts the writes whose text names a watched word. A
+    trigger fired by a statement that names none would get around that: no trigger's
+    body may name one."""
+    from launchctl.store.db import WATCHED
+
+    for row in store.db.all("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"):
+        body = " ".join(str(row["sql"]).split()).lower()
+        action = body[body.find(" begin ") :]
+        for word in WATCHED:
+            assert word not in action, f"trigger {row['name']} writes {word}"

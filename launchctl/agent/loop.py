@@ -449,6 +449,10 @@ class Agent:
 
     def run_once(self) -> int:
         """One pass: collect, reap, cancel, renew, claim. Returns how many runs were claimed."""
+        with self.store.db.one_pass():
+            return self._pass()
+
+    def _pass(self) -> int:
         self.collect_started()
         self._announce_due()
         self.reap()

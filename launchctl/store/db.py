@@ -26,6 +26,10 @@ KEPT_TABLES = ("queues", "members", "entities", "jobs", "job_versions", "job_ali
 _WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
 _KEPT_TABLE = re.compile(rf"\b({'|'.join(KEPT_TABLES)})\b", re.IGNORECASE)
 KEPT_MAX = 256  # reads kept at most (then all are forgotten)
+# Words a read kept from pass to pass (``Database.all_watched``) may name: a write of this
+# connection whose text holds one of them makes the reads that named it be made again.
+WATCHED = ("sweep", "cancel_requested", "deps", "enqueued_at", "into runs")
+_CASCADES = frozenset({"DELETE", "REPLACE", "DROP", "ALTER"})
 
 BUSY_TIMEOUT_S = float(os.environ.get("LAUNCHCTL_BUSY_TIMEOUT", "30"))
 
@@ -95,6 +99,13 @@ class Database:
         self._kept: dict[tuple[str, tuple[Any, ...]], Row | None] = {}  # see one_kept
         self._kept_version: int | None = None  # PRAGMA data_version they were read at
         self._kept_checked = False  # data_version compared in this write
+        # See all_watched: its reads, and how many writes of this connection named each word.
+        self._watched: dict[
+            tuple[str, tuple[Any, ...], tuple[str, ...]], tuple[Any, list[Row]]
+        ] = {}
+        self._wrote: dict[str, int] = {}
+        self._pass_version: int | None = None  # data_version, read once per pass (one_pass)
+        self._in_pass = False
         self._bell: int | None = None  # the bell's folder, opened at the first ring
         try:
             paths.make_dir(path.parent)  # 0700 (or the group mode), if launchctl creates it
@@ -354,8 +365,11 @@ class Database:
             pass
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
-        if self._kept and _changes_kept(sql):
+        writes, changes_kept, words = _kind(sql)
+        if changes_kept and self._kept:
             self._kept.clear()  # this connection changes what they read
+        for word in words:  # counted before it runs: one that fails only costs a read
+            self._wrote[word] = self._wrote.get(word, 0) + 1
         changes = self.conn.total_changes
         try:
             cursor = self.conn.execute(sql, params)
@@ -371,7 +385,7 @@ class Database:
             self._depth == 0
             and not self.conn.in_transaction
             and self.conn.total_changes != changes
-            and _writes(sql)
+            and writes
         ):
             self.ring()  # a write outside write(), committed on its own
         return cursor
@@ -411,34 +425,71 @@ class Database:
             self._kept[key] = row
         return None if row is None else dict(row)
 
+    @contextlib.contextmanager
+    def one_pass(self) -> Iterator[None]:
+        """An agent's pass: its ``all_watched`` reads share one read of ``PRAGMA
+        data_version``. Another process's commit during the pass is then seen by the next
+        pass, which that commit's bell starts."""
+        self._in_pass, self._pass_version = True, None
+        try:
+            yield
+        finally:
+            self._in_pass, self._pass_version = False, None
+
+    def all_watched(self, sql: str, params: Sequence[Any], words: tuple[str, ...]) -> list[Row]:
+        """``all`` for a read an agent makes every pass whose answer seldom changes (issue
+        17: the sweeps that need a scheduler, the cancels asked of its runs, its queues'
+        runs that wait for others: three reads a pass, a tenth of a trivial run's time in
+        the loop). Its last answer is given again while no other connection has committed
+        (``PRAGMA data_version``) and this one has made no write whose text names one of
+        ``words`` (from ``WATCHED``): the writes that could change it. Inside a transaction
+        it is ``all``: what it read could still be undone.
+        """
+        if any(w not in WATCHED for w in words):
+            raise ValueError(f"all_watched: {words} are not all in WATCHED")
+        if self.conn.in_transaction:
+            return self.all(sql, params)
+        version = self._pass_version
+        if version is None:
+            version = self.execute("PRAGMA data_version").fetchone()[0]
+            if self._in_pass:
+                self._pass_version = version
+        mark = (version, *(self._wrote.get(w, 0) for w in words))  # before the read
+        key = (sql, tuple(params), words)
+        kept = self._watched.get(key)
+        if kept is None or kept[0] != mark:
+            kept = (mark, self.all(sql, params))
+            if len(self._watched) >= KEPT_MAX:
+                self._watched.clear()
+            self._watched[key] = kept
+        return [dict(row) for row in kept[1]]
+
 
 def _close_quietly(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.close(fd)
 
 
-def _kind(sql: str) -> tuple[bool, bool]:
-    """Whether ``sql`` is a write, and whether it writes one of ``KEPT_TABLES``; worked
-    out once per text (issue 17: the agent runs the same few statements for every run)."""
+def _kind(sql: str) -> tuple[bool, bool, tuple[str, ...]]:
+    """Whether ``sql`` is a write, whether it writes one of ``KEPT_TABLES``, and which of
+    the ``WATCHED`` words a write names; worked out once per text (issue 17: the agent
+    runs the same few statements for every run)."""
     found = _KINDS.get(sql)
     if found is None:
-        writes = bool(_WRITE.match(sql))
-        found = (writes, writes and bool(_KEPT_TABLE.search(sql)))
+        verb = _WRITE.match(sql)
+        writes = verb is not None
+        text = sql.lower()
+        words = tuple(w for w in WATCHED if w in text) if writes else ()
+        if verb is not None and verb.group(1).upper() in _CASCADES:
+            words = WATCHED  # a delete's foreign-key actions write tables it does not name
+        found = (writes, writes and bool(_KEPT_TABLE.search(sql)), words)
         if len(_KINDS) >= 1024:
             _KINDS.clear()
         _KINDS[sql] = found
     return found
 
 
-def _writes(sql: str) -> bool:
-    return _kind(sql)[0]
-
-
-def _changes_kept(sql: str) -> bool:
-    return _kind(sql)[1]
-
-
-_KINDS: dict[str, tuple[bool, bool]] = {}
+_KINDS: dict[str, tuple[bool, bool, tuple[str, ...]]] = {}
 
 _WRITER_LOCKS: dict[str, Any] = {}  # database path -> its writers' lock
 

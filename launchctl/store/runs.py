@@ -224,9 +224,10 @@ class RunTable:
     def cancels_held_by(self, agent_id: str) -> list[str]:
         """The runs ``agent_id`` holds whose cancel was asked for (ids only: the agent asks
         every pass)."""
-        rows = self.db.all(
+        rows = self.db.all_watched(
             f"SELECT id FROM runs WHERE agent_id = ? AND state IN {HELD} AND cancel_requested = 1",
             [agent_id],
+            ("cancel_requested",),  # set only by writes that name it (or another process)
         )
         return [row["id"] for row in rows]
 
@@ -415,6 +416,21 @@ class RunTable:
             self._event(run_id, row["state"], row["state"], None, f"{verb} by {by}", now)
         return True
 
+    def _waiting_on_others(self, ids: list[int]) -> bool:
+        """Whether a queued run of ``ids`` waits for others (the partial index
+        ``runs_waiting_deps``). Kept from pass to pass (``Database.all_watched``): only a
+        write naming ``deps`` (a run that waits, made or edited), a new run, a run back in
+        its queue (``enqueued_at``), or another process's commit can add one; the runs
+        this agent ends cannot."""
+        return bool(
+            self.db.all_watched(
+                f"SELECT 1 FROM runs WHERE queue_id IN ({', '.join('?' for _ in ids)})"
+                f" AND deps > 0 AND state = '{State.QUEUED.value}' LIMIT 1",
+                ids,
+                ("deps", "into runs", "enqueued_at"),
+            )
+        )
+
     def _doomed(self, ids: list[int]) -> list[str]:
         return [
             r["id"]
@@ -437,7 +453,7 @@ class RunTable:
         first read uses a partial index of the queued runs with dependencies; most passes
         stop there. Returns (run id, reason) for each."""
         ids = list(queue_ids)
-        if not ids or not self._doomed(ids):
+        if not ids or not self._waiting_on_others(ids) or not self._doomed(ids):
             return []
         ended: list[tuple[str, str]] = []
         now = time.time()

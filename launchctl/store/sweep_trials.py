@@ -82,12 +82,13 @@ class SweepTrialTable:
         names = list(queue_names)
         if not names:
             return []
-        return self.db.all(
+        return self.db.all_watched(
             "SELECT s.id, s.state, s.scheduler_agent, s.scheduler_lease FROM sweeps s"
             f" WHERE s.queue_name IN ({', '.join('?' for _ in names)}) AND (s.state = 'running'"
             " OR (s.state IN ('paused', 'stopped') AND EXISTS (SELECT 1 FROM sweep_trials t"
             " WHERE t.sweep_id = s.id AND t.outcome IS NULL))) ORDER BY s.created_at, s.id",
             names,
+            ("sweep",),  # made again when a sweep or a trial is written (or another commits)
         )
 
     def sweep(self, sweep_id: str) -> Row | None:
