@@ -125,6 +125,42 @@ def test_a_run_gets_no_descriptor_of_the_spawner_and_sigint_at_its_default(
     assert default == "True"  # Python's own handler: SIGINT was at its default at exec
 
 
+def test_a_run_starts_as_under_a_shell_signals_umask_folder_and_its_own_path(
+    tmp_path: Path, link: spawned.Link
+) -> None:
+    """The spawner starts runs with ``posix_spawn`` (issue 17), which gives what ``Popen``
+    gave: no signal ignored at the exec (Python ignores SIGPIPE and SIGXFSZ: inherited,
+    ``yes | head`` in a run would never end), the umask asked for, the run's working
+    folder, and its command found on the run's own PATH, not the spawner's. The spawner
+    itself goes back to ``/`` after each start: it holds no run's folder."""
+    tools, work = tmp_path / "tools", tmp_path / "work"
+    tools.mkdir()
+    work.mkdir()
+    tool = make_script(tools, "lab-tool", "#!/bin/sh\ngrep SigIgn /proc/self/status\numask\npwd\n")
+    tool.chmod(0o755)
+    log = tmp_path / "log"
+    log.touch()
+    proc = link.spawn(
+        ["lab-tool"], {"PATH": f"{tools}:/usr/bin:/bin"}, str(work), str(log),
+        str(tmp_path / "pid"), str(tmp_path / "code"), 0o027,
+    )  # fmt: skip
+    wait_for(lambda: proc.poll() is not None, what="the run's end")
+    assert proc.returncode == 0, log.read_text()
+    ignored, umask, cwd = log.read_text().splitlines()
+    # Nothing ignored but signals 32 and 33, which glibc's posix_spawn sets ignored in its
+    # child (as Python's own posix_spawn leaves them): the C library's internal signals,
+    # reserved by glibc and musl alike, whose handlers every program's C library sets.
+    assert int(ignored.split()[1], 16) & ~((1 << 31) | (1 << 32)) == 0
+    assert umask == "0027" and cwd == str(work)
+    assert os.readlink(f"/proc/{link.proc.pid}/cwd") == "/"
+    missing = link.spawn(
+        ["lab-tool"], {"PATH": "/usr/bin:/bin"}, str(work), str(log),
+        str(tmp_path / "pid2"), str(tmp_path / "code2"), -1,
+    )  # fmt: skip
+    wait_for(lambda: missing.poll() is not None or missing.failure, what="the refusal")
+    assert missing.pid is None and missing.failure == "command not found: lab-tool"
+
+
 def test_the_spawner_writes_no_exit_code_through_a_link_the_run_planted(
     tmp_path: Path, link: spawned.Link
 ) -> None:

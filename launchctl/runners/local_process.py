@@ -465,8 +465,9 @@ def _claimed_pid(folder: Path, starting: bool) -> int | None:
         time.sleep(0.01)
 
 
-def _check_executable(program: str, launch: Launch) -> None:
-    """Say "command not found" plainly, rather than the wrapper shell's exit code 127."""
+def _check_executable(program: str, launch: Launch) -> str:
+    """Say "command not found" plainly, rather than the wrapper shell's exit code 127.
+    Returns where it is (the spawner starts that file: no search of the PATH of its own)."""
     import shutil
 
     if "/" in program:
@@ -475,17 +476,18 @@ def _check_executable(program: str, launch: Launch) -> None:
             raise RunnerError(f"command not found: {program}")
         if not os.access(path, os.X_OK):
             raise RunnerError(f"permission denied running {program}")
-        return
+        return str(path)
     search = launch.env.get("PATH", os.defpath)
     found = _FOUND.get((program, search))
     if found is not None and os.access(found, os.X_OK) and not os.path.isdir(found):
-        return  # where it was found before, and still there (two syscalls, not a search)
+        return found  # where it was found before, and still there (two syscalls, not a search)
     found = shutil.which(program, path=search)
     if found is None:
         raise RunnerError(f"command not found: {program}")
     if len(_FOUND) >= 256:
         _FOUND.clear()
     _FOUND[(program, search)] = found
+    return found
 
 
 # (program, PATH) -> where ``_check_executable`` last found it (issue 17: a search of the
@@ -602,7 +604,7 @@ class LocalProcessRunner:
         folder = launch.log_path.parent
         if not os.path.isdir(folder):  # the agent made it (a stat, not an mkdir that fails)
             folder.mkdir(parents=True, exist_ok=True)
-        _check_executable(launch.command[0], launch)
+        exe = _check_executable(launch.command[0], launch)
         limits = launch.limits
         if launch.run_as is not None:
             _files_for(folder, launch.run_as)
@@ -613,7 +615,7 @@ class LocalProcessRunner:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
         if not launch.secrets and _spawns(launch):
-            return _spawn(launch, folder)
+            return _spawn(launch, folder, exe)
         command = wrap(launch.command, folder, limits.memory, in_place=launch.run_as is not None)
         if not launch.secrets:
             # Nothing to mask: the run writes its log itself (no copier to start: a trivial
@@ -654,7 +656,7 @@ def _spawns(launch: Launch) -> bool:
     )
 
 
-def _spawn(launch: Launch, folder: Path) -> ProcessHandle:
+def _spawn(launch: Launch, folder: Path, exe: str) -> ProcessHandle:
     """Start the run's command itself through the spawner, which records its exit code
     (as the wrapper shell would have) and outlives the agent, as the run does."""
     from launchctl.runners import spawned
@@ -664,7 +666,7 @@ def _spawn(launch: Launch, folder: Path) -> ProcessHandle:
     request = (
         list(launch.command), dict(launch.env), str(launch.workdir), str(launch.log_path),
         os.path.join(folder, PID_FILE), os.path.join(folder, EXIT_FILE),
-        -1 if umask is None else umask, cpus,
+        -1 if umask is None else umask, cpus, exe,
     )  # fmt: skip
     shared = reaper()
     assert shared is not None  # ``_spawns`` checked

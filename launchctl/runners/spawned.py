@@ -175,13 +175,13 @@ class Link:
 
     def spawn(self, argv: list[str], env: dict[str, str], cwd: str, log: str,
               pid_file: str, exit_file: str, umask: int,
-              cpus: list[int] | None = None) -> SpawnedProc:  # fmt: skip
+              cpus: list[int] | None = None, exe: str | None = None) -> SpawnedProc:  # fmt: skip
         with self._send_lock:
             self._seq += 1
             proc = SpawnedProc(self, self._seq, argv[0], cwd)
             request = {"seq": proc.seq, "argv": argv, "env": env, "cwd": cwd, "log": log,
                        "pid_file": pid_file, "exit_file": exit_file, "umask": umask,
-                       "cpus": cpus}  # fmt: skip
+                       "cpus": cpus, "exe": exe}  # fmt: skip
             body = marshal.dumps(request)
             with self._reply_lock:
                 self._waiting[proc.seq] = proc
