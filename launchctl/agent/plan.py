@@ -509,8 +509,21 @@ def cache_mount(value: Any) -> CacheMount | None:
 
 
 def without_store(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without launchctl's own settings: ``LAUNCHCTL_HOME``, ``LAUNCHCTL_USER``..."""
-    return {k: v for k, v in env.items() if not k.startswith("LAUNCHCTL_") or k in RUN_VARIABLES}
+    """``env`` without launchctl's own settings: ``LAUNCHCTL_HOME``, ``LAUNCHCTL_USER``...
+
+    Issue 17: the agent filters the same environment two or three times a run; the last
+    few environments filtered are kept, and one equal to a kept one (a comparison in C)
+    gets a copy of its answer."""
+    for seen, kept in _WITHOUT:
+        if seen == env:
+            return dict(kept)
+    found = {k: v for k, v in env.items() if not k.startswith("LAUNCHCTL_") or k in RUN_VARIABLES}
+    _WITHOUT.insert(0, (dict(env), found))
+    del _WITHOUT[4:]
+    return dict(found)
+
+
+_WITHOUT: list[tuple[dict[str, str], dict[str, str]]] = []  # (an env, without_store of it)
 
 
 def env_with_secrets(

@@ -215,6 +215,7 @@ class Starter:
         for name in sorted(planned.unknown):
             self.store.runs.note(run_id, f"warning: unknown macro ${{{name}}} left as written")
         launch = planned.launch(by_name, run_as=run_as, on_exit=self.ctx.on_exit)
+        launch.fresh = fresh
         if not in_claim:  # else the caller checked the row, read in this transaction
             self._check_cancel(run_id)
         move(self.store, run_id, State.STARTING, agent_id=self.ctx.agent_id,

@@ -76,6 +76,8 @@ class Launch:
     # A sweep's trial in a container: the host folder (in the run's own folder) mounted at
     # METRICS_MOUNT, where its LAUNCHCTL_METRICS_FILE is (issue 15).
     metrics_dir: Path | None = None
+    # Its folder was made for this attempt (issue 17): nothing an earlier one left is in it.
+    fresh: bool = False
 
     @property
     def command(self) -> list[str]:

@@ -602,7 +602,7 @@ class LocalProcessRunner:
         if not launch.command:
             raise RunnerError("the run has no command to execute", stage="agent")
         folder = launch.log_path.parent
-        if not os.path.isdir(folder):  # the agent made it (a stat, not an mkdir that fails)
+        if not launch.fresh and not os.path.isdir(folder):  # a stat, not an mkdir that fails
             folder.mkdir(parents=True, exist_ok=True)
         exe = _check_executable(launch.command[0], launch)
         limits = launch.limits
@@ -610,8 +610,9 @@ class LocalProcessRunner:
             _files_for(folder, launch.run_as)
         # What an earlier attempt left: a note, and (its own shell made them) its pid and
         # exit code, which the shell writes anew (run_as: the two files made above, kept).
+        # A folder made for this attempt has none (issue 17: three failed unlinks a run).
         stale = [logfile.LOG_ERROR_FILE] + ([] if launch.run_as else [PID_FILE, EXIT_FILE])
-        for name in stale:
+        for name in [] if launch.fresh else stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(folder, name))
         if not launch.secrets and _spawns(launch):

@@ -91,7 +91,7 @@ class SpawnedProc:
         self.cwd = cwd
         self._pid: int | None = None
         self.started: str | None = None  # its start time (``procfs.start_time``)
-        self.known = threading.Event()  # the spawner's reply has been read
+        self.known = False  # the spawner's reply has been read (set under the reply lock)
         self.returncode: int | None = None  # as a shell records it: 128+N for signal N
         self.failure: str | None = None  # why it never started, or why its end is unknown
         self._lock = threading.Lock()
@@ -100,13 +100,13 @@ class SpawnedProc:
 
     @property
     def pid(self) -> int | None:
-        if not self.known.is_set():
+        if not self.known:
             self._link.collect(self)
         return self._pid
 
     def replied(self, pid: int | None, started: str | None, failure: str | None) -> None:
         self._pid, self.started, self.failure = pid, started, failure
-        self.known.set()
+        self.known = True
 
     def wait(self) -> int | None:
         return self.returncode
@@ -198,7 +198,7 @@ class Link:
     def collect(self, proc: SpawnedProc) -> None:
         """Read the spawner's replies up to ``proc``'s (they come in order)."""
         with self._reply_lock:
-            while not proc.known.is_set():
+            while not proc.known:
                 line = self._reply_line()
                 if line is None:  # the spawner is gone
                     for waiting in list(self._waiting.values()):

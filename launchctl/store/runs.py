@@ -718,9 +718,14 @@ def transition(
         fields = dict(fields or {})
     if not db.conn.in_transaction:
         raise RuntimeError("a state change must be made inside db.write()")
-    unknown = set(fields) - _STATE_FIELDS
-    if unknown:
-        raise ValueError(f"cannot set {sorted(unknown)} on a run")
+    asked = tuple(fields)
+    if asked not in _KNOWN_FIELDS:  # checked once per set of fields
+        unknown = set(asked) - _STATE_FIELDS
+        if unknown:
+            raise ValueError(f"cannot set {sorted(unknown)} on a run")
+        if len(_KNOWN_FIELDS) >= 256:
+            _KNOWN_FIELDS.clear()
+        _KNOWN_FIELDS.add(asked)
     froms = [s.value for s in ordered(sources)]
     now = time.time() if at is None else at
     fields["updated_at"] = now
@@ -733,18 +738,14 @@ def transition(
         fields.update(
             lease_expires_at=None, pid=None, pid_started=None, agent_id=None, started_at=None
         )
-    sets = ", ".join(f"{k} = ?" for k in fields)
     params: list[Any] = [str(to), *fields.values()]
-    if to == State.CLAIMED and "reason" not in fields:
-        # An agent's "waiting: ..." no longer holds once the run is claimed.
-        sets += ", reason = CASE WHEN reason LIKE ? THEN NULL ELSE reason END"
+    clears_wait = to == State.CLAIMED and "reason" not in fields
+    if clears_wait:
         params.append(WAIT_PREFIX + "%")
-    guard = f"state IN ({', '.join('?' for _ in froms)})"
     params += [run_id, *froms]
     if holder is not None:
-        guard += " AND (agent_id = ? OR agent_id IS NULL)"
         params.append(holder)
-    update = f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}"
+    update = _update_text(tuple(fields), len(froms), clears_wait, holder is not None)
     if returning is not None and len(froms) != 1:
         raise ValueError("returning is for a move with one state to leave")
     if len(froms) == 1:
@@ -775,6 +776,29 @@ def transition(
         old_for_event = str(old)
     insert_event(db, run_id, old_for_event, str(to), by, detail, now)
     return str(old)
+
+
+def _update_text(keys: tuple[str, ...], froms: int, clears_wait: bool, held: bool) -> str:
+    """The guarded UPDATE of a move setting ``keys``, made once per shape (issue 17: the
+    agent makes the same few moves for every run)."""
+    shape = (keys, froms, clears_wait, held)
+    text = _UPDATES.get(shape)
+    if text is None:
+        sets = ", ".join(f"{k} = ?" for k in keys)
+        if clears_wait:  # an agent's "waiting: ..." no longer holds once the run is claimed
+            sets += ", reason = CASE WHEN reason LIKE ? THEN NULL ELSE reason END"
+        guard = f"state IN ({', '.join('?' for _ in range(froms))})"
+        if held:
+            guard += " AND (agent_id = ? OR agent_id IS NULL)"
+        text = f"UPDATE runs SET state = ?, {sets} WHERE id = ? AND {guard}"
+        if len(_UPDATES) >= 256:
+            _UPDATES.clear()
+        _UPDATES[shape] = text
+    return text
+
+
+_UPDATES: dict[tuple[tuple[str, ...], int, bool, bool], str] = {}
+_KNOWN_FIELDS: set[tuple[str, ...]] = set()  # sets of fields a move may set, as checked
 
 
 def _refuse(db: Database, run_id: str, to: str) -> NoReturn:
