@@ -22,14 +22,15 @@ takes over a run still ``starting`` claims the same file when it finds none, so 
 that waited here while its agent was lost is refused (``E seq 0 claimed``) rather than
 started beside the run requeued there.
 
-Starts are made by a thread of their own, in the order they came (``posix_spawn`` waits
-for the run's exec), while the main thread goes on reaping the runs that end (issue 17:
-with two slots, one run's end waited for the other's start). A run is started with
-``os.posix_spawn`` (issue 17: ``subprocess.Popen``'s own Python cost a tenth of the
-spawner's time a run): in a session of its own, its standard input ``/dev/null``, its
-output the log, the signals Python ignores back at their default, in its working
-directory with its umask (both set in this process, by the start thread, around the
-spawn: nothing else here uses either). Every descriptor of the spawner is close-on-exec.
+A start thread reads the requests and starts them in the order they came
+(``posix_spawn`` waits for the run's exec), while the main thread goes on reaping the
+runs that end (issue 17: with two slots, one run's end waited for the other's start).
+A run is started with ``os.posix_spawn`` (issue 17: ``subprocess.Popen``'s own Python
+cost a tenth of the spawner's time a run): in a session of its own, its standard input
+``/dev/null``, its output the log, the signals Python ignores back at their default, in
+its working directory with its umask (both set in this process, by the start thread,
+around the spawn: nothing else here uses either). Every descriptor of the spawner is
+close-on-exec.
 
 For each request, in order, one line on REPLIES_FD: ``S seq pid start_time`` once the
 process has started (its own process group and session, output appended to ``log``,
@@ -37,8 +38,8 @@ which must be a regular file), or ``E seq errno what`` (``claimed``, ``pid``, ``
 ``cwd`` or ``argv``) when it could not, followed by ``X seq -1`` on EXITS_FD. When a
 run's process ends, its group is killed (what it left behind; the pid cannot be taken
 meanwhile, the process is not reaped yet), its code written, and ``X seq code`` is
-written on EXITS_FD. A process killed by signal N
-gets code 128+N, as a shell records it.
+written on EXITS_FD. A process killed by signal N gets code 128+N, as a shell records
+it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import stat
 import struct
 import sys
 import threading
-from _queue import SimpleQueue
+from collections.abc import Iterator
 from typing import Any
 
 HEADER = struct.Struct("<I")
@@ -153,31 +154,31 @@ def write_code(path: str, code: int) -> None:
 
 
 class Spawner:
+    """The main thread reaps (``serve``: it waits on the pidfds of the runs); a start
+    thread reads the agent's requests and starts each in turn, and adds the run's pidfd
+    to what the main thread waits on (issue 17: no hand-over of each request, nor of each
+    start, between the two; the main thread wakes once a run, at its end)."""
+
     def __init__(self, replies: int, exits: int, requests: int = 0) -> None:
         self.requests_fd = requests
         self.claimer = f"claimed {os.getpid()} {start_time(os.getpid())}\n".encode()
         self.replies: int | None = replies
         self.exits: int | None = exits
         self.selector = selectors.DefaultSelector()
-        self.buffer = b""
-        self.open = True  # the agent may still send requests
-        # (seq, pid, exit file) of the runs started, by pidfd
+        self.open = True  # the agent may still send requests (the start thread reads them)
+        # (seq, pid, exit file) of the runs started, by pidfd: the start thread adds one
+        # before the selector has its pidfd, the main thread takes it out at its end.
         self.running: dict[int, tuple[int, int, str]] = {}
-        # Runs with no pidfd (the descriptor limit was reached): looked at every POLL_S.
+        # Runs with no pidfd (the descriptor limit was reached), under ``lock``: looked at
+        # every POLL_S.
         self.unwatched: list[tuple[int, int, str]] = []
-        # Between the loop (this, the main thread) and the start thread, under ``lock``:
-        # the requests not started yet, how many the start thread has not finished, and
-        # the runs it started (their pidfd, None for none) for the loop to watch.
         self.lock = threading.Lock()
         self.say_lock = threading.Lock()
-        self.queued: SimpleQueue[dict[str, Any]] = SimpleQueue()
-        self.unfinished = 0
-        self.started: list[tuple[int | None, tuple[int, int, str]]] = []
         # Where the start thread goes back to after each start (in its own process, /).
         self.home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.wake_r, self.wake_w = os.pipe()  # the start thread's news wakes the loop
+        # The start thread wakes the main thread: the agent is gone, or a run has no pidfd.
+        self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
-        threading.Thread(target=self.starts, name="starts", daemon=True).start()
 
     def say(self, which: str, line: str) -> None:
         """A line to the agent; once it is gone (a closed pipe), no more: runs go on. Both
@@ -199,32 +200,49 @@ class Spawner:
                     self.exits = None
 
     def starts(self) -> None:
-        """The start thread: each queued request in turn (see ``spawn``)."""
-        while True:
-            request = self.queued.get()
-            try:
-                self.spawn(request)
-            except Exception:  # a field of the wrong type: that run fails, the rest go on
-                self.failed(request["seq"], 0, "argv")
-            finally:
-                with self.lock:
-                    self.unfinished -= 1
-                with contextlib.suppress(OSError):
-                    os.write(self.wake_w, b"\0")
+        """The start thread: each request in turn (see ``spawn``), until the agent is gone
+        (its pipe closed) or writes what it never writes; then the main thread is told."""
+        try:
+            for request in self.requests():
+                try:
+                    self.spawn(request)
+                except Exception:  # a field of the wrong type: that run fails, the rest go on
+                    self.failed(request["seq"], 0, "argv")
+        finally:
+            self.open = False
+            self.wake()
 
-    def watch_started(self) -> None:
-        """In the loop: watch the runs the start thread started."""
+    def wake(self) -> None:
         with contextlib.suppress(OSError):
-            while os.read(self.wake_r, 4096):
-                pass
-        with self.lock:
-            started, self.started = self.started, []
-        for pidfd, entry in started:
-            if pidfd is None:
-                self.unwatched.append(entry)
-            else:
-                self.running[pidfd] = entry
-                self.selector.register(pidfd, selectors.EVENT_READ, "exit")
+            os.write(self.wake_w, b"\0")
+
+    def requests(self) -> Iterator[dict[str, Any]]:
+        """The agent's requests as they come (a read waits for the next)."""
+        buffer = b""
+        while True:
+            try:
+                chunk = os.read(self.requests_fd, 1 << 20)
+            except InterruptedError:  # pragma: no cover - retried by Python itself
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            while len(buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(buffer)
+                if size > MAX_REQUEST:  # not the agent's: no more requests, runs go on
+                    return
+                if len(buffer) < HEADER.size + size:
+                    break
+                body = buffer[HEADER.size : HEADER.size + size]
+                buffer = buffer[HEADER.size + size :]
+                try:
+                    request = marshal.loads(body)
+                    request["seq"]
+                except (ValueError, EOFError, TypeError, KeyError):
+                    continue  # not a request the agent wrote: nobody waits for its reply
+                yield request
 
     def spawn(self, request: dict[str, Any]) -> None:
         seq = request["seq"]
@@ -296,13 +314,15 @@ class Spawner:
         note(claim, b"%d\n" % pid)
         self.say("replies", f"S {seq} {pid} {start_time(pid)}")
         entry = (seq, pid, request["exit_file"])
-        pidfd: int | None
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:  # no descriptor left (EMFILE): it is looked at every POLL_S instead
-            pidfd = None
-        with self.lock:
-            self.started.append((pidfd, entry))
+            with self.lock:
+                self.unwatched.append(entry)
+            self.wake()
+            return
+        self.running[pidfd] = entry  # before the selector can say it ended
+        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
 
     def failed(self, seq: int, errno: int, what: str) -> None:
         """It could not start: the reply says why, and its end comes as any other's."""
@@ -331,58 +351,27 @@ class Spawner:
             write_code(exit_file, code)
         self.say("exits", f"X {seq} {code}")
 
-    def starting(self) -> bool:
-        """Whether a request is not started yet, or a started run not watched yet."""
-        with self.lock:
-            return bool(self.unfinished or self.started)
-
     def look(self) -> None:
         """The runs with no pidfd: those that have exited are reaped."""
-        left = []
-        for entry in self.unwatched:
+        with self.lock:
+            entries = list(self.unwatched)
+        for entry in entries:
             done = os.waitid(os.P_PID, entry[1], os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            if done is None:
-                left.append(entry)
-            else:
+            if done is not None:
                 self.reap(*entry)
-        self.unwatched = left
-
-    def requests(self) -> None:
-        chunk = os.read(self.requests_fd, 1 << 20)
-        if not chunk:
-            self.open = False
-            self.selector.unregister(self.requests_fd)
-            return
-        self.buffer += chunk
-        while len(self.buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self.buffer)
-            if size > MAX_REQUEST:  # not the agent's: no more requests, runs go on
-                self.open = False
-                self.selector.unregister(self.requests_fd)
-                return
-            if len(self.buffer) < HEADER.size + size:
-                break
-            body = self.buffer[HEADER.size : HEADER.size + size]
-            self.buffer = self.buffer[HEADER.size + size :]
-            try:
-                request = marshal.loads(body)
-                request["seq"]
-            except (ValueError, EOFError, TypeError, KeyError):
-                continue  # not a request the agent wrote: nobody waits for its reply
-            with self.lock:
-                self.unfinished += 1
-            self.queued.put(request)
+                with self.lock:
+                    self.unwatched.remove(entry)
 
     def serve(self) -> None:
-        self.selector.register(self.requests_fd, selectors.EVENT_READ, "requests")
-        self.selector.register(self.wake_r, selectors.EVENT_READ, "started")
-        while self.open or self.running or self.unwatched or self.starting():
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        threading.Thread(target=self.starts, name="starts", daemon=True).start()
+        while self.open or self.running or self.unwatched:
             timeout = POLL_S if self.unwatched else None
             for key, _events in self.selector.select(timeout):
-                if key.data == "requests":
-                    self.requests()
-                elif key.data == "started":
-                    self.watch_started()
+                if key.data == "wake":
+                    with contextlib.suppress(OSError):
+                        while os.read(self.wake_r, 4096):
+                            pass
                 else:
                     self.ended(key.fd)
             if self.unwatched:
