@@ -409,6 +409,11 @@ class Agent:
             scheduler.release(self.store, self.id)  # issue 15: its sweeps, at once
             self.store.agents.stopped(self.id)
 
+    def close(self) -> None:
+        """Close the agent's store connection (its WAL folded back into the file): after
+        ``run``, once nothing more is written."""
+        self.store.close()
+
     def _status(self) -> None:
         """A status line now and then, as W&B's agent prints one: every 5 minutes, every
         20 seconds with -v (its DEFAULT_PRINT_INTERVAL and VERBOSE_PRINT_INTERVAL)."""

@@ -229,10 +229,10 @@ def agent(
         if web is not None:
             web.stop()
     say(f"agent {worker.id} stopped")
-    _leave(store)
+    _leave(worker)
 
 
-def _leave(store: Any) -> None:
+def _leave(worker: Any) -> None:
     """End the process now that everything is recorded and said: the store closed (its
     WAL folded back), the output flushed, then ``os._exit``. The interpreter's own
     teardown (a collection of every object, each module's dict cleared one by one) cost a
@@ -243,7 +243,7 @@ def _leave(store: Any) -> None:
     import contextlib
     import sys
 
-    store.close()
+    worker.close()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe: nothing more can be said
             stream.flush()

@@ -148,6 +148,8 @@ def write_code(path: str, code: int) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, CREATE, 0o600)
         try:
+            # 0600 whatever the umask: the start thread sets a run's own around its spawn
+            os.fchmod(fd, 0o600)
             os.write(fd, b"%d\n" % code)
         finally:
             os.close(fd)
