@@ -135,6 +135,9 @@ def agent(
       launchctl agent --remote-queue my-team/model-registry/gpu --sync  # serve a W&B queue
       launchctl agent -q default --ui        # and the web view on 127.0.0.1:8765
     """
+    import gc
+
+    gc.disable()  # while its modules load and it sets up (see launchctl/cli/__init__.py)
     from launchctl.agent import Agent
     from launchctl.agent.config import check_entity, load_agent_config
 
@@ -217,6 +220,8 @@ def agent(
     if web is not None:
         web.start()
         print(f"launchctl ui: {web.url}", flush=True)
+    gc.freeze()  # what it set up lives as long as it does: never looked at by a collection
+    gc.enable()
     try:
         worker.run(burst=burst)
     finally:
