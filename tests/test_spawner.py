@@ -315,6 +315,30 @@ os._exit(0)
     assert not procfs.live(run_pid)
 
 
+def test_the_spawner_closes_what_its_agent_hands_over(tmp_path: Path, link: spawned.Link) -> None:
+    """Issue 17: a leaving agent hands its store watch to its spawner, which closes it (the
+    kernel's teardown of a watch is then the spawner's wait, not the agent's exit's). Seen
+    here with a pipe: its reader gets end-of-file once the spawner has closed the copy it
+    was handed, this process's own being closed. A run started meanwhile never gets it."""
+    import select
+
+    from launchctl.agent.wake import watch_descriptors
+
+    read_end, write_end = os.pipe()
+    assert link.hand_over([write_end])
+    os.close(write_end)
+    assert select.select([read_end], [], [], 30)[0], "the spawner never closed it"
+    assert os.read(read_end, 1) == b""
+    os.close(read_end)
+    assert not link.hand_over([])  # nothing to hand over: nothing sent
+    handle = start(tmp_path, py("import os; print(len(os.listdir('/proc/self/fd')))"))
+    assert wait_for(handle.poll, what="the run's end") == Exit(code=0)
+    assert (tmp_path / "run" / "output.log").read_text().strip() == "4"
+    assert all(
+        os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify" for fd in watch_descriptors()
+    )
+
+
 def test_an_agent_whose_spawner_is_killed_fails_that_run_saying_why_and_goes_on(
     store: Store, tmp_path: Path, start_agent: StartAgent
 ) -> None:

@@ -303,3 +303,22 @@ def test_wakers_of_one_store_share_one_watch_thread(tmp_path: Path) -> None:
         loop.close()
         hooks.close()
     wait_for(lambda: watchers() == before, timeout=5, what="the watch thread to stop")
+
+
+def test_the_store_watchs_descriptor_is_found_to_hand_over(tmp_path: Path) -> None:
+    """``watch_descriptors`` (issue 17: a leaving agent hands them to its spawner to close)
+    finds the inotify descriptor a store watch made, and nothing that is not one."""
+    from launchctl.agent.wake import watch_descriptors
+
+    if wake.rust_notify() is None or os.environ.get("WATCHFILES_FORCE_POLLING"):
+        pytest.skip("no inotify watch here")
+    db = tmp_path / "launchctl.db"
+    db.touch()
+    before = set(watch_descriptors())
+    waker = Waker(db)
+    waker.start()
+    try:
+        made = wait_for(lambda: set(watch_descriptors()) - before, what="the watch's descriptor")
+        assert all(os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify" for fd in made)
+    finally:
+        waker.close()

@@ -187,6 +187,18 @@ class _FolderWatch:
             self._changed()
 
 
+def watch_descriptors() -> list[int]:
+    """The inotify descriptors this process holds (its store watch's, made by watchfiles):
+    handed to the agent's spawner to close as the agent leaves (``Agent.close``)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:inotify":
+                    found.append(int(name))
+    return found
+
+
 # The folder watches of this process, by folder and names watched (see ``_FolderWatch``).
 _WATCHES: dict[tuple[str, frozenset[str]], _FolderWatch] = {}
 _WATCHES_LOCK = threading.Lock()

@@ -141,21 +141,26 @@ class Link:
     def __init__(self, watcher: FdWatcher) -> None:
         self._watcher = watcher
         self.lost = False
+        import socket
+
         requests_r, self._requests = os.pipe()
         self._replies, replies_w = os.pipe()
         self._exits, exits_w = os.pipe()
+        # What the agent leaves it to close (``hand_over``): descriptors passed on a socket.
+        self._keep, keep_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        kept = keep_theirs.detach()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", SCRIPT, str(replies_w), str(exits_w)],
+                [sys.executable, "-I", "-S", SCRIPT, str(replies_w), str(exits_w), str(kept)],
                 stdin=requests_r,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                pass_fds=(replies_w, exits_w),
+                pass_fds=(replies_w, exits_w, kept),
                 start_new_session=True,  # apart from the agent's group: it outlives it
                 cwd="/",
             )
         finally:
-            for fd in (requests_r, replies_w, exits_w):
+            for fd in (requests_r, replies_w, exits_w, kept):
                 os.close(fd)
         for fd in (self._requests, self._replies, self._exits):
             os.set_inheritable(fd, False)
@@ -194,6 +199,21 @@ class Link:
                 self._lose()
                 raise
         return proc
+
+    def hand_over(self, fds: list[int]) -> bool:
+        """Give the spawner these descriptors to close in a thread of its own (issue 17:
+        the kernel's teardown of a file watch took an agent 10-25 ms here, on its way out,
+        where nobody waits for the spawner). Returns whether it took them; either way this
+        process still holds its own copies."""
+        import socket
+
+        if not fds or self.lost:
+            return False
+        try:
+            socket.send_fds(self._keep, [b"close"], fds)
+        except OSError:
+            return False
+        return True
 
     def collect(self, proc: SpawnedProc) -> None:
         """Read the spawner's replies up to ``proc``'s (they come in order)."""

@@ -161,8 +161,9 @@ class Spawner:
     to what the main thread waits on (issue 17: no hand-over of each request, nor of each
     start, between the two; the main thread wakes once a run, at its end)."""
 
-    def __init__(self, replies: int, exits: int, requests: int = 0) -> None:
+    def __init__(self, replies: int, exits: int, requests: int = 0, keep: int = -1) -> None:
         self.requests_fd = requests
+        self.keep_fd = keep  # a socket on which the agent hands over descriptors to close
         self.claimer = f"claimed {os.getpid()} {start_time(os.getpid())}\n".encode()
         self.replies: int | None = replies
         self.exits: int | None = exits
@@ -364,8 +365,31 @@ class Spawner:
                 with self.lock:
                     self.unwatched.remove(entry)
 
+    def take_over(self) -> None:
+        """Descriptors the agent hands over as it leaves (its store watch): closed in a
+        thread of their own, so no run's reaping waits for the kernel's teardown of a
+        watch; what is not a message with descriptors is read and dropped."""
+        import socket
+
+        sock = socket.socket(fileno=os.dup(self.keep_fd))
+        try:
+            flags = socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC  # never a run's to inherit
+            msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 16, flags)
+        except BlockingIOError:
+            return
+        except OSError:
+            msg, fds = b"", []
+        finally:
+            sock.close()
+        if not msg and not fds:  # the agent's end is closed: nothing more comes
+            self.selector.unregister(self.keep_fd)
+        if fds:
+            threading.Thread(target=close_all, args=(fds,), name="close", daemon=True).start()
+
     def serve(self) -> None:
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        if self.keep_fd >= 0:
+            self.selector.register(self.keep_fd, selectors.EVENT_READ, "keep")
         threading.Thread(target=self.starts, name="starts", daemon=True).start()
         while self.open or self.running or self.unwatched:
             timeout = POLL_S if self.unwatched else None
@@ -374,10 +398,18 @@ class Spawner:
                     with contextlib.suppress(OSError):
                         while os.read(self.wake_r, 4096):
                             pass
+                elif key.data == "keep":
+                    self.take_over()
                 else:
                     self.ended(key.fd)
             if self.unwatched:
                 self.look()
+
+
+def close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def main() -> None:
@@ -386,9 +418,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda _sig, _frame: None)
     os.chdir("/")
     replies, exits = int(sys.argv[1]), int(sys.argv[2])
-    for fd in (replies, exits):  # passed to it, so inheritable: not by its runs
-        os.set_inheritable(fd, False)
-    Spawner(replies, exits).serve()
+    keep = int(sys.argv[3]) if len(sys.argv) > 3 else -1
+    for fd in (replies, exits, keep):  # passed to it, so inheritable: not by its runs
+        if fd >= 0:
+            os.set_inheritable(fd, False)
+    Spawner(replies, exits, keep=keep).serve()
 
 
 if __name__ == "__main__":
