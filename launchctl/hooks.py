@@ -627,30 +627,23 @@ class Dispatcher:
         self._waker: Any = None
 
     def start(self) -> None:
-        """Start the thread, with a store connection of its own. An agent with hooks of
-        its own says so in the store now, before it claims anything (the trigger records
-        its runs' ends only then); without, the thread opens its store itself (issue 17:
-        2-8 ms of an agent's start, now beside its first claims)."""
+        """Say in the store whether this agent has hooks (before it claims anything), and
+        start the thread, with a store connection of its own."""
         if self._thread is not None:
             return
         from launchctl.agent.wake import Waker
-        from launchctl.paths import db_path, home
-
-        # Woken by every write to the store (a run's end among them), as the agent is;
-        # each pass is one read when there is nothing to do.
-        self._waker = Waker(db_path(self.home or home()), fallback_s=self.poll)
-        self._event = self._waker.event
-        if self.hooks:
-            self._open()
-        self._thread = threading.Thread(target=self._loop, name="launchctl-hooks", daemon=True)
-        self._thread.start()
-
-    def _open(self) -> None:
-        """Its own store connection, and the agent's mark: whether it has hooks."""
+        from launchctl.paths import db_path
         from launchctl.store import Store
 
         self._store = Store(self.home)
         _table(self._store).mark_agent(self.agent_id, bool(self.hooks))
+        # Woken by every write to the store (a run's end among them), as the agent is;
+        # each pass is one read when there is nothing to do.
+        self._waker = Waker(db_path(self._store.root), fallback_s=self.poll)
+        self._event = self._waker.event
+        self._waker.start()
+        self._thread = threading.Thread(target=self._loop, name="launchctl-hooks", daemon=True)
+        self._thread.start()
 
     def wake(self) -> None:
         self._event.set()
@@ -672,11 +665,8 @@ class Dispatcher:
 
     # -- the loop ----------------------------------------------------------------------
     def _loop(self) -> None:
+        assert self._store is not None
         try:
-            if self._store is None:
-                self._open()
-            assert self._store is not None
-            self._waker.start()
             while True:
                 stopping = self._stopping
                 wait = self._safe_pass()
@@ -687,8 +677,7 @@ class Dispatcher:
         finally:
             if self._waker is not None:
                 self._waker.close()
-            if self._store is not None:
-                self._store.close()
+            self._store.close()
 
     def _safe_pass(self) -> float:
         try:
