@@ -46,6 +46,8 @@ def check_name(value: object, what: str = "name", *, path_safe_only: bool = Fals
     """
     if not isinstance(value, str) or not value:
         raise InvalidName(f"invalid {what} name {value!r}: it must be non-empty text")
+    if (value, what, path_safe_only) in _GOOD:  # issue 17: an agent checks the same names
+        return value  # for every run it starts
     where = f"invalid {what} name {_shown(value)}"
     if len(value) > MAX_NAME:
         raise InvalidName(f"{where}: longer than {MAX_NAME} characters ({len(value)})")
@@ -58,7 +60,13 @@ def check_name(value: object, what: str = "name", *, path_safe_only: bool = Fals
         raise InvalidName(f"{where}: it must not contain {' '.join(repr(c) for c in bad)}")
     if not value.isprintable():  # control characters, line and paragraph separators
         raise InvalidName(f"{where}: it must not contain control characters")
+    if len(_GOOD) >= 1024:
+        _GOOD.clear()
+    _GOOD.add((value, what, path_safe_only))
     return value
+
+
+_GOOD: set[tuple[str, str, bool]] = set()  # names check_name passed, as it was asked
 
 
 def check_run_name(value: object) -> str:
