@@ -413,7 +413,7 @@ class Agent:
         """After ``run``, once nothing more is written: the agent's store connection closed
         (its WAL folded back into the file), and its store watch handed to its spawner to
         close. Issue 17: the kernel's teardown of a file watch (an RCU grace period) held
-        up the agent's exit 10-25 ms here, a twentieth of a 500-run ``--burst`` drain; the
+        up the agent's exit 5-25 ms here, a twentieth of a 500-run ``--burst`` drain; the
         spawner, which nobody waits for, pays it instead."""
         from launchctl.agent.wake import watch_descriptors
 

@@ -202,7 +202,7 @@ class Link:
 
     def hand_over(self, fds: list[int]) -> bool:
         """Give the spawner these descriptors to close in a thread of its own (issue 17:
-        the kernel's teardown of a file watch took an agent 10-25 ms here, on its way out,
+        the kernel's teardown of a file watch took an agent 5-25 ms here, on its way out,
         where nobody waits for the spawner). Returns whether it took them; either way this
         process still holds its own copies."""
         import socket
