@@ -139,6 +139,9 @@ def agent(
     import gc
 
     gc.disable()  # while its modules load and it sets up (see launchctl/cli/__init__.py)
+    from launchctl.agent.early import start_spawner
+
+    start_spawner()  # beside the agent's own start (issue 17)
     from launchctl.agent import Agent
     from launchctl.agent.config import check_entity, load_agent_config
 

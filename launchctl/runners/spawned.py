@@ -78,7 +78,22 @@ def link(watcher: FdWatcher) -> Link:
     with _LINK_LOCK:
         if _LINK is None or _LINK.lost:
             _LINK = Link(watcher)
+        else:
+            _LINK.attach(watcher)
         return _LINK
+
+
+def start_early() -> None:
+    """Start this process's spawner now, before anything reads it (``link`` then attaches
+    its watcher). The agent command does, before it loads the rest of itself (issue 17:
+    the spawner's interpreter takes about 25 ms to start, and the first runs waited for
+    it; now it starts beside the agent's imports). Where no spawner can run, nothing."""
+    global _LINK
+    if not available():
+        return
+    with _LINK_LOCK:
+        if _LINK is None or _LINK.lost:
+            _LINK = Link(None)
 
 
 class SpawnedProc:
@@ -138,8 +153,8 @@ class SpawnedProc:
 class Link:
     """One spawner process, and the runs it started that have not ended yet."""
 
-    def __init__(self, watcher: FdWatcher) -> None:
-        self._watcher = watcher
+    def __init__(self, watcher: FdWatcher | None) -> None:
+        self._watcher: FdWatcher | None = None
         self.lost = False
         import socket
 
@@ -174,7 +189,8 @@ class Link:
         self._exit_buf = b""
         self._exit_lock = threading.Lock()
         self.taken = False  # the exits pipe is read by its taker, not the reaper thread
-        watcher.watch_fd(self._exits, self.drain)
+        if watcher is not None:
+            self.attach(watcher)
         # The spawner is this process's child: reaped when it ends, never a zombie.
         threading.Thread(target=self.proc.wait, name="launchctl-spawner", daemon=True).start()
 
@@ -252,12 +268,22 @@ class Link:
         errno_, what = int(rest[0]), rest[1]
         proc.replied(None, None, _failure(proc, errno_, what))
 
+    def attach(self, watcher: FdWatcher) -> None:
+        """``watcher`` reads the exits pipe from now on (until someone ``take_exits``): a
+        spawner started early (``start_early``) gets it once the agent has one."""
+        if self._watcher is not None:
+            return
+        self._watcher = watcher
+        if not self.taken and not self.lost:
+            watcher.watch_fd(self._exits, self.drain)
+
     def take_exits(self) -> int:
         """From now on the caller polls the exits pipe (the returned descriptor) and calls
         ``drain`` when it is readable; the reaper thread no longer does. An agent's loop
         does: a run's end then reaches it with no hand-over between threads."""
         self.taken = True
-        self._watcher.unwatch_fd(self._exits)
+        if self._watcher is not None:
+            self._watcher.unwatch_fd(self._exits)
         return self._exits
 
     def drain(self) -> None:
@@ -297,7 +323,8 @@ class Link:
             self.lost = True
             running = list(self._running.values())
             self._running.clear()
-        self._watcher.unwatch_fd(self._exits)
+        if self._watcher is not None:
+            self._watcher.unwatch_fd(self._exits)
         if running:
             threading.Thread(
                 target=_watch_orphans, args=(running,), name="launchctl-orphans", daemon=True
