@@ -332,3 +332,21 @@ def test_a_drain_of_quick_trivial_runs_commits_about_twice_a_run(
     # loop. Four moves each would be 48 commits; two a run is 24, and a few more where a
     # pass finds nothing to claim.
     assert commits <= 24 + 4, commits
+
+
+def test_a_refilled_slot_is_said_after_the_end_that_freed_it(store: Store, tmp_path: Path) -> None:
+    """Issue 17: the loop starts the next run before it records the end of the run whose
+    slot it takes (``Agent.reap``); what the agent says keeps the order things happened
+    in: with ``-j 1`` each run's end comes before the next run's start."""
+    code = tmp_path / "code"
+    make_script(code, "data.txt", "x\n")
+    cli("job", "create", "code", str(code), "-E", "true", "-n", "t", check=True)
+    ids = [cli_json("launch", "-j", "t", "-q", "default")["id"] for _ in range(4)]
+    proc = cli("agent", "-q", "default", "-j", "1", "--burst", check=True)
+    said = [
+        ("start", line.split()[2]) if line.startswith("started run ") else ("end", line.split()[1])
+        for line in proc.stderr.splitlines()
+        if line.startswith("started run ") or line.endswith("finished (exit code 0)")
+    ]
+    assert said == [(kind, run_id) for run_id in ids for kind in ("start", "end")], proc.stderr
+    assert [store.runs.state(r) for r in ids] == ["finished"] * 4

@@ -125,6 +125,9 @@ class Agent:
         # goes into the loop's next commit (their end's, or the next claim's), at most
         # ANNOUNCE_S later. run id -> (time.monotonic() at start, the move's fields).
         self._unannounced: dict[str, tuple[float, Callable[[], dict[str, Any]]]] = {}
+        # "started run ..." lines of runs started in a slot whose last run's end is not
+        # said yet: said after it (``reap``), in the order things happened to the runs.
+        self._said_later: list[str] | None = None
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
         self._link: spawned.Link | None = None  # the spawner whose exits the loop reads
@@ -592,19 +595,28 @@ class Agent:
             # end frees (an array's %N, a queue's per_user), or waiting for this run, is
             # claimed later in the pass (``claim_and_start``), once the end is recorded.
             following = None
+            later: list[str] = []
             if self.gpus is None and self._claims_in_reap():
                 with self.store.db.write():
                     following = self._claim_next()
                 if following is not None:
-                    self._start_next(following)
+                    self._said_later = later
+                    try:
+                        self._start_next(following)
+                    finally:
+                        self._said_later = None
                 following = None
             # Forgotten only once recorded: a store that cannot be written now (a full
             # disk) raises here, and the next pass records it again. A run started in the
             # loop and not yet recorded running is, in the same commit as its end.
-            with self.store.db.write():
-                announced = self._finish(run_id, result, active.stop_reason, active.run)
-                if self.gpus is not None and self._claims_in_reap():
-                    following = self._claim_next()
+            try:
+                with self.store.db.write():
+                    announced = self._finish(run_id, result, active.stop_reason, active.run)
+                    if self.gpus is not None and self._claims_in_reap():
+                        following = self._claim_next()
+            finally:
+                for line in later:
+                    self.say(line)
             self._announced(announced)
             del self.active[run_id]
             active.handle.release()
@@ -921,7 +933,11 @@ class Agent:
         else:  # not kept (too big for the cache): its next runs unpack it in a worker
             self._small[run["job_version_id"]] = False
         queue = run["queue_name"] or "(direct)"
-        self.say(f"started run {run['id']} ({run['name']}) from queue {queue}")
+        line = f"started run {run['id']} ({run['name']}) from queue {queue}"
+        if self._said_later is not None:
+            self._said_later.append(line)
+        else:
+            self.say(line)
         deadline = None
         if started.max_run_time is not None:
             deadline = time.monotonic() + started.max_run_time

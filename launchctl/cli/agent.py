@@ -139,6 +139,11 @@ def agent(
     import gc
 
     gc.disable()  # while its modules load and it sets up (see launchctl/cli/__init__.py)
+    # Its helper threads (the store watch, the hooks, the reaper) give the interpreter back
+    # to the loop within 1 ms rather than Python's 5 (issue 17: about 2% of a drain here),
+    # from the start: the store watch's thread, loading its watcher, held up the agent's
+    # start for up to 5 ms at Python's interval.
+    sys.setswitchinterval(0.001)
     from launchctl.agent.early import start_spawner
 
     start_spawner()  # beside the agent's own start (issue 17)
@@ -226,9 +231,6 @@ def agent(
         print(f"launchctl ui: {web.url}", flush=True)
     gc.freeze()  # what it set up lives as long as it does: never looked at by a collection
     gc.enable()
-    # Its helper threads (the store watch, the hooks, the reaper) give the interpreter back
-    # to the loop within 1 ms rather than Python's 5 (issue 17: about 2% of a drain here).
-    sys.setswitchinterval(0.001)
     try:
         worker.run(burst=burst)
     finally:
