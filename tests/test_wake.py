@@ -88,6 +88,46 @@ def test_a_write_rings_the_bell_and_a_write_that_changes_nothing_does_not(
         store.close()
 
 
+def test_a_pass_rings_the_bell_once_as_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: an agent's pass (``one_pass``) that commits twice (one run started,
+    another's end) touches the bell once, after its last commit, and not at all when
+    it wrote nothing; a failing pass still rings for what it committed."""
+    from launchctl import paths
+    from launchctl.store.db import Database
+
+    rings: list[int] = []
+    real = paths.ring
+
+    def counted(fd: int) -> None:
+        rings.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(paths, "ring", counted)
+    store = Database(_store(tmp_path))
+    try:
+        with store.one_pass():
+            for value in (1, 2):
+                with store.write():
+                    store.execute("INSERT INTO t VALUES (?)", [value])
+            assert rings == []  # none yet: the pass goes on
+        assert len(rings) == 1
+        with store.one_pass(), store.write():
+            store.execute("UPDATE t SET x = 5 WHERE x = 99")  # matches no row
+        assert len(rings) == 1
+        with pytest.raises(RuntimeError), store.one_pass():
+            with store.write():
+                store.execute("INSERT INTO t VALUES (3)")
+            raise RuntimeError("the pass failed after its commit")
+        assert len(rings) == 2
+        with store.write():  # outside a pass: at once
+            store.execute("INSERT INTO t VALUES (4)")
+        assert len(rings) == 3
+    finally:
+        store.close()
+
+
 @contextlib.contextmanager
 def _watching(db: Path) -> Iterator[Waker]:
     """A started waker whose watch is up (a launchctl write woke it), and quiet again."""

@@ -106,6 +106,7 @@ class Database:
         self._wrote: dict[str, int] = {}
         self._pass_version: int | None = None  # data_version, read once per pass (one_pass)
         self._in_pass = False
+        self._ring_owed = False  # a commit made inside one_pass: the bell rings at its end
         self._bell: int | None = None  # the bell's folder, opened at the first ring
         try:
             paths.make_dir(path.parent)  # 0700 (or the group mode), if launchctl creates it
@@ -355,7 +356,13 @@ class Database:
         """Tell the store's watchers it changed: touch the bell (``paths.bell_path``), made
         with the store's modes the first time; never through a link put in its place
         (``paths.open_bell``). A bell that cannot be touched is left alone: watchers still
-        poll, more slowly."""
+        poll, more slowly. Inside ``one_pass`` the bell is touched once, as the pass ends."""
+        if self._in_pass:
+            self._ring_owed = True
+            return
+        self._ring_now()
+
+    def _ring_now(self) -> None:
         try:
             if self._bell is None:
                 self._bell = paths.open_bell(self.path)
@@ -429,12 +436,18 @@ class Database:
     def one_pass(self) -> Iterator[None]:
         """An agent's pass: its ``all_watched`` reads share one read of ``PRAGMA
         data_version``. Another process's commit during the pass is then seen by the next
-        pass, which that commit's bell starts."""
-        self._in_pass, self._pass_version = True, None
+        pass, which that commit's bell starts. Its own commits ring the bell once, as it
+        ends (issue 17: a pass that starts one run and records another's end commits twice;
+        each ring is a write to the bell and a wake of every watcher, the agent's own
+        included, and watchers take a change in steps of 10 ms anyway)."""
+        self._in_pass, self._pass_version, self._ring_owed = True, None, False
         try:
             yield
         finally:
             self._in_pass, self._pass_version = False, None
+            if self._ring_owed:
+                self._ring_owed = False
+                self._ring_now()
 
     def all_watched(self, sql: str, params: Sequence[Any], words: tuple[str, ...]) -> list[Row]:
         """``all`` for a read an agent makes every pass whose answer seldom changes (issue
