@@ -350,3 +350,116 @@ def test_a_refilled_slot_is_said_after_the_end_that_freed_it(store: Store, tmp_p
     ]
     assert said == [(kind, run_id) for run_id in ids for kind in ("start", "end")], proc.stderr
     assert [store.runs.state(r) for r in ids] == ["finished"] * 4
+
+
+def test_runs_prepared_ahead_never_run_more_than_max_jobs_at_once(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: while its runs are short the agent claims and prepares a slot's next run
+    while the slot's run runs (``AHEAD_RUN_S``); each run's process still starts only
+    once a slot is free. Each run notes when it began and ended, from inside itself: no
+    moment has more than max_jobs of them."""
+    monkeypatch.setattr(loop, "AHEAD_RUN_S", 60.0)  # every run here counts as short
+    spans = tmp_path / "spans.txt"
+    code = tmp_path / "code"
+    make_script(
+        code,
+        "main.py",
+        "import time\n"
+        f"with open({str(spans)!r}, 'a') as f: f.write(f's {{time.time()}}\\n')\n"
+        "time.sleep(0.02)\n"
+        f"with open({str(spans)!r}, 'a') as f: f.write(f'e {{time.time()}}\\n')\n",
+    )
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "p", check=True)
+    ids = [cli_json("launch", "-j", "p", "-q", "default")["id"] for _ in range(16)]
+    holds = 0
+    real = Agent._hold_next
+
+    def counted(self: Agent) -> None:
+        nonlocal holds
+        real(self)
+        holds += self._ahead is not None
+
+    monkeypatch.setattr(Agent, "_hold_next", counted)
+    agent = Agent(store, ["default"], AgentOptions(max_jobs=2), say=lambda _l: None)
+    agent.start()
+    agent.run(burst=True)
+    assert [store.runs.state(r) for r in ids] == ["finished"] * 16
+    assert holds >= 4, holds  # it did prepare runs ahead
+    events = sorted(
+        (float(at), 1 if kind == "s" else -1)
+        for kind, at in (line.split() for line in spans.read_text().splitlines())
+    )
+    assert len(events) == 32
+    running = peak = 0
+    for _at, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 2, peak
+
+
+@pytest.mark.parametrize("how", ["no slot in time", "cancelled", "agent stops"])
+def test_a_run_held_for_a_slot_never_starts_without_one(
+    store: Store, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Issue 17: the run an agent holds ahead for its next free slot (claimed, laid out,
+    moved to starting) goes back to its queue when no slot frees for it within
+    AHEAD_HOLD_S, or when the agent stops; cancelled, it ends stopped. It never starts a
+    process meanwhile, and a requeued one runs once a slot frees."""
+    monkeypatch.setattr(loop, "AHEAD_RUN_S", 60.0)  # the quick runs here count as short
+    monkeypatch.setattr(loop, "AHEAD_HOLD_S", 0.5 if how == "no slot in time" else 600.0)
+    code = tmp_path / "code"
+    make_script(code, "main.py", "import sys, time\nif sys.argv[1:] == ['long']: time.sleep(120)\n")
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "s", check=True)
+    for _ in range(6):
+        cli_json("launch", "-j", "s", "-q", "default")
+    longs = [
+        cli_json("launch", "-j", "s", "-q", "default", "-E", "python main.py long")["id"]
+        for _ in range(2)
+    ]
+    held = cli_json("launch", "-j", "s", "-q", "default")["id"]
+    said: list[str] = []
+    agent = Agent(store, ["default"], AgentOptions(max_jobs=2, fallback_poll_s=30),
+                  say=said.append)  # fmt: skip
+    agent.start()
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    view = Store(home)  # the store as another process sees it
+    try:
+        wait_for(
+            lambda: (
+                all(view.runs.state(r) == "running" for r in longs)
+                and view.runs.state(held) == "starting"
+            ),
+            what="both slots busy and the next run held",
+            timeout=60,
+        )
+        assert view.runs.get(held)["pid"] is None
+        if how == "cancelled":
+            view.runs.request_cancel(held)
+            wait_for(lambda: view.runs.state(held) == "stopped", what="the cancel", timeout=30)
+            assert view.runs.get(held)["reason"] == "cancelled"
+        elif how == "agent stops":
+            agent.drain()
+            wait_for(lambda: view.runs.state(held) == "queued", what="given back", timeout=30)
+        else:
+            wait_for(lambda: view.runs.state(held) == "queued", what="given back", timeout=30)
+            view.runs.request_cancel(longs[0])  # a slot frees: the requeued run takes it
+            wait_for(lambda: view.runs.state(held) == "finished", what="its run", timeout=60)
+    finally:
+        for _ in range(2):  # as two signals would: the loop stops everything itself
+            agent.signalled()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    moves = [(e["from_state"], e["to_state"], e["message"]) for e in view.runs.events(held)
+             if e["from_state"] != e["to_state"]]  # fmt: skip
+    ran = [m for m in moves if m[1] == "running"]
+    if how == "cancelled":
+        assert moves[-1][:2] == ("starting", "stopped") and not ran, moves
+        assert any("stopped before it started (cancelled)" in line for line in said), said
+    else:
+        back = [m for m in moves if m[:2] == ("starting", "queued")]
+        why = "no slot freed for it within 0.5 s" if how == "no slot in time" else (
+            "the agent stopped before a slot freed for it")  # fmt: skip
+        assert len(back) == 1 and back[0][2] == f"requeued: {why}", moves
+        assert len(ran) == (1 if how == "no slot in time" else 0), moves

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from launchctl import runners
@@ -52,6 +52,15 @@ T = TypeVar("T")
 # How long a run started in the loop may wait for its move to running to ride along in
 # another commit (issue 17) before it gets one of its own.
 ANNOUNCE_S = 0.02
+# Issue 17: while an agent's runs are short (AHEAD_AFTER in a row each ended within
+# AHEAD_RUN_S of its start) and its slots are full, it claims and prepares a slot's next
+# run while the slot's run runs (a quick run: laid out, and moved to starting), and starts
+# it the moment a slot frees. Never more than max_jobs run at once; the run held waits
+# for a slot at most AHEAD_HOLD_S, then goes back to its queue (as it does when the agent
+# stops, or is cancelled where it stands).
+AHEAD_RUN_S = 0.1
+AHEAD_AFTER = 4
+AHEAD_HOLD_S = 1.0
 
 # A job version whose code snapshot (compressed) is at most this size has its first run
 # started in the agent's loop too: unpacking it takes a millisecond or two.
@@ -80,6 +89,7 @@ class Active:
     deadline: float | None = None  # time.monotonic() past which it is stopped: timeout
     engine_said: str | None = None  # issue 14: the engine's last word, noted on the run
     run: Row | None = None  # the row as claimed: its end is recorded without reading it again
+    since: float = field(default_factory=time.monotonic)  # when it started
 
 
 class Agent:
@@ -128,6 +138,10 @@ class Agent:
         # "started run ..." lines of runs started in a slot whose last run's end is not
         # said yet: said after it (``reap``), in the order things happened to the runs.
         self._said_later: list[str] | None = None
+        # The run claimed (and prepared) ahead for the next slot to free, and when: see
+        # AHEAD_RUN_S. And how many runs in a row ended within AHEAD_RUN_S of their start.
+        self._ahead: tuple[float, Following] | None = None
+        self._short_runs = 0
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
         self._link: spawned.Link | None = None  # the spawner whose exits the loop reads
@@ -311,6 +325,7 @@ class Agent:
             or self._unrecorded
             or self._unreturned
             or self._unannounced
+            or self._ahead is not None
         )
 
     def drain(self) -> None:
@@ -478,7 +493,10 @@ class Agent:
         self.apply_cancels()
         self.renew()
         if self.draining:
+            self._give_back_ahead("the agent stopped before a slot freed for it")
             return 0
+        if self._ahead is not None and time.monotonic() - self._ahead[0] > AHEAD_HOLD_S:
+            self._give_back_ahead(f"no slot freed for it within {AHEAD_HOLD_S:g} s")
         return self.claim_and_start()
 
     def schedule_sweeps(self) -> None:
@@ -544,6 +562,8 @@ class Agent:
             wait = min(wait, max(0.0, stall_at - now) + 0.01)
         if self._unannounced:
             wait = min(wait, ANNOUNCE_S)
+        if self._ahead is not None:  # given back if no slot frees for it in time
+            wait = min(wait, max(0.0, self._ahead[0] + AHEAD_HOLD_S - now) + 0.01)
         return wait
 
     def use_spawner(self) -> None:
@@ -597,8 +617,10 @@ class Agent:
             following = None
             later: list[str] = []
             if self.gpus is None and self._claims_in_reap():
-                with self.store.db.write():
-                    following = self._claim_next()
+                following = self._take_ahead()
+                if following is None:
+                    with self.store.db.write():
+                        following = self._claim_next()
                 if following is not None:
                     self._said_later = later
                     try:
@@ -622,6 +644,60 @@ class Agent:
             active.handle.release()
             if following is not None:
                 self._start_next(following)
+            short = time.monotonic() - active.since < AHEAD_RUN_S
+            self._short_runs = self._short_runs + 1 if short else 0
+            if self._holds_ahead():
+                self._hold_next()
+
+    def _holds_ahead(self) -> bool:
+        """Whether to claim and prepare the next run now, for the next slot to free (see
+        AHEAD_RUN_S): the agent's runs are short, its slots full, and a run likely waits."""
+        return (
+            self._ahead is None
+            and self._short_runs >= AHEAD_AFTER
+            and self.gpus is None
+            and not self.draining
+            and self._claimed_last
+            and self.options.max_jobs > 0
+            and len(self.active) + len(self.starting) >= self.options.max_jobs
+        )
+
+    def _hold_next(self) -> None:
+        with self.store.db.write():
+            following = self._claim_next()
+        if following is not None and (not following.quick or following.prepared is not None):
+            self._ahead = (time.monotonic(), following)
+
+    def _take_ahead(self) -> Following | None:
+        """The run held for the next slot (to start now), if any."""
+        if self._ahead is None:
+            return None
+        following = self._ahead[1]
+        self._ahead = None
+        return following
+
+    def _cancel_ahead(self, run_id: str) -> None:
+        """The run held for the next slot was cancelled: it ends stopped, never started
+        (forgotten once that is recorded: a store that cannot be written now raises here,
+        and the next pass tries again)."""
+        with _quiet_conflict():
+            move(self.store, run_id, State.STOPPED, agent_id=self.id, reason="cancelled",
+                 expect=frozenset({State.CLAIMED, State.STARTING}))  # fmt: skip
+        self._ahead = None
+        self.say(f"run {run_id} stopped before it started (cancelled)")
+
+    def _give_back_ahead(self, why: str) -> None:
+        """The run held for the next slot goes back to its queue, never started (forgotten
+        once that is recorded, as ``_cancel_ahead``)."""
+        if self._ahead is None:
+            return
+        run_id = self._ahead[1].run["id"]
+        with _quiet_conflict():
+            move(self.store, run_id, State.QUEUED, agent_id=self.id,
+                 message=f"requeued: {why}",
+                 expect=frozenset({State.CLAIMED, State.STARTING}))  # fmt: skip
+        self._ahead = None
+        self.say(f"run {run_id} back in its queue: {why}")
 
     def _note_engine_state(self, active: Active) -> None:
         """Issue 14: a cluster runner's word for a run its engine has not started yet
@@ -632,9 +708,12 @@ class Agent:
             self.store.runs.note(active.run_id, said)
 
     def apply_cancels(self) -> None:
-        if not self.active:
+        if not self.active and self._ahead is None:
             return
         for run_id in self.store.runs.cancels_held_by(self.id):
+            if self._ahead is not None and self._ahead[1].run["id"] == run_id:
+                self._cancel_ahead(run_id)
+                continue
             active = self.active.get(run_id)
             if active is not None and active.stop_reason is None:
                 active.stop_reason = "cancelled"
@@ -656,6 +735,11 @@ class Agent:
     def claim_and_start(self) -> int:
         self._end_doomed()
         claimed_count = 0
+        if self._ahead is not None and self.capacity > 0:  # a free slot takes it first
+            following = self._take_ahead()
+            if following is not None:
+                self._start_next(following)
+                claimed_count += 1
         n = len(self.queues)
         while self.capacity > 0 and n and (self._claimed_last or self._claimable()):
             # Issue 17: a quick run's claim and its move to starting are one commit; its
