@@ -463,3 +463,31 @@ def test_a_run_held_for_a_slot_never_starts_without_one(
             "the agent stopped before a slot freed for it")  # fmt: skip
         assert len(back) == 1 and back[0][2] == f"requeued: {why}", moves
         assert len(ran) == (1 if how == "no slot in time" else 0), moves
+
+
+def test_a_run_held_for_a_slot_goes_back_when_the_loop_itself_fails(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: should the agent's loop itself fail (a bug) while it holds a run for its
+    next slot, that run goes back to its queue on the way out, never started."""
+    monkeypatch.setattr(loop, "AHEAD_RUN_S", 60.0)  # every run here counts as short
+    code = tmp_path / "code"
+    make_script(code, "main.py", "pass\n")
+    cli("job", "create", "code", str(code), "-E", "python main.py", "-n", "q", check=True)
+    ids = [cli_json("launch", "-j", "q", "-q", "default")["id"] for _ in range(12)]
+    real = Agent.next_wake
+
+    def failing(self: Agent) -> float:
+        if self._ahead is not None:
+            raise RuntimeError("a bug in the loop")
+        return real(self)
+
+    monkeypatch.setattr(Agent, "next_wake", failing)
+    agent = Agent(store, ["default"], AgentOptions(max_jobs=2), say=lambda _l: None)
+    agent.start()
+    with pytest.raises(RuntimeError, match="a bug in the loop"):
+        agent.run(burst=True)
+    why = "requeued: the agent stopped before a slot freed for it"
+    back = [r for r in ids if any(e["message"] == why for e in store.runs.events(r))]
+    assert len(back) == 1 and store.runs.state(back[0]) == "queued", back
+    assert store.runs.get(back[0])["pid"] is None

@@ -9,6 +9,7 @@ runs known to start in milliseconds (``start_claimed``), which start in the loop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -422,6 +423,9 @@ class Agent:
             self.waker.close()
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+            if self._ahead is not None:  # only where the loop itself failed: back in line
+                with contextlib.suppress(Exception):
+                    self._give_back_ahead("the agent stopped before a slot freed for it")
             from launchctl.sweeps import scheduler
 
             scheduler.release(self.store, self.id)  # issue 15: its sweeps, at once
