@@ -491,3 +491,51 @@ def test_a_run_held_for_a_slot_goes_back_when_the_loop_itself_fails(
     back = [r for r in ids if any(e["message"] == why for e in store.runs.events(r))]
     assert len(back) == 1 and store.runs.state(back[0]) == "queued", back
     assert store.runs.get(back[0])["pid"] is None
+
+
+def test_a_run_held_for_a_slot_when_its_agent_is_killed_runs_once_after(
+    store: Store, tmp_path: Path, home: Path
+) -> None:
+    """Issue 17: an agent SIGKILLed while it holds a run for its next slot (claimed, laid
+    out, `starting`, no process) leaves it to the next agent, which takes it over and
+    runs it: every run of the queue runs exactly once (each notes its id in a ledger),
+    the two running ones adopted, the held one started anew."""
+    import signal
+    import subprocess
+    from collections import Counter
+
+    ledger = tmp_path / "ledger"
+    code = tmp_path / "code"
+    script = f'echo "$LAUNCHCTL_RUN_ID" >> {ledger}\nif [ "$1" = long ]; then sleep 4; fi\n'
+    make_script(code, "run.sh", script)
+    cli("job", "create", "code", str(code), "-E", "sh run.sh", "-n", "m", check=True)
+    quick = [cli_json("launch", "-j", "m", "-q", "default")["id"] for _ in range(6)]
+    longs = [cli_json("launch", "-j", "m", "-q", "default", "-E", "sh run.sh long")["id"]
+             for _ in range(2)]  # fmt: skip
+    held = cli_json("launch", "-j", "m", "-q", "default")["id"]
+    # The agent command itself, in a process of its own, with every run counted short.
+    first = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from launchctl.agent import loop;"
+         " loop.AHEAD_RUN_S = 60.0; from launchctl.cli import main;"
+         " sys.argv = ['launchctl', 'agent', '-q', 'default', '-j', '2']; main()"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(
+            lambda: (
+                all(store.runs.state(r) == "running" for r in longs)
+                and store.runs.state(held) == "starting"
+            ),
+            what="both slots busy and the next run held",
+            timeout=60,
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    second = cli("agent", "-q", "default", "-j", "2", "--burst", "--resume-queues", timeout=120)
+    assert second.returncode == 0, second.stderr
+    ids = [*quick, *longs, held]
+    assert [store.runs.state(r) for r in ids] == ["finished"] * len(ids), second.stderr
+    assert Counter(ledger.read_text().split()) == Counter(ids)  # each ran once
+    moves = [e["to_state"] for e in store.runs.events(held) if e["from_state"] != e["to_state"]]
+    assert moves.count("running") == 1 and moves.count("claimed") == 2, moves
