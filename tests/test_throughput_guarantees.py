@@ -398,6 +398,18 @@ def test_runs_prepared_ahead_never_run_more_than_max_jobs_at_once(
     assert peak <= 2, peak
 
 
+def _wait_until_held(view: Store, busy: list[str], held: str) -> None:
+    """Until the runs ``busy`` take both slots and the agent holds ``held`` for the next."""
+    wait_for(
+        lambda: (
+            all(view.runs.state(r) == "running" for r in busy)
+            and view.runs.state(held) == "starting"
+        ),
+        what="both slots busy and the next run held",
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize("how", ["no slot in time", "cancelled", "agent stops"])
 def test_a_run_held_for_a_slot_never_starts_without_one(
     store: Store, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, how: str
@@ -426,14 +438,7 @@ def test_a_run_held_for_a_slot_never_starts_without_one(
     thread.start()
     view = Store(home)  # the store as another process sees it
     try:
-        wait_for(
-            lambda: (
-                all(view.runs.state(r) == "running" for r in longs)
-                and view.runs.state(held) == "starting"
-            ),
-            what="both slots busy and the next run held",
-            timeout=60,
-        )
+        _wait_until_held(view, longs, held)
         assert view.runs.get(held)["pid"] is None
         if how == "cancelled":
             view.runs.request_cancel(held)
@@ -521,14 +526,7 @@ def test_a_run_held_for_a_slot_when_its_agent_is_killed_runs_once_after(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for(
-            lambda: (
-                all(store.runs.state(r) == "running" for r in longs)
-                and store.runs.state(held) == "starting"
-            ),
-            what="both slots busy and the next run held",
-            timeout=60,
-        )
+        _wait_until_held(store, longs, held)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
