@@ -410,7 +410,7 @@ def _wait_until_held(view: Store, busy: list[str], held: str) -> None:
     )
 
 
-@pytest.mark.parametrize("how", ["no slot in time", "cancelled", "agent stops"])
+@pytest.mark.parametrize("how", ["no slot in time", "cancelled", "agent stops", "queue paused"])
 def test_a_run_held_for_a_slot_never_starts_without_one(
     store: Store, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
@@ -447,6 +447,10 @@ def test_a_run_held_for_a_slot_never_starts_without_one(
         elif how == "agent stops":
             agent.drain()
             wait_for(lambda: view.runs.state(held) == "queued", what="given back", timeout=30)
+        elif how == "queue paused":  # by another process, then a slot frees
+            cli("queue", "pause", "default", check=True)
+            view.runs.request_cancel(longs[0])
+            wait_for(lambda: view.runs.state(held) == "queued", what="given back", timeout=30)
         else:
             wait_for(lambda: view.runs.state(held) == "queued", what="given back", timeout=30)
             view.runs.request_cancel(longs[0])  # a slot frees: the requeued run takes it
@@ -464,8 +468,11 @@ def test_a_run_held_for_a_slot_never_starts_without_one(
         assert any("stopped before it started (cancelled)" in line for line in said), said
     else:
         back = [m for m in moves if m[:2] == ("starting", "queued")]
-        why = "no slot freed for it within 0.5 s" if how == "no slot in time" else (
-            "the agent stopped before a slot freed for it")  # fmt: skip
+        why = {
+            "no slot in time": "no slot freed for it within 0.5 s",
+            "agent stops": "the agent stopped before a slot freed for it",
+            "queue paused": "its queue was paused while it waited for a slot",
+        }[how]
         assert len(back) == 1 and back[0][2] == f"requeued: {why}", moves
         assert len(ran) == (1 if how == "no slot in time" else 0), moves
 

@@ -324,3 +324,52 @@ def test_a_member_removed_while_the_agent_runs_is_refused_at_the_next_run(
     assert "user 'bob' is not a member of entity 'vision'" in run["reason"]
     if agent._pool is not None:
         agent._pool.shutdown(wait=True)
+
+
+def test_a_member_removed_while_her_run_is_held_for_a_slot_is_refused_at_its_start(
+    vision: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17: an agent whose runs are short holds the next one ready (claimed, its
+    roles read) while its slots are busy. Who could get around that: a member an admin
+    removes (in another process) while her run is held. When the slot frees, the run's
+    roles are read again: it fails at stage agent, never started."""
+    import threading
+
+    from launchctl.agent import Agent, AgentOptions, loop
+
+    monkeypatch.setattr(loop, "AHEAD_RUN_S", 60.0)  # the quick runs here count as short
+    monkeypatch.setattr(loop, "AHEAD_HOLD_S", 600.0)
+    monkeypatch.setenv("LAUNCHCTL_USER", "alice")
+    for _ in range(6):
+        as_user(BOB, "launch", "-q", vision, "-j", "train")
+    longs = [as_user(BOB, "launch", "-q", vision, "-j", "train", "-E", "sleep 120")["id"]
+             for _ in range(2)]  # fmt: skip
+    held = as_user(BOB, "launch", "-q", vision, "-j", "train")["id"]
+    agent = Agent(store, [vision], AgentOptions(max_jobs=2, fallback_poll_s=30),
+                  say=lambda _l: None)  # fmt: skip
+    agent.start()
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    view = Store(store.root)  # the store as another process sees it
+    try:
+        wait_for(
+            lambda: (
+                all(view.runs.state(r) == "running" for r in longs)
+                and view.runs.state(held) == "starting"
+            ),
+            60,
+            what="both slots busy and bob's next run held",
+        )
+        cli("team", "remove", "vision", "bob", env=ALICE, check=True)
+        view.runs.request_cancel(longs[0])  # a slot frees
+        wait_for(lambda: view.runs.state(held) == "failed", 60, what="the held run's refusal")
+    finally:
+        for _ in range(2):  # as two signals would: the loop stops everything itself
+            agent.signalled()
+        thread.join(timeout=60)
+    run = view.runs.get(held)
+    assert (run["stage"], run["pid"]) == ("agent", None), run
+    assert run["reason"].startswith("the run breaks its queue's rules:"), run["reason"]
+    assert "user 'bob' is not a member of entity 'vision'" in run["reason"]
+    moves = [e["to_state"] for e in view.runs.events(held) if e["from_state"] != e["to_state"]]
+    assert "running" not in moves, moves

@@ -142,6 +142,7 @@ class Agent:
         # The run claimed (and prepared) ahead for the next slot to free, and when: see
         # AHEAD_RUN_S. And how many runs in a row ended within AHEAD_RUN_S of their start.
         self._ahead: tuple[float, Following] | None = None
+        self._ahead_version = 0  # the store's data_version when it was held
         self._short_runs = 0
         self._local = threading.local()
         self.waker = Waker(store.db.path, fallback_s=self.options.fallback_poll_s)
@@ -671,14 +672,37 @@ class Agent:
             following = self._claim_next()
         if following is not None and (not following.quick or following.prepared is not None):
             self._ahead = (time.monotonic(), following)
+            self._ahead_version = self.store.db.data_version()
 
     def _take_ahead(self) -> Following | None:
-        """The run held for the next slot (to start now), if any."""
+        """The run held for the next slot (to start now), if any, and if it may still
+        start (``_still_may_start``)."""
         if self._ahead is None:
             return None
         following = self._ahead[1]
+        if self.store.db.data_version() != self._ahead_version and not self._still_may_start(
+            following.run
+        ):
+            return None
         self._ahead = None
         return following
+
+    def _still_may_start(self, run: Row) -> bool:
+        """Another process wrote the store while the run was held: its queue and its rules
+        are read again, as its start read them (a member an admin removed meanwhile is
+        refused, ``Starter._read``). A run of a queue paused meanwhile goes back to it; one
+        that breaks its queue's rules now fails, never started."""
+        queue = self.store.queues.by_id(run["queue_id"]) if run["queue_id"] is not None else None
+        if queue is not None and queue["paused"]:
+            self._give_back_ahead("its queue was paused while it waited for a slot")
+            return False
+        try:
+            Starter(self.store, self._context())._read(run)
+        except LaunchctlError as exc:
+            self._ahead = None
+            self._fail(self.store, run["id"], stage_of(exc), str(exc))
+            return False
+        return True
 
     def _cancel_ahead(self, run_id: str) -> None:
         """The run held for the next slot was cancelled: it ends stopped, never started

@@ -432,6 +432,10 @@ class Database:
             self._kept[key] = row
         return None if row is None else dict(row)
 
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: it changes when another connection commits."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     @contextlib.contextmanager
     def one_pass(self) -> Iterator[None]:
         """An agent's pass: its ``all_watched`` reads share one read of ``PRAGMA
