@@ -614,7 +614,7 @@ class Agent:
             # The slot it frees is filled first, when a run likely waits: its claim and
             # (a quick run) its move to starting commit, and its process starts; this
             # run's end is recorded next, in a commit of its own (issue 17: the slot no
-            # longer waits for that record; 2-3% of a 500-run drain here). Not where the
+            # longer waits for that record; about 1% of a 500-run drain here). Not where the
             # end's record frees what the next claim may need: GPUs (the trigger frees
             # them) are claimed after it, in its commit. A run held back by a limit the
             # end frees (an array's %N, a queue's per_user), or waiting for this run, is
